@@ -1,0 +1,60 @@
+# Two commands do everything on a fresh machine:
+#   make run   -> create .venv, install the pinned stack, run the whole workflow on config/config.yaml
+#   make test  -> same set-up, then lint + format checks + the whole test suite
+# Both are idempotent: the venv is rebuilt only when requirements.lock changes.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+LOCK := requirements.lock
+STAMP := $(VENV)/.installed-$(shell sha256sum $(LOCK) | cut -c1-16)
+CORES ?= all
+# Pretrained models never hang on a hub download here (no internet): fail fast instead.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MPLBACKEND := Agg
+
+.PHONY: run test venv lint unit workflow chromium lock benchmark clean
+
+run: venv
+	$(BIN)/snakemake --cores $(CORES)
+
+test: venv chromium lint
+	$(BIN)/pytest -n 2 --dist loadgroup
+
+venv: $(STAMP)
+
+$(STAMP): $(LOCK)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
+	# torch first, from the CPU wheel: anything that pulls an unpinned torch would take a CUDA build.
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -r $(LOCK)
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Headless Chromium for the report screenshot test (Debian package; needs root, as in CI).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint
+
+benchmark: venv
+	$(BIN)/python tests/benchmarks/bench_etl.py
+	$(BIN)/python tests/benchmarks/bench_forecast_accuracy.py
+
+# Regenerate the lock from requirements.in in a scratch venv.
+lock:
+	rm -rf /tmp/capforecast-lock && $(PYTHON) -m venv /tmp/capforecast-lock
+	/tmp/capforecast-lock/bin/pip install --quiet "torch==2.13.0"
+	/tmp/capforecast-lock/bin/pip install --quiet -r requirements.in
+	{ head -3 $(LOCK); /tmp/capforecast-lock/bin/pip freeze | sed 's/^torch==2.13.0+cpu/torch==2.13.0/'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,60 @@
+# Module 03: validation and ETL per partition, then fleet-wide quality tables.
+
+
+rule clean_partition:
+    input:
+        raw="results/raw/{partition}.parquet",
+    output:
+        clean="results/clean/{partition}.parquet",
+        quality="results/quality/partitions/{partition}.csv",
+        quarantine="results/quality/partitions/{partition}.quarantine.parquet",
+        reconciliation="results/quality/partitions/{partition}.reconciliation.csv",
+    params:
+        etl=config["etl"],
+        source_file=lambda wildcards: PARTITION_SOURCES[wildcards.partition],
+        code=code_hash("validate", "resample", "quality"),
+    log:
+        "results/logs/clean/{partition}.log",
+    benchmark:
+        "results/benchmarks/clean/{partition}.tsv"
+    conda:
+        "../envs/etl.yaml"
+    script:
+        "../scripts/clean_partition.py"
+
+
+rule quality:
+    input:
+        quality=expand_partitions("results/quality/partitions/{partition}.csv"),
+        quarantine=expand_partitions(
+            "results/quality/partitions/{partition}.quarantine.parquet"
+        ),
+        reconciliation=expand_partitions(
+            "results/quality/partitions/{partition}.reconciliation.csv"
+        ),
+    output:
+        quality=report(
+            "results/quality/data_quality.csv",
+            caption="../report/data_quality.rst",
+            category="Data quality",
+        ),
+        quarantine="results/quality/quarantine.parquet",
+        reconciliation=report(
+            "results/quality/reconciliation.csv",
+            caption="../report/reconciliation.rst",
+            category="Data quality",
+        ),
+    params:
+        code=code_hash(),
+    log:
+        "results/logs/quality.log",
+    conda:
+        "../envs/etl.yaml"
+    script:
+        "../scripts/combine_quality.py"
+
+
+rule clean:
+    input:
+        expand_partitions("results/clean/{partition}.parquet"),
+        rules.quality.output,

@@ -1,0 +1,99 @@
+# Config validation, partitions and input functions shared by every rule file.
+import hashlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+
+from capforecast.config import validated_config  # noqa: E402
+from capforecast.errors import CapForecastError  # noqa: E402
+from capforecast import ingest as cf_ingest  # noqa: E402
+
+try:
+    # Validate against config/schema.yaml and fill its defaults before any job is planned.
+    config = validated_config(config)
+except CapForecastError as err:
+    raise WorkflowError(f"Invalid configuration: {err}")
+
+
+PACKAGE_DIR = Path(workflow.basedir) / "scripts" / "capforecast"
+SHARED_MODULES = ("__init__", "contracts", "errors", "config", "rulekit")
+
+
+def code_hash(*modules):
+    """Digest of the library modules a rule uses.
+
+    Snakemake reruns a job when its script changes but not when a module that script imports
+    changes; passing this digest as a param makes library edits trigger the right reruns.
+    """
+    digest = hashlib.sha256()
+    for name in (*SHARED_MODULES, *modules):
+        path = PACKAGE_DIR / (name if name.endswith("/") else f"{name}.py")
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(file.name.encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+SYNTHETIC_DIR = "results/synthetic"
+
+
+def _partition_sources():
+    """Partition name -> the file it is ingested from (a service or an input file)."""
+    if config["data"]["source"] == "synthetic":
+        return {
+            svc["name"]: f"{SYNTHETIC_DIR}/{svc['name']}.parquet"
+            for svc in config["synthetic"]["services"]
+        }
+    try:
+        files = cf_ingest.list_input_files(config["data"]["path"])
+        return {name: str(path) for name, path in cf_ingest.partition_names(files).items()}
+    except CapForecastError as err:
+        raise WorkflowError(f"Cannot list the input files: {err}")
+
+
+PARTITION_SOURCES = _partition_sources()
+PARTITIONS = sorted(PARTITION_SOURCES)
+MODELS = list(config["models"]["enabled"])
+MODEL_FAMILIES = {
+    "baseline": ["seasonal_naive_daily", "seasonal_naive_weekly", "predict_linear"],
+    "statsforecast": ["autoets", "autotheta", "mstl"],
+    "prophet": ["prophet"],
+    "autogluon": ["autogluon"],
+}
+
+
+wildcard_constraints:
+    partition="|".join(PARTITIONS) if PARTITIONS else "[A-Za-z0-9_-]+",
+    model="[a-z_]+",
+
+
+def partition_source(wildcards):
+    return PARTITION_SOURCES[wildcards.partition]
+
+
+def resources_source(wildcards):
+    """The resources table users gave (local) or the generator wrote (synthetic), if any."""
+    if config["data"]["source"] == "synthetic":
+        return {"table": f"{SYNTHETIC_DIR}/fleet/resources.parquet"}
+    if config["data"]["resources"]:
+        return {"table": config["data"]["resources"]}
+    return {}
+
+
+def family_models(family):
+    """Enabled models of one family, as a wildcard constraint (never matches when none)."""
+    enabled = [m for m in MODEL_FAMILIES[family] if m in MODELS]
+    return "|".join(enabled) if enabled else "(?!x)x"
+
+
+def expand_partitions(pattern):
+    return expand(pattern, partition=PARTITIONS)
+
+
+def report_targets():
+    return expand(
+        "results/reports/{report}.html",
+        report=["data_quality", "forecast_backtest", "capacity_risk"],
+    )

@@ -1,0 +1,22 @@
+# Model-ready panels, per partition so a changed partition rebuilds only its own panel.
+
+
+rule features_partition:
+    input:
+        clean="results/clean/{partition}.parquet",
+    output:
+        features="results/features/{partition}.parquet",
+    params:
+        target=config["forecast"]["target"],
+        code=code_hash("features"),
+    log:
+        "results/logs/features/{partition}.log",
+    conda:
+        "../envs/etl.yaml"
+    script:
+        "../scripts/features_partition.py"
+
+
+rule features:
+    input:
+        expand_partitions("results/features/{partition}.parquet"),

@@ -1,0 +1,39 @@
+# Module 05: what runs out, when, how sure, and what to do about it.
+
+
+rule risk_report:
+    input:
+        forecasts=rules.combine_forecasts.output.forecasts,
+        clean=expand_partitions("results/clean/{partition}.parquet"),
+        resources=rules.ingest_resources.output.resources,
+        quality=rules.quality.output.quality,
+    output:
+        report_parquet="results/risk/risk_report.parquet",
+        report_csv=report(
+            "results/risk/risk_report.csv",
+            caption="../report/risk_report.rst",
+            category="Capacity risk",
+        ),
+        daily_breach="results/risk/daily_breach.parquet",
+        service_capacity=report(
+            "results/risk/service_capacity.csv",
+            caption="../report/service_capacity.rst",
+            category="Capacity risk",
+        ),
+        summary="results/risk/summary.json",
+    params:
+        config=lambda wildcards: {
+            key: config[key] for key in ("risk", "catalogue", "etl", "forecast")
+        },
+        code=code_hash("risk"),
+    log:
+        "results/logs/risk.log",
+    conda:
+        "../envs/etl.yaml"
+    script:
+        "../scripts/risk_report.py"
+
+
+rule risk:
+    input:
+        rules.risk_report.output,

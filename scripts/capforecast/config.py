@@ -1,0 +1,143 @@
+"""Configuration: validate against config/schema.yaml and fill in its defaults.
+
+The Snakefile, the tests, the notebooks and the SageMaker entry point all go
+through ``validated_config`` so that they see the same defaults and the same
+one-line errors.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from capforecast.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _fill_defaults(instance: Any, schema: Mapping[str, Any]) -> Any:
+    """Recursively insert ``default`` values for absent object properties."""
+    if isinstance(instance, dict) and "properties" in schema:
+        for key, sub in schema["properties"].items():
+            if key not in instance and "default" in sub:
+                instance[key] = copy.deepcopy(sub["default"])
+            if key in instance:
+                instance[key] = _fill_defaults(instance[key], sub)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in instance:
+                if key not in schema["properties"]:
+                    instance[key] = _fill_defaults(instance[key], extra)
+    elif isinstance(instance, dict) and isinstance(schema.get("additionalProperties"), dict):
+        for key in instance:
+            instance[key] = _fill_defaults(instance[key], schema["additionalProperties"])
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [_fill_defaults(item, schema["items"]) for item in instance]
+    return instance
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in error.absolute_path]
+    path = ".".join(parts).replace(".[", "[")
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        unknown = sorted(k for k in error.instance if k not in allowed)
+        if unknown:
+            path = ".".join([p for p in [path, unknown[0]] if p])
+    return path or "<root>"
+
+
+def _allowed(error: jsonschema.ValidationError) -> str:
+    schema = error.schema
+    if error.validator == "enum":
+        return f"allowed: {', '.join(map(str, schema['enum']))}"
+    if error.validator == "additionalProperties":
+        return f"unknown key; allowed: {', '.join(sorted(schema.get('properties', {})))}"
+    if error.validator in {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}:
+        return f"must satisfy {error.validator} {error.validator_value}"
+    if error.validator == "type":
+        return f"expected type {error.validator_value}"
+    if error.validator == "required":
+        return "missing required key"
+    if error.validator == "pattern":
+        return f"must match {error.validator_value}"
+    return error.message
+
+
+def validated_config(
+    config: Mapping[str, Any] | None, schema: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return a deep copy of ``config`` with schema defaults filled in.
+
+    Raises ``ConfigError`` naming the offending key (dotted path) and what is allowed.
+    """
+    schema = schema or load_schema()
+    cfg = copy.deepcopy(dict(config or {}))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        err = errors[0]
+        value = err.instance if err.validator != "additionalProperties" else None
+        detail = _allowed(err)
+        shown = f"value {value!r} is invalid; {detail}" if value is not None else detail
+        raise ConfigError(_key_path(err), shown)
+    cfg = _fill_defaults(cfg, schema)
+    _check_semantics(cfg)
+    return cfg
+
+
+def _check_semantics(cfg: Mapping[str, Any]) -> None:
+    """Rules JSON Schema cannot express."""
+    data = cfg["data"]
+    if data["source"] == "local" and not data.get("path"):
+        raise ConfigError("data.path", "required when data.source is 'local'")
+    for metric, levels in cfg["risk"]["thresholds"].items():
+        if levels["warning"] > levels["critical"]:
+            raise ConfigError(
+                f"risk.thresholds.{metric}",
+                f"warning ({levels['warning']}) must not exceed critical ({levels['critical']})",
+            )
+        if metric in cfg["etl"]["percent_metrics"] and levels["critical"] > 100:
+            raise ConfigError(
+                f"risk.thresholds.{metric}.critical",
+                f"{levels['critical']} is above 100 for a percentage metric",
+            )
+    catalogue = cfg["catalogue"]
+    for i, svc in enumerate(cfg["synthetic"]["services"]):
+        if svc["instance_type"] not in catalogue:
+            raise ConfigError(
+                f"synthetic.services[{i}].instance_type",
+                f"'{svc['instance_type']}' is not in the catalogue; known: {', '.join(sorted(catalogue))}",
+            )
+    names = [s["name"] for s in cfg["synthetic"]["services"]]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError("synthetic.services", f"duplicate service names: {', '.join(dupes)}")
+
+
+def load_config(*paths: str | Path) -> dict[str, Any]:
+    """Merge YAML files left to right (later wins, nested dicts merged) and validate."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        text = Path(path).read_text()
+        merged = deep_merge(merged, yaml.safe_load(text) or {})
+    return validated_config(merged)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

@@ -1,0 +1,55 @@
+"""Helpers for the thin rule scripts: logging to ``snakemake.log`` and one-line errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from capforecast.errors import CapForecastError
+
+LOG = logging.getLogger("capforecast")
+
+
+def setup_logging(log_path: str | Path | None) -> logging.Logger:
+    """Send library logs to the rule's log file (and stderr, so `snakemake` shows progress)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    return LOG
+
+
+def run_rule(main: Callable[[Any], None], smk: Any) -> None:
+    """Run a rule's ``main(snakemake)``; user-facing errors become one line, not a traceback."""
+    log_files = list(getattr(smk, "log", []) or [])
+    setup_logging(log_files[0] if log_files else None)
+    try:
+        main(smk)
+    except CapForecastError as err:
+        # The one line users need; Snakemake adds the rule name and the log path around it.
+        LOG.error("%s", err)
+        print(f"capforecast error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+@contextmanager
+def timed(step: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    LOG.info("%s took %.2f s", step, time.perf_counter() - start)
+
+
+def ensure_parent(*paths: str | Path) -> None:
+    for path in paths:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,198 @@
+"""Training entry logic shared by the Snakemake rules and the SageMaker container.
+
+``fit_forecast`` is what the forecast rules call; ``main`` is the command-line entry point
+(``python -m capforecast.train``). Inside a SageMaker training container the locations default to
+its contract (``SM_CHANNEL_TRAIN``, ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``, ``/opt/ml/...``), so
+the same code runs locally and remotely; submission itself lives in the AWS module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from capforecast.contracts import quantile_column, series_id
+from capforecast.errors import ConfigError, ForecastInputError
+from capforecast.models.base import ForecastRequest
+
+SAGEMAKER_DEFAULTS = {
+    "train": ("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"),
+    "config": ("SM_CHANNEL_CONFIG", "/opt/ml/input/data/config"),
+    "model_dir": ("SM_MODEL_DIR", "/opt/ml/model"),
+    "output_dir": ("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"),
+}
+
+
+def model_quantiles(forecast_cfg: Mapping[str, Any]) -> tuple[float, ...]:
+    """Configured quantiles plus the extra ones the risk stage needs, plus the median."""
+    levels = {*forecast_cfg["quantiles"], *forecast_cfg.get("extra_quantiles", []), 0.5}
+    return tuple(sorted(round(float(q), 6) for q in levels))
+
+
+def load_panel(feature_files: Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate per-partition feature panels (series_id, resource_id, metric, timestamp, y)."""
+    frames = [
+        pd.read_parquet(p, columns=["series_id", "resource_id", "metric", "timestamp", "y"])
+        for p in feature_files
+    ]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        raise ForecastInputError("no feature rows to forecast: every partition is empty")
+    panel = pd.concat(frames, ignore_index=True)
+    return panel.sort_values(["series_id", "timestamp"], ignore_index=True)
+
+
+def series_bounds(
+    panel: pd.DataFrame, percent_metrics: Sequence[str]
+) -> dict[str, tuple[float, float | None]]:
+    """Physical bounds: 0..100 for percentages, >= 0 for counters and byte rates."""
+    meta = panel.drop_duplicates("series_id")
+    return {
+        sid: (0.0, 100.0 if metric in percent_metrics else None)
+        for sid, metric in zip(meta["series_id"], meta["metric"], strict=True)
+    }
+
+
+def build_request(
+    panel: pd.DataFrame,
+    *,
+    horizon: int,
+    quantiles: Sequence[float],
+    season: int,
+    percent_metrics: Sequence[str],
+    freq: str = "1h",
+    n_jobs: int = 1,
+) -> ForecastRequest:
+    return ForecastRequest(
+        history=panel[["series_id", "timestamp", "y"]].reset_index(drop=True),
+        horizon=int(horizon),
+        quantiles=tuple(quantiles),
+        freq=freq,
+        season=int(season),
+        bounds=series_bounds(panel, percent_metrics),
+        n_jobs=int(n_jobs),
+    )
+
+
+def attach_keys(forecast: pd.DataFrame, panel: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Add resource_id, metric and model to a model's output (keyed by series_id)."""
+    meta = panel.drop_duplicates("series_id")[["series_id", "resource_id", "metric"]]
+    out = forecast.merge(meta, on="series_id", how="left", validate="many_to_one")
+    out.insert(0, "model", model)
+    return out
+
+
+def fit_forecast(
+    model_name: str,
+    panel: pd.DataFrame,
+    *,
+    forecast_cfg: Mapping[str, Any],
+    backtest_cfg: Mapping[str, Any],
+    models_cfg: Mapping[str, Any],
+    percent_metrics: Sequence[str],
+    freq: str = "1h",
+    n_jobs: int = 1,
+) -> pd.DataFrame:
+    """Refit ``model_name`` on the full history and forecast ``forecast.horizon`` steps."""
+    from capforecast.models import MODEL_REGISTRY
+
+    if model_name not in MODEL_REGISTRY:
+        raise ConfigError("models.enabled", f"unknown model '{model_name}'")
+    request = build_request(
+        panel,
+        horizon=forecast_cfg["horizon"],
+        quantiles=model_quantiles(forecast_cfg),
+        season=backtest_cfg["season"],
+        percent_metrics=percent_metrics,
+        freq=freq,
+        n_jobs=n_jobs,
+    )
+    start = time.perf_counter()
+    forecast = MODEL_REGISTRY[model_name](request, dict(models_cfg))
+    seconds = time.perf_counter() - start
+    out = attach_keys(forecast, panel, model_name)
+    out["fit_seconds"] = seconds / max(out["series_id"].nunique(), 1)
+    missing = set(panel["series_id"]) - set(out["series_id"])
+    if missing:
+        raise ForecastInputError(
+            f"model {model_name} returned no forecast for {len(missing)} series, "
+            f"e.g. {sorted(missing)[0]}"
+        )
+    return out
+
+
+def _default(name: str) -> str:
+    env, fallback = SAGEMAKER_DEFAULTS[name]
+    return os.environ.get(env, fallback)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Fit one forecasting model and write forecasts")
+    parser.add_argument("--model", required=True, help="model name from models.enabled")
+    parser.add_argument("--train", default=None, help="directory of feature parquet files")
+    parser.add_argument("--config", default=None, help="config YAML (file or directory)")
+    parser.add_argument("--model-dir", default=None, help="where model artefacts go")
+    parser.add_argument("--output-dir", default=None, help="where forecasts go")
+    parser.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    # SageMaker passes hyperparameters as CLI args and data locations as SM_* variables.
+    args.train = args.train or _default("train")
+    args.config = args.config or _default("config")
+    args.model_dir = args.model_dir or _default("model_dir")
+    args.output_dir = args.output_dir or _default("output_dir")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    from capforecast.config import validated_config
+
+    args = parse_args(argv)
+    config_path = Path(args.config)
+    if config_path.is_dir():
+        candidates = sorted(config_path.glob("*.yaml")) + sorted(config_path.glob("*.yml"))
+        if not candidates:
+            raise ConfigError("--config", f"no YAML file in {config_path}")
+        config_path = candidates[0]
+    cfg = validated_config(yaml.safe_load(config_path.read_text()) or {})
+    files = sorted(Path(args.train).glob("*.parquet"))
+    if not files:
+        raise ForecastInputError(f"no feature parquet files in {args.train}")
+    panel = load_panel(files)
+    forecast = fit_forecast(
+        args.model,
+        panel,
+        forecast_cfg=cfg["forecast"],
+        backtest_cfg=cfg["backtest"],
+        models_cfg=cfg["models"],
+        percent_metrics=cfg["etl"]["percent_metrics"],
+        freq=cfg["etl"]["freq"],
+        n_jobs=args.n_jobs,
+    )
+    out = Path(args.output_dir) / f"{args.model}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    forecast.to_parquet(out, index=False)
+    Path(args.model_dir).mkdir(parents=True, exist_ok=True)
+    return out
+
+
+__all__ = [
+    "attach_keys",
+    "build_request",
+    "fit_forecast",
+    "load_panel",
+    "main",
+    "model_quantiles",
+    "quantile_column",
+    "series_bounds",
+    "series_id",
+]
+
+if __name__ == "__main__":
+    main()

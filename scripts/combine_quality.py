@@ -1,0 +1,35 @@
+"""Rule quality: fleet-wide quality, quarantine and row-reconciliation tables."""
+
+import pandas as pd
+
+from capforecast.contracts import QUARANTINE_COLUMNS
+from capforecast.errors import CapForecastError
+from capforecast.rulekit import LOG, ensure_parent, run_rule
+
+
+def main(smk) -> None:
+    quality = pd.concat([pd.read_csv(p) for p in smk.input.quality], ignore_index=True)
+    quarantined = [pd.read_parquet(p) for p in smk.input.quarantine]
+    quarantined = [q for q in quarantined if len(q)]
+    quarantine = (
+        pd.concat(quarantined, ignore_index=True)
+        if quarantined
+        else pd.DataFrame({c: pd.Series(dtype="object") for c in QUARANTINE_COLUMNS})
+    )
+    reconciliation = pd.concat(
+        [pd.read_csv(p) for p in smk.input.reconciliation], ignore_index=True
+    )
+    unbalanced = reconciliation[~reconciliation["balanced"].astype(bool)]
+    if len(unbalanced):
+        raise CapForecastError(
+            f"row counts do not reconcile for {', '.join(unbalanced['source_file'])}"
+        )
+    ensure_parent(*smk.output)
+    quality.to_csv(smk.output.quality, index=False)
+    quarantine.to_parquet(smk.output.quarantine, index=False)
+    reconciliation.to_csv(smk.output.reconciliation, index=False)
+    totals = reconciliation[["rows_in", "rows_kept", "rows_repaired", "rows_quarantined"]].sum()
+    LOG.info("fleet rows: %s; %d series", totals.to_dict(), len(quality))
+
+
+run_rule(main, snakemake)
