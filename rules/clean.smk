@@ -9,16 +9,16 @@ rule clean_partition:
         quality="results/quality/partitions/{partition}.csv",
         quarantine="results/quality/partitions/{partition}.quarantine.parquet",
         reconciliation="results/quality/partitions/{partition}.reconciliation.csv",
-    params:
-        etl=config["etl"],
-        source_file=lambda wildcards: PARTITION_SOURCES[wildcards.partition],
-        code=code_hash("validate", "resample", "quality"),
     log:
         "results/logs/clean/{partition}.log",
     benchmark:
         "results/benchmarks/clean/{partition}.tsv"
     conda:
         "../envs/etl.yaml"
+    params:
+        etl=config["etl"],
+        source_file=lambda wildcards: PARTITION_SOURCES[wildcards.partition],
+        code=code_hash("validate", "resample", "quality"),
     script:
         "../scripts/clean_partition.py"
 
@@ -44,12 +44,12 @@ rule quality:
             caption="../report/reconciliation.rst",
             category="Data quality",
         ),
-    params:
-        code=code_hash(),
     log:
         "results/logs/quality.log",
     conda:
         "../envs/etl.yaml"
+    params:
+        code=code_hash(),
     script:
         "../scripts/combine_quality.py"
 

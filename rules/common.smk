@@ -48,7 +48,9 @@ def _partition_sources():
         }
     try:
         files = cf_ingest.list_input_files(config["data"]["path"])
-        return {name: str(path) for name, path in cf_ingest.partition_names(files).items()}
+        return {
+            name: str(path) for name, path in cf_ingest.partition_names(files).items()
+        }
     except CapForecastError as err:
         raise WorkflowError(f"Cannot list the input files: {err}")
 
@@ -67,6 +69,30 @@ MODEL_FAMILIES = {
 wildcard_constraints:
     partition="|".join(PARTITIONS) if PARTITIONS else "[A-Za-z0-9_-]+",
     model="[a-z_]+",
+
+
+def service_config(name):
+    for svc in config["synthetic"]["services"]:
+        if svc["name"] == name:
+            return svc
+    raise WorkflowError(f"unknown synthetic service '{name}'")
+
+
+def fleet_settings():
+    """Synthetic settings shared by all services (everything but the service list)."""
+    return {k: v for k, v in config["synthetic"].items() if k != "services"}
+
+
+def plan_settings():
+    """Settings outside `synthetic` that shape the plan (saturation is calibrated on them)."""
+    return {
+        "etl": {"freq": config["etl"]["freq"]},
+        "forecast": {"horizon": config["forecast"]["horizon"]},
+        "risk": {
+            "thresholds": config["risk"]["thresholds"],
+            "service_overrides": config["risk"]["service_overrides"],
+        },
+    }
 
 
 def partition_source(wildcards):
@@ -92,8 +118,8 @@ def expand_partitions(pattern):
     return expand(pattern, partition=PARTITIONS)
 
 
+REPORT_NAMES = ["data_quality", "forecast_backtest", "capacity_risk"]
+
+
 def report_targets():
-    return expand(
-        "results/reports/{report}.html",
-        report=["data_quality", "forecast_backtest", "capacity_risk"],
-    )
+    return [f"results/reports/{name}.html" for name in REPORT_NAMES]

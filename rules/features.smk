@@ -6,13 +6,13 @@ rule features_partition:
         clean="results/clean/{partition}.parquet",
     output:
         features="results/features/{partition}.parquet",
-    params:
-        target=config["forecast"]["target"],
-        code=code_hash("features"),
     log:
         "results/logs/features/{partition}.log",
     conda:
         "../envs/etl.yaml"
+    params:
+        target=config["forecast"]["target"],
+        code=code_hash("features"),
     script:
         "../scripts/features_partition.py"
 

@@ -15,10 +15,6 @@ rule backtest_baseline:
         features=FEATURES,
     output:
         predictions="results/backtest/models/{model}.parquet",
-    params:
-        **FORECAST_PARAMS,
-        code=code_hash("panel", "backtest", "models/"),
-    threads: 1
     log:
         "results/logs/backtest/{model}.log",
     benchmark:
@@ -27,6 +23,10 @@ rule backtest_baseline:
         model=family_models("baseline"),
     conda:
         "../envs/statsforecast.yaml"
+    threads: 1
+    params:
+        **FORECAST_PARAMS,
+        code=code_hash("panel", "backtest", "models/"),
     script:
         "../scripts/backtest_model.py"
 
@@ -40,17 +40,17 @@ use rule backtest_baseline as backtest_statsforecast with:
 use rule backtest_baseline as backtest_prophet with:
     wildcard_constraints:
         model=family_models("prophet"),
-    threads: 2
     conda:
         "../envs/prophet.yaml"
+    threads: 2
 
 
 use rule backtest_baseline as backtest_autogluon with:
     wildcard_constraints:
         model=family_models("autogluon"),
-    threads: 2
     conda:
         "../envs/autogluon.yaml"
+    threads: 2
 
 
 rule leaderboard:
@@ -67,14 +67,14 @@ rule leaderboard:
         selection="results/backtest/selection.parquet",
         selected_predictions="results/backtest/selected_predictions.parquet",
         calibration="results/backtest/calibration.parquet",
-    params:
-        **FORECAST_PARAMS,
-        selection=config["selection"],
-        code=code_hash("panel", "metrics", "selection", "calibration"),
     log:
         "results/logs/backtest/leaderboard.log",
     conda:
         "../envs/statsforecast.yaml"
+    params:
+        **FORECAST_PARAMS,
+        selection=config["selection"],
+        code=code_hash("panel", "metrics", "selection", "calibration"),
     script:
         "../scripts/leaderboard.py"
 
@@ -84,10 +84,6 @@ rule forecast_baseline:
         features=FEATURES,
     output:
         forecast="results/forecast/models/{model}.parquet",
-    params:
-        **FORECAST_PARAMS,
-        code=code_hash("panel", "train", "models/"),
-    threads: 1
     log:
         "results/logs/forecast/{model}.log",
     benchmark:
@@ -96,6 +92,10 @@ rule forecast_baseline:
         model=family_models("baseline"),
     conda:
         "../envs/statsforecast.yaml"
+    threads: 1
+    params:
+        **FORECAST_PARAMS,
+        code=code_hash("panel", "train", "models/"),
     script:
         "../scripts/forecast_model.py"
 
@@ -109,17 +109,17 @@ use rule forecast_baseline as forecast_statsforecast with:
 use rule forecast_baseline as forecast_prophet with:
     wildcard_constraints:
         model=family_models("prophet"),
-    threads: 2
     conda:
         "../envs/prophet.yaml"
+    threads: 2
 
 
 use rule forecast_baseline as forecast_autogluon with:
     wildcard_constraints:
         model=family_models("autogluon"),
-    threads: 2
     conda:
         "../envs/autogluon.yaml"
+    threads: 2
 
 
 rule combine_forecasts:
@@ -129,14 +129,14 @@ rule combine_forecasts:
         calibration=rules.leaderboard.output.calibration,
     output:
         forecasts="results/forecast/forecasts.parquet",
-    params:
-        forecast=config["forecast"],
-        percent_metrics=config["etl"]["percent_metrics"],
-        code=code_hash("selection", "calibration"),
     log:
         "results/logs/forecast/combine.log",
     conda:
         "../envs/statsforecast.yaml"
+    params:
+        forecast=config["forecast"],
+        percent_metrics=config["etl"]["percent_metrics"],
+        code=code_hash("selection", "calibration"),
     script:
         "../scripts/combine_forecasts.py"
 

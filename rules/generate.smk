@@ -4,12 +4,6 @@
 rule generate_service:
     output:
         raw=f"{SYNTHETIC_DIR}/{{service}}.parquet",
-    params:
-        # The whole synthetic section + catalogue: the plan of one service depends on both.
-        synthetic=config["synthetic"],
-        catalogue=config["catalogue"],
-        horizon=config["forecast"]["horizon"],
-        code=code_hash("synth"),
     log:
         "results/logs/generate/{service}.log",
     benchmark:
@@ -18,6 +12,14 @@ rule generate_service:
         service="[a-z][a-z0-9-]*",
     conda:
         "../envs/etl.yaml"
+    params:
+        # Only this service's settings and the fleet-wide ones: editing one service must not
+        # regenerate the others.
+        service=lambda wildcards: service_config(wildcards.service),
+        fleet=fleet_settings(),
+        catalogue=config["catalogue"],
+        plan_settings=plan_settings(),
+        code=code_hash("synth"),
     script:
         "../scripts/generate_service.py"
 
@@ -26,16 +28,15 @@ rule generate_fleet:
     output:
         resources=f"{SYNTHETIC_DIR}/fleet/resources.parquet",
         ground_truth=f"{SYNTHETIC_DIR}/fleet/ground_truth.json",
-    params:
-        synthetic=config["synthetic"],
-        catalogue=config["catalogue"],
-        horizon=config["forecast"]["horizon"],
-        thresholds=config["risk"]["thresholds"],
-        code=code_hash("synth"),
     log:
         "results/logs/generate/fleet.log",
     conda:
         "../envs/etl.yaml"
+    params:
+        synthetic=config["synthetic"],
+        catalogue=config["catalogue"],
+        plan_settings=plan_settings(),
+        code=code_hash("synth"),
     script:
         "../scripts/generate_fleet.py"
 

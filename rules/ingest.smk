@@ -7,13 +7,13 @@ rule ingest_partition:
         source=partition_source,
     output:
         raw="results/raw/{partition}.parquet",
-    params:
-        data=config["data"],
-        code=code_hash("ingest"),
     log:
         "results/logs/ingest/{partition}.log",
     conda:
         "../envs/etl.yaml"
+    params:
+        data=config["data"],
+        code=code_hash("ingest"),
     script:
         "../scripts/ingest_partition.py"
 
@@ -24,13 +24,13 @@ rule ingest_resources:
         raw=expand_partitions("results/raw/{partition}.parquet"),
     output:
         resources="results/resources.parquet",
-    params:
-        catalogue=config["catalogue"],
-        code=code_hash("ingest", "resources"),
     log:
         "results/logs/ingest/resources.log",
     conda:
         "../envs/etl.yaml"
+    params:
+        catalogue=config["catalogue"],
+        code=code_hash("ingest", "resources"),
     script:
         "../scripts/ingest_resources.py"
 

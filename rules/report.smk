@@ -41,18 +41,18 @@ rule render_report:
             caption="../report/html_report.rst",
             category="Reports",
         ),
+    log:
+        "results/logs/report/{report}.log",
+    wildcard_constraints:
+        report="data_quality|forecast_backtest|capacity_risk",
+    conda:
+        "../envs/report.yaml"
     params:
         results_dir="results",
         top_n=config["report"]["top_n"],
         sample_series=config["report"]["sample_series"],
         no_input="--no-input" if config["report"]["hide_code"] else "",
         code=code_hash("report"),
-    wildcard_constraints:
-        report="data_quality|forecast_backtest|capacity_risk",
-    log:
-        "results/logs/report/{report}.log",
-    conda:
-        "../envs/report.yaml"
     shell:
         "(papermill {input.notebook} {output.notebook} --cwd . "
         "-p results_dir {params.results_dir} -p top_n {params.top_n} "

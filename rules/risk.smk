@@ -21,15 +21,15 @@ rule risk_report:
             category="Capacity risk",
         ),
         summary="results/risk/summary.json",
+    log:
+        "results/logs/risk.log",
+    conda:
+        "../envs/etl.yaml"
     params:
         config=lambda wildcards: {
             key: config[key] for key in ("risk", "catalogue", "etl", "forecast")
         },
         code=code_hash("risk"),
-    log:
-        "results/logs/risk.log",
-    conda:
-        "../envs/etl.yaml"
     script:
         "../scripts/risk_report.py"
 

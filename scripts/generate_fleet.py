@@ -12,8 +12,7 @@ def main(smk) -> None:
         {
             "synthetic": smk.params.synthetic,
             "catalogue": smk.params.catalogue,
-            "forecast": {"horizon": smk.params.horizon},
-            "risk": {"thresholds": smk.params.thresholds},
+            **smk.params.plan_settings,
         }
     )
     plan = synth.plan_fleet(cfg)

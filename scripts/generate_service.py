@@ -8,9 +8,9 @@ from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
 def main(smk) -> None:
     cfg = validated_config(
         {
-            "synthetic": smk.params.synthetic,
+            "synthetic": {**smk.params.fleet, "services": [smk.params.service]},
             "catalogue": smk.params.catalogue,
-            "forecast": {"horizon": smk.params.horizon},
+            **smk.params.plan_settings,
         }
     )
     plan = synth.plan_fleet(cfg)
