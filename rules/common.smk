@@ -47,7 +47,9 @@ def _partition_sources():
             for svc in config["synthetic"]["services"]
         }
     try:
-        files = cf_ingest.list_input_files(config["data"]["path"])
+        # A resources table kept next to the metrics is not a metrics file.
+        exclude = [config["data"]["resources"]] if config["data"]["resources"] else []
+        files = cf_ingest.list_input_files(config["data"]["path"], exclude=exclude)
         return {
             name: str(path) for name, path in cf_ingest.partition_names(files).items()
         }

@@ -30,7 +30,7 @@ rule ingest_resources:
         "../envs/etl.yaml"
     params:
         catalogue=config["catalogue"],
-        code=code_hash("ingest", "resources"),
+        code=code_hash("ingest"),
     script:
         "../scripts/ingest_resources.py"
 

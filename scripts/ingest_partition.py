@@ -11,7 +11,10 @@ def main(smk) -> None:
     ensure_parent(smk.output.raw)
     raw.to_parquet(smk.output.raw, index=False)
     LOG.info(
-        "%s: %d rows, %d series", smk.input.source, len(raw), raw.groupby(["resource_id", "metric"]).ngroups
+        "%s: %d rows, %d series",
+        smk.input.source,
+        len(raw),
+        raw.groupby(["resource_id", "metric"]).ngroups,
     )
 
 

@@ -3,19 +3,16 @@
 import pandas as pd
 
 from capforecast import ingest
-from capforecast.resources import complete_resources
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 
 
 def main(smk) -> None:
     table = smk.input.get("table")
-    resources = (
-        ingest.read_resources_table(table, smk.params.catalogue) if table else None
-    )
-    seen = pd.concat(
-        [pd.read_parquet(path, columns=["resource_id"]) for path in smk.input.raw]
-    )["resource_id"].unique()
-    completed = complete_resources(resources, seen)
+    resources = ingest.read_resources_table(table, smk.params.catalogue) if table else None
+    seen = pd.concat([pd.read_parquet(path, columns=["resource_id"]) for path in smk.input.raw])[
+        "resource_id"
+    ].unique()
+    completed = ingest.complete_resources(resources, seen)
     ensure_parent(smk.output.resources)
     completed.to_parquet(smk.output.resources, index=False)
     LOG.info(

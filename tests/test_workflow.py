@@ -1,4 +1,4 @@
-"""Workflow tests: Snakemake CLI on tiny configs (dry run, full run, no-op rerun, one-partition rerun)."""
+"""Workflow tests: Snakemake CLI on tiny configs (dry run, run, no-op and partial reruns)."""
 
 from __future__ import annotations
 

@@ -116,7 +116,8 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
         if svc["instance_type"] not in catalogue:
             raise ConfigError(
                 f"synthetic.services[{i}].instance_type",
-                f"'{svc['instance_type']}' is not in the catalogue; known: {', '.join(sorted(catalogue))}",
+                f"'{svc['instance_type']}' is not in the catalogue; "
+                f"known: {', '.join(sorted(catalogue))}",
             )
     names = [s["name"] for s in cfg["synthetic"]["services"]]
     dupes = sorted({n for n in names if names.count(n) > 1})

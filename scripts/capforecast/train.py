@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from capforecast.contracts import quantile_column, series_id
 from capforecast.errors import ConfigError, ForecastInputError
 from capforecast.models.base import ForecastRequest
+from capforecast.panel import series_bounds
 
 SAGEMAKER_DEFAULTS = {
     "train": ("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"),
@@ -47,17 +47,6 @@ def load_panel(feature_files: Iterable[str | Path]) -> pd.DataFrame:
         raise ForecastInputError("no feature rows to forecast: every partition is empty")
     panel = pd.concat(frames, ignore_index=True)
     return panel.sort_values(["series_id", "timestamp"], ignore_index=True)
-
-
-def series_bounds(
-    panel: pd.DataFrame, percent_metrics: Sequence[str]
-) -> dict[str, tuple[float, float | None]]:
-    """Physical bounds: 0..100 for percentages, >= 0 for counters and byte rates."""
-    meta = panel.drop_duplicates("series_id")
-    return {
-        sid: (0.0, 100.0 if metric in percent_metrics else None)
-        for sid, metric in zip(meta["series_id"], meta["metric"], strict=True)
-    }
 
 
 def build_request(
@@ -181,18 +170,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
     Path(args.model_dir).mkdir(parents=True, exist_ok=True)
     return out
 
-
-__all__ = [
-    "attach_keys",
-    "build_request",
-    "fit_forecast",
-    "load_panel",
-    "main",
-    "model_quantiles",
-    "quantile_column",
-    "series_bounds",
-    "series_id",
-]
 
 if __name__ == "__main__":
     main()

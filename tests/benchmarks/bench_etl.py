@@ -90,8 +90,12 @@ def noop_rerun_seconds(workdir: Path) -> tuple[float, float, int]:
             "days": 14,
             "freq": "1h",
             "services": [
-                {"name": f"svc{i:02d}", "instances": 20, "instance_type": "m5.large",
-                 "scenario": "flat"}
+                {
+                    "name": f"svc{i:02d}",
+                    "instances": 20,
+                    "instance_type": "m5.large",
+                    "scenario": "flat",
+                }
                 for i in range(10)
             ],
         }
@@ -99,12 +103,23 @@ def noop_rerun_seconds(workdir: Path) -> tuple[float, float, int]:
     cfg_path = workdir / "bench.yaml"
     cfg_path.write_text(json.dumps(cfg))
     snakemake = str(Path(sys.executable).parent / "snakemake")
-    base = [snakemake, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(cfg_path), "--cores", "2"]
+    base = [
+        snakemake,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(cfg_path),
+        "--cores",
+        "2",
+    ]
     t0 = time.perf_counter()
     subprocess.run([*base, "features"], check=True, capture_output=True)
     first = time.perf_counter() - t0
-    series = sum(len(pd.read_csv(p)) for p in (workdir / "results/quality/partitions").glob("*.csv"))
+    series = sum(
+        len(pd.read_csv(p)) for p in (workdir / "results/quality/partitions").glob("*.csv")
+    )
     t0 = time.perf_counter()
     out = subprocess.run([*base, "features"], check=True, capture_output=True, text=True)
     noop = time.perf_counter() - t0
@@ -118,8 +133,10 @@ def main() -> None:
     parser.add_argument("--skip-noop", action="store_true")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores")
-    print("| raw rows | capforecast ETL s | rows/s | peak MiB | pyarrow read s | rows/s | peak MiB "
-          "| ETL / read time |")
+    print(
+        "| raw rows | capforecast ETL s | rows/s | peak MiB | pyarrow read s | rows/s | peak MiB "
+        "| ETL / read time |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
@@ -139,7 +156,9 @@ def main() -> None:
             print()
             print("| workflow | series | first run to `features` s | no-op rerun s |")
             print("|---|---:|---:|---:|")
-            print(f"| 10 services x 20 instances x 5 metrics | {series} | {first:.1f} | {noop:.1f} |")
+            print(
+                f"| 10 services x 20 instances x 5 metrics | {series} | {first:.1f} | {noop:.1f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The contract every forecaster follows, so backtests, selection and final fits treat them alike."""
+"""The contract every forecaster follows, so backtests, selection and final fits treat all alike."""
 
 from __future__ import annotations
 
@@ -48,9 +48,7 @@ def future_timestamps(last: pd.Timestamp, horizon: int, freq: str) -> pd.Datetim
     return pd.date_range(last, periods=horizon + 1, freq=freq)[1:]
 
 
-def finalize_forecast(
-    frame: pd.DataFrame, request: ForecastRequest
-) -> pd.DataFrame:
+def finalize_forecast(frame: pd.DataFrame, request: ForecastRequest) -> pd.DataFrame:
     """Make quantiles monotone (sort across levels) and clip to physical bounds."""
     cols = [quantile_column(q) for q in request.quantiles]
     out = frame.copy()
@@ -58,9 +56,11 @@ def finalize_forecast(
     out[cols] = values
     if request.bounds:
         lower = out["series_id"].map(lambda s: request.bounds.get(s, (0.0, None))[0]).astype(float)
-        upper = out["series_id"].map(
-            lambda s: (request.bounds.get(s, (0.0, None))[1] or np.inf)
-        ).astype(float)
+        upper = (
+            out["series_id"]
+            .map(lambda s: request.bounds.get(s, (0.0, None))[1] or np.inf)
+            .astype(float)
+        )
         for col in [*cols, "mean"]:
             out[col] = out[col].clip(lower=lower, upper=upper)
     return out
@@ -90,7 +90,7 @@ def base_model_name(model_used: str) -> str:
 
 def steps_per(period: str, freq: str) -> int:
     """Whole grid steps of ``freq`` in ``period`` (``steps_per("1D", "1h") == 24``), at least 1."""
-    return max(1, int(round(pd.Timedelta(period) / pd.Timedelta(_as_timedelta_string(freq)))))
+    return max(1, round(pd.Timedelta(period) / pd.Timedelta(_as_timedelta_string(freq))))
 
 
 def _as_timedelta_string(freq: str) -> str:

@@ -1,0 +1,168 @@
+"""Resample validated rows onto a regular grid at ``etl.freq``, one grid per series.
+
+Each series gets every bin from its first to its last observed bin. A bin holds the mean and
+the max of its raw samples and their count. Runs of empty bins no longer than
+``etl.max_fill_gap`` are filled by linear interpolation between the neighbouring observed bins
+(``is_filled``); longer runs stay NaN (``is_gap``).
+
+The work is done on flat numpy arrays (run boundaries + ``reduceat``) rather than per-series
+pandas resampling: one pass over sorted data, no Python loop over rows or series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from capforecast.contracts import CLEAN_COLUMNS
+
+DEFAULT_FREQ = "1h"
+DEFAULT_MAX_FILL_GAP = 3
+
+
+def freq_nanoseconds(freq: str) -> int:
+    """Length of one bin of ``freq`` (e.g. "1h", "15min") in nanoseconds."""
+    step = pd.Timedelta(freq)
+    if step <= pd.Timedelta(0):
+        raise ValueError(f"frequency must be positive, got {freq!r}")
+    return int(step.value)
+
+
+def empty_clean_frame() -> pd.DataFrame:
+    """A zero-row frame with the clean columns and dtypes."""
+    return pd.DataFrame(
+        {
+            "timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
+            "resource_id": pd.Series(dtype=object),
+            "metric": pd.Series(dtype=object),
+            "value": pd.Series(dtype="float64"),
+            "value_max": pd.Series(dtype="float64"),
+            "n_obs": pd.Series(dtype="int64"),
+            "is_filled": pd.Series(dtype=bool),
+            "is_gap": pd.Series(dtype=bool),
+        }
+    ).loc[:, list(CLEAN_COLUMNS)]
+
+
+def _series_codes(kept: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer code per row, ordered like (resource_id, metric), and the code -> names arrays."""
+    rid_codes, rid_names = pd.factorize(kept["resource_id"], sort=True)
+    met_codes, met_names = pd.factorize(kept["metric"], sort=True)
+    pair = rid_codes.astype("int64") * len(met_names) + met_codes
+    # Sort-based unique on few distinct values is cheap; it yields dense codes in key order.
+    uniques, codes = np.unique(pair, return_inverse=True)
+    names_rid = np.asarray(rid_names, dtype=object)[uniques // len(met_names)]
+    names_met = np.asarray(met_names, dtype=object)[uniques % len(met_names)]
+    return codes.astype("int64"), names_rid, names_met
+
+
+def _run_lengths(mask: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run id per True element of ``mask`` (runs break at False and where ``owner`` changes)
+    and the length of each run."""
+    starts = mask.copy()
+    starts[1:] &= ~mask[:-1] | (owner[1:] != owner[:-1])
+    run_id = np.cumsum(starts) - 1
+    lengths = np.bincount(run_id[mask], minlength=int(starts.sum()))
+    return run_id, lengths
+
+
+def resample_series(kept: pd.DataFrame, etl_cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """Regular grid per series (contracts.CLEAN_COLUMNS), sorted by resource_id, metric,
+    timestamp, with bin-start timestamps in UTC.
+
+    ``kept`` is :attr:`ValidationResult.kept` (finite values; order and duplicates do not
+    matter here). Bins are aligned to the epoch (``1h`` bins start on the hour).
+    """
+    if len(kept) == 0:
+        return empty_clean_frame()
+    step = freq_nanoseconds(str(etl_cfg.get("freq", DEFAULT_FREQ)))
+    max_fill = int(etl_cfg.get("max_fill_gap", DEFAULT_MAX_FILL_GAP))
+
+    values = kept["value"].to_numpy(dtype="float64")
+    if not np.isfinite(values).all():
+        raise ValueError("resample_series expects validated rows: found NaN or infinite values")
+    stamps = kept["timestamp"]
+    if not isinstance(stamps.dtype, pd.DatetimeTZDtype):
+        raise ValueError("resample_series expects tz-aware UTC timestamps")
+    ns = stamps.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").array.asi8
+    if (ns == np.iinfo("int64").min).any():
+        raise ValueError("resample_series expects validated rows: found missing timestamps")
+
+    codes, names_rid, names_met = _series_codes(kept)
+    bins = np.floor_divide(ns, step)
+    # Validated data arrive sorted; only sort when they do not (lexsort is the costly part).
+    order_ok = np.all((np.diff(codes) > 0) | ((np.diff(codes) == 0) & (np.diff(bins) >= 0)))
+    if not order_ok:
+        order = np.lexsort((bins, codes))
+        codes, bins, values = codes[order], bins[order], values[order]
+
+    # One aggregate per (series, bin) run of the sorted rows.
+    new_run = np.empty(len(bins), dtype=bool)
+    new_run[0] = True
+    new_run[1:] = (bins[1:] != bins[:-1]) | (codes[1:] != codes[:-1])
+    run_starts = np.flatnonzero(new_run)
+    run_code = codes[run_starts]
+    run_bin = bins[run_starts]
+    run_count = np.diff(np.append(run_starts, len(bins)))
+    run_mean = np.add.reduceat(values, run_starts) / run_count
+    run_max = np.maximum.reduceat(values, run_starts)
+
+    # The grid: for each series every bin from its first to its last observed bin.
+    # Runs are sorted by series then bin, and every series code occurs.
+    n_series = len(names_rid)
+    series_start = np.flatnonzero(np.r_[True, run_code[1:] != run_code[:-1]])
+    series_end = np.r_[series_start[1:], len(run_code)] - 1
+    first_bin = run_bin[series_start]
+    last_bin = run_bin[series_end]
+    length = last_bin - first_bin + 1
+    offset = np.concatenate(([0], np.cumsum(length)[:-1]))
+    total = int(length.sum())
+    grid_code = np.repeat(np.arange(n_series), length)
+    grid_bin = np.repeat(first_bin - offset, length) + np.arange(total)
+
+    mean = np.full(total, np.nan)
+    vmax = np.full(total, np.nan)
+    n_obs = np.zeros(total, dtype="int64")
+    pos = offset[run_code] + (run_bin - first_bin[run_code])
+    mean[pos] = run_mean
+    vmax[pos] = run_max
+    n_obs[pos] = run_count
+
+    # Empty bins: their runs are always interior (a series starts and ends on an observed bin),
+    # so the previous/next observed bin always belongs to the same series.
+    empty = n_obs == 0
+    is_filled = np.zeros(total, dtype=bool)
+    is_gap = np.zeros(total, dtype=bool)
+    if empty.any():
+        run_id, run_len = _run_lengths(empty, grid_code)
+        short = np.zeros(total, dtype=bool)
+        short[empty] = run_len[run_id[empty]] <= max_fill
+        is_filled = short
+        is_gap = empty & ~short
+        if short.any():
+            idx = np.arange(total)
+            prev_obs = np.maximum.accumulate(np.where(empty, -1, idx))
+            next_obs = np.minimum.accumulate(np.where(empty, total, idx)[::-1])[::-1]
+            at = np.flatnonzero(short)
+            lo, hi = prev_obs[at], next_obs[at]
+            weight = (at - lo) / (hi - lo)
+            mean[at] = mean[lo] + (mean[hi] - mean[lo]) * weight
+            vmax[at] = vmax[lo] + (vmax[hi] - vmax[lo]) * weight
+
+    timestamps = pd.to_datetime(grid_bin * step, unit="ns", utc=True)
+    clean = pd.DataFrame(
+        {
+            "timestamp": timestamps.astype("datetime64[ns, UTC]"),
+            "resource_id": names_rid[grid_code],
+            "metric": names_met[grid_code],
+            "value": mean,
+            "value_max": vmax,
+            "n_obs": n_obs,
+            "is_filled": is_filled,
+            "is_gap": is_gap,
+        }
+    )
+    return clean.loc[:, list(CLEAN_COLUMNS)]

@@ -1,0 +1,710 @@
+"""Capacity risk: what runs out, when, how sure we are, and what to do about it (Module 05).
+
+``assess_risk`` turns the selected forecasts into one row per resource x metric (the risk report),
+a per-day breach table (heatmap), a per-service capacity plan and a JSON-ready summary. The
+probability model lives in ``risk_probability``, history evidence and instance counts in
+``risk_capacity``, catalogue right-sizing in ``rightsizing``.
+
+Definitions (all times UTC; "now" is the forecast start, never the wall clock, so reruns on the
+same inputs give the same outputs):
+
+* forecast start: the latest first forecast step over all series (series that stopped reporting
+  earlier start earlier; the fleet's present is the latest one).
+* p_breach_warning / p_breach_critical: P(the threshold is reached within the horizon).
+* eta_p10 / eta_p50 / eta_p90: first step where P(breach critical by t) reaches 0.1 / 0.5 / 0.9
+  (earliest plausible / median / late crossing); ``eta_warning_*`` the same for warning. NaT when
+  not reached within the horizon.
+* act_by = eta_p50 (critical, or warning when critical is not reached) - lead_time_days -
+  safety_margin_days; ``act_now`` when act_by <= forecast start.
+* days_until_full: (median crossing of 100 % for percentage metrics, of critical for others) -
+  forecast start, in days; NaN when not reached.
+* headroom_pct at the forecast P90 peak: percentage metrics, in points: critical - max_t P90
+  (100 - max_t P90 without thresholds); byte metrics, whose capacity is unknown: percent of the
+  observed historical maximum still unused, 100 x (observed max - max_t P90) / observed max
+  (negative when the forecast exceeds anything seen).
+* metric_risk_score: 0 none, 1 low (P(warn) >= 0.2), 2 medium (P(warn) >= 0.5), 3 high
+  (P(crit) >= 0.2), 4 critical (P(crit) >= 0.5 or act_now). Metrics without thresholds: 1 when
+  the P90 peak exceeds the observed maximum and the median trend rises, else 0.
+  ``risk_score`` = max over the resource's dimensions.
+* metric_finding: at_risk (P(crit) >= 0.5 or act_now); under_provisioned (CPU/memory P90 peak above
+  target_utilization, P(warn) >= 0.5, saturated, or for metrics without thresholds the rising
+  beyond-observed-peak case); over_provisioned (percentage metric whose P90 peak stays under
+  low_water_pct over the whole horizon); else optimized. ``finding`` per resource: at_risk >
+  under_provisioned > over_provisioned (CPU *and* memory over-provisioned) > optimized, over
+  CPU, memory and the dimensions with thresholds (a metric without thresholds has no known
+  capacity: its growth shows in its own row, the risk score and the reason codes only).
+* confidence (0-1) = (1 - mean relative P10-P90 width) x history factor. The width is divided by
+  100 for percentage metrics and by max(observed max, P90 peak) otherwise. History factor =
+  min(1, history_hours / 168): under 7 days it drops linearly (reason ``short_history``);
+  ``too_short`` series are capped at 0.5.
+* saturated: pegged at the ceiling (see ``risk_capacity``): reason ``demand_hidden_by_ceiling``,
+  the forecast is a lower bound of the true demand.
+
+Columns repeated on every metric row of a resource (finding, risk_score, reason_codes,
+first_to_run_out, recommended_instance_type, monthly_cost_delta_usd) describe the resource: sum
+cost deltas over resources, not rows (the summary does).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from capforecast.config import load_schema
+from capforecast.errors import ConfigError, ForecastInputError
+from capforecast.rightsizing import resource_inventory, right_size
+from capforecast.risk_capacity import (
+    CPU,
+    MEMORY,
+    SATURATION_REASON,
+    HistoryRules,
+    history_evidence,
+    service_capacity,
+)
+from capforecast.risk_probability import (
+    SERIES_KEYS,
+    BreachTables,
+    ThresholdsFor,
+    breach_probabilities,
+    first_crossings,
+    quantile_at,
+    selected_forecasts,
+)
+
+FINDINGS: tuple[str, ...] = ("at_risk", "under_provisioned", "over_provisioned", "optimized")
+SHORT_HISTORY_HOURS = 7 * 24
+TOO_SHORT_CONFIDENCE_CAP = 0.5
+FULL_LEVEL = "full"
+PERCENT_CEILING = 100.0
+DEFAULT_TOP_N = 10
+# Dimension names used in reason codes and first_to_run_out; metrics not listed use their name.
+DIMENSION_NAMES: dict[str, str] = {
+    CPU: "cpu",
+    MEMORY: "memory",
+    "disk_used_percent": "disk",
+    "network_in_bytes": "network_in",
+    "network_out_bytes": "network_out",
+}
+DAILY_COLUMNS: tuple[str, ...] = (
+    "resource_id",
+    "metric",
+    "day",
+    "p_breach_warning",
+    "p_breach_critical",
+)
+RISK_REPORT_COLUMNS: tuple[str, ...] = (
+    "resource_id",
+    "service",
+    "instance_type",
+    "metric",
+    "finding",
+    "risk_score",
+    "confidence",
+    "p_breach_warning",
+    "p_breach_critical",
+    "eta_p10",
+    "eta_p50",
+    "eta_p90",
+    "eta_warning_p10",
+    "eta_warning_p50",
+    "eta_warning_p90",
+    "act_by",
+    "act_by_basis",
+    "act_now",
+    "days_until_full",
+    "headroom_pct",
+    "headroom_basis",
+    "peak_p50",
+    "peak_p90",
+    "observed_max",
+    "trend_per_day",
+    "warning_threshold",
+    "critical_threshold",
+    "first_to_run_out",
+    "saturated",
+    "history_hours",
+    "metric_finding",
+    "metric_risk_score",
+    "metric_reason_codes",
+    "sizing",
+    "recommended_instance_type",
+    "monthly_cost_delta_usd",
+    "reason_codes",
+    "forecast_start",
+    "forecast_end",
+    "method",
+)
+_KEYS = list(SERIES_KEYS)
+_DAY = pd.Timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class RiskSettings:
+    """The config values the risk stage uses, with schema defaults filled in and checked."""
+
+    thresholds: Mapping[str, Mapping[str, float]]
+    service_overrides: Mapping[str, Mapping[str, Mapping[str, float]]]
+    lead_time_days: float
+    safety_margin_days: float
+    target_utilization: float
+    buffer_pct: float
+    low_water_pct: float
+    percent_metrics: frozenset[str]
+    pegged_level: float
+    min_history_hours: float
+    freq: pd.Timedelta
+    statistic: str
+    catalogue: Mapping[str, Mapping[str, Any]]
+    top_n: int = DEFAULT_TOP_N
+
+
+@dataclass(frozen=True)
+class RiskResult:
+    """Everything the risk stage writes (see ``assess_risk``)."""
+
+    risk_report: pd.DataFrame
+    daily_breach: pd.DataFrame
+    service_capacity: pd.DataFrame
+    summary: dict[str, Any]
+    breach_by_step: pd.DataFrame
+
+
+def _section(cfg: Mapping[str, Any], name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+    """One config section with its schema defaults under the given values (one level deep)."""
+    properties = schema["properties"][name].get("properties", {})
+    defaults = {k: copy.deepcopy(v["default"]) for k, v in properties.items() if "default" in v}
+    return {**defaults, **dict(cfg.get(name) or {})}
+
+
+def _checked_levels(key: str, levels: Mapping[str, Any], percent: bool) -> dict[str, float]:
+    """warning/critical as floats; ConfigError when missing, negative, crossed or above 100 %."""
+    values: dict[str, float] = {}
+    for name in ("warning", "critical"):
+        raw = levels.get(name)
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not np.isfinite(raw):
+            raise ConfigError(f"{key}.{name}", f"needs a number, got {raw!r}")
+        if raw < 0:
+            raise ConfigError(f"{key}.{name}", f"{raw:g} is negative; thresholds must be >= 0")
+        if percent and raw > PERCENT_CEILING:
+            raise ConfigError(f"{key}.{name}", f"{raw:g} is above 100 for a percentage metric")
+        values[name] = float(raw)
+    if values["warning"] > values["critical"]:
+        raise ConfigError(
+            key,
+            f"warning ({values['warning']:g}) must not exceed critical ({values['critical']:g})",
+        )
+    return values
+
+
+def risk_settings(cfg: Mapping[str, Any]) -> RiskSettings:
+    """Read the ``risk``, ``catalogue``, ``etl``, ``forecast`` (and ``report``) sections.
+
+    Accepts the full validated config or only those sections (the risk rule passes a subset).
+    Threshold levels, including per-service overrides (merged over the global levels of the
+    metric), are checked here: ConfigError names the key.
+    """
+    schema = load_schema()
+    risk = _section(cfg, "risk", schema)
+    etl = _section(cfg, "etl", schema)
+    forecast = _section(cfg, "forecast", schema)
+    report = _section(cfg, "report", schema)
+    catalogue = cfg.get("catalogue") or schema["properties"]["catalogue"]["default"]
+    percent = frozenset(etl["percent_metrics"])
+    thresholds = {
+        metric: _checked_levels(f"risk.thresholds.{metric}", levels or {}, metric in percent)
+        for metric, levels in (risk["thresholds"] or {}).items()
+    }
+    overrides: dict[str, dict[str, dict[str, float]]] = {}
+    for service, metrics in (risk["service_overrides"] or {}).items():
+        if not isinstance(metrics, Mapping):
+            raise ConfigError(
+                f"risk.service_overrides.{service}", "expected {metric: {warning, critical}}"
+            )
+        for metric, levels in metrics.items():
+            merged = {**thresholds.get(metric, {}), **dict(levels or {})}
+            key = f"risk.service_overrides.{service}.{metric}"
+            overrides.setdefault(str(service), {})[metric] = _checked_levels(
+                key, merged, metric in percent
+            )
+    return RiskSettings(
+        thresholds=thresholds,
+        service_overrides=overrides,
+        lead_time_days=float(risk["lead_time_days"]),
+        safety_margin_days=float(risk["safety_margin_days"]),
+        target_utilization=float(risk["target_utilization"]),
+        buffer_pct=float(risk["buffer_pct"]),
+        low_water_pct=float(risk["low_water_pct"]),
+        percent_metrics=percent,
+        pegged_level=float(etl["pegged_level"]),
+        min_history_hours=float(etl["min_history_hours"]),
+        freq=pd.Timedelta(etl["freq"]),
+        statistic=str(forecast["target"]),
+        catalogue=catalogue,
+        top_n=int(report.get("top_n", DEFAULT_TOP_N)),
+    )
+
+
+def make_thresholds_for(
+    settings: RiskSettings, service_of: Mapping[str, str], *, include_full: bool = True
+) -> ThresholdsFor:
+    """``(resource_id, metric) -> {warning, critical[, full]}`` with per-service overrides.
+
+    ``full`` (100) is added for percentage metrics: it gives ``days_until_full``.
+    """
+
+    def thresholds_for(resource_id: str, metric: str) -> dict[str, float] | None:
+        service = service_of.get(resource_id)
+        levels = dict(
+            settings.service_overrides.get(str(service), {}).get(metric)
+            or settings.thresholds.get(metric)
+            or {}
+        )
+        if include_full and metric in settings.percent_metrics:
+            levels[FULL_LEVEL] = PERCENT_CEILING
+        return levels or None
+
+    return thresholds_for
+
+
+def _check_required_metrics(fan: pd.DataFrame, inventory: pd.DataFrame) -> None:
+    """CPU and memory forecasts are needed as soon as any forecast resource has an instance type."""
+    forecast_resources = set(fan["resource_id"])
+    sized = inventory[
+        inventory["instance_type"].notna() & inventory["resource_id"].isin(forecast_resources)
+    ]
+    if sized.empty:
+        return
+    present = set(fan["metric"])
+    for metric in (CPU, MEMORY):
+        if metric not in present:
+            raise ForecastInputError(
+                f"forecasts: metric '{metric}' is missing entirely; the "
+                f"{DIMENSION_NAMES[metric]} dimension of right-sizing and service capacity needs"
+                f" it for the {len(sized)} resource(s) with an instance type "
+                f"(e.g. '{sized['resource_id'].iloc[0]}')"
+            )
+
+
+def fan_points(fan: pd.DataFrame, levels: Mapping[float, str]) -> pd.DataFrame:
+    """P10, P50, P90 per forecast row (interpolated when not stored)."""
+    values = fan[list(levels.values())].to_numpy(dtype=float)
+    out = fan[[*_KEYS, "timestamp"]].copy()
+    for name, p in (("p10", 0.1), ("p50", 0.5), ("p90", 0.9)):
+        out[name] = quantile_at(levels.keys(), values, p)
+    return out
+
+
+def _forecast_shape(points: pd.DataFrame) -> pd.DataFrame:
+    """Per series: start, end, P50/P90 peaks, mean P10-P90 width, median trend per day."""
+    grouped = points.groupby(_KEYS)
+    shape = grouped.agg(
+        forecast_start=("timestamp", "min"),
+        forecast_end=("timestamp", "max"),
+        peak_p50=("p50", "max"),
+        peak_p90=("p90", "max"),
+    )
+    shape["mean_width"] = (
+        (points["p90"] - points["p10"]).groupby([points["resource_id"], points["metric"]]).mean()
+    )
+    days = (points["timestamp"] - grouped["timestamp"].transform("min")) / _DAY
+    dt = days - days.groupby([points["resource_id"], points["metric"]]).transform("mean")
+    dy = points["p50"] - grouped["p50"].transform("mean")
+    by = [points["resource_id"], points["metric"]]
+    var = (dt * dt).groupby(by).sum()
+    shape["trend_per_day"] = ((dt * dy).groupby(by).sum() / var.where(var > 0)).fillna(0.0)
+    return shape.reset_index()
+
+
+def _series_table(
+    points: pd.DataFrame,
+    tables: BreachTables,
+    evidence: pd.DataFrame,
+    inventory: pd.DataFrame,
+    thresholds_for: ThresholdsFor,
+) -> pd.DataFrame:
+    """One row per series with forecast shape, probabilities, ETAs, history and inventory."""
+    series = _forecast_shape(points)
+    levels = [thresholds_for(r, m) or {} for r, m in series[_KEYS].itertuples(index=False)]
+    series["warning_threshold"] = [lv.get("warning", np.nan) for lv in levels]
+    series["critical_threshold"] = [lv.get("critical", np.nan) for lv in levels]
+    step = tables.per_step
+    for name in ("warning", "critical"):
+        column = f"p_breach_{name}"
+        if column in step.columns:
+            worst = step.groupby(_KEYS)[column].max().rename(column).reset_index()
+            series = series.merge(worst, on=_KEYS, how="left")
+        else:
+            series[column] = np.nan
+    method = step.groupby(_KEYS)["method"].first().reset_index()
+    series = series.merge(method, on=_KEYS, how="left")
+    for level, prefix, probs in (
+        ("critical", "eta", (0.1, 0.5, 0.9)),
+        ("warning", "eta_warning", (0.1, 0.5, 0.9)),
+        (FULL_LEVEL, "eta_full", (0.5,)),
+    ):
+        series = series.merge(
+            first_crossings(step, level, probs, prefix=prefix), on=_KEYS, how="left"
+        )
+    series = series.merge(evidence, on=_KEYS, how="left")
+    series["history_hours"] = series["history_hours"].fillna(0.0)
+    series["saturated"] = series["saturated"].astype("boolean").fillna(False).astype(bool)
+    series["too_short"] = series["too_short"].astype("boolean").fillna(True).astype(bool)
+    return series.merge(
+        inventory[["resource_id", "service", "instance_type"]], on="resource_id", how="left"
+    )
+
+
+def _classify(
+    series: pd.DataFrame, settings: RiskSettings, forecast_start: pd.Timestamp
+) -> pd.DataFrame:
+    """Per series: act_by, days_until_full, headroom, metric score, finding and confidence."""
+    out = series.copy()
+    percent = out["metric"].isin(settings.percent_metrics).to_numpy()
+    has_levels = out["critical_threshold"].notna().to_numpy()
+    p_warn = out["p_breach_warning"].to_numpy(dtype=float)
+    p_crit = out["p_breach_critical"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        warn_low, warn_mid = p_warn >= 0.2, p_warn >= 0.5
+        crit_high, crit_top = p_crit >= 0.2, p_crit >= 0.5
+
+    lead = pd.Timedelta(days=settings.lead_time_days + settings.safety_margin_days)
+    basis_eta = out["eta_p50"].fillna(out["eta_warning_p50"])
+    out["act_by"] = basis_eta - lead
+    out["act_by_basis"] = np.where(
+        out["eta_p50"].notna(),
+        "critical",
+        np.where(out["eta_warning_p50"].notna(), "warning", None),
+    )
+    act_now = (out["act_by"].notna() & (out["act_by"] <= forecast_start)).to_numpy()
+    out["act_now"] = act_now
+    full_eta = out["eta_full_p50"].where(percent, out["eta_p50"])
+    out["days_until_full"] = (full_eta - forecast_start) / _DAY
+
+    observed = out["observed_max"].to_numpy(dtype=float)
+    peak = out["peak_p90"].to_numpy(dtype=float)
+    ceiling = np.where(has_levels, out["critical_threshold"], PERCENT_CEILING)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(observed > 0, 100.0 * (observed - peak) / observed, np.nan)
+    out["headroom_pct"] = np.where(percent, ceiling - peak, relative)
+    out["headroom_basis"] = np.where(
+        percent,
+        np.where(has_levels, "critical_points", "ceiling_points"),
+        "observed_max_pct",
+    )
+    beyond_seen = (
+        ~has_levels & (np.nan_to_num(out["headroom_pct"], nan=1.0) < 0) & (out["trend_per_day"] > 0)
+    ).to_numpy()
+
+    score = np.select([crit_top | act_now, crit_high, warn_mid, warn_low], [4, 3, 2, 1], default=0)
+    out["metric_risk_score"] = np.where(has_levels, score, beyond_seen.astype(int))
+    sizing_metric = out["metric"].isin([CPU, MEMORY]).to_numpy()
+    at_risk = has_levels & (crit_top | act_now)
+    under = (
+        (sizing_metric & (peak > settings.target_utilization))
+        | (has_levels & warn_mid)
+        | out["saturated"].to_numpy()
+        | beyond_seen
+    )
+    over = percent & (peak < settings.low_water_pct)
+    out["metric_finding"] = np.select(
+        [at_risk, under, over], ["at_risk", "under_provisioned", "over_provisioned"], "optimized"
+    )
+
+    scale = np.where(percent, PERCENT_CEILING, np.fmax(observed, peak))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        width = np.where(scale > 0, out["mean_width"].to_numpy(dtype=float) / scale, 0.0)
+    sharpness = 1.0 - np.clip(np.nan_to_num(width, nan=1.0), 0.0, 1.0)
+    history_factor = np.clip(out["history_hours"].to_numpy(dtype=float) / SHORT_HISTORY_HOURS, 0, 1)
+    history_factor = np.where(
+        out["too_short"], np.minimum(history_factor, TOO_SHORT_CONFIDENCE_CAP), history_factor
+    )
+    out["confidence"] = np.round(sharpness * history_factor, 3)
+    out["metric_reason_codes"] = [_metric_reasons(row) for row in out.to_dict("records")]
+    return out
+
+
+def _metric_reasons(row: Mapping[str, Any]) -> str:
+    """Reason codes of one series, the finding first (e.g. 'at_risk;breach_critical_p0.87')."""
+    codes = [str(row["metric_finding"])]
+    p_crit, p_warn = row["p_breach_critical"], row["p_breach_warning"]
+    if pd.notna(p_crit) and p_crit >= 0.2:
+        codes.append(f"breach_critical_p{p_crit:.2f}")
+    elif pd.notna(p_warn) and p_warn >= 0.2:
+        codes.append(f"breach_warning_p{p_warn:.2f}")
+    if row["act_now"]:
+        codes.append("act_now")
+    if row["saturated"]:
+        codes.append(SATURATION_REASON)
+    if row["history_hours"] < SHORT_HISTORY_HOURS or row["too_short"]:
+        codes.append("short_history")
+    if pd.isna(row["critical_threshold"]):
+        codes.append("no_threshold")
+        if row["headroom_basis"] == "observed_max_pct" and row["headroom_pct"] < 0:
+            codes.append("above_observed_peak")
+    return ";".join(codes)
+
+
+def _dimension(metric: str) -> str:
+    return DIMENSION_NAMES.get(metric, metric)
+
+
+def _run_out_candidates(series: pd.DataFrame) -> pd.DataFrame:
+    """Rows that may run out, ordered: earliest median critical ETA, tie -> higher P(critical)."""
+    eligible = series["metric"].isin([*DIMENSION_NAMES]) | series["metric"].str.startswith(
+        "network_"
+    )
+    plausible = series["eta_p10"].notna() | series["eta_warning_p10"].notna()
+    order = [
+        ("eta_p50", True),
+        ("p_breach_critical", False),
+        ("eta_p10", True),
+        ("eta_warning_p50", True),
+        ("p_breach_warning", False),
+        ("eta_warning_p10", True),
+        ("resource_id", True),
+        ("metric", True),
+    ]
+    return series[eligible & plausible].sort_values(
+        [c for c, _ in order], ascending=[a for _, a in order], na_position="last"
+    )
+
+
+def first_to_run_out(series: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Per ``by`` group (resource_id or service): the metric (and resource) that runs out first.
+
+    Only metrics with a plausible crossing (critical or warning reached with P >= 0.1) count;
+    groups without one get None.
+    """
+    ranked = _run_out_candidates(series).drop_duplicates(by, keep="first")
+    out = ranked[[by, "metric"]].rename(columns={"metric": "first_to_run_out"})
+    if by != "resource_id":
+        out["first_to_run_out_resource"] = ranked["resource_id"]
+    return out.reset_index(drop=True)
+
+
+def _sizing_demand(series: pd.DataFrame, inventory: pd.DataFrame) -> pd.DataFrame:
+    """Per forecast resource: its type and capacities, CPU/memory P90 peaks and at-risk flags."""
+    demand = inventory[inventory["resource_id"].isin(set(series["resource_id"]))][
+        ["resource_id", "instance_type", "vcpu", "memory_gib", "hourly_price_usd"]
+    ].copy()
+    for metric, dim in ((CPU, "cpu"), (MEMORY, "memory")):
+        rows = series[series["metric"] == metric].set_index("resource_id")
+        demand[f"{dim}_peak_p90"] = demand["resource_id"].map(rows["peak_p90"])
+        demand[f"{dim}_at_risk"] = (
+            demand["resource_id"].map(rows["metric_finding"] == "at_risk").fillna(False)
+        )
+    return demand
+
+
+def _resource_findings(series: pd.DataFrame) -> pd.Series:
+    """Per resource: at_risk > under_provisioned > over_provisioned (CPU and memory) > optimized.
+
+    Dimensions without thresholds (other than CPU and memory) do not vote: with no known
+    capacity, growth beyond the observed peak is not evidence that the instance is too small.
+    They still raise the risk score to 1 and add their reason codes.
+    """
+    votes = series[series["critical_threshold"].notna() | series["metric"].isin([CPU, MEMORY])]
+    by = votes["resource_id"]
+    finding = votes["metric_finding"]
+    resources = pd.Index(sorted(series["resource_id"].unique()), name="resource_id")
+
+    def flag(mask: pd.Series) -> np.ndarray:
+        return mask.groupby(by).any().reindex(resources, fill_value=False).to_numpy(dtype=bool)
+
+    at_risk = flag(finding == "at_risk")
+    under = flag(finding == "under_provisioned")
+    over = flag((votes["metric"] == CPU) & (finding == "over_provisioned")) & flag(
+        (votes["metric"] == MEMORY) & (finding == "over_provisioned")
+    )
+    labels = np.select(
+        [at_risk, under, over], ["at_risk", "under_provisioned", "over_provisioned"], "optimized"
+    )
+    return pd.Series(labels, index=resources, name="finding")
+
+
+def _dimension_rank(metric: str) -> int:
+    names = list(DIMENSION_NAMES)
+    return names.index(metric) if metric in names else len(names)
+
+
+def _resource_reasons(series: pd.DataFrame, sizing: pd.DataFrame) -> pd.Series:
+    """Per resource: every dimension's codes prefixed with its name, then the sizing note code."""
+    ordered = series.assign(_rank=series["metric"].map(_dimension_rank)).sort_values(
+        ["resource_id", "_rank", "metric"]
+    )
+    prefixed = [
+        ";".join(f"{_dimension(metric)}_{code}" for code in str(codes).split(";"))
+        for metric, codes in zip(ordered["metric"], ordered["metric_reason_codes"], strict=True)
+    ]
+    reasons = pd.Series(prefixed, index=ordered.index).groupby(ordered["resource_id"]).agg(";".join)
+    notes = sizing.set_index("resource_id")["sizing_note"].reindex(reasons.index)
+    note_codes = notes.where(notes.notna() & (notes != ""), None).str.split(":").str[0]
+    return reasons.where(note_codes.isna(), reasons + ";" + note_codes).rename("reason_codes")
+
+
+def _per_resource(series: pd.DataFrame, sizing: pd.DataFrame) -> pd.DataFrame:
+    out = pd.concat(
+        [
+            _resource_findings(series),
+            series.groupby("resource_id")["metric_risk_score"].max().rename("risk_score"),
+            _resource_reasons(series, sizing),
+        ],
+        axis=1,
+    ).reset_index(names="resource_id")
+    out = out.merge(first_to_run_out(series, "resource_id"), on="resource_id", how="left")
+    return out.merge(
+        sizing[["resource_id", "sizing", "recommended_instance_type", "monthly_cost_delta_usd"]],
+        on="resource_id",
+        how="left",
+    )
+
+
+def _iso(value: Any) -> str | None:
+    return None if pd.isna(value) else pd.Timestamp(value).isoformat()
+
+
+def _number(value: Any, digits: int = 4) -> float | None:
+    return None if pd.isna(value) else round(float(value), digits)
+
+
+def _summary(
+    report: pd.DataFrame,
+    capacity: pd.DataFrame,
+    forecast_start: pd.Timestamp,
+    top_n: int,
+) -> dict[str, Any]:
+    """JSON-ready counts, top risks and costs (counts and costs per resource, not per row)."""
+    resources = report.drop_duplicates("resource_id")
+    top = report[report["metric_risk_score"] >= 1].head(top_n)
+    deltas = resources["monthly_cost_delta_usd"].dropna()
+    return {
+        "generated_at": _iso(forecast_start),
+        "forecast_start": _iso(forecast_start),
+        "forecast_end": _iso(report["forecast_end"].max()),
+        "resources": len(resources),
+        "series": len(report),
+        "findings": {f: int((resources["finding"] == f).sum()) for f in FINDINGS},
+        "risk_scores": {str(s): int((resources["risk_score"] == s).sum()) for s in range(5)},
+        "saturated_series": int(report["saturated"].sum()),
+        "act_now_series": int(report["act_now"].sum()),
+        "top_at_risk": [
+            {
+                "resource_id": row["resource_id"],
+                "service": row["service"],
+                "metric": row["metric"],
+                "finding": row["finding"],
+                "risk_score": int(row["risk_score"]),
+                "metric_risk_score": int(row["metric_risk_score"]),
+                "p_breach_warning": _number(row["p_breach_warning"]),
+                "p_breach_critical": _number(row["p_breach_critical"]),
+                "eta_p10": _iso(row["eta_p10"]),
+                "eta_p50": _iso(row["eta_p50"]),
+                "eta_p90": _iso(row["eta_p90"]),
+                "act_by": _iso(row["act_by"]),
+                "act_now": bool(row["act_now"]),
+                "days_until_full": _number(row["days_until_full"], 2),
+            }
+            for row in top.to_dict("records")
+        ],
+        "total_monthly_savings_usd": round(float(-deltas[deltas < 0].sum()), 2),
+        "total_monthly_cost_delta_usd": round(float(deltas.sum()), 2),
+        "service_advice": {
+            str(k): int(v) for k, v in capacity["advice"].value_counts().sort_index().items()
+        },
+        "service_monthly_cost_delta_usd": round(
+            float(capacity["monthly_cost_delta_usd"].dropna().sum()), 2
+        ),
+        "assumptions": {
+            "breach_by_t": "max over s <= t of P(X_s >= threshold): comonotone paths, a lower "
+            "bound of the independent-steps probability",
+            "tails": "exponential upper tail beyond the outermost quantile, linear lower tail",
+            "risk_score": "0 none, 1 P(warn)>=0.2, 2 P(warn)>=0.5, 3 P(crit)>=0.2, "
+            "4 P(crit)>=0.5 or act_by passed",
+            "now": "forecast start (not the wall clock)",
+        },
+    }
+
+
+def assess_risk(
+    forecasts: pd.DataFrame,
+    history: pd.DataFrame,
+    resources: pd.DataFrame,
+    cfg: Mapping[str, Any],
+    quality: pd.DataFrame | None = None,
+    *,
+    samples: pd.DataFrame | None = None,
+) -> RiskResult:
+    """Risk report, daily breach table, service capacity plan and summary of a fleet.
+
+    forecasts: forecasts.parquet (rows with model == "selected" are used; quantile columns
+      'q0.1' style). history: cleaned hourly data (``contracts.CLEAN_COLUMNS``). resources:
+      the resources table. cfg: the config (or its risk/catalogue/etl/forecast sections).
+    quality: optional data_quality table (history_hours, pegged_fraction, too_short).
+    samples: optional sample paths (resource_id, metric, timestamp, sample, value).
+
+    Raises ForecastInputError (empty forecasts, no selected rows, CPU or memory missing entirely
+    while resources have instance types, unknown instance type, resources absent from the table)
+    and ConfigError (thresholds negative, crossed, or above 100 for percentage metrics).
+    """
+    settings = risk_settings(cfg)
+    fan, levels = selected_forecasts(forecasts)
+    inventory = resource_inventory(resources, set(map(str, fan["resource_id"])), settings.catalogue)
+    fan["resource_id"] = fan["resource_id"].astype(str)
+    _check_required_metrics(fan, inventory)
+    service_of = dict(zip(inventory["resource_id"], inventory["service"], strict=True))
+    thresholds_for = make_thresholds_for(settings, service_of)
+    tables = breach_probabilities(fan, thresholds_for, samples=samples)
+    points = fan_points(fan, levels)
+    rules = HistoryRules(
+        percent_metrics=settings.percent_metrics,
+        pegged_level=settings.pegged_level,
+        freq=settings.freq,
+        statistic=settings.statistic,
+        min_history_hours=settings.min_history_hours,
+    )
+    evidence = history_evidence(history, rules, quality)
+    forecast_start = points.groupby(_KEYS)["timestamp"].min().max()
+
+    series = _series_table(points, tables, evidence, inventory, thresholds_for)
+    series = _classify(series, settings, forecast_start)
+    sizing = right_size(
+        _sizing_demand(series, inventory),
+        settings.catalogue,
+        target_utilization=settings.target_utilization,
+        low_water_pct=settings.low_water_pct,
+    )
+    report = series.merge(_per_resource(series, sizing), on="resource_id", how="left")
+    report = report.sort_values(
+        ["risk_score", "act_by", "resource_id", "metric"],
+        ascending=[False, True, True, True],
+        na_position="last",
+        ignore_index=True,
+    )[list(RISK_REPORT_COLUMNS)]
+
+    pegged = series.loc[series["saturated"], _KEYS].itertuples(index=False, name=None)
+    # Whole services (current_instances counts every listed instance), if any instance forecast.
+    forecast_services = set(series["service"])
+    capacity = service_capacity(
+        points,
+        history,
+        inventory[inventory["service"].isin(forecast_services)],
+        target_utilization=settings.target_utilization,
+        buffer_pct=settings.buffer_pct,
+        statistic=settings.statistic,
+        saturated=list(pegged),
+    )
+    capacity = capacity.merge(first_to_run_out(series, "service"), on="service", how="left")
+
+    daily = tables.daily.reindex(columns=list(DAILY_COLUMNS))
+    return RiskResult(
+        risk_report=report,
+        daily_breach=daily,
+        service_capacity=capacity,
+        summary=_summary(report, capacity, forecast_start, settings.top_n),
+        breach_by_step=tables.per_step,
+    )

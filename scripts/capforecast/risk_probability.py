@@ -1,0 +1,343 @@
+"""Breach probabilities and first-crossing times (ETAs) from forecast quantile fans.
+
+A forecast row stores a handful of quantiles of one hourly value. This module turns them into
+``P(X_t >= threshold)`` per timestep, into ``P(breach by t)`` along the horizon, into a per-day
+table for heatmaps and into ETAs (the first time ``P(breach by t)`` reaches 0.1 / 0.5 / 0.9).
+
+Distribution between the stored quantiles
+    The quantile function Q(p) is linear in p between stored levels (so the CDF is piecewise
+    linear between the stored values). Quantile rows are sorted first, as ``finalize_forecast``
+    does, so a crossed fan cannot produce a negative density.
+
+Tails beyond the outermost stored quantiles (both choices err towards *more* breach risk)
+    * Upper tail: exponential, ``P(X >= c) = (1 - p_top) * exp(-(c - q_top) / scale)`` for
+      ``c`` above the top quantile. ``scale`` is the larger of the exponential scale through
+      the two outermost upper quantiles and the one through the median and the top quantile.
+      An exponential tail is heavier than a Gaussian one, so thresholds far above the fan get
+      a small but non-zero probability instead of zero. A fan of zero width (every quantile
+      equal, a deterministic forecast) has no tail: the probability above it is 0.
+    * Lower tail: Q(p) continues linearly below the lowest stored level with the slope of the
+      lowest segment (a light, bounded tail), which never lowers the breach probability of a
+      threshold below the fan.
+
+Breach means ``X >= threshold`` (not ``>``): forecasts of percentage metrics are clipped at 100,
+so "reaching 100 %" must count as full.
+
+From per-step to "breach by t" (the comonotone assumption)
+    ``P(breach by t) = max_{s <= t} P(X_s >= c)``. This is exact when the paths are perfectly
+    rank-correlated (each path sits at the same quantile level u at every step: it breaches by
+    t iff u >= min_s p*_s). For any joint distribution, ``P(union of events) >= max of their
+    probabilities`` (Fréchet bound), so the value is a *lower bound*, in particular of the
+    independent-steps figure ``1 - prod_s (1 - P_s)``. It is used because a quantile fan carries
+    no information on the joint law, hourly forecast errors are strongly autocorrelated (a level
+    shift persists for days), and independent steps would drive any threshold inside the fan to
+    ``P ~ 1`` over a 168-step horizon (0.95 ** 168 ~ 0.0002). It also makes the median ETA the
+    first time the forecast median reaches the threshold, which is what people read off a fan.
+    When sample paths are given, the empirical fraction of paths whose running maximum reached
+    the threshold is used instead, which needs no such assumption.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from capforecast.errors import ForecastInputError
+
+SELECTED_MODEL = "selected"
+SERIES_KEYS: tuple[str, str] = ("resource_id", "metric")
+SAMPLE_COLUMNS: tuple[str, ...] = ("resource_id", "metric", "timestamp", "sample", "value")
+ETA_PROBABILITIES: tuple[float, ...] = (0.1, 0.5, 0.9)
+# Threshold levels listed first in outputs (any other level name a caller supplies follows).
+STANDARD_LEVELS: tuple[str, ...] = ("warning", "critical")
+# Probabilities are compared with this slack so that an exact 0.5 from interpolation counts.
+_PROB_TOLERANCE = 1e-9
+
+_QUANTILE_NAME = re.compile(r"q(\d*\.?\d+(?:[eE]-?\d+)?)")
+
+# (resource_id, metric) -> {level name: threshold}, or None when the metric has no thresholds.
+ThresholdsFor = Callable[[str, str], Mapping[str, float] | None]
+
+
+@dataclass(frozen=True)
+class BreachTables:
+    """Breach probabilities of every series.
+
+    per_step: resource_id, metric, timestamp, method, and per level name L:
+      ``p_exceed_L`` = P(X_t >= threshold), ``p_breach_L`` = P(breach by t) (non-decreasing).
+    daily: resource_id, metric, day (UTC midnight), ``p_breach_L`` = P(breach by the end of day).
+    """
+
+    per_step: pd.DataFrame
+    daily: pd.DataFrame
+    levels: tuple[str, ...]
+
+
+def quantile_levels(columns: Iterable[str]) -> dict[float, str]:
+    """Quantile level -> column name for every ``contracts.quantile_column`` style column."""
+    found: dict[float, str] = {}
+    for column in columns:
+        match = _QUANTILE_NAME.fullmatch(str(column))
+        if match:
+            level = float(match.group(1))
+            if 0.0 < level < 1.0:
+                found[level] = str(column)
+    return dict(sorted(found.items()))
+
+
+def selected_forecasts(forecasts: pd.DataFrame) -> tuple[pd.DataFrame, dict[float, str]]:
+    """The rows of the selected model, sorted, with UTC timestamps, and their quantile columns.
+
+    Raises ForecastInputError when the table is empty, lacks key or quantile columns, has no
+    ``model == "selected"`` rows, or repeats a (resource_id, metric, timestamp).
+    """
+    if forecasts is None or len(forecasts) == 0:
+        raise ForecastInputError("forecasts: the table is empty (no forecast rows)")
+    missing = [c for c in (*SERIES_KEYS, "timestamp") if c not in forecasts.columns]
+    if missing:
+        raise ForecastInputError(f"forecasts: missing column(s) {', '.join(missing)}")
+    levels = quantile_levels(forecasts.columns)
+    if not levels:
+        raise ForecastInputError(
+            "forecasts: no quantile columns (expected names like 'q0.1', 'q0.5', 'q0.9')"
+        )
+    frame = forecasts
+    if "model" in forecasts.columns:
+        frame = forecasts[forecasts["model"] == SELECTED_MODEL]
+        if frame.empty:
+            models = ", ".join(sorted(map(str, forecasts["model"].dropna().unique())))
+            raise ForecastInputError(
+                f"forecasts: no rows with model == '{SELECTED_MODEL}' (models present: {models})"
+            )
+    frame = frame.copy()
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    frame = frame.sort_values([*SERIES_KEYS, "timestamp"], ignore_index=True)
+    dupes = frame.duplicated([*SERIES_KEYS, "timestamp"])
+    if dupes.any():
+        row = frame[dupes].iloc[0]
+        raise ForecastInputError(
+            f"forecasts: duplicate selected row for resource '{row['resource_id']}', metric "
+            f"'{row['metric']}', timestamp {row['timestamp'].isoformat()}"
+        )
+    return frame, levels
+
+
+def _sorted_fan(values: np.ndarray) -> np.ndarray:
+    return np.sort(np.asarray(values, dtype=float), axis=1)
+
+
+def _upper_tail_scale(levels: np.ndarray, fan: np.ndarray) -> np.ndarray:
+    """Exponential scale of the upper tail per row (0 when the upper fan has zero width)."""
+    k = len(levels)
+    top_p, top_q = levels[-1], fan[:, -1]
+    mid = int(np.argmin(np.abs(levels - 0.5)))
+    scales = []
+    for j in {k - 2, mid} - {k - 1}:
+        decay = math.log((1.0 - levels[j]) / (1.0 - top_p))
+        scales.append((top_q - fan[:, j]) / decay)
+    if not scales:
+        return np.zeros(len(fan))
+    return np.maximum.reduce(scales)
+
+
+def exceedance_probability(
+    levels: Iterable[float], values: np.ndarray, threshold: np.ndarray
+) -> np.ndarray:
+    """P(X >= threshold) per row from its quantile fan (see the module docstring for the model).
+
+    levels: the k sorted quantile levels; values: (n, k) quantile values; threshold: (n,).
+    Rows with a NaN threshold or a NaN quantile give NaN.
+    """
+    lv = np.asarray(list(levels), dtype=float)
+    fan = _sorted_fan(values)
+    c = np.asarray(threshold, dtype=float).reshape(-1)
+    n, k = fan.shape
+    out = np.full(n, np.nan)
+    valid = np.isfinite(c) & np.isfinite(fan).all(axis=1)
+    if k == 1:
+        out[valid] = (fan[valid, 0] >= c[valid]).astype(float)
+        return out
+    # First stored level whose value reaches c (k when c is above the whole fan).
+    first = (fan < c[:, None]).sum(axis=1)
+    p_star = np.zeros(n)  # inf{p : Q(p) >= c}
+    rows = np.arange(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inner = valid & (first > 0) & (first < k)
+        i = first[inner]
+        q_lo, q_hi = fan[rows[inner], i - 1], fan[rows[inner], i]
+        p_star[inner] = lv[i - 1] + (c[inner] - q_lo) / (q_hi - q_lo) * (lv[i] - lv[i - 1])
+
+        lower = valid & (first == 0)
+        slope = (fan[lower, 1] - fan[lower, 0]) / (lv[1] - lv[0])
+        below = np.where(slope > 0, lv[0] - (fan[lower, 0] - c[lower]) / slope, 0.0)
+        p_star[lower] = np.clip(below, 0.0, lv[0])
+        out[valid] = 1.0 - p_star[valid]
+
+        upper = valid & (first == k)
+        scale = _upper_tail_scale(lv, fan[upper])
+        excess = c[upper] - fan[upper, -1]
+        tail = (1.0 - lv[-1]) * np.exp(-excess / np.where(scale > 0, scale, 1.0))
+        out[upper] = np.where(scale > 0, tail, 0.0)
+    return out
+
+
+def quantile_at(levels: Iterable[float], values: np.ndarray, p: float) -> np.ndarray:
+    """Q(p) per row with the same interpolation and tails as ``exceedance_probability``."""
+    lv = np.asarray(list(levels), dtype=float)
+    fan = _sorted_fan(values)
+    if len(lv) == 1:
+        return fan[:, 0].copy()
+    if p <= lv[0]:
+        slope = (fan[:, 1] - fan[:, 0]) / (lv[1] - lv[0])
+        return fan[:, 0] - (lv[0] - p) * slope
+    if p >= lv[-1]:
+        scale = _upper_tail_scale(lv, fan)
+        return fan[:, -1] + scale * math.log((1.0 - lv[-1]) / (1.0 - p))
+    j = int(np.searchsorted(lv, p, side="right")) - 1
+    weight = (p - lv[j]) / (lv[j + 1] - lv[j])
+    return fan[:, j] + weight * (fan[:, j + 1] - fan[:, j])
+
+
+def _threshold_table(
+    keys: pd.DataFrame, thresholds_for: ThresholdsFor | Mapping[str, Mapping[str, float]]
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """One row per series with one column per threshold level (NaN where it has none)."""
+    if isinstance(thresholds_for, Mapping):
+        table = thresholds_for
+
+        def lookup(_resource_id: str, metric: str) -> Mapping[str, float] | None:
+            return table.get(metric)
+    else:
+        lookup = thresholds_for
+    rows = []
+    names: list[str] = []
+    for resource_id, metric in keys.itertuples(index=False, name=None):
+        found = dict(lookup(resource_id, metric) or {})
+        names.extend(n for n in found if n not in names)
+        rows.append({"resource_id": resource_id, "metric": metric, **found})
+    ordered = tuple(
+        [n for n in STANDARD_LEVELS if n in names] + [n for n in names if n not in STANDARD_LEVELS]
+    )
+    table_out = pd.DataFrame(rows, columns=[*SERIES_KEYS, *ordered])
+    for name in ordered:
+        table_out[name] = pd.to_numeric(table_out[name], errors="coerce").astype(float)
+    return table_out, ordered
+
+
+def _fan_per_step(
+    fan: pd.DataFrame, levels: dict[float, str], thresholds: pd.DataFrame, names: tuple[str, ...]
+) -> pd.DataFrame:
+    merged = fan[[*SERIES_KEYS, "timestamp", *levels.values()]].merge(
+        thresholds, on=list(SERIES_KEYS), how="left", validate="many_to_one"
+    )
+    values = merged[list(levels.values())].to_numpy(dtype=float)
+    out = merged[[*SERIES_KEYS, "timestamp"]].copy()
+    out["method"] = "quantile_fan"
+    for name in names:
+        out[f"p_exceed_{name}"] = exceedance_probability(
+            levels.keys(), values, merged[name].to_numpy(dtype=float)
+        )
+    return out
+
+
+def _sample_per_step(
+    samples: pd.DataFrame, thresholds: pd.DataFrame, names: tuple[str, ...]
+) -> pd.DataFrame:
+    """Empirical P(X_t >= c) and P(running max of the path >= c) over sample paths."""
+    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
+    if missing:
+        raise ForecastInputError(f"sample paths: missing column(s) {', '.join(missing)}")
+    paths = samples[list(SAMPLE_COLUMNS)].copy()
+    paths["timestamp"] = pd.to_datetime(paths["timestamp"], utc=True)
+    paths = paths.sort_values([*SERIES_KEYS, "sample", "timestamp"], ignore_index=True)
+    paths["path_max"] = paths.groupby([*SERIES_KEYS, "sample"], sort=False)["value"].cummax()
+    paths = paths.merge(thresholds, on=list(SERIES_KEYS), how="left", validate="many_to_one")
+    for name in names:
+        level = paths[name]
+        paths[f"p_exceed_{name}"] = (paths["value"] >= level).astype(float).where(level.notna())
+        paths[f"p_breach_{name}"] = (paths["path_max"] >= level).astype(float).where(level.notna())
+    prob_columns = [f"p_{kind}_{name}" for name in names for kind in ("exceed", "breach")]
+    out = paths.groupby([*SERIES_KEYS, "timestamp"], as_index=False)[prob_columns].mean()
+    out.insert(3, "method", "sample_paths")
+    return out
+
+
+def breach_probabilities(
+    forecasts: pd.DataFrame,
+    thresholds_for: ThresholdsFor | Mapping[str, Mapping[str, float]],
+    *,
+    samples: pd.DataFrame | None = None,
+) -> BreachTables:
+    """Per-timestep and per-day breach probabilities of every series' thresholds.
+
+    forecasts: the forecasts table (the ``model == "selected"`` rows are used when a ``model``
+      column exists) with quantile columns named like ``q0.9``.
+    thresholds_for: ``(resource_id, metric) -> {"warning": w, "critical": c, ...}`` or None, or
+      a mapping ``{metric: {"warning": w, "critical": c}}``. Any level name works; each gives
+      ``p_exceed_<name>`` and ``p_breach_<name>`` columns (NaN for series without it).
+    samples: optional sample paths (resource_id, metric, timestamp, sample, value); series found
+      there use the empirical fraction of paths instead of the quantile fan.
+    """
+    fan, levels = selected_forecasts(forecasts)
+    keys = fan[list(SERIES_KEYS)].drop_duplicates(ignore_index=True)
+    if samples is not None and len(samples):
+        sample_keys = samples[list(SERIES_KEYS)].drop_duplicates()
+        keys = pd.concat([keys, sample_keys]).drop_duplicates(ignore_index=True)
+    thresholds, names = _threshold_table(keys, thresholds_for)
+    per_step = _fan_per_step(fan, levels, thresholds, names)
+    for name in names:
+        per_step[f"p_breach_{name}"] = per_step.groupby(list(SERIES_KEYS), sort=False)[
+            f"p_exceed_{name}"
+        ].cummax()
+    if samples is not None and len(samples):
+        from_paths = _sample_per_step(samples, thresholds, names)
+        covered = pd.MultiIndex.from_frame(from_paths[list(SERIES_KEYS)].drop_duplicates())
+        keep = ~pd.MultiIndex.from_frame(per_step[list(SERIES_KEYS)]).isin(covered)
+        per_step = pd.concat([per_step[keep], from_paths[per_step.columns]], ignore_index=True)
+    per_step = per_step.sort_values([*SERIES_KEYS, "timestamp"], ignore_index=True)
+    return BreachTables(per_step=per_step, daily=daily_breach(per_step, names), levels=names)
+
+
+def daily_breach(per_step: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
+    """P(breach by the end of each UTC day): the last (= largest) cumulative value of the day."""
+    columns = [f"p_breach_{name}" for name in names]
+    frame = per_step[[*SERIES_KEYS, "timestamp", *columns]].copy()
+    frame["day"] = frame["timestamp"].dt.floor("D")
+    return frame.groupby([*SERIES_KEYS, "day"], as_index=False)[columns].max()
+
+
+def eta_column(prob: float, prefix: str = "eta") -> str:
+    """Column name of the time P(breach by t) first reaches ``prob`` (0.5 -> 'eta_p50')."""
+    return f"{prefix}_p{round(prob * 100):d}"
+
+
+def first_crossings(
+    per_step: pd.DataFrame,
+    level: str,
+    probabilities: Iterable[float] = ETA_PROBABILITIES,
+    *,
+    prefix: str = "eta",
+) -> pd.DataFrame:
+    """Per series, the first timestamp where P(breach ``level`` by t) >= each probability.
+
+    NaT when it is not reached within the horizon (or the series has no such threshold).
+    """
+    keys = per_step[list(SERIES_KEYS)].drop_duplicates(ignore_index=True)
+    column = f"p_breach_{level}"
+    for prob in probabilities:
+        name = eta_column(prob, prefix)
+        if column not in per_step.columns:
+            keys[name] = pd.Series(pd.NaT, index=keys.index, dtype="datetime64[ns, UTC]")
+            continue
+        reached = per_step[per_step[column] >= prob - _PROB_TOLERANCE]
+        first = reached.groupby(list(SERIES_KEYS), as_index=False)["timestamp"].min()
+        keys = keys.merge(
+            first.rename(columns={"timestamp": name}), on=list(SERIES_KEYS), how="left"
+        )
+        keys[name] = pd.to_datetime(keys[name], utc=True)
+    return keys

@@ -1,0 +1,37 @@
+"""Rule combine_forecasts: the `selected` forecast (calibrated) next to every candidate."""
+
+import pandas as pd
+
+from capforecast import calibration, selection, train
+from capforecast.panel import series_bounds
+from capforecast.rulekit import LOG, ensure_parent, run_rule
+
+
+def main(smk) -> None:
+    candidates = {}
+    for path in smk.input.forecasts:
+        frame = pd.read_parquet(path)
+        candidates[str(frame["model"].iloc[0])] = frame
+    keys = pd.concat(candidates.values())[["series_id", "resource_id", "metric"]]
+    keys = keys.drop_duplicates("series_id")
+    bounds = series_bounds(keys, smk.params.percent_metrics)
+    chosen = pd.read_parquet(smk.input.selection)
+    selected = selection.combine_final_forecasts(candidates, chosen, bounds=bounds)
+    table = pd.read_parquet(smk.input.calibration)
+    if smk.params.forecast["calibrate"] and len(table):
+        selected = calibration.apply_interval_scaling(
+            selected, table, train.model_quantiles(smk.params.forecast), bounds=bounds
+        )
+    selected = selected.drop(columns=["resource_id", "metric"], errors="ignore").merge(
+        keys, on="series_id", how="left", validate="many_to_one"
+    )
+    selected["model"] = "selected"
+    combined = pd.concat([selected, *candidates.values()], ignore_index=True)
+    ensure_parent(smk.output.forecasts)
+    combined.to_parquet(smk.output.forecasts, index=False)
+    LOG.info(
+        "%d series; models: %s", selected["series_id"].nunique(), sorted(combined["model"].unique())
+    )
+
+
+run_rule(main, snakemake)

@@ -1,0 +1,30 @@
+"""Rule forecast_<family>: refit one model on the full history and forecast the horizon.
+
+The same `capforecast.train.fit_forecast` runs inside the SageMaker container
+(`python -m capforecast.train`), so local and remote training cannot drift apart.
+"""
+
+from capforecast import train
+from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
+
+
+def main(smk) -> None:
+    model = smk.wildcards.model
+    panel = train.load_panel(smk.input.features)
+    with timed(f"fit {model} on {panel['series_id'].nunique()} series"):
+        forecast = train.fit_forecast(
+            model,
+            panel,
+            forecast_cfg=smk.params.forecast,
+            backtest_cfg=smk.params.backtest,
+            models_cfg=smk.params.models,
+            percent_metrics=smk.params.percent_metrics,
+            n_jobs=smk.threads,
+        )
+    ensure_parent(smk.output.forecast)
+    forecast.to_parquet(smk.output.forecast, index=False)
+    fallbacks = forecast.loc[forecast["model_used"] != model, "series_id"].nunique()
+    LOG.info("%s: %d rows; %d series used a fallback model", model, len(forecast), fallbacks)
+
+
+run_rule(main, snakemake)

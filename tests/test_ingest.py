@@ -1,0 +1,338 @@
+"""Reading local input files into the raw long format (capforecast.ingest)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from capforecast import ingest
+from capforecast.config import validated_config
+from capforecast.contracts import RAW_COLUMNS, RESOURCE_COLUMNS
+from capforecast.errors import ConfigError, InputDataError
+
+
+@pytest.fixture(scope="module")
+def cfg() -> dict:
+    return validated_config({"data": {"source": "local", "path": "unused"}})
+
+
+@pytest.fixture()
+def data_cfg(cfg) -> dict:
+    return dict(cfg["data"])
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def assert_raw_contract(raw: pd.DataFrame) -> None:
+    assert tuple(raw.columns) == RAW_COLUMNS
+    assert str(raw["timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert raw["value"].dtype == np.float64
+    assert list(raw.index) == list(range(len(raw)))
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def test_list_input_files_directory_keeps_data_files_sorted(tmp_path):
+    for name in ["b.parquet", "a.csv", "c.pq", "D.CSV", "README.md", "notes.json"]:
+        (tmp_path / name).write_text("x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "inner.csv").write_text("x")
+    files = ingest.list_input_files(str(tmp_path))
+    assert [f.name for f in files] == ["D.CSV", "a.csv", "b.parquet", "c.pq"]
+
+
+def test_list_input_files_glob_and_exclude(tmp_path):
+    for name in ["m1.csv", "m2.csv", "resources.csv", "x.parquet"]:
+        (tmp_path / name).write_text("x")
+    files = ingest.list_input_files(str(tmp_path / "*.csv"), exclude=[tmp_path / "resources.csv"])
+    assert [f.name for f in files] == ["m1.csv", "m2.csv"]
+
+
+def test_list_input_files_glob_matching_unsupported_file_is_an_error(tmp_path):
+    (tmp_path / "m1.csv").write_text("x")
+    (tmp_path / "README.md").write_text("x")
+    with pytest.raises(InputDataError, match=r"README\.md.*unsupported extension '\.md'"):
+        ingest.list_input_files(str(tmp_path / "*"))
+
+
+def test_list_input_files_nothing_found_names_the_path(tmp_path):
+    (tmp_path / "README.md").write_text("x")
+    with pytest.raises(InputDataError, match=re.escape(str(tmp_path)) + ".*no input files"):
+        ingest.list_input_files(str(tmp_path))
+    missing = tmp_path / "nope"
+    with pytest.raises(InputDataError, match=re.escape(str(missing))):
+        ingest.list_input_files(str(missing))
+    with pytest.raises(InputDataError, match="no input files"):
+        ingest.list_input_files(str(tmp_path / "*.parquet"))
+
+
+def test_partition_name_replaces_unsafe_characters():
+    assert ingest.partition_name(Path("d/iio_us-east-1_i-a2eb1cd9_NetworkIn.csv")) == (
+        "iio_us-east-1_i-a2eb1cd9_NetworkIn"
+    )
+    assert ingest.partition_name(Path("my file.v2 (copy).parquet")) == "my_file_v2__copy_"
+
+
+def test_partition_names_maps_names_and_rejects_collisions(tmp_path):
+    files = [tmp_path / "a-1.csv", tmp_path / "b.csv"]
+    assert ingest.partition_names(files) == {"a-1": files[0], "b": files[1]}
+    clash = [tmp_path / "a b.csv", tmp_path / "a_b.csv"]
+    with pytest.raises(InputDataError, match=r"a_b\.csv.*'a_b'.*a b\.csv"):
+        ingest.partition_names(clash)
+    with pytest.raises(InputDataError, match="partition name 'x'"):
+        ingest.partition_names([tmp_path / "x.csv", tmp_path / "x.parquet"])
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def test_long_csv_keeps_every_row_in_file_order(tmp_path, data_cfg):
+    rows = [
+        ("2024-01-01 01:00:00", "i-1", "cpu_utilization", "5.5", "x"),
+        ("2024-01-01 00:00:00", "i-1", "cpu_utilization", "4", "y"),
+        ("2024-01-01 00:00:00", "i-2", "memory_utilization", "", "z"),
+        ("", "i-2", "memory_utilization", "7", "w"),
+    ]
+    text = "Timestamp, Resource_ID ,metric,value,extra\n" + "\n".join(",".join(r) for r in rows)
+    raw = ingest.read_input_file(write(tmp_path / "fleet.csv", text + "\n\n\n"), data_cfg)
+    assert_raw_contract(raw)
+    assert len(raw) == len(rows)  # trailing blank lines are not records
+    assert list(raw["resource_id"]) == [r[1] for r in rows]
+    assert list(raw["metric"]) == [r[2] for r in rows]
+    assert raw["value"].iloc[:2].tolist() == [5.5, 4.0]
+    assert np.isnan(raw["value"].iloc[2])  # empty cell kept as NaN, quarantined later
+    assert pd.isna(raw["timestamp"].iloc[3])  # empty timestamp kept as NaT
+    assert raw["timestamp"].iloc[0] == pd.Timestamp("2024-01-01 01:00", tz="UTC")
+
+
+def test_blank_line_inside_csv_is_kept_so_rows_match_lines(tmp_path, data_cfg):
+    text = "timestamp,value\n2024-01-01 00:00,1\n\n2024-01-01 00:10,3\n"
+    raw = ingest.read_input_file(write(tmp_path / "cpu_a.csv", text), data_cfg)
+    assert len(raw) == 3
+    assert pd.isna(raw["timestamp"].iloc[1]) and np.isnan(raw["value"].iloc[1])
+    assert raw["value"].iloc[2] == 3.0
+
+
+def test_series_csv_infers_resource_and_metric(tmp_path, data_cfg):
+    text = "timestamp,value\n2024-01-01 00:00:00,1.5\n2024-01-01 00:05:00,2.5\n"
+    raw = ingest.read_input_file(write(tmp_path / "host-7_mem_used.csv", text), data_cfg)
+    assert_raw_contract(raw)
+    assert set(raw["resource_id"]) == {"host-7_mem_used"}
+    assert set(raw["metric"]) == {"memory_utilization"}
+    assert raw["value"].tolist() == [1.5, 2.5]
+
+
+def test_series_metric_override_and_first_pattern_wins(tmp_path, data_cfg):
+    path = write(tmp_path / "cpu_and_mem.csv", "timestamp,value\n2024-01-01,1\n")
+    assert ingest.read_input_file(path, data_cfg)["metric"].iloc[0] == "cpu_utilization"
+    forced = {**data_cfg, "metric": "custom_metric"}
+    assert ingest.read_input_file(path, forced)["metric"].iloc[0] == "custom_metric"
+
+
+def test_format_long_rejects_series_file(tmp_path, data_cfg):
+    path = write(tmp_path / "cpu.csv", "timestamp,value\n2024-01-01,1\n")
+    with pytest.raises(InputDataError, match=r"'resource_id'.*long format"):
+        ingest.read_input_file(path, {**data_cfg, "format": "long"})
+
+
+def test_auto_format_with_half_long_columns_is_an_error(tmp_path, data_cfg):
+    path = write(tmp_path / "cpu.csv", "timestamp,resource_id,value\n2024-01-01,i-1,1\n")
+    with pytest.raises(InputDataError, match=r"column 'metric'.*long format"):
+        ingest.read_input_file(path, data_cfg)
+
+
+def test_parquet_with_aware_and_naive_timestamps(tmp_path, data_cfg):
+    local = pd.date_range("2024-07-01 12:00", periods=3, freq="5min", tz="America/New_York")
+    frame = pd.DataFrame(
+        {
+            "timestamp": local,
+            "resource_id": [1, 1, 2],  # ids written as numbers still become text
+            "metric": "cpu_utilization",
+            "value": np.array([1, 2, 3], dtype="int32"),
+        }
+    )
+    frame.to_parquet(tmp_path / "aware.parquet")
+    raw = ingest.read_input_file(tmp_path / "aware.parquet", data_cfg)
+    assert_raw_contract(raw)
+    assert list(raw["timestamp"]) == list(local.tz_convert("UTC"))
+    assert list(raw["resource_id"]) == ["1", "1", "2"]
+
+    naive = frame.assign(timestamp=local.tz_localize(None))
+    naive.to_parquet(tmp_path / "naive.pq")
+    berlin = ingest.read_input_file(
+        tmp_path / "naive.pq", {**data_cfg, "naive_timezone": "Europe/Berlin"}
+    )
+    expected = local.tz_localize(None).tz_localize("Europe/Berlin").tz_convert("UTC")
+    assert list(berlin["timestamp"]) == list(expected)
+
+
+def test_parquet_string_timestamps_and_values(tmp_path, data_cfg):
+    frame = pd.DataFrame(
+        {"timestamp": ["2024-01-01T00:00:00Z", None], "value": ["1.25", None]}, dtype=object
+    )
+    frame.to_parquet(tmp_path / "web_network_in.parquet")
+    raw = ingest.read_input_file(tmp_path / "web_network_in.parquet", data_cfg)
+    assert raw["metric"].iloc[0] == "network_in_bytes"
+    assert raw["value"].iloc[0] == 1.25 and np.isnan(raw["value"].iloc[1])
+    assert pd.isna(raw["timestamp"].iloc[1])
+
+
+def test_mixed_offsets_and_naive_in_one_column(tmp_path, data_cfg):
+    stamps = ["2024-03-30 12:00:00+01:00", "2024-03-31 12:00:00+02:00", "2024-03-31 13:00:00"]
+    text = "timestamp,value\n" + "\n".join(f"{s},1" for s in stamps) + "\n"
+    raw = ingest.read_input_file(write(tmp_path / "cpu.csv", text), data_cfg)
+    assert list(raw["timestamp"]) == [
+        pd.Timestamp("2024-03-30 11:00", tz="UTC"),
+        pd.Timestamp("2024-03-31 10:00", tz="UTC"),
+        pd.Timestamp("2024-03-31 13:00", tz="UTC"),  # naive_timezone defaults to UTC
+    ]
+
+
+def test_dst_fall_back_hour_resolved_from_sample_order(tmp_path, data_cfg):
+    local = ["01:30", "02:00", "02:30", "02:00", "02:30", "03:00"]
+    text = "timestamp,value\n" + "\n".join(f"2024-10-27 {t},1" for t in local) + "\n"
+    berlin = {**data_cfg, "naive_timezone": "Europe/Berlin"}
+    raw = ingest.read_input_file(write(tmp_path / "cpu.csv", text), berlin)
+    start = pd.Timestamp("2024-10-26 23:30", tz="UTC")
+    assert list(raw["timestamp"]) == [start + pd.Timedelta(minutes=30 * k) for k in range(6)]
+
+
+def test_dst_nonexistent_and_unresolvable_local_times_are_errors(tmp_path, data_cfg):
+    berlin = {**data_cfg, "naive_timezone": "Europe/Berlin"}
+    spring = "timestamp,value\n2024-03-31 01:30,1\n2024-03-31 02:30,1\n"
+    with pytest.raises(InputDataError, match=r"column 'timestamp', row 2: .*does not exist"):
+        ingest.read_input_file(write(tmp_path / "cpu_s.csv", spring), berlin)
+    autumn = "timestamp,value\n2024-10-27 02:30,1\n"
+    with pytest.raises(InputDataError, match=r"row 1: .*ambiguous"):
+        ingest.read_input_file(write(tmp_path / "cpu_a.csv", autumn), berlin)
+
+
+def test_unknown_naive_timezone_is_a_config_error(tmp_path, data_cfg):
+    path = write(tmp_path / "cpu.csv", "timestamp,value\n2024-01-01,1\n")
+    with pytest.raises(ConfigError, match=r"data\.naive_timezone"):
+        ingest.read_input_file(path, {**data_cfg, "naive_timezone": "Mars/Olympus"})
+
+
+# --------------------------------------------------------------------------- resources
+
+
+@pytest.fixture()
+def catalogue(cfg) -> dict:
+    return cfg["catalogue"]
+
+
+def test_resources_table_filled_from_catalogue(tmp_path, catalogue):
+    text = (
+        "resource_id,instance_type,service,vcpu\n"
+        "i-1,m5.large,web,\n"
+        "i-2,r5.xlarge,,12\n"  # an explicit vcpu wins over the catalogue
+        "i-3,,batch,3\n"
+    )
+    table = ingest.read_resources_table(write(tmp_path / "res.csv", text), catalogue)
+    assert tuple(table.columns) == RESOURCE_COLUMNS
+    by_id = table.set_index("resource_id")
+    assert by_id.loc["i-1", "vcpu"] == catalogue["m5.large"]["vcpu"]
+    assert by_id.loc["i-1", "memory_gib"] == catalogue["m5.large"]["memory_gib"]
+    assert by_id.loc["i-2", "vcpu"] == 12.0
+    assert by_id.loc["i-2", "hourly_price_usd"] == catalogue["r5.xlarge"]["hourly_price_usd"]
+    assert by_id.loc["i-2", "service"] == ingest.UNASSIGNED_SERVICE
+    assert by_id.loc["i-3", "vcpu"] == 3.0 and np.isnan(by_id.loc["i-3", "memory_gib"])
+    assert by_id["region"].isna().all()
+
+
+def test_resources_table_unknown_instance_type(tmp_path, catalogue):
+    text = "resource_id,instance_type\ni-1,m5.large\ni-2,z9.huge\n"
+    path = write(tmp_path / "res.csv", text)
+    with pytest.raises(
+        InputDataError, match=r"res\.csv, column 'instance_type', row 2: .*'z9\.huge'"
+    ):
+        ingest.read_resources_table(path, catalogue)
+
+
+def test_resources_table_duplicate_and_missing_ids(tmp_path, catalogue):
+    dup = write(tmp_path / "dup.csv", "resource_id\ni-1\ni-2\ni-1\n")
+    with pytest.raises(InputDataError, match=r"column 'resource_id', row 3: .*twice"):
+        ingest.read_resources_table(dup, catalogue)
+    nocol = write(tmp_path / "nocol.csv", "id,service\ni-1,web\n")
+    with pytest.raises(InputDataError, match=r"'resource_id'.*found columns: 'id', 'service'"):
+        ingest.read_resources_table(nocol, catalogue)
+
+
+def test_complete_resources_adds_unlisted_resources(tmp_path, catalogue):
+    table = ingest.read_resources_table(
+        write(tmp_path / "res.csv", "resource_id,instance_type,service\ni-1,m5.large,web\n"),
+        catalogue,
+    )
+    done = ingest.complete_resources(table, ["i-2", "i-1", "i-2"])
+    assert tuple(done.columns) == RESOURCE_COLUMNS
+    assert list(done["resource_id"]) == ["i-1", "i-2"]
+    assert list(done["service"]) == ["web", ingest.UNASSIGNED_SERVICE]
+    assert np.isnan(done["vcpu"].iloc[1])
+    alone = ingest.complete_resources(None, ["b", "a"])
+    assert list(alone["resource_id"]) == ["a", "b"]
+    assert alone["vcpu"].dtype == np.float64
+
+
+# --------------------------------------------------------------------------- NAB fixture
+
+
+def expected_nab_metric(stem: str) -> str:
+    """What the README says each NAB file holds, from its name."""
+    name = stem.lower()
+    if "cpu" in name or name.startswith("grok_asg"):
+        return "cpu_utilization"
+    if "network_in" in name or "networkin" in name:
+        return "network_in_bytes"
+    if "disk_write" in name:
+        return "disk_write_bytes"
+    if "request_count" in name:
+        return "request_count"
+    if "latency" in name:
+        return "request_latency"
+    raise AssertionError(f"unexpected NAB file {stem}")
+
+
+@pytest.fixture(scope="module")
+def nab_data_cfg(cfg) -> dict:
+    # grok_asg_anomaly (an auto-scaling-group CPU series) matches no default pattern.
+    patterns = [
+        *cfg["data"]["metric_patterns"],
+        {"pattern": "^grok_asg", "metric": "cpu_utilization"},
+    ]
+    return {**cfg["data"], "metric_patterns": patterns}
+
+
+def test_nab_fixture_ingests_every_file_and_row(nab_dir, nab_data_cfg):
+    files = ingest.list_input_files(str(nab_dir))
+    assert len(files) == 19
+    assert len(ingest.partition_names(files)) == 19
+    total = 0
+    for file in files:
+        raw = ingest.read_input_file(file, nab_data_cfg)
+        assert_raw_contract(raw)
+        lines = file.read_text().splitlines()
+        assert len(raw) == len(lines) - 1, file.name
+        assert set(raw["resource_id"]) == {file.stem}
+        assert set(raw["metric"]) == {expected_nab_metric(file.stem)}
+        # Naive NAB timestamps are UTC; row i is line i + 2 of the file.
+        first_stamp, first_value = lines[1].split(",")
+        assert raw["timestamp"].iloc[0] == pd.Timestamp(first_stamp, tz="UTC")
+        assert raw["value"].iloc[0] == float(first_value)
+        last_stamp, _ = lines[-1].split(",")
+        assert raw["timestamp"].iloc[-1] == pd.Timestamp(last_stamp, tz="UTC")
+        assert raw["value"].notna().all() and raw["timestamp"].notna().all()
+        total += len(raw)
+    assert total == 89_822  # the README's row count
+
+
+def test_nab_grok_file_needs_a_metric(nab_dir, cfg):
+    defaults = {**cfg["data"], "metric_patterns": [{"pattern": "cpu", "metric": "cpu_utilization"}]}
+    with pytest.raises(InputDataError, match=r"grok_asg_anomaly\.csv.*set data\.metric"):
+        ingest.read_input_file(nab_dir / "grok_asg_anomaly.csv", defaults)

@@ -1,0 +1,542 @@
+"""Forecasting models: the output contract, known-answer checks, odd series, pretrained refusal."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from capforecast.contracts import quantile_column
+from capforecast.errors import ConfigError
+from capforecast.models import MODEL_FAMILY, MODEL_REGISTRY, ForecastRequest
+from capforecast.models.autogluon_model import (
+    check_pretrained,
+    resolve_hyperparameters,
+    with_local_n_jobs,
+)
+from capforecast.models.base import (
+    FLAG_CONSTANT,
+    FLAG_MODEL_FAILED,
+    FLAG_NO_DATA,
+    FLAG_TOO_SHORT,
+    base_model_name,
+    fill_missing,
+    future_timestamps,
+    model_used_label,
+    steps_per,
+)
+from capforecast.models.fallback import (
+    forecast_with_fallback,
+    min_history_steps,
+    route_series,
+)
+from capforecast.models.prophet_model import build_tasks
+from capforecast.models.stats import interval_levels
+
+QUANTILES = (0.1, 0.5, 0.9)
+START = pd.Timestamp("2026-03-01", tz="UTC")
+CHEAP_MODELS = [
+    "seasonal_naive_daily",
+    "seasonal_naive_weekly",
+    "predict_linear",
+    "autoets",
+    "autotheta",
+    "mstl",
+]
+MODEL_CFG = {
+    "predict_linear_window_hours": 24,
+    "prophet": {"growth": "auto", "weekly_seasonality": "auto", "daily_seasonality": True},
+    "autogluon": {
+        "hyperparameters": {"SeasonalNaive": {}, "ETS": {}},
+        "time_limit": 20,
+        "eval_metric": "SQL",
+    },
+}
+
+
+def seasonal_values(n: int, level: float, amplitude: float, slope: float, noise: float, rng):
+    t = np.arange(n)
+    return level + amplitude * np.sin(2 * np.pi * t / 24) + slope * t + rng.normal(0, noise, n)
+
+
+def series_frame(series_id: str, values: np.ndarray, start: pd.Timestamp = START) -> pd.DataFrame:
+    timestamps = pd.date_range(start, periods=len(values), freq="1h")
+    return pd.DataFrame({"series_id": series_id, "timestamp": timestamps, "y": values})
+
+
+def panel(days: int = 10, seed: int = 0) -> pd.DataFrame:
+    """Four hourly series: three with a daily sine + trend + noise, one bounded near 100 %."""
+    rng = np.random.default_rng(seed)
+    n = days * 24
+    frames = [
+        series_frame(f"web-{i}|cpu_utilization", seasonal_values(n, 40 + 5 * i, 8, 0.02, 1, rng))
+        for i in range(3)
+    ]
+    near_ceiling = np.minimum(seasonal_values(n, 95, 4, 0.01, 1, rng), 100.0)
+    frames.append(series_frame("web-9|cpu_utilization", near_ceiling))
+    return pd.concat(frames, ignore_index=True)
+
+
+def request_for(history: pd.DataFrame, horizon: int = 24, **kwargs) -> ForecastRequest:
+    history = history.sort_values(["series_id", "timestamp"]).reset_index(drop=True)
+    bounds = {sid: (0.0, 100.0) for sid in history["series_id"].unique()}
+    return ForecastRequest(
+        history=history,
+        horizon=horizon,
+        quantiles=kwargs.pop("quantiles", QUANTILES),
+        bounds=kwargs.pop("bounds", bounds),
+        **kwargs,
+    )
+
+
+def assert_contract(out: pd.DataFrame, request: ForecastRequest) -> None:
+    """Columns, horizon rows per series continuing each grid, monotone quantiles, bounds."""
+    qcols = [quantile_column(q) for q in request.quantiles]
+    assert list(out.columns) == ["series_id", "timestamp", "mean", *qcols, "model_used"]
+    last = request.history.groupby("series_id")["timestamp"].max()
+    assert set(out["series_id"]) == set(last.index)
+    for sid, group in out.groupby("series_id"):
+        assert len(group) == request.horizon
+        expected = future_timestamps(last[sid], request.horizon, request.freq)
+        assert (pd.DatetimeIndex(group["timestamp"]) == expected).all()
+        assert group["model_used"].map(type).eq(str).all()
+    values = out[qcols].to_numpy()
+    finite = np.isfinite(values).all(axis=1)
+    assert (np.diff(values[finite], axis=1) >= 0).all()
+    for sid, (lower, upper) in request.bounds.items():
+        rows = out.loc[out["series_id"] == sid, ["mean", *qcols]].to_numpy()
+        rows = rows[np.isfinite(rows)]
+        assert (rows >= lower).all()
+        if upper is not None:
+            assert (rows <= upper).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry and imports
+
+
+def test_registry_names_and_families():
+    assert set(MODEL_REGISTRY) == {
+        "seasonal_naive_daily",
+        "seasonal_naive_weekly",
+        "predict_linear",
+        "autoets",
+        "autotheta",
+        "mstl",
+        "prophet",
+        "autogluon",
+    }
+    assert set(MODEL_FAMILY) == set(MODEL_REGISTRY)
+    assert set(MODEL_FAMILY.values()) == {"baseline", "statsforecast", "prophet", "autogluon"}
+
+
+def test_importing_models_loads_no_forecasting_library(project_root):
+    code = (
+        "import sys, capforecast.models; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'prophet', 'statsforecast', 'autogluon', 'torch', 'cmdstanpy'}))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(project_root / "scripts")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_helpers():
+    assert steps_per("1D", "1h") == 24
+    assert steps_per("7D", "1h") == 168
+    assert steps_per("1D", "5min") == 288
+    assert steps_per("1D", "h") == 24
+    assert model_used_label("naive", FLAG_CONSTANT) == "naive (constant)"
+    assert base_model_name("seasonal_naive_daily (fallback: too_short)") == "seasonal_naive_daily"
+    assert np.allclose(fill_missing(np.array([np.nan, 1.0, np.nan, 3.0, np.nan])), [1, 1, 2, 3, 3])
+
+
+# ---------------------------------------------------------------------------------------------
+# Contract of every cheap model
+
+
+@pytest.mark.parametrize("name", CHEAP_MODELS)
+def test_cheap_model_returns_the_contract(name):
+    request = request_for(panel(), quantiles=(0.05, 0.1, 0.5, 0.9, 0.95))
+    out = MODEL_REGISTRY[name](request, MODEL_CFG)
+    assert_contract(out, request)
+    assert np.isfinite(out["mean"]).all()
+    near_ceiling = out.loc[out["series_id"] == "web-9|cpu_utilization"]
+    assert near_ceiling["q0.95"].max() <= 100.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines: known answers
+
+
+@pytest.mark.parametrize(
+    ("name", "days", "season"),
+    [("seasonal_naive_daily", 5, 24), ("seasonal_naive_weekly", 15, 168)],
+)
+def test_seasonal_naive_median_repeats_last_season(name, days, season):
+    history = panel(days=days)
+    request = request_for(history, horizon=season + 12)
+    out = MODEL_REGISTRY[name](request, MODEL_CFG)
+    for sid, group in history.groupby("series_id"):
+        last_season = group["y"].to_numpy()[-season:]
+        expected = np.resize(last_season, request.horizon)
+        got = out.loc[out["series_id"] == sid]
+        assert (got["model_used"] == name).all()
+        assert np.allclose(got["q0.5"], np.minimum(expected, 100.0))
+        assert np.allclose(got["mean"], np.minimum(expected, 100.0))
+
+
+def test_seasonal_naive_interval_grows_with_sqrt_of_seasons_ahead():
+    history = panel(days=6)
+    request = request_for(history, horizon=48, bounds={})
+    out = MODEL_REGISTRY["seasonal_naive_daily"](request, MODEL_CFG)
+    group = out.loc[out["series_id"] == "web-0|cpu_utilization"]
+    width = (group["q0.9"] - group["q0.1"]).to_numpy()
+    y = history.loc[history["series_id"] == "web-0|cpu_utilization", "y"].to_numpy()
+    errors = y[24:] - y[:-24]
+    expected_first_day = np.quantile(errors, 0.9) - np.quantile(errors, 0.1)
+    assert np.allclose(width[:24], expected_first_day)
+    assert np.allclose(width[24:], np.sqrt(2) * expected_first_day)
+
+
+def test_predict_linear_recovers_a_noiseless_slope():
+    slope, intercept, n = 0.5, 3.0, 100
+    history = series_frame("line", intercept + slope * np.arange(n))
+    request = request_for(history, horizon=12, bounds={})
+    out = MODEL_REGISTRY["predict_linear"](request, MODEL_CFG)
+    expected = intercept + slope * np.arange(n, n + 12)
+    assert np.allclose(out["mean"], expected)
+    assert np.allclose(out["q0.1"], expected) and np.allclose(out["q0.9"], expected)
+    assert (out["model_used"] == "predict_linear").all()
+
+
+def test_predict_linear_fits_only_the_recent_window_and_widens_with_horizon():
+    rng = np.random.default_rng(1)
+    flat = np.full(200, 20.0)
+    ramp = 20.0 + 2.0 * np.arange(1, 25)  # the last 24 hours climb 2 per step
+    history = series_frame("shift", np.concatenate([flat, ramp]) + rng.normal(0, 0.1, 224))
+    request = request_for(history, horizon=24, bounds={})
+    out = MODEL_REGISTRY["predict_linear"](request, {"predict_linear_window_hours": 24})
+    assert np.allclose(np.diff(out["mean"]), 2.0, atol=0.01)
+    width = (out["q0.9"] - out["q0.1"]).to_numpy()
+    assert (np.diff(width) > 0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# statsforecast models
+
+
+@pytest.mark.parametrize("name", ["autoets", "autotheta", "mstl"])
+def test_statsforecast_models_beat_seasonal_naive_on_smooth_trend(name):
+    rng = np.random.default_rng(7)
+    n, horizon = 10 * 24, 24
+    signal = (
+        50 + 10 * np.sin(2 * np.pi * np.arange(n + horizon) / 24) + 0.15 * np.arange(n + horizon)
+    )
+    frames = [series_frame(f"s{i}", signal[:n] + i + rng.normal(0, 0.5, n)) for i in range(3)]
+    request = request_for(pd.concat(frames), horizon=horizon, bounds={})
+    truth = {f"s{i}": signal[n:] + i for i in range(3)}
+
+    def mae(out: pd.DataFrame) -> float:
+        return float(
+            np.mean(
+                [
+                    np.abs(g["q0.5"].to_numpy() - truth[s]).mean()
+                    for s, g in out.groupby("series_id")
+                ]
+            )
+        )
+
+    model_mae = mae(MODEL_REGISTRY[name](request, MODEL_CFG))
+    naive_mae = mae(MODEL_REGISTRY["seasonal_naive_daily"](request, MODEL_CFG))
+    assert model_mae < naive_mae
+
+
+def test_statsforecast_fills_gaps_before_fitting():
+    history = panel(days=6)
+    gap = history["series_id"].eq("web-0|cpu_utilization") & history.index.isin(range(50, 60))
+    history.loc[gap, "y"] = np.nan
+    history.loc[2 * 6 * 24 - 1, "y"] = np.nan  # the last value of the second series
+    request = request_for(history)
+    for name in ("autoets", "autotheta", "mstl"):
+        out = MODEL_REGISTRY[name](request, MODEL_CFG)
+        assert_contract(out, request)
+        assert np.isfinite(out[["mean", "q0.1", "q0.9"]].to_numpy()).all()
+        assert (out["model_used"] == name).all()
+
+
+def test_interval_levels_map_quantiles_to_statsforecast_columns():
+    levels = interval_levels((0.02, 0.1, 0.25, 0.5, 0.9, 0.95))
+    assert levels == {
+        0.02: ("lo", 96),
+        0.1: ("lo", 80),
+        0.25: ("lo", 50),
+        0.5: ("mean", 0),
+        0.9: ("hi", 80),
+        0.95: ("hi", 90),
+    }
+
+
+def test_mstl_uses_weekly_season_only_with_two_weeks_and_matches_quantile_request():
+    history = panel(days=15)
+    request = request_for(history, quantiles=(0.02, 0.5, 0.98))
+    out = MODEL_REGISTRY["mstl"](request, MODEL_CFG)
+    assert_contract(out, request)
+    assert (out["q0.98"] > out["q0.02"]).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Odd series: routing, constant, empty
+
+
+def odd_panel() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    n = 10 * 24
+    full = seasonal_values(n, 50, 8, 0.0, 1, rng)
+    late_start = START + pd.Timedelta(hours=n - 30)
+    frames = [
+        series_frame("a|full", full),
+        series_frame("b|short30h", seasonal_values(30, 50, 8, 0, 1, rng), late_start),
+        series_frame("c|short60h", seasonal_values(60, 50, 8, 0, 1, rng), START),
+        series_frame("d|constant", np.full(n, 42.0)),
+        series_frame("e|all_nan", np.full(48, np.nan)),
+    ]
+    # Leading NaNs: a series on the common grid that only starts reporting on day 8.
+    leading = np.full(n, np.nan)
+    leading[-60:] = seasonal_values(60, 30, 5, 0, 1, rng)
+    frames.append(series_frame("f|leading_nan", leading))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_routing_follows_the_fallback_chain():
+    request = request_for(odd_panel())
+    routes = route_series(request, "mstl")
+    assert routes["a|full"].model == "mstl" and routes["a|full"].flag is None
+    assert (routes["b|short30h"].model, routes["b|short30h"].flag) == ("naive", FLAG_TOO_SHORT)
+    # 60 h is two daily seasons: enough for MSTL (daily only), not for Prophet (three days).
+    assert routes["c|short60h"].model == "mstl"
+    assert (routes["d|constant"].model, routes["d|constant"].flag) == ("naive", FLAG_CONSTANT)
+    assert routes["e|all_nan"].flag == FLAG_NO_DATA
+    prophet_routes = route_series(request, "prophet")
+    assert prophet_routes["c|short60h"].model == "seasonal_naive_daily"
+    assert prophet_routes["c|short60h"].flag == FLAG_TOO_SHORT
+    assert prophet_routes["f|leading_nan"].model == "seasonal_naive_daily"
+    assert min_history_steps("autogluon", request) == max(72, 2 * request.horizon + 1)
+
+
+@pytest.mark.parametrize("name", CHEAP_MODELS)
+def test_odd_series_are_flagged_never_dropped(name):
+    request = request_for(odd_panel())
+    out = MODEL_REGISTRY[name](request, MODEL_CFG)
+    assert_contract(out, request)
+    used = out.groupby("series_id")["model_used"].first()
+    assert used["b|short30h"] == (
+        "naive (fallback: too_short)" if name != "predict_linear" else "predict_linear"
+    )
+    constant = out.loc[out["series_id"] == "d|constant"]
+    assert used["d|constant"] == "naive (constant)"
+    for column in ["mean", *[quantile_column(q) for q in QUANTILES]]:
+        assert np.allclose(constant[column], 42.0)
+    empty = out.loc[out["series_id"] == "e|all_nan"]
+    assert used["e|all_nan"] == "none (no_data)"
+    assert empty[["mean", "q0.5"]].isna().all().all()
+    assert np.isfinite(out.loc[out["series_id"] == "f|leading_nan", "mean"]).all()
+
+
+def test_series_a_model_cannot_fit_go_to_the_next_model_flagged():
+    request = request_for(odd_panel())
+
+    def model_that_fits_nothing(sub: ForecastRequest, cfg: dict) -> pd.DataFrame:
+        return pd.DataFrame(columns=["series_id", "timestamp", "mean"])
+
+    out = forecast_with_fallback(
+        request, MODEL_CFG, "autoets", cores={"autoets": model_that_fits_nothing}
+    )
+    assert_contract(out, request)
+    used = out.groupby("series_id")["model_used"].first()
+    assert used["a|full"] == model_used_label("seasonal_naive_daily", FLAG_MODEL_FAILED)
+
+
+def test_empty_history_gives_an_empty_contract_frame():
+    request = request_for(panel(days=3).iloc[0:0])
+    out = MODEL_REGISTRY["seasonal_naive_daily"](request, MODEL_CFG)
+    assert out.empty
+    assert list(out.columns) == [
+        "series_id",
+        "timestamp",
+        "mean",
+        "q0.1",
+        "q0.5",
+        "q0.9",
+        "model_used",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# AutoGluon pretrained refusal (no fit, no network)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test loudly."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_pretrained_preset_refused_without_allow_pretrained(no_network):
+    with pytest.raises(ConfigError, match="allow_pretrained") as info:
+        check_pretrained({"presets": "bolt_small", "allow_pretrained": False})
+    assert "chronos-bolt-small" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_fast_training_preset_is_refused_because_it_adds_chronos2_and_toto2(no_network):
+    with pytest.raises(ConfigError, match="allow_pretrained") as info:
+        check_pretrained({"presets": "fast_training"})
+    assert "Chronos2" in str(info.value) and "Toto2" in str(info.value)
+
+
+def test_allowed_pretrained_without_local_weights_names_model_path(no_network, tmp_path):
+    with pytest.raises(ConfigError, match=r"models\.autogluon\.model_path"):
+        check_pretrained({"presets": "chronos2", "allow_pretrained": True, "model_path": None})
+    with pytest.raises(ConfigError, match=r"models\.autogluon\.model_path.*not a directory"):
+        check_pretrained(
+            {"presets": "chronos2", "allow_pretrained": True, "model_path": str(tmp_path / "x")}
+        )
+    with pytest.raises(ConfigError, match=r"no weights for autogluon/chronos-bolt-tiny"):
+        check_pretrained(
+            {
+                "hyperparameters": {"Chronos": {"model_path": "bolt_tiny"}},
+                "allow_pretrained": True,
+                "model_path": str(tmp_path),
+            }
+        )
+
+
+def test_allowed_pretrained_points_models_at_local_weights(no_network, tmp_path):
+    (tmp_path / "chronos-2-small").mkdir()
+    (tmp_path / "Toto-2.0-4m").mkdir()
+    resolved = resolve_hyperparameters(
+        {"presets": "medium_quality", "allow_pretrained": True, "model_path": str(tmp_path)}
+    )
+    assert resolved["Chronos2"]["model_path"] == str(tmp_path / "chronos-2-small")
+    assert resolved["Toto2"]["model_path"] == str(tmp_path / "Toto-2.0-4m")
+    assert "ETS" in resolved
+
+
+def test_default_hyperparameters_need_no_pretrained_weights(no_network):
+    default = {
+        "SeasonalNaive": {},
+        "ETS": {},
+        "Theta": {},
+        "DirectTabular": {},
+        "RecursiveTabular": {},
+    }
+    assert resolve_hyperparameters({"hyperparameters": default}) == default
+    with pytest.raises(ConfigError, match="allow_pretrained"):
+        check_pretrained({"hyperparameters": None})  # AutoGluon's own default has Chronos2
+    jobs = with_local_n_jobs(default, 2)
+    assert jobs["ETS"] == {"n_jobs": 2} and jobs["DirectTabular"] == {}
+
+
+def test_autogluon_model_refuses_before_any_fit(no_network):
+    request = request_for(panel(days=3))
+    with pytest.raises(ConfigError, match="allow_pretrained"):
+        MODEL_REGISTRY["autogluon"](request, {"autogluon": {"presets": "bolt_small"}})
+
+
+# ---------------------------------------------------------------------------------------------
+# Prophet settings decided per series (no fit)
+
+
+def test_prophet_growth_and_weekly_seasonality_per_series():
+    history = pd.concat(
+        [
+            series_frame("bounded|cpu_utilization", np.linspace(10, 60, 15 * 24)),
+            series_frame("bytes|network_in_bytes", np.linspace(1e6, 2e6, 10 * 24)),
+        ]
+    )
+    request = request_for(
+        history,
+        bounds={"bounded|cpu_utilization": (0.0, 100.0), "bytes|network_in_bytes": (0.0, None)},
+    )
+    tasks = {t.series_id: t for t in build_tasks(request, {"growth": "auto"}, keep_models=False)}
+    bounded, unbounded = tasks["bounded|cpu_utilization"], tasks["bytes|network_in_bytes"]
+    assert (bounded.growth, bounded.cap, bounded.floor) == ("logistic", 100.0, 0.0)
+    assert (unbounded.growth, unbounded.cap) == ("linear", None)
+    assert bounded.weekly_seasonality and not unbounded.weekly_seasonality
+    forced = build_tasks(request, {"weekly_seasonality": "off"}, keep_models=False)
+    assert not any(t.weekly_seasonality for t in forced)
+
+
+# ---------------------------------------------------------------------------------------------
+# Slow: real Prophet and AutoGluon fits
+
+
+@pytest.mark.slow
+def test_prophet_contract_in_parallel_with_holidays():
+    # Five series reach Prophet, so two worker processes really run.
+    history = pd.concat([odd_panel(), panel(days=10)], ignore_index=True)
+    request = dataclasses.replace(request_for(history), n_jobs=2)
+    cfg = {
+        **MODEL_CFG,
+        "prophet": {
+            **MODEL_CFG["prophet"],
+            "holidays": [
+                {"name": "launch", "date": "2026-03-05", "lower_window": 0, "upper_window": 1}
+            ],
+        },
+    }
+    out = MODEL_REGISTRY["prophet"](request, cfg)
+    assert_contract(out, request)
+    used = out.groupby("series_id")["model_used"].first()
+    assert used["a|full"] == "prophet"
+    assert used["c|short60h"] == "seasonal_naive_daily (fallback: too_short)"
+    full = out.loc[out["series_id"] == "a|full"]
+    assert (full["q0.9"] > full["q0.1"]).all()
+
+
+@pytest.mark.slow
+def test_prophet_models_round_trip_through_json(tmp_path):
+    from capforecast.models.prophet_model import (
+        fit_prophet_models,
+        load_prophet_models,
+        save_prophet_models,
+    )
+
+    request = request_for(panel(days=5))
+    models = fit_prophet_models(request, MODEL_CFG)
+    assert set(models) == set(request.history["series_id"])
+    paths = save_prophet_models(models, tmp_path / "prophet")
+    assert len(paths) == len(models) and all(p.exists() for p in paths)
+    loaded = load_prophet_models(tmp_path / "prophet")
+    assert set(loaded) == set(models)
+    for sid, model in models.items():
+        future = model.make_future_dataframe(periods=6, freq="1h", include_history=False)
+        future = future.assign(cap=100.0, floor=0.0)
+        original = model.predict(future)["yhat"].to_numpy()
+        restored = loaded[sid].predict(future)["yhat"].to_numpy()
+        assert np.allclose(original, restored)
+
+
+@pytest.mark.slow
+def test_autogluon_contract_with_cheap_models(tmp_path):
+    request = request_for(odd_panel())
+    cfg = {**MODEL_CFG, "autogluon": {**MODEL_CFG["autogluon"], "path": str(tmp_path / "ag")}}
+    out = MODEL_REGISTRY["autogluon"](request, cfg)
+    assert_contract(out, request)
+    used = out.groupby("series_id")["model_used"].first()
+    assert used["a|full"] == "autogluon"
+    assert used["c|short60h"] == "seasonal_naive_daily (fallback: too_short)"
+    assert (tmp_path / "ag").is_dir()

@@ -1,0 +1,296 @@
+"""Model selection: no peeking, ensemble weights and quantile averaging, final combination."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from capforecast.backtest import run_backtest
+from capforecast.contracts import quantile_column
+from capforecast.errors import ConfigError
+from capforecast.metrics import leaderboard, score_predictions
+from capforecast.models.base import ForecastRequest, finalize_forecast, future_timestamps
+from capforecast.selection import (
+    REASON_DEFAULT,
+    REASON_OTHER_METRIC,
+    REASON_SCORED,
+    SELECTED,
+    combine_final_forecasts,
+    final_selection,
+    select_without_peeking,
+    selection_settings,
+)
+
+QUANTILES = (0.1, 0.5, 0.9)
+START = pd.Timestamp("2026-01-01", tz="UTC")
+HOUR = pd.Timedelta("1h")
+Q_COLUMNS = [quantile_column(q) for q in QUANTILES]
+
+
+def constant_predictions(
+    model: str,
+    quantile_values: tuple[float, float, float],
+    windows: int,
+    horizon: int = 4,
+    step: int = 4,
+    series: tuple[str, ...] = ("s",),
+) -> pd.DataFrame:
+    """Predictions of a model forecasting the same quantiles at every step."""
+    rows = []
+    for sid in series:
+        for window in range(windows):
+            cutoff = START + (20 + step * window) * HOUR
+            stamps = pd.date_range(cutoff + HOUR, periods=horizon, freq="h")
+            frame = pd.DataFrame(
+                {
+                    "model": model,
+                    "series_id": sid,
+                    "window": window,
+                    "is_selection_window": window == 0,
+                    "cutoff": cutoff,
+                    "timestamp": stamps,
+                    "y": 1.0,
+                    "mean": quantile_values[1],
+                    "model_used": model,
+                    "fit_seconds": 0.25,
+                }
+            )
+            for column, value in zip(Q_COLUMNS, quantile_values, strict=True):
+                frame[column] = value
+            rows.append(frame)
+    return pd.concat(rows, ignore_index=True)
+
+
+def metrics_table(scores: dict[str, list[float]], series: str = "s") -> pd.DataFrame:
+    """Hand-made metrics: ``scores[model][window]`` is both the WQL and the MASE."""
+    rows = [
+        {
+            "model": m,
+            "series_id": series,
+            "window": w,
+            "wql": v,
+            "mase": v,
+            "is_selection_window": w == 0,
+        }
+        for m, values in scores.items()
+        for w, v in enumerate(values)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_selection_uses_only_earlier_windows():
+    # Windows 0-1 favour A; window 2 alone would pick B; the mean over 0-2 favours B.
+    scores = {"A": [0.1, 0.1, 2.0, 0.1], "B": [0.5, 0.5, 0.1, 0.1]}
+    predictions = pd.concat(
+        [
+            constant_predictions("A", (0.5, 1.0, 1.5), 4),
+            constant_predictions("B", (1.5, 2.0, 2.5), 4),
+        ]
+    )
+    cfg = {"selection": {"strategy": "best", "metric": "wql", "top_k": 1}}
+    selected, choices = select_without_peeking(metrics_table(scores), predictions, cfg)
+
+    assert set(selected["model"]) == {SELECTED}
+    median = selected.groupby("window")["q0.5"].agg(["min", "max"])
+    assert (median["min"] == median["max"]).all()
+    # window 0: no earlier scores -> equal-weight ensemble of A and B
+    assert median.loc[0, "min"] == pytest.approx((1.0 + 2.0) / 2)
+    assert set(choices.loc[choices["window"] == 0, "reason"]) == {REASON_DEFAULT}
+    # windows 1 and 2 come from A although window 2's own score favours B
+    assert median.loc[1, "min"] == 1.0 and median.loc[2, "min"] == 1.0
+    window2 = choices[choices["window"] == 2].iloc[0]
+    assert (window2["model"], window2["n_windows"], window2["reason"]) == ("A", 2, REASON_SCORED)
+    assert window2["metric_value"] == pytest.approx(np.mean(scores["A"][:2]))
+    # window 3 sees window 2: means 0.733 (A) vs 0.367 (B) -> B
+    assert median.loc[3, "min"] == 2.0
+    # the final selection uses all windows: B (mean 0.3) beats A (mean 0.575)
+    final = final_selection(metrics_table(scores), cfg)
+    assert final[["series_id", "model", "weight", "n_windows"]].values.tolist() == [
+        ["s", "B", 1.0, 4]
+    ]
+    assert final["metric_value"].iloc[0] == pytest.approx(np.mean(scores["B"]))
+    # the selected rows keep the backtest layout
+    assert selected.groupby("window")["is_selection_window"].first().tolist() == [
+        True,
+        False,
+        False,
+        False,
+    ]
+    # fit time of the components: both models in window 0, one model afterwards
+    fit = selected.groupby("window")["fit_seconds"].first()
+    assert fit.tolist() == [0.5, 0.25, 0.25, 0.25]
+
+
+def test_overlapping_windows_are_not_used_before_their_actuals_are_known():
+    # step 2 < horizon 4: window w-1's test ends after window w's cutoff.
+    scores = {"A": [0.1, 0.1, 0.1], "B": [0.5, 0.5, 0.5]}
+    predictions = pd.concat(
+        [
+            constant_predictions("A", (0.5, 1.0, 1.5), 3, horizon=4, step=2),
+            constant_predictions("B", (1.5, 2.0, 2.5), 3, horizon=4, step=2),
+        ]
+    )
+    _, choices = select_without_peeking(metrics_table(scores), predictions, {"strategy": "best"})
+    by_window = choices.groupby("window").agg(reason=("reason", "first"), n=("n_windows", "max"))
+    assert by_window["reason"].tolist() == [REASON_DEFAULT, REASON_DEFAULT, REASON_SCORED]
+    assert by_window.loc[2, "n"] == 1  # only window 0 ended by window 2's cutoff
+
+
+def test_ensemble_weights_sum_to_one_and_quantiles_are_vincentised_and_monotone():
+    scores = {"A": [0.1, 0.1], "B": [0.2, 0.2], "C": [0.4, 0.4]}
+    # B's quantiles cross (q0.1 above its median): the average must still come out sorted.
+    values = {"A": (0.0, 1.0, 2.0), "B": (5.0, 1.5, 4.0), "C": (9.0, 9.0, 9.0)}
+    predictions = pd.concat([constant_predictions(m, v, 2) for m, v in values.items()])
+    cfg = {"strategy": "ensemble", "metric": "mase", "top_k": 2}
+    selected, choices = select_without_peeking(metrics_table(scores), predictions, cfg)
+    weights = choices.groupby(["series_id", "window"])["weight"].sum()
+    assert weights.to_numpy() == pytest.approx(np.ones(len(weights)))
+    window1 = choices[choices["window"] == 1].set_index("model")["weight"]
+    # inverse-error weights over the top 2: (1/0.1, 1/0.2) normalised
+    assert window1.to_dict() == pytest.approx({"A": 2 / 3, "B": 1 / 3})
+    averaged = [2 / 3 * a + 1 / 3 * b for a, b in zip(values["A"], values["B"], strict=True)]
+    row = selected[selected["window"] == 1].iloc[0]
+    assert row[Q_COLUMNS].to_numpy(dtype=float) == pytest.approx(sorted(averaged))
+    assert (np.diff(selected[Q_COLUMNS].to_numpy(dtype=float), axis=1) >= 0).all()
+    assert row["model_used"] == "A+B"
+
+
+def test_missing_metric_falls_back_to_the_other_metric():
+    metrics = metrics_table({"A": [0.3], "B": [0.1]})
+    metrics["wql"] = np.nan  # e.g. an all-zero series: WQL undefined
+    final = final_selection(metrics, {"strategy": "best", "metric": "wql"})
+    assert final[["model", "reason"]].values.tolist() == [["B", REASON_OTHER_METRIC]]
+
+
+def test_selection_settings_reject_unknown_values():
+    with pytest.raises(ConfigError, match=r"selection\.strategy.*allowed: best, ensemble"):
+        selection_settings({"selection": {"strategy": "vote"}})
+    assert selection_settings({}) == {"strategy": "ensemble", "metric": "wql", "top_k": 3}
+
+
+def final_forecast(series: list[str], q: tuple[float, float, float], horizon: int = 3):
+    rows = []
+    for sid in series:
+        for ts in pd.date_range(START, periods=horizon, freq="h"):
+            rows.append(
+                {
+                    "series_id": sid,
+                    "timestamp": ts,
+                    "mean": q[1],
+                    "model_used": "x",
+                    **dict(zip(Q_COLUMNS, q, strict=True)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_combine_final_forecasts_weights_falls_back_and_bounds():
+    forecasts = {
+        "A": final_forecast(["s1|cpu", "s2", "s3"], (80.0, 90.0, 120.0)),
+        "B": final_forecast(["s1|cpu", "s2"], (10.0, 20.0, 30.0)),
+        "C": final_forecast(["s1|cpu", "s2", "s3", "s4", "s5"], (1.0, 2.0, 3.0)),
+    }
+    selection = pd.DataFrame(
+        {
+            "series_id": ["s1|cpu", "s1|cpu", "s2", "s3", "s3", "s5"],
+            "model": ["A", "B", "B", "B", "A", "B"],
+            "weight": [0.5, 0.5, 1.0, 0.6, 0.4, 1.0],
+        }
+    )
+    out = combine_final_forecasts(forecasts, selection, bounds={"s1|cpu": (0.0, 100.0)})
+    assert set(out["model"]) == {SELECTED} and len(out) == 5 * 3
+    first = out.groupby("series_id").first()
+    # s1: half A, half B; q0.9 = (120 + 30) / 2 = 75 (already within 100)
+    assert first.loc["s1|cpu", Q_COLUMNS].tolist() == pytest.approx([45.0, 55.0, 75.0])
+    assert first.loc["s2", "q0.5"] == 20.0 and not first.loc["s2", "selection_fallback"]
+    # s3: B has no forecast -> A alone, flagged
+    assert first.loc["s3", "q0.5"] == 90.0 and first.loc["s3", "selection_fallback"]
+    assert "renormalised" in first.loc["s3", "fallback_reason"]
+    # s4 is not in the selection, s5's only selected model is missing: C alone, flagged
+    for sid in ("s4", "s5"):
+        assert first.loc[sid, "q0.5"] == 2.0 and first.loc[sid, "selection_fallback"]
+    assert "not in selection" in first.loc["s4", "fallback_reason"]
+    # bounds: a cpu forecast above 100 is clipped
+    only_a = combine_final_forecasts(
+        forecasts, selection.iloc[[0]].assign(weight=1.0), bounds={"s1|cpu": (0.0, 100.0)}
+    )
+    assert only_a.loc[only_a["series_id"] == "s1|cpu", "q0.9"].max() == 100.0
+    assert (np.diff(out[Q_COLUMNS].to_numpy(dtype=float), axis=1) >= 0).all()
+
+
+def repeat_day_model(request: ForecastRequest, cfg: dict) -> pd.DataFrame:
+    rows = []
+    for sid, part in request.history.groupby("series_id"):
+        y = part["y"].to_numpy()
+        stamps = future_timestamps(part["timestamp"].iloc[-1], request.horizon, request.freq)
+        for h, ts in enumerate(stamps):
+            point = y[-request.season + h % request.season]
+            rows.append(
+                {
+                    "series_id": sid,
+                    "timestamp": ts,
+                    "mean": point,
+                    "model_used": "day",
+                    "q0.1": point - 2,
+                    "q0.5": point,
+                    "q0.9": point + 2,
+                }
+            )
+    return finalize_forecast(pd.DataFrame(rows), request)
+
+
+def flat_mean_model(request: ForecastRequest, cfg: dict) -> pd.DataFrame:
+    rows = []
+    for sid, part in request.history.groupby("series_id"):
+        level = part["y"].mean()
+        stamps = future_timestamps(part["timestamp"].iloc[-1], request.horizon, request.freq)
+        rows += [
+            {
+                "series_id": sid,
+                "timestamp": ts,
+                "mean": level,
+                "model_used": "flat",
+                "q0.1": level - 5,
+                "q0.5": level,
+                "q0.9": level + 5,
+            }
+            for ts in stamps
+        ]
+    return finalize_forecast(pd.DataFrame(rows), request)
+
+
+def test_selected_row_reaches_the_leaderboard_end_to_end():
+    hours = np.arange(24 * 7)
+    panel = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "series_id": sid,
+                    "timestamp": START + hours * HOUR,
+                    "y": 50 + amp * np.sin(2 * np.pi * hours / 24),
+                }
+            )
+            for sid, amp in (("daily", 20.0), ("flat", 0.0))
+        ]
+    )
+    panel.loc[panel["series_id"] == "flat", "y"] += np.random.default_rng(0).normal(0, 1, 24 * 7)
+    kwargs = dict(windows=2, horizon=24, quantiles=QUANTILES, season=24, selection_windows=1)
+    predictions = pd.concat(
+        [
+            run_backtest(panel, repeat_day_model, "seasonal_naive_daily", **kwargs),
+            run_backtest(panel, flat_mean_model, "flat_mean", **kwargs),
+        ]
+    )
+    metrics = score_predictions(predictions, panel, 24, QUANTILES)
+    selected, choices = select_without_peeking(
+        metrics, predictions, {"strategy": "best", "metric": "mase"}
+    )
+    metrics = pd.concat([metrics, score_predictions(selected, panel, 24, QUANTILES)])
+    board = leaderboard(metrics).set_index("model")
+    assert SELECTED in board.index and board.loc[SELECTED, "n_windows"] == 2
+    scored_choices = choices[choices["window"] >= 1].set_index("series_id")["model"]
+    # the sine is repeated exactly by the seasonal naive; the noisy flat series is not
+    assert scored_choices.loc["daily"].unique().tolist() == ["seasonal_naive_daily"]
+    assert scored_choices.loc["flat"].unique().tolist() == ["flat_mean"]
+    assert board.loc[SELECTED, "mase_relgm"] < board.loc["flat_mean", "mase_relgm"]
+    assert board.loc[SELECTED, "mase_relgm"] < 1.0
