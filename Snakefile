@@ -18,10 +18,10 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.quality.output,
         rules.leaderboard.output,
         rules.combine_forecasts.output,
         rules.risk_report.output,
         report_targets(),
-    default_target: True

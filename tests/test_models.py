@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+
 from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError
 from capforecast.models import MODEL_FAMILY, MODEL_REGISTRY, ForecastRequest

@@ -161,6 +161,26 @@ def make_risk() -> pd.DataFrame:
     return frame
 
 
+def make_full_risk() -> pd.DataFrame:
+    """``make_risk`` plus the columns the risk stage also writes: resource-level finding and
+    score repeated on every metric row, metric-level ones, act_now, thresholds, instance type."""
+    risk = make_risk()
+    order = ["optimized", "over_provisioned", "under_provisioned", "at_risk"]
+    rank = risk["finding"].map(order.index)
+    worst = rank.groupby(risk["resource_id"]).transform("max")
+    thresholds = {"cpu_utilization": (70.0, 90.0), "memory_utilization": (80.0, 95.0)}
+    return risk.assign(
+        metric_finding=risk["finding"],
+        metric_risk_score=risk["risk_score"],
+        finding=worst.map(dict(enumerate(order))),
+        risk_score=risk.groupby("resource_id")["risk_score"].transform("max"),
+        act_now=False,
+        instance_type=risk["resource_id"].map({"i-db-1": "r5.xlarge"}).fillna("m5.xlarge"),
+        warning_threshold=risk["metric"].map(lambda m: thresholds[m][0]),
+        critical_threshold=risk["metric"].map(lambda m: thresholds[m][1]),
+    )
+
+
 def make_daily_breach(risk: pd.DataFrame) -> pd.DataFrame:
     """P(breach) per resource x metric x day over the two forecast days."""
     days = [FORECAST_START, FORECAST_START + pd.Timedelta(days=1)]
@@ -319,7 +339,7 @@ def build_results_tree(root: Path) -> Path:
     make_metrics().to_parquet(results / "backtest" / "metrics.parquet", index=False)
     make_forecasts(clean).to_parquet(results / "forecast" / "forecasts.parquet", index=False)
 
-    risk = make_risk()
+    risk = make_full_risk()
     risk.to_parquet(results / "risk" / "risk_report.parquet", index=False)
     make_daily_breach(risk).to_parquet(results / "risk" / "daily_breach.parquet", index=False)
     pd.DataFrame(
@@ -395,6 +415,38 @@ def test_ranked_risks_orders_by_score_then_deadline() -> None:
     assert ranked["resource_id"].tolist() == ["d", "b", "a", "f", "c"]
     assert ranked["rank"].tolist() == [1, 2, 3, 4, 5]
     assert report.ranked_risks(risk, top_n=2)["resource_id"].tolist() == ["d", "b"]
+
+
+def test_full_risk_report_ranks_by_metric_score_and_flags_overdue_action() -> None:
+    risk = make_full_risk()
+    ranked = report.ranked_risks(risk)
+    # Resource-level risk_score ties i-web-1's two metrics at 4; the metric score separates them.
+    assert ranked["metric_risk_score"].is_monotonic_decreasing
+    assert ranked.iloc[0][["resource_id", "metric"]].tolist() == ["i-web-1", "cpu_utilization"]
+    assert len(ranked) == int((risk["metric_risk_score"] > 0).sum())
+
+    overdue = risk.copy()
+    row = overdue.index[overdue["act_by"].notna()][0]
+    overdue.loc[row, "act_by"] = FORECAST_START - pd.Timedelta(hours=3)
+    overdue.loc[row, "act_now"] = True
+    text = report.risk_headline(overdue)
+    stamp = (FORECAST_START - pd.Timedelta(hours=3)).strftime("%Y-%m-%d %H:%M UTC")
+    assert f"First action **now** (act-by {stamp} has passed)" in text
+    assert f"**{overdue.loc[row, 'resource_id']} {overdue.loc[row, 'metric']}**" in text
+    # Thresholds come from the report's own columns (the config passed is ignored).
+    levels = report.threshold_lookup(risk, {"thresholds": {}})
+    assert levels["i-db-1|memory_utilization"] == {"warning": 80.0, "critical": 95.0}
+
+
+def test_findings_count_resources_once_when_finding_is_per_resource() -> None:
+    rows = report.findings_table(make_risk()).set_index("finding")
+    assert rows.loc["total", "total"] == len(make_risk())
+    full = make_full_risk()
+    resources = report.findings_table(full).set_index("finding")
+    assert resources.loc["total", "total"] == full["resource_id"].nunique()
+    expected = full.drop_duplicates("resource_id")["finding"].value_counts()
+    assert resources["total"].drop("total").to_dict() == expected.to_dict()
+    assert report.findings_figure(full).axes[0].get_ylabel() == "resources"
 
 
 def test_breach_matrix_is_resources_by_days_with_max_over_metrics() -> None:
@@ -503,7 +555,7 @@ def test_quality_headline_and_flagged_table() -> None:
     assert "Rows read 1,500: kept 1,485 (repaired 3), quarantined 15 (1.0%)" in text
     flagged = (quality["flags"].fillna("") != "") | quality["too_short"]
     assert f"**{int(flagged.sum())} series flagged**" in text
-    assert "**1 source files do not reconcile**" in text
+    assert "**1 source file does not reconcile**" in text
     table = report.flagged_series_table(quality)
     assert len(table) == int(flagged.sum())
     assert table["coverage"].is_monotonic_increasing
@@ -526,6 +578,17 @@ def test_rightsizing_table_and_fleet_savings() -> None:
     assert money == {"savings": 70.0, "extra_cost": 35.0, "net": -35.0}
 
 
+def test_styled_tables_show_readable_numbers_and_utc_times() -> None:
+    act_by = FORECAST_START + pd.Timedelta(hours=20)
+    table = pd.DataFrame(
+        {"cost": [12345.678], "wql": [0.04567], "mase": [1.2345], "act_by": [act_by]}
+    )
+    html = report.styled(table).to_html()
+    assert "12,346" in html and "0.046" in html and "1.23" in html
+    assert act_by.strftime("%Y-%m-%d %H:%M UTC") in html
+    assert report.format_timestamp(pd.NaT) == "-"
+
+
 def test_service_plan_orders_biggest_change_first() -> None:
     plan = pd.DataFrame(
         {
@@ -538,6 +601,10 @@ def test_service_plan_orders_biggest_change_first() -> None:
     table = report.service_plan_table(plan)
     assert table["service"].tolist() == ["b", "c", "a"]
     assert table["change"].tolist() == [3, -1, 0]
+    # The risk stage's own instance_delta wins over a recomputed change.
+    with_delta = report.service_plan_table(plan.assign(instance_delta=[0, -5, 1]))
+    assert with_delta["service"].tolist() == ["b", "c", "a"]
+    assert "change" not in with_delta.columns
 
 
 def test_leaderboard_highlights_selected_row() -> None:
@@ -599,6 +666,18 @@ def test_read_helpers_name_the_missing_path(tmp_path: Path) -> None:
     make_clean().head(2).to_parquet(tmp_path / "resources.parquet")
     frame = report.read_partitions(tmp_path, exclude=["resources.parquet"])
     assert len(frame) == 3 and set(frame["partition"]) == {"p1"}
+
+
+def test_results_dir_falls_back_to_the_project_root(tmp_path: Path, monkeypatch) -> None:
+    project = tmp_path / "project"
+    (project / "results").mkdir(parents=True)
+    elsewhere = tmp_path / "notebooks"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert report.resolve_results_dir("results", project) == project / "results"
+    (elsewhere / "results").mkdir()
+    assert report.resolve_results_dir("results", project) == Path("results")
+    assert report.resolve_results_dir(tmp_path, project) == tmp_path
 
 
 EMPTY_CLEAN = pd.DataFrame(columns=list(CLEAN_COLUMNS))
@@ -717,7 +796,7 @@ def test_notebook_runs_without_errors_and_plots(executed: dict[str, Path], name:
 
 @pytest.mark.slow
 def test_capacity_risk_report_says_what_to_do_first(executed: dict[str, Path]) -> None:
-    risk = make_risk()
+    risk = make_full_risk()
     first = risk.loc[risk["act_by"].idxmin()]
     markdown = [
         "".join(o["data"]["text/markdown"])

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+
 from capforecast.contracts import CLEAN_COLUMNS, RESOURCE_COLUMNS, quantile_column
 from capforecast.errors import ConfigError, ForecastInputError
 from capforecast.rightsizing import HOURS_PER_MONTH
@@ -38,7 +39,7 @@ CATALOGUE = {
     "big.4x": {"vcpu": 4, "memory_gib": 16, "hourly_price_usd": 0.20, "family": "big"},
     "mid.2x": {"vcpu": 2, "memory_gib": 8, "hourly_price_usd": 0.10, "family": "mid"},
     "wide.4x": {"vcpu": 4, "memory_gib": 8, "hourly_price_usd": 0.15, "family": "wide"},
-    "small.2x": {"vcpu": 2, "memory_gib": 4, "hourly_price_usd": 0.05, "family": "small"},
+    "small.2x": {"vcpu": 2, "memory_gib": 4, "hourly_price_usd": 0.04, "family": "small"},
     "lean.1x": {"vcpu": 1, "memory_gib": 4, "hourly_price_usd": 0.045, "family": "lean"},
     "tight.1x": {"vcpu": 1, "memory_gib": 3, "hourly_price_usd": 0.03, "family": "tight"},
 }
@@ -355,19 +356,20 @@ def test_scale_in_below_the_observed_peak_is_flagged():
 
 def test_right_sizing_picks_the_cheapest_adequate_type_with_exact_cost():
     # big.4x (4 vCPU, 16 GiB, 0.20 $/h) at P90 10 % CPU and 15 % memory: 0.4 vCPU, 2.4 GiB.
-    # At most 70 % needs >= 0.571 vCPU and >= 3.43 GiB: tight.1x (3 GiB -> 80 %) fails;
-    # lean.1x (1 vCPU 40 %, 4 GiB 60 %) at 0.045 $/h is the cheapest that fits.
+    # At most 70 % needs >= 0.571 vCPU and >= 3.43 GiB: tight.1x (3 GiB -> 80 %, 0.03 $/h)
+    # fails; small.2x (2 vCPU 20 %, 4 GiB 60 %) at 0.04 $/h is the cheapest that fits, cheaper
+    # than the smaller lean.1x (0.045 $/h).
     forecasts, past, table = one_resource(flat(10), flat(15), instance_type="big.4x")
     result = assess_risk(forecasts, past, table, config())
     cpu = row(result.risk_report, "r1", CPU)
     assert cpu["finding"] == "over_provisioned"
-    assert cpu["recommended_instance_type"] == "lean.1x"
-    assert cpu["monthly_cost_delta_usd"] == pytest.approx((0.045 - 0.20) * 730)
+    assert cpu["recommended_instance_type"] == "small.2x"
+    assert cpu["monthly_cost_delta_usd"] == pytest.approx((0.04 - 0.20) * 730)
     assert result.summary["total_monthly_savings_usd"] == pytest.approx(
-        (0.20 - 0.045) * 730, abs=0.01
+        (0.20 - 0.04) * 730, abs=0.01
     )
     assert result.summary["total_monthly_cost_delta_usd"] == pytest.approx(
-        (0.045 - 0.20) * 730, abs=0.01
+        (0.04 - 0.20) * 730, abs=0.01
     )
     assert "cpu_over_provisioned;memory_over_provisioned" in cpu["reason_codes"]
 
@@ -389,15 +391,16 @@ def test_first_to_run_out_picks_the_earlier_dimension_then_the_likelier():
     result = assess_risk(forecasts, past, table, config())
     assert set(result.risk_report["first_to_run_out"]) == {MEM}
     assert result.service_capacity.iloc[0]["first_to_run_out"] == MEM
-    # Same median crossing hour: the dimension more likely to breach wins.
-    steep = np.r_[np.full(50, 70.0), np.linspace(80, 99, 70)]  # critical 80 from hour 50 on
-    plateau = np.r_[np.full(50, 85.0), np.full(70, 95.5)]  # memory critical 95, barely above
-    forecasts, past, table = one_resource(steep, plateau, sd=3.0)
+    # Same median crossing hour: the dimension more likely to breach wins (memory here, so the
+    # alphabetical order of the metric names cannot be what decides).
+    plateau = np.r_[np.full(50, 70.0), np.full(70, 80.5)]  # CPU critical 80, barely above
+    steep = np.r_[np.full(50, 85.0), np.linspace(95, 100, 70)]  # memory critical 95 from hour 50
+    forecasts, past, table = one_resource(plateau, steep, sd=3.0)
     report = assess_risk(forecasts, past, table, config()).risk_report
     cpu, mem = row(report, "r1", CPU), row(report, "r1", MEM)
     assert cpu["eta_p50"] == mem["eta_p50"] == START + 50 * HOUR
-    assert cpu["p_breach_critical"] > mem["p_breach_critical"]
-    assert cpu["first_to_run_out"] == CPU
+    assert mem["p_breach_critical"] > cpu["p_breach_critical"]
+    assert cpu["first_to_run_out"] == MEM
 
 
 # --- history evidence: saturation and confidence -----------------------------------------------
@@ -446,6 +449,35 @@ def test_short_history_lowers_confidence():
     assert "short_history" not in long_cpu["metric_reason_codes"]
     # The width part: P10-P90 spans 2 x 1.2816 x 2 points of 100.
     assert long_cpu["confidence"] == pytest.approx(1 - 2 * 1.2816 * 2 / 100, abs=1e-3)
+
+
+def test_quality_table_supplies_history_length_and_pegging_without_history():
+    forecasts, _, table = one_resource(flat(30), flat(30), sd=2.0)
+    quality = pd.DataFrame(
+        {
+            "resource_id": ["r1", "r1"],
+            "metric": [CPU, MEM],
+            "history_hours": [84.0, 400.0],
+            "pegged_fraction": [0.5, 0.0],
+            "too_short": [False, False],
+        }
+    )
+    report = assess_risk(forecasts, None, table, config(), quality).risk_report
+    cpu, mem = row(report, "r1", CPU), row(report, "r1", MEM)
+    assert cpu["history_hours"] == 84.0 and mem["history_hours"] == 400.0
+    assert cpu["confidence"] == pytest.approx(mem["confidence"] * 84 / 168, abs=1e-3)
+    assert cpu["saturated"] and not mem["saturated"]
+
+
+def test_a_series_whose_data_ended_early_is_marked():
+    forecasts, past, table = one_resource(flat(30), flat(30))
+    early = fan("r2", CPU, flat(30), start=START - 24 * HOUR)
+    early_mem = fan("r2", MEM, flat(30), start=START - 24 * HOUR)
+    table = pd.concat([table, resources(("r2", "web", "mid.2x"))])
+    result = assess_risk(pd.concat([forecasts, early, early_mem]), past, table, config())
+    assert "stopped_reporting" in row(result.risk_report, "r2", CPU)["metric_reason_codes"]
+    assert "stopped_reporting" not in row(result.risk_report, "r1", CPU)["metric_reason_codes"]
+    assert result.summary["generated_at"] == START.isoformat()
 
 
 # --- report layout and summary ----------------------------------------------------------------

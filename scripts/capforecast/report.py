@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from pandas.io.formats.style import Styler
 
 from capforecast.config import load_config, validated_config
@@ -33,17 +34,18 @@ RANKED_RISK_COLUMNS: tuple[str, ...] = (
     "service",
     "metric",
     "finding",
+    "metric_finding",
     "risk_score",
+    "metric_risk_score",
     "confidence",
     "p_breach_warning",
     "p_breach_critical",
     "act_by",
-    "eta_p10",
+    "act_now",
     "eta_p50",
-    "eta_p90",
     "days_until_full",
     "headroom_pct",
-    "first_to_run_out",
+    "metric_reason_codes",
     "reason_codes",
 )
 FLAGGED_SERIES_COLUMNS: tuple[str, ...] = (
@@ -67,6 +69,15 @@ NO_DATA = "no data"
 # --------------------------------------------------------------------------------------------
 # Reading the workflow's outputs
 # --------------------------------------------------------------------------------------------
+
+
+def resolve_results_dir(results_dir: str | Path, project_root: str | Path) -> Path:
+    """``results_dir`` as given when it exists (relative to the working directory), else
+    relative to the project root, so a notebook opened from ``notebooks/`` finds ``results``."""
+    path = Path(results_dir)
+    if path.is_absolute() or path.exists():
+        return path
+    return Path(project_root) / path
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -119,8 +130,20 @@ def with_series_id(frame: pd.DataFrame) -> pd.DataFrame:
     """Add ``series_id`` (resource|metric) when the frame has the keys but not the id."""
     if "series_id" in frame.columns or not {"resource_id", "metric"} <= set(frame.columns):
         return frame
-    ids = [series_id(r, m) for r, m in zip(frame["resource_id"], frame["metric"], strict=True)]
-    return frame.assign(series_id=ids)
+    keys = pd.MultiIndex.from_frame(frame[["resource_id", "metric"]].astype(str))
+    # Build each id once per series, not once per row (clean data has many rows per series).
+    unique = keys.unique()
+    ids = np.array([series_id(r, m) for r, m in unique], dtype=object)
+    return frame.assign(series_id=ids[unique.get_indexer(keys)] if len(ids) else [])
+
+
+def format_number(value: float) -> str:
+    """Readable number: thousands separators for large values, 3 decimals for small ones."""
+    if pd.isna(value):
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
 
 
 def format_timestamp(value: Any) -> str:
@@ -131,7 +154,7 @@ def format_timestamp(value: Any) -> str:
 
 
 def styled(table: pd.DataFrame, highlight: Mapping[str, Any] | None = None) -> Styler:
-    """HTML-ready view: 2-decimal floats, readable UTC times, no index.
+    """HTML-ready view: readable numbers and UTC times, no index.
 
     ``highlight`` = {column: value} shades the rows where ``column == value``
     (e.g. the selected model in the leaderboard).
@@ -141,7 +164,7 @@ def styled(table: pd.DataFrame, highlight: Mapping[str, Any] | None = None) -> S
         if pd.api.types.is_datetime64_any_dtype(table[column]):
             formats[column] = format_timestamp
         elif pd.api.types.is_float_dtype(table[column]):
-            formats[column] = "{:,.2f}"
+            formats[column] = format_number
     styler = table.style.format(formats, na_rep="-").hide(axis="index")
     if highlight:
         (column, value), *_ = highlight.items()
@@ -268,8 +291,9 @@ def quality_headline(quality: pd.DataFrame, reconciliation: pd.DataFrame | None 
     if t["too_short"]:
         lines.append(f"{t['too_short']} series are too short to forecast.")
     if t["unbalanced_files"]:
+        n = t["unbalanced_files"]
         lines.append(
-            f"**{t['unbalanced_files']} source files do not reconcile** "
+            f"**{n} source file{'s do' if n != 1 else ' does'} not reconcile** "
             "(rows in != kept + quarantined + merged duplicates)."
         )
     return "\n\n".join(lines)
@@ -318,8 +342,11 @@ def gaps_figure(quality: pd.DataFrame, top: int = 15) -> Figure:
     fig = Figure(figsize=(12, 3.8), layout="constrained")
     left, right = fig.subplots(1, 2)
     gaps = pd.to_numeric(quality["gap_count"], errors="coerce").fillna(0)
-    left.hist(gaps, bins=min(30, max(1, int(gaps.max()) + 1)), color="#dd8452", edgecolor="white")
+    # One bar per gap count (integers), up to 30 bars.
+    edges = np.linspace(-0.5, gaps.max() + 0.5, min(30, int(gaps.max()) + 1) + 1)
+    left.hist(gaps, bins=edges, color="#dd8452", edgecolor="white")
     left.set(xlabel="gaps in series", ylabel="series", title="Gaps per series")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     worst = with_series_id(quality).nlargest(top, "longest_gap_bins")
     worst = worst[worst["longest_gap_bins"] > 0]
     if worst.empty:
@@ -359,6 +386,7 @@ def quarantine_reasons_figure(quarantine: pd.DataFrame) -> Figure:
     ax = fig.add_subplot()
     ax.barh(counts["reason"][::-1], counts["rows"][::-1], color="#8172b3")
     ax.set(xlabel="rows", title="Quarantined rows by reason")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
@@ -631,20 +659,27 @@ def fan_chart_figure(
 # --------------------------------------------------------------------------------------------
 
 
-def ranked_risks(risk: pd.DataFrame, top_n: int | None = None) -> pd.DataFrame:
-    """Resources x metrics with a risk (score > 0), most urgent first.
+def row_score_column(risk: pd.DataFrame) -> str:
+    """The score of one resource x metric row: ``metric_risk_score`` when the report has it
+    (``risk_score`` is then the resource's maximum, repeated on all its rows)."""
+    return "metric_risk_score" if "metric_risk_score" in risk.columns else "risk_score"
 
-    Order: risk_score descending, then act_by ascending (no deadline last), then
-    P(breach critical) descending, then resource and metric for a stable tie-break.
+
+def ranked_risks(risk: pd.DataFrame, top_n: int | None = None) -> pd.DataFrame:
+    """Resources x metrics with a risk (row score > 0), most urgent first.
+
+    Order: row score (``row_score_column``) descending, then act_by ascending (no deadline
+    last), then P(breach critical) descending, then resource and metric for a stable tie-break.
     """
     columns = [c for c in RANKED_RISK_COLUMNS if c in risk.columns]
     if risk.empty:
         return pd.DataFrame(columns=["rank", *columns])
+    score = row_score_column(risk)
     table = with_utc_columns(risk, RISK_TIME_COLUMNS)
-    table = table[pd.to_numeric(table["risk_score"], errors="coerce").fillna(0) > 0]
-    keys = [c for c in ("risk_score", "act_by", "p_breach_critical", "resource_id", "metric")]
+    table = table[pd.to_numeric(table[score], errors="coerce").fillna(0) > 0]
+    keys = [c for c in (score, "act_by", "p_breach_critical", "resource_id", "metric")]
     keys = [c for c in keys if c in table.columns]
-    ascending = [c not in ("risk_score", "p_breach_critical") for c in keys]
+    ascending = [c not in (score, "p_breach_critical") for c in keys]
     table = table.sort_values(keys, ascending=ascending, na_position="last", kind="stable")
     table = table.head(top_n) if top_n is not None else table
     table = table[columns].reset_index(drop=True)
@@ -653,16 +688,16 @@ def ranked_risks(risk: pd.DataFrame, top_n: int | None = None) -> pd.DataFrame:
 
 
 def first_action(risk: pd.DataFrame) -> pd.Series | None:
-    """The row with the earliest act_by (ties: higher risk score first), or None."""
+    """The row with the earliest act_by (ties: higher row score first), or None."""
     if risk.empty or "act_by" not in risk:
         return None
     timed = with_utc_columns(risk, RISK_TIME_COLUMNS)
     timed = timed[timed["act_by"].notna()]
     if timed.empty:
         return None
-    keys = ["act_by", "risk_score", "resource_id", "metric"]
-    keys = [c for c in keys if c in timed.columns]
-    ascending = [c != "risk_score" for c in keys]
+    score = row_score_column(timed)
+    keys = [c for c in ("act_by", score, "resource_id", "metric") if c in timed.columns]
+    ascending = [c != score for c in keys]
     return timed.sort_values(keys, ascending=ascending, kind="stable").iloc[0]
 
 
@@ -703,31 +738,47 @@ def risk_headline(risk: pd.DataFrame) -> str:
         extra = []
         if "service" in first and pd.notna(first["service"]):
             extra.append(f"service {first['service']}")
-        if "risk_score" in first:
-            extra.append(f"risk {int(first['risk_score'])}/4")
+        score = row_score_column(risk)
+        if score in first and pd.notna(first[score]):
+            extra.append(f"risk {int(first[score])}/4")
         if "p_breach_critical" in first and pd.notna(first["p_breach_critical"]):
             extra.append(f"P(critical) {first['p_breach_critical']:.0%}")
         if "eta_p50" in first and pd.notna(first["eta_p50"]):
             extra.append(f"ETA P50 {format_timestamp(first['eta_p50'])}")
+        act_now = first.get("act_now")
+        overdue = bool(act_now) if act_now is not None and pd.notna(act_now) else False
+        when = (
+            f"**now** (act-by {format_timestamp(first['act_by'])} has passed)"
+            if overdue
+            else f"by **{format_timestamp(first['act_by'])}**"
+        )
         lines.append(
-            f"First action by **{format_timestamp(first['act_by'])}**: "
+            f"First action {when}: "
             f"**{first['resource_id']} {first['metric']}** ({', '.join(extra)})."
         )
     over = risk[findings == "over_provisioned"]
     money = monthly_savings(risk)
     if len(over) or money["savings"]:
+        n_over = over["resource_id"].nunique()
         lines.append(
-            f"{over['resource_id'].nunique()} over-provisioned resources; right-sizing saves "
+            f"{n_over} over-provisioned resource{'s' if n_over != 1 else ''}; right-sizing saves "
             f"**USD {money['savings']:,.0f}/month** (net change USD {money['net']:,.0f}/month)."
         )
     return "\n\n".join(lines)
 
 
+def findings_unit(risk: pd.DataFrame) -> str:
+    """What ``findings_table`` counts: resources when the report's ``finding`` is per resource
+    (it then also has ``metric_finding``), else resource x metric rows."""
+    return "resources" if "metric_finding" in risk.columns else "resource x metric rows"
+
+
 def findings_table(risk: pd.DataFrame) -> pd.DataFrame:
-    """Count of resource x metric rows per finding (rows) and risk score (columns)."""
+    """Counts per finding (rows) and risk score (columns), in ``findings_unit`` units."""
     if risk.empty or not {"finding", "risk_score"} <= set(risk.columns):
         return pd.DataFrame()
-    table = pd.crosstab(risk["finding"], risk["risk_score"], margins=True, margins_name="total")
+    base = risk.drop_duplicates("resource_id") if findings_unit(risk) == "resources" else risk
+    table = pd.crosstab(base["finding"], base["risk_score"], margins=True, margins_name="total")
     table.columns = [f"score {c}" if c != "total" else c for c in table.columns]
     return table.reset_index()
 
@@ -829,7 +880,7 @@ def summary_scalars(summary: Mapping[str, Any], prefix: str = "") -> pd.DataFram
         if isinstance(value, Mapping):
             rows.extend(summary_scalars(value, f"{name}.").to_dict("records"))
         elif not isinstance(value, list | tuple):
-            rows.append({"key": name, "value": value})
+            rows.append({"key": name, "value": str(value)})
     return pd.DataFrame(rows, columns=["key", "value"])
 
 
@@ -856,9 +907,11 @@ def risk_fan_charts(
     if ranked.empty:
         return empty_figure("no resource at risk", title="Top risks")
     ids = ranked["series_id"].tolist()
+    score = row_score_column(risk)
+    finding = "metric_finding" if "metric_finding" in ranked.columns else "finding"
     titles = {
-        r.series_id: f"#{r.rank} {r.series_id} - {r.finding}, risk {r.risk_score}"
-        for r in ranked.itertuples(index=False)
+        row["series_id"]: f"#{row['rank']} {row['series_id']} - {row[finding]}, risk {row[score]}"
+        for _, row in ranked.iterrows()
     }
     return fan_chart_figure(
         clean,
@@ -873,14 +926,22 @@ def risk_fan_charts(
 
 
 def service_plan_table(service_capacity: pd.DataFrame) -> pd.DataFrame:
-    """Service capacity plan, biggest change first, with ``change`` = recommended - current."""
+    """Service capacity plan, biggest change in instance count first.
+
+    Uses the file's ``instance_delta`` when present, else adds ``change`` = recommended -
+    current instances.
+    """
     table = service_capacity.copy()
-    if {"current_instances", "recommended_instances"} <= set(table.columns):
-        change = table["recommended_instances"] - table["current_instances"]
+    delta = "instance_delta" if "instance_delta" in table.columns else "change"
+    if delta == "change" and {"current_instances", "recommended_instances"} <= set(table.columns):
         position = list(table.columns).index("recommended_instances") + 1
-        table.insert(position, "change", change)
-        table = table.assign(_size=change.abs()).sort_values(
-            ["_size", "service"], ascending=[False, True]
+        table.insert(
+            position, "change", table["recommended_instances"] - table["current_instances"]
+        )
+    if delta in table.columns:
+        size = pd.to_numeric(table[delta], errors="coerce").abs()
+        table = table.assign(_size=size).sort_values(
+            ["_size", "service"], ascending=[False, True], na_position="last"
         )
         table = table.drop(columns="_size")
     elif "service" in table:
@@ -896,9 +957,10 @@ def rightsizing_table(risk: pd.DataFrame) -> pd.DataFrame:
             "resource_id",
             "service",
             "finding",
+            "instance_type",
             "recommended_instance_type",
             "monthly_cost_delta_usd",
-            "headroom_pct",
+            "sizing",
             "reason_codes",
         )
         if c in risk.columns
@@ -916,7 +978,7 @@ def rightsizing_table(risk: pd.DataFrame) -> pd.DataFrame:
 
 
 def findings_figure(risk: pd.DataFrame) -> Figure:
-    """Stacked bars: resource x metric rows per finding, split by risk score."""
+    """Stacked bars: count per finding, split by risk score (see ``findings_unit``)."""
     table = findings_table(risk)
     if table.empty:
         return empty_figure(title="Findings")
@@ -924,11 +986,14 @@ def findings_figure(risk: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(7, 3.2), layout="constrained")
     ax = fig.add_subplot()
     bottom = np.zeros(len(table))
-    colours = ["#9bc53d", "#f0c808", "#f08a4b", "#d7263d", "#7a0c1b"]
-    for i, column in enumerate(table.columns):
-        ax.bar(table.index, table[column], bottom=bottom, label=column, color=colours[i % 5])
+    # Colour by the score itself (0 green .. 4 dark red), whichever scores occur.
+    colours = {"0": "#9bc53d", "1": "#f0c808", "2": "#f08a4b", "3": "#d7263d", "4": "#7a0c1b"}
+    for column in table.columns:
+        colour = colours.get(column.removeprefix("score "), "0.5")
+        ax.bar(table.index, table[column], bottom=bottom, label=column, color=colour)
         bottom += table[column].to_numpy()
-    ax.set(ylabel="resource x metric", title="Findings by risk score")
+    ax.set(ylabel=findings_unit(risk), title="Findings by risk score")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     return fig
 
@@ -968,6 +1033,7 @@ def samples_per_hour_figure(raw: pd.DataFrame) -> Figure:
     for metric in counts.columns:
         ax.plot(x, counts[metric].fillna(0), lw=1, label=str(metric))
     ax.set(ylabel="samples per hour", xlabel="UTC", title="Raw samples per hour")
+    ax.tick_params(axis="x", rotation=30, labelsize=8)
     ax.legend(fontsize=8)
     return fig
 

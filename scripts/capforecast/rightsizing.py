@@ -150,9 +150,9 @@ def _recommend(
 
 def _cheapest(table: pd.DataFrame, candidates: np.ndarray) -> int:
     """Cheapest candidate; ties go to the smaller type, then to the name (deterministic)."""
-    sub = table.iloc[candidates]
-    order = sub.sort_values(["hourly_price_usd", "vcpu", "memory_gib", "instance_type"]).index
-    return int(table.index.get_loc(order[0]))
+    keys = [table[c].to_numpy()[candidates] for c in ("instance_type", "memory_gib", "vcpu")]
+    order = np.lexsort([*keys, table["hourly_price_usd"].to_numpy()[candidates]])
+    return int(candidates[order[0]])
 
 
 def right_size(

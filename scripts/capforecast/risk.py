@@ -37,6 +37,8 @@ same inputs give the same outputs):
   100 for percentage metrics and by max(observed max, P90 peak) otherwise. History factor =
   min(1, history_hours / 168): under 7 days it drops linearly (reason ``short_history``);
   ``too_short`` series are capped at 0.5.
+* stopped_reporting (reason code): the series' forecast starts before the fleet's forecast
+  start, i.e. its data ended early (a decommissioned instance?); its ETAs may lie in the past.
 * saturated: pegged at the ceiling (see ``risk_capacity``): reason ``demand_hidden_by_ceiling``,
   the forecast is a lower bound of the true demand.
 
@@ -63,6 +65,7 @@ from capforecast.risk_capacity import (
     MEMORY,
     SATURATION_REASON,
     HistoryRules,
+    clean_history,
     history_evidence,
     service_capacity,
 )
@@ -400,13 +403,18 @@ def _classify(
         ~has_levels & (np.nan_to_num(out["headroom_pct"], nan=1.0) < 0) & (out["trend_per_day"] > 0)
     ).to_numpy()
 
-    score = np.select([crit_top | act_now, crit_high, warn_mid, warn_low], [4, 3, 2, 1], default=0)
+    # Only a critical ETA inside the lead time makes a series at risk; a warning ETA inside it
+    # (a growing service that stays under critical) is under-provisioned, not an emergency.
+    act_now_critical = act_now & (out["act_by_basis"] == "critical").to_numpy()
+    score = np.select(
+        [crit_top | act_now_critical, crit_high, warn_mid | act_now, warn_low], [4, 3, 2, 1], 0
+    )
     out["metric_risk_score"] = np.where(has_levels, score, beyond_seen.astype(int))
     sizing_metric = out["metric"].isin([CPU, MEMORY]).to_numpy()
-    at_risk = has_levels & (crit_top | act_now)
+    at_risk = has_levels & (crit_top | act_now_critical)
     under = (
         (sizing_metric & (peak > settings.target_utilization))
-        | (has_levels & warn_mid)
+        | (has_levels & (warn_mid | act_now))
         | out["saturated"].to_numpy()
         | beyond_seen
     )
@@ -424,6 +432,8 @@ def _classify(
         out["too_short"], np.minimum(history_factor, TOO_SHORT_CONFIDENCE_CAP), history_factor
     )
     out["confidence"] = np.round(sharpness * history_factor, 3)
+    # Its forecast starts before the fleet's: the series stopped reporting (decommissioned?).
+    out["stopped_reporting"] = (out["forecast_start"] < forecast_start).to_numpy()
     out["metric_reason_codes"] = [_metric_reasons(row) for row in out.to_dict("records")]
     return out
 
@@ -442,6 +452,8 @@ def _metric_reasons(row: Mapping[str, Any]) -> str:
         codes.append(SATURATION_REASON)
     if row["history_hours"] < SHORT_HISTORY_HOURS or row["too_short"]:
         codes.append("short_history")
+    if row["stopped_reporting"]:
+        codes.append("stopped_reporting")
     if pd.isna(row["critical_threshold"]):
         codes.append("no_threshold")
         if row["headroom_basis"] == "observed_max_pct" and row["headroom_pct"] < 0:
@@ -495,9 +507,8 @@ def _sizing_demand(series: pd.DataFrame, inventory: pd.DataFrame) -> pd.DataFram
     for metric, dim in ((CPU, "cpu"), (MEMORY, "memory")):
         rows = series[series["metric"] == metric].set_index("resource_id")
         demand[f"{dim}_peak_p90"] = demand["resource_id"].map(rows["peak_p90"])
-        demand[f"{dim}_at_risk"] = (
-            demand["resource_id"].map(rows["metric_finding"] == "at_risk").fillna(False)
-        )
+        at_risk = set(rows.index[rows["metric_finding"] == "at_risk"])
+        demand[f"{dim}_at_risk"] = demand["resource_id"].isin(at_risk)
     return demand
 
 
@@ -611,7 +622,8 @@ def _summary(
             }
             for row in top.to_dict("records")
         ],
-        "total_monthly_savings_usd": round(float(-deltas[deltas < 0].sum()), 2),
+        # "+ 0.0" turns the -0.0 of an empty sum into 0.0 in the JSON.
+        "total_monthly_savings_usd": round(float(-deltas[deltas < 0].sum()), 2) + 0.0,
         "total_monthly_cost_delta_usd": round(float(deltas.sum()), 2),
         "service_advice": {
             str(k): int(v) for k, v in capacity["advice"].value_counts().sort_index().items()
@@ -667,7 +679,8 @@ def assess_risk(
         statistic=settings.statistic,
         min_history_hours=settings.min_history_hours,
     )
-    evidence = history_evidence(history, rules, quality)
+    observed = clean_history(history, settings.statistic)
+    evidence = history_evidence(observed, rules, quality)
     forecast_start = points.groupby(_KEYS)["timestamp"].min().max()
 
     series = _series_table(points, tables, evidence, inventory, thresholds_for)
@@ -691,11 +704,10 @@ def assess_risk(
     forecast_services = set(series["service"])
     capacity = service_capacity(
         points,
-        history,
+        observed,
         inventory[inventory["service"].isin(forecast_services)],
         target_utilization=settings.target_utilization,
         buffer_pct=settings.buffer_pct,
-        statistic=settings.statistic,
         saturated=list(pegged),
     )
     capacity = capacity.merge(first_to_run_out(series, "service"), on="service", how="left")

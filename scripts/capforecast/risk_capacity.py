@@ -129,13 +129,16 @@ def _longest_runs(frame: pd.DataFrame, flag: pd.Series, freq: pd.Timedelta) -> p
 
 
 def history_evidence(
-    history: pd.DataFrame | None,
+    observed: pd.DataFrame,
     rules: HistoryRules,
     quality: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per series: observed_max, history_hours, recent_pegged_share, longest_pegged_run_hours,
-    too_short, saturated (see the module docstring)."""
-    frame = clean_history(history, rules.statistic)
+    too_short, saturated (see the module docstring).
+
+    observed: ``clean_history(history, rules.statistic)``.
+    """
+    frame = observed
     keys = ["resource_id", "metric"]
     step_hours = rules.freq / pd.Timedelta(hours=1)
     grouped = frame.groupby(keys)
@@ -208,24 +211,32 @@ def _modal_type(types: Iterable[str]) -> str:
 
 def service_capacity(
     points: pd.DataFrame,
-    history: pd.DataFrame | None,
+    observed: pd.DataFrame,
     inventory: pd.DataFrame,
     *,
     target_utilization: float,
     buffer_pct: float,
-    statistic: str = "mean",
     saturated: Iterable[tuple[str, str]] = (),
 ) -> pd.DataFrame:
     """Instance counts each service needs for its forecast P90 peak demand.
 
     points: resource_id, metric, timestamp, p50, p90 (forecast utilisation %, selected model).
+    observed: ``clean_history`` output (its ``value`` is the forecast statistic).
     inventory: the resources table with vcpu, memory_gib, hourly_price_usd filled in.
     saturated: (resource_id, metric) pairs whose demand is hidden by the ceiling.
 
     The recommendation is never silently below what the observed historical peak needed:
     ``below_observed_peak`` says so and the note explains it.
     """
-    observed = clean_history(history, statistic)
+    service_of = dict(zip(inventory["resource_id"], inventory["service"], strict=True))
+    sizing_metrics = [dim[0] for dim in SIZING_DIMENSIONS.values()]
+
+    def by_service(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        frame = frame[frame["metric"].isin(sizing_metrics)]
+        return dict(list(frame.groupby(frame["resource_id"].map(service_of), sort=False)))
+
+    forecast_groups, observed_groups = by_service(points), by_service(observed)
+    empty_points, empty_observed = points.iloc[:0], observed.iloc[:0]
     pegged = set(saturated)
     rows = []
     for service, members in inventory.groupby("service", sort=True):
@@ -233,11 +244,11 @@ def service_capacity(
             _one_service(
                 str(service),
                 members,
-                points[points["resource_id"].isin(members["resource_id"])],
-                observed[observed["resource_id"].isin(members["resource_id"])],
+                forecast_groups.get(service, empty_points),
+                observed_groups.get(service, empty_observed),
                 target_utilization=target_utilization,
                 buffer_pct=buffer_pct,
-                pegged={k for k in pegged if k[0] in set(members["resource_id"])},
+                pegged={k for k in pegged if service_of.get(k[0]) == service},
             )
         )
     return pd.DataFrame(rows).reindex(columns=list(SERVICE_CAPACITY_COLUMNS))
@@ -258,7 +269,9 @@ def _one_service(
     row["instances_with_forecasts"] = int(points["resource_id"].nunique())
     notes: list[str] = []
     if sized.empty:
-        row.update(instance_type=None, advice="unknown", recommended_instances=np.nan)
+        row.update(
+            instance_type=None, advice="unknown", recommended_instances=np.nan, saturated=False
+        )
         notes.append("no instance type: capacity in vCPU/GiB unknown, no instance count advice")
         row["note"] = "; ".join(notes)
         return row

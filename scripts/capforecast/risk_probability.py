@@ -20,6 +20,8 @@ Tails beyond the outermost stored quantiles (both choices err towards *more* bre
       lowest segment (a light, bounded tail), which never lowers the breach probability of a
       threshold below the fan.
 
+Probabilities below 1e-12 are reported as 0.
+
 Breach means ``X >= threshold`` (not ``>``): forecasts of percentage metrics are clipped at 100,
 so "reaching 100 %" must count as full.
 
@@ -57,6 +59,7 @@ ETA_PROBABILITIES: tuple[float, ...] = (0.1, 0.5, 0.9)
 STANDARD_LEVELS: tuple[str, ...] = ("warning", "critical")
 # Probabilities are compared with this slack so that an exact 0.5 from interpolation counts.
 _PROB_TOLERANCE = 1e-9
+_NEGLIGIBLE = 1e-12
 
 _QUANTILE_NAME = re.compile(r"q(\d*\.?\d+(?:[eE]-?\d+)?)")
 
@@ -183,6 +186,8 @@ def exceedance_probability(
         excess = c[upper] - fan[upper, -1]
         tail = (1.0 - lv[-1]) * np.exp(-excess / np.where(scale > 0, scale, 1.0))
         out[upper] = np.where(scale > 0, tail, 0.0)
+    # Far-tail values like 1e-300 carry no information and clutter CSVs: report them as 0.
+    out[out < _NEGLIGIBLE] = 0.0
     return out
 
 

@@ -12,9 +12,10 @@ Settings come from the ``models.prophet`` config section:
 * quantiles: empirical quantiles of ``uncertainty_samples`` posterior predictive samples (trend
   changes + observation noise); ``mean`` is Prophet's ``yhat``.
 
-Workers use the ``spawn`` start method: forking a process that already runs threads (pyarrow,
-torch) can deadlock. A series whose fit fails is left out of the output, so the fallback chain
-forecasts it and flags it ``fallback: model_failed``.
+Workers are forked (the Linux default, also what statsforecast's ``n_jobs`` uses): ``spawn`` and
+``forkserver`` children re-run the parent's ``__main__``, which for an unguarded Snakemake rule
+script would start the whole forecast again in every worker. A series whose fit fails is left
+out of the output, so the fallback chain forecasts it and flags it ``fallback: model_failed``.
 """
 
 from __future__ import annotations
@@ -290,7 +291,9 @@ def _map_tasks(tasks: list[ProphetTask], n_jobs: int) -> Iterable[ProphetResult]
     if workers == 1:
         return [fit_and_forecast_one(task) for task in tasks]
     chunksize = max(1, math.ceil(len(tasks) / (workers * 4)))
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         return list(pool.map(fit_and_forecast_one, tasks, chunksize=chunksize))
 

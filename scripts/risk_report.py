@@ -1,0 +1,27 @@
+"""Rule risk_report: breach probabilities, ETAs, capacity plan and right-sizing per resource."""
+
+import json
+
+import pandas as pd
+
+from capforecast import risk
+from capforecast.rulekit import LOG, ensure_parent, run_rule
+
+
+def main(smk) -> None:
+    forecasts = pd.read_parquet(smk.input.forecasts)
+    history = pd.concat([pd.read_parquet(p) for p in smk.input.clean], ignore_index=True)
+    resources = pd.read_parquet(smk.input.resources)
+    quality = pd.read_csv(smk.input.quality)
+    result = risk.assess_risk(forecasts, history, resources, smk.params.config, quality=quality)
+    ensure_parent(*smk.output)
+    result.risk_report.to_parquet(smk.output.report_parquet, index=False)
+    result.risk_report.to_csv(smk.output.report_csv, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    result.daily_breach.to_parquet(smk.output.daily_breach, index=False)
+    result.service_capacity.to_csv(smk.output.service_capacity, index=False)
+    with open(smk.output.summary, "w") as fh:
+        json.dump(result.summary, fh, indent=2, default=str)
+    LOG.info("findings: %s", result.summary["findings"])
+
+
+run_rule(main, snakemake)
