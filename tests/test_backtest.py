@@ -7,9 +7,9 @@ import importlib.util
 import numpy as np
 import pandas as pd
 import pytest
+
 from capforecast.backtest import (
     REASON_MODEL_OMITTED,
-    REASON_NO_ACTUALS,
     REASON_NOT_STARTED,
     REASON_TOO_SHORT,
     backtest_cutoffs,
@@ -166,6 +166,9 @@ def test_series_bounds_cap_percent_metrics_only():
 # --- windows, skips and leakage ----------------------------------------------------------
 
 
+HOUR = pd.Timedelta("1h")
+
+
 def fleet_panel(n: int = 24 * 8) -> pd.DataFrame:
     """A full series, two launched late, one decommissioned early."""
     full = hourly_series("full", daily_pattern(n, 50, 10))
@@ -175,7 +178,7 @@ def fleet_panel(n: int = 24 * 8) -> pd.DataFrame:
     return pd.concat([full, late, new, gone], ignore_index=True)
 
 
-def test_windows_share_timestamps_and_skips_are_recorded():
+def test_windows_are_end_aligned_per_series_and_skips_are_recorded():
     n, horizon, step = 24 * 8, 24, 24
     panel = fleet_panel(n)
     predictions = run_backtest(
@@ -189,41 +192,35 @@ def test_windows_share_timestamps_and_skips_are_recorded():
         season=24,
         selection_windows=1,
     )
-    end = panel["timestamp"].max()
-    cutoff_ts = [end - (n - c) * pd.Timedelta("1h") for c in backtest_cutoffs(n, 3, horizon)]
-    windows = predictions.groupby("window")["cutoff"].first()
-    assert windows.tolist() == cutoff_ts
     assert predictions.groupby("window")["is_selection_window"].first().tolist() == [
         True,
         False,
         False,
     ]
-    # every series forecast in a window covers exactly the window's horizon steps
-    for (_, window), part in predictions.groupby(["series_id", "window"]):
-        expected = pd.date_range(cutoff_ts[window], periods=horizon + 1, freq="h")[1:]
-        assert list(part["timestamp"]) == list(expected)
-    # history needed: 2 * season non-missing points; "late" has 60 - 24*k before each cutoff
-    gone_last = panel.loc[panel["series_id"] == "gone", "timestamp"].max()
+    lasts = panel.groupby("series_id")["timestamp"].max()
     skipped = skipped_table(predictions).set_index(["series_id", "window"])["reason"]
-    for window, cutoff in enumerate(cutoff_ts):
-        scored = set(predictions.loc[predictions["window"] == window, "series_id"])
-        assert "full" in scored
-        for late in ("late", "new"):
-            train = int(((panel["series_id"] == late) & (panel["timestamp"] <= cutoff)).sum())
-            assert (late in scored) == (train >= 48)
+    for sid, last in lasts.items():
+        # statsforecast semantics on each series' own grid: cutoffs n-3H, n-2H, n-H of *it*.
+        cutoffs = [last - (n - c) * HOUR for c in backtest_cutoffs(n, 3, horizon, step)]
+        for window, cutoff in enumerate(cutoffs):
+            part = predictions[
+                (predictions["series_id"] == sid) & (predictions["window"] == window)
+            ]
+            train = int(((panel["series_id"] == sid) & (panel["timestamp"] <= cutoff)).sum())
             if train == 0:
-                assert skipped[(late, window)] == REASON_NOT_STARTED
+                assert skipped[(sid, window)] == REASON_NOT_STARTED
             elif train < 48:
-                assert skipped[(late, window)] == f"{REASON_TOO_SHORT} ({train} < 48)"
-        assert ("gone" in scored) == (gone_last > cutoff)
-        if gone_last <= cutoff:
-            assert skipped[("gone", window)] == REASON_NO_ACTUALS
+                assert skipped[(sid, window)] == f"{REASON_TOO_SHORT} ({train} < 48)"
+            else:
+                assert (part["cutoff"] == cutoff).all()
+                expected = pd.date_range(cutoff, periods=horizon + 1, freq="h")[1:]
+                assert list(part["timestamp"]) == list(expected)
+    # the decommissioned series is scored on its own last windows, not skipped
+    assert set(predictions.loc[predictions["series_id"] == "gone", "window"]) == {0, 1, 2}
     assert len(skipped) == 4 * 3 - predictions.groupby(["series_id", "window"]).ngroups
-    # the layout exercises every skip reason and scores the late and the gone series sometimes
     reasons = set(skipped.str.split(" [(]").str[0])
-    assert reasons == {REASON_NOT_STARTED, REASON_TOO_SHORT, REASON_NO_ACTUALS}
-    assert {"late", "gone"} <= set(predictions["series_id"])
-    # actuals are the panel's values; the decommissioned series has NaN after its end
+    assert reasons == {REASON_NOT_STARTED, REASON_TOO_SHORT}
+    # actuals are the panel's values
     merged = predictions.merge(panel, on=["series_id", "timestamp"], how="left")
     np.testing.assert_array_equal(merged["y_x"].to_numpy(), merged["y_y"].to_numpy())
 
@@ -327,7 +324,7 @@ def test_bounds_are_applied_and_bad_timestamps_rejected():
         out["timestamp"] = out["timestamp"] + pd.Timedelta("1h")
         return out
 
-    with pytest.raises(ForecastInputError, match=r"model 'shifted' window 0.*outside the test"):
+    with pytest.raises(ForecastInputError, match=r"model 'shifted' window 0.*outside its test window"):
         run_backtest(panel, shifted_model, "shifted", windows=1, horizon=24, quantiles=QUANTILES)
 
 

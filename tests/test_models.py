@@ -408,6 +408,14 @@ def test_fast_training_preset_is_refused_because_it_adds_chronos2_and_toto2(no_n
     assert "Chronos2" in str(info.value) and "Toto2" in str(info.value)
 
 
+def test_every_autogluon_preset_needs_allow_pretrained(no_network):
+    from autogluon.timeseries.configs import get_predictor_presets
+
+    for preset in get_predictor_presets():
+        with pytest.raises(ConfigError, match="allow_pretrained"):
+            check_pretrained({"presets": preset})
+
+
 def test_allowed_pretrained_without_local_weights_names_model_path(no_network, tmp_path):
     with pytest.raises(ConfigError, match=r"models\.autogluon\.model_path"):
         check_pretrained({"presets": "chronos2", "allow_pretrained": True, "model_path": None})
@@ -503,6 +511,7 @@ def test_prophet_contract_in_parallel_with_holidays():
     assert_contract(out, request)
     used = out.groupby("series_id")["model_used"].first()
     assert used["a|full"] == "prophet"
+    assert used["d|constant"] == "naive (constant)" and used["e|all_nan"] == "none (no_data)"
     assert used["c|short60h"] == "seasonal_naive_daily (fallback: too_short)"
     full = out.loc[out["series_id"] == "a|full"]
     assert (full["q0.9"] > full["q0.1"]).all()
@@ -517,12 +526,15 @@ def test_prophet_models_round_trip_through_json(tmp_path):
     )
 
     request = request_for(panel(days=5))
-    models = fit_prophet_models(request, MODEL_CFG)
+    holiday = {"name": "launch", "date": "2026-03-03", "lower_window": 0, "upper_window": 0}
+    cfg = {**MODEL_CFG, "prophet": {**MODEL_CFG["prophet"], "holidays": [holiday]}}
+    models = fit_prophet_models(request, cfg)
     assert set(models) == set(request.history["series_id"])
     paths = save_prophet_models(models, tmp_path / "prophet")
     assert len(paths) == len(models) and all(p.exists() for p in paths)
     loaded = load_prophet_models(tmp_path / "prophet")
     assert set(loaded) == set(models)
+    assert all(list(m.holidays["holiday"]) == ["launch"] for m in loaded.values())
     for sid, model in models.items():
         future = model.make_future_dataframe(periods=6, freq="1h", include_history=False)
         future = future.assign(cap=100.0, floor=0.0)
@@ -539,5 +551,6 @@ def test_autogluon_contract_with_cheap_models(tmp_path):
     assert_contract(out, request)
     used = out.groupby("series_id")["model_used"].first()
     assert used["a|full"] == "autogluon"
+    assert used["d|constant"] == "naive (constant)" and used["e|all_nan"] == "none (no_data)"
     assert used["c|short60h"] == "seasonal_naive_daily (fallback: too_short)"
     assert (tmp_path / "ag").is_dir()

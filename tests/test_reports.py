@@ -771,6 +771,10 @@ def test_notebook_files_are_parameterised(name: str) -> None:
     assert all(not c.get("outputs") for c in code_cells), "commit notebooks without outputs"
 
 
+# The tests using the executed notebooks share one xdist worker, so the notebooks run once.
+NOTEBOOK_GROUP = "report_notebooks"
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("reports")
@@ -786,6 +790,7 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group(NOTEBOOK_GROUP)
 @pytest.mark.parametrize("name", MAIN_REPORTS + EXPLORATION)
 def test_notebook_runs_without_errors_and_plots(executed: dict[str, Path], name: str) -> None:
     found = outputs(executed[name])
@@ -795,6 +800,7 @@ def test_notebook_runs_without_errors_and_plots(executed: dict[str, Path], name:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group(NOTEBOOK_GROUP)
 def test_capacity_risk_report_says_what_to_do_first(executed: dict[str, Path]) -> None:
     risk = make_full_risk()
     first = risk.loc[risk["act_by"].idxmin()]
@@ -809,6 +815,7 @@ def test_capacity_risk_report_says_what_to_do_first(executed: dict[str, Path]) -
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group(NOTEBOOK_GROUP)
 @pytest.mark.parametrize("name", MAIN_REPORTS)
 def test_html_report_is_self_contained_without_code(executed: dict[str, Path], name: str) -> None:
     html = to_html(executed[name])

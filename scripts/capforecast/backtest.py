@@ -1,10 +1,12 @@
 """Rolling-origin backtest, identical for every model.
 
-Windows follow statsforecast's ``cross_validation`` arithmetic, counted on one grid that ends at
-the panel's last timestamp, so every series is scored on the same window timestamps even when
-series start (new instances) or stop (decommissioned ones) at different times. Each window's
-model call sees only rows with ``timestamp <= cutoff``: the history is sliced before the model
-is called, so no model can peek at the actuals it is scored on.
+Windows follow statsforecast's ``cross_validation`` arithmetic, end-aligned per series: window
+``k`` of a series cuts its history ``horizon + step * (windows - 1 - k)`` steps before that
+series' own last timestamp. Series that stop early (decommissioned instances, or real data sets
+whose files cover different months) are therefore scored on their own last windows instead of
+being skipped. Each window's model call sees only rows with ``timestamp <= cutoff`` of each
+series: the history is sliced before the model is called, so no model can peek at the actuals
+it is scored on.
 """
 
 from __future__ import annotations
@@ -79,20 +81,22 @@ class BacktestPlan:
     members: per window, the series scored in it.
     skipped: ``series_id, window, reason`` for every series left out of a window.
     grid: the panel on a regular grid per series (first to last timestamp, missing rows NaN).
+    cutoffs: ``series_id, cutoff_<window>...``: each series' cutoff in every window.
     """
 
     windows: pd.DataFrame
     members: dict[int, list[str]]
     skipped: pd.DataFrame
     grid: pd.DataFrame
+    cutoffs: pd.DataFrame
 
 
 def regular_grid(panel: pd.DataFrame, freq: str, *, source: str = "panel") -> pd.DataFrame:
     """Reindex each series onto a regular ``freq`` grid from its first to its last timestamp.
 
     Missing rows become NaN ``y`` (a gap the models already handle), which keeps the request
-    contract "regular grid" true. Timestamps must sit on the grid that ends at the panel's last
-    timestamp, otherwise window cutoffs would not line up across series.
+    contract "regular grid" true. Each series' timestamps must sit on the ``freq`` grid that ends
+    at its own last timestamp.
     """
     for column in ("series_id", "timestamp", "y"):
         if column not in panel.columns:
@@ -103,13 +107,14 @@ def regular_grid(panel: pd.DataFrame, freq: str, *, source: str = "panel") -> pd
     frame = panel[["series_id", "timestamp", "y"]].copy()
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     frame["y"] = frame["y"].astype(float)
-    end = frame["timestamp"].max()
+    end = frame.groupby("series_id")["timestamp"].transform("max")
     off_grid = ((end - frame["timestamp"]) % delta) != pd.Timedelta(0)
     if off_grid.any():
         row = int(np.flatnonzero(off_grid.to_numpy())[0])
         raise InputDataError(
             source,
-            f"timestamp {frame['timestamp'].iloc[row]} is not on the {freq} grid ending at {end}",
+            f"timestamp {frame['timestamp'].iloc[row]} is not on the {freq} grid ending at "
+            f"{end.iloc[row]}",
             column="timestamp",
             row=row,
         )
@@ -140,21 +145,23 @@ def plan_backtest(
 ) -> BacktestPlan:
     """Lay out the internal windows (selection windows first) and who is scored in each.
 
-    Cutoffs come from ``backtest_cutoffs`` on the common grid that ends at the panel's last
-    timestamp (``n`` = steps from the earliest first timestamp to that end). A series is
-    skipped for a window, with the reason recorded, when it has no data at or before the cutoff,
-    fewer than ``min_train_points`` non-missing training values (default ``2 * season``, so the
-    MASE scale rests on at least ``season`` seasonal differences), or no actual in the test
-    window (e.g. decommissioned before it).
+    Cutoffs follow ``backtest_cutoffs`` per series, end-aligned on each series' own last
+    timestamp: window ``k`` cuts ``horizon + step * (internal - 1 - k)`` steps before it
+    (``series_cutoffs``). A series is skipped for a window, with the reason recorded, when it
+    has no data at or before its cutoff, fewer than ``min_train_points`` non-missing training
+    values (default ``2 * season``, so the MASE scale rests on at least ``season`` seasonal
+    differences), or no actual in the test window. The ``windows`` table reports the cutoff of
+    the series that end last (the fleet's most recent windows).
     """
     internal = selection_windows + windows
     min_points = 2 * season if min_train_points is None else min_train_points
     delta = pd.Timedelta(freq)
     grid = regular_grid(panel, freq)
-    end = grid["timestamp"].max()
-    n = int((end - grid["timestamp"].min()) / delta) + 1
+    ends = grid.groupby("series_id")["timestamp"].agg(["min", "max"])
+    n = int(((ends["max"] - ends["min"]) / delta).max()) + 1
     try:
-        cutoffs = backtest_cutoffs(n, internal, horizon, step)
+        # Only validates the arithmetic against the longest series; positions are per series.
+        backtest_cutoffs(n, internal, horizon, step)
     except ConfigError as error:
         if selection_windows:
             raise ConfigError(
@@ -163,18 +170,21 @@ def plan_backtest(
             ) from error
         raise
 
-    bounds = grid.groupby("series_id")["timestamp"].agg(["min", "max"])
+    cutoffs = series_cutoffs(ends["max"], internal, horizon, step, freq)
+    grid = grid.merge(cutoffs, on="series_id", how="left")
     window_rows, members, skipped = [], {}, []
-    for window, train_length in enumerate(cutoffs):
-        cutoff = end - (n - train_length) * delta
-        test_end = cutoff + horizon * delta
-        train = grid[grid["timestamp"] <= cutoff]
-        train_points = train.dropna(subset=["y"]).groupby("series_id").size()
-        test = grid[(grid["timestamp"] > cutoff) & (grid["timestamp"] <= test_end)]
-        test_points = test.dropna(subset=["y"]).groupby("series_id").size()
+    latest_end = ends["max"].max()
+    for window in range(internal):
+        cutoff = grid[f"cutoff_{window}"]
+        in_train = grid["timestamp"] <= cutoff
+        in_test = (grid["timestamp"] > cutoff) & (grid["timestamp"] <= cutoff + horizon * delta)
+        has_y = grid["y"].notna()
+        train_points = grid[in_train & has_y].groupby("series_id").size()
+        test_points = grid[in_test & has_y].groupby("series_id").size()
+        per_series = cutoffs.set_index("series_id")[f"cutoff_{window}"]
         scored = []
-        for sid in bounds.index:
-            if bounds.at[sid, "min"] > cutoff:
+        for sid in ends.index:
+            if ends.at[sid, "min"] > per_series[sid]:
                 reason = REASON_NOT_STARTED
             elif int(train_points.get(sid, 0)) < min_points:
                 reason = f"{REASON_TOO_SHORT} ({int(train_points.get(sid, 0))} < {min_points})"
@@ -185,13 +195,14 @@ def plan_backtest(
                 continue
             skipped.append({"series_id": str(sid), "window": window, "reason": reason})
         members[window] = scored
+        fleet_cutoff = latest_end - _offset_steps(window, internal, horizon, step) * delta
         window_rows.append(
             {
                 "window": window,
                 "is_selection_window": window < selection_windows,
-                "cutoff": cutoff,
-                "test_start": cutoff + delta,
-                "test_end": test_end,
+                "cutoff": fleet_cutoff,
+                "test_start": fleet_cutoff + delta,
+                "test_end": fleet_cutoff + horizon * delta,
                 "n_series": len(scored),
             }
         )
@@ -199,7 +210,64 @@ def plan_backtest(
         windows=pd.DataFrame(window_rows, columns=list(WINDOW_COLUMNS)),
         members=members,
         skipped=pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)),
-        grid=grid,
+        grid=grid[["series_id", "timestamp", "y"]],
+        cutoffs=cutoffs,
+    )
+
+
+def _offset_steps(window: int, internal: int, horizon: int, step: int | None) -> int:
+    """Steps between a series' last timestamp and its cutoff in ``window``."""
+    step = horizon if step is None else step
+    return horizon + step * (internal - 1 - window)
+
+
+def series_cutoffs(
+    last_timestamps: pd.Series, internal: int, horizon: int, step: int | None, freq: str
+) -> pd.DataFrame:
+    """``series_id, cutoff_0 .. cutoff_{internal-1}``: each window's cutoff per series."""
+    delta = pd.Timedelta(freq)
+    out = pd.DataFrame({"series_id": last_timestamps.index.astype(str)})
+    for window in range(internal):
+        offset = _offset_steps(window, internal, horizon, step) * delta
+        out[f"cutoff_{window}"] = (last_timestamps - offset).to_numpy()
+    return out
+
+
+def earlier_windows(predictions: pd.DataFrame, window: int) -> list[int]:
+    """Windows before ``window`` whose actuals all precede ``window``'s cutoff, per series.
+
+    Cutoffs are per series, so the check is too: a window ``v`` qualifies when, for every series
+    forecast in both, v's last forecast timestamp is at or before w's cutoff of that series
+    (with ``step < horizon`` the windows just before ``w`` overlap it and are left out).
+    """
+    spans = predictions.groupby(["window", "series_id"]).agg(
+        cutoff=("cutoff", "first"), test_end=("timestamp", "max")
+    )
+    if window not in spans.index.get_level_values("window"):
+        return []
+    current = spans.xs(window, level="window")["cutoff"]
+    result = []
+    for other in sorted(set(spans.index.get_level_values("window"))):
+        if other >= window:
+            continue
+        ends = spans.xs(other, level="window")["test_end"]
+        common = ends.index.intersection(current.index)
+        if len(common) and (ends[common] <= current[common]).all():
+            result.append(int(other))
+    return result
+
+
+def assert_no_peeking(
+    used: pd.DataFrame, current: pd.DataFrame, window: int, purpose: str = "selection"
+) -> None:
+    """Every actual used for window ``window``'s choice precedes that series' cutoff."""
+    if used.empty:
+        return
+    cutoffs = current.groupby("series_id")["cutoff"].first()
+    last_used = used.groupby("series_id")["timestamp"].max()
+    common = last_used.index.intersection(cutoffs.index)
+    assert (last_used[common] <= cutoffs[common]).all(), (
+        f"{purpose} for window {window} would use actuals after its cutoff"
     )
 
 
@@ -208,7 +276,7 @@ def _checked_forecast(
     request: ForecastRequest,
     model_name: str,
     window: int,
-    expected_timestamps: pd.DatetimeIndex,
+    cutoffs: pd.Series,
 ) -> pd.DataFrame:
     """Validate a model's output against the ModelFn contract, then sort and clip it."""
     needed = ["series_id", "timestamp", *forecast_columns(request.quantiles), "model_used"]
@@ -219,12 +287,14 @@ def _checked_forecast(
         )
     out = forecast[needed].copy()
     out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True)
-    stray = ~out["timestamp"].isin(expected_timestamps)
+    delta = pd.Timedelta(request.freq)
+    cutoff = out["series_id"].map(cutoffs)
+    stray = ~((out["timestamp"] > cutoff) & (out["timestamp"] <= cutoff + request.horizon * delta))
     if stray.any():
+        row = out[stray].iloc[0]
         raise ForecastInputError(
-            f"model '{model_name}' window {window}: forecast timestamp "
-            f"{out['timestamp'][stray].iloc[0]} is outside the test window "
-            f"{expected_timestamps[0]} .. {expected_timestamps[-1]}"
+            f"model '{model_name}' window {window}: forecast timestamp {row['timestamp']} of "
+            f"{row['series_id']} is outside its test window after {cutoffs.get(row['series_id'])}"
         )
     # Same post-processing for every model, whatever it already did itself.
     return finalize_forecast(out, request)
@@ -272,19 +342,21 @@ def run_backtest(
         freq=freq,
         min_train_points=min_train_points,
     )
-    delta = pd.Timedelta(freq)
     grid = plan.grid
+    cutoff_table = plan.cutoffs.set_index("series_id")
     skipped = plan.skipped.to_dict("records")
     value_columns = forecast_columns(levels)
     frames = []
     for spec in plan.windows.itertuples(index=False):
-        window, cutoff = int(spec.window), spec.cutoff
+        window = int(spec.window)
         series = plan.members[window]
         if not series:
             continue
+        cutoffs = cutoff_table[f"cutoff_{window}"]
+        cutoff = grid["series_id"].map(cutoffs)
         history = grid[grid["series_id"].isin(series) & (grid["timestamp"] <= cutoff)]
-        # The leakage guard: the model never receives a row after the cutoff.
-        assert history["timestamp"].max() <= cutoff
+        # The leakage guard: the model never receives a row after its series' cutoff.
+        assert (history["timestamp"] <= history["series_id"].map(cutoffs)).all()
         request = ForecastRequest(
             history=history.reset_index(drop=True),
             horizon=horizon,
@@ -294,27 +366,22 @@ def run_backtest(
             bounds={s: tuple(bounds[s]) for s in series if bounds and s in bounds},
             n_jobs=n_jobs,
         )
-        expected = pd.date_range(cutoff + delta, periods=horizon, freq=delta)
         started = time.perf_counter()
         raw = model_fn(request, dict(model_cfg or {}))
         elapsed = time.perf_counter() - started
-        forecast = _checked_forecast(raw, request, model_name, window, expected)
+        forecast = _checked_forecast(raw, request, model_name, window, cutoffs)
         forecast = forecast[forecast["series_id"].isin(series)]
         returned = set(forecast["series_id"])
         omitted = [s for s in series if s not in returned]
         for sid in omitted:
             LOGGER.warning("%s window %d: %s: %s", model_name, window, sid, REASON_MODEL_OMITTED)
             skipped.append({"series_id": sid, "window": window, "reason": REASON_MODEL_OMITTED})
-        actuals = grid[
-            grid["series_id"].isin(series)
-            & (grid["timestamp"] > cutoff)
-            & (grid["timestamp"] <= expected[-1])
-        ]
+        actuals = grid[grid["series_id"].isin(series) & (grid["timestamp"] > cutoff)]
         scored = forecast.merge(actuals, on=["series_id", "timestamp"], how="left")
         scored["model"] = model_name
         scored["window"] = window
         scored["is_selection_window"] = bool(spec.is_selection_window)
-        scored["cutoff"] = cutoff
+        scored["cutoff"] = scored["series_id"].map(cutoffs)
         scored["fit_seconds"] = elapsed / len(series)
         frames.append(scored)
     columns = [

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from capforecast.backtest import assert_no_peeking, earlier_windows
 from capforecast.contracts import quantile_column
 from capforecast.errors import ForecastInputError
 from capforecast.panel import clip_to_bounds
@@ -181,21 +182,15 @@ def calibrate_without_peeking(
         return predictions.assign(interval_scaled=False), pd.DataFrame(
             columns=[*SCALING_COLUMNS, "window"]
         )
-    windows = predictions.groupby("window").agg(
-        cutoff=("cutoff", "first"), test_end=("timestamp", "max")
-    )
     rows = predictions.reset_index(drop=True).assign(_row=np.arange(len(predictions)))
     calibrated, tables = [], []
-    for window, spec in windows.iterrows():
+    for window in sorted(rows["window"].unique()):
         current = rows[rows["window"] == window]
-        earlier = windows.index[(windows.index < window) & (windows["test_end"] <= spec["cutoff"])]
-        past = rows[rows["window"].isin(earlier)]
+        past = rows[rows["window"].isin(earlier_windows(rows, window))]
         if past.empty:
             calibrated.append(current.assign(interval_scaled=False))
             continue
-        assert past["timestamp"].max() <= spec["cutoff"], (
-            f"calibration for window {window} would use actuals after its cutoff"
-        )
+        assert_no_peeking(past, current, window, purpose="calibration")
         table = fit_interval_scaling(past, quantiles, tolerance=tolerance, min_points=min_points)
         calibrated.append(apply_interval_scaling(current, table, quantiles, bounds=bounds))
         tables.append(table.assign(window=window))

@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from pandas.io.formats.style import Styler
 
 from capforecast.config import load_config, validated_config
-from capforecast.contracts import series_id
+from capforecast.contracts import quantile_column, series_id
 from capforecast.errors import InputDataError
 from capforecast.metrics import quantile_levels
 
@@ -113,8 +113,11 @@ def read_summary(path: str | Path) -> dict[str, Any]:
 
 
 def as_utc(values: pd.Series) -> pd.Series:
-    """Timestamps (strings, naive or aware) as UTC-aware datetimes; blanks become NaT."""
-    return pd.to_datetime(values, utc=True, errors="coerce")
+    """Timestamps (strings, naive or aware) as UTC-aware datetimes; blanks become NaT.
+
+    Unparseable text raises (a report must not hide a broken timestamp as "no deadline").
+    """
+    return pd.to_datetime(values, utc=True)
 
 
 def with_utc_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -492,10 +495,6 @@ def _band_label(band: tuple[float, float]) -> str:
     return f"P{band[0] * 100:g}-P{band[1] * 100:g}"
 
 
-def _qcol(level: float) -> str:
-    return f"q{level:g}"
-
-
 def sample_series_ids(forecasts: pd.DataFrame, n: int, seed: int = 0) -> list[str]:
     """``n`` final-forecast series picked at random, reproducibly (sorted for stable output)."""
     ids = (
@@ -522,7 +521,7 @@ def growth_ranked_series(forecasts: pd.DataFrame, clean: pd.DataFrame, n: int) -
     levels = quantile_levels(final)
     if final.empty or clean.empty or n <= 0:
         return []
-    upper = _qcol(max(levels)) if levels else "mean"
+    upper = quantile_column(max(levels)) if levels else "mean"
     peak = final.groupby("series_id")[upper].max()
     history = with_series_id(clean).groupby("series_id")["value"].quantile(0.99)
     ratio = (peak / history.reindex(peak.index)).replace([np.inf, -np.inf], np.nan).dropna()
@@ -560,8 +559,8 @@ def plot_fan(
         if outer and outer != inner:
             ax.fill_between(
                 x,
-                fc[_qcol(outer[0])],
-                fc[_qcol(outer[1])],
+                fc[quantile_column(outer[0])],
+                fc[quantile_column(outer[1])],
                 color="#4c72b0",
                 alpha=0.15,
                 lw=0,
@@ -570,14 +569,14 @@ def plot_fan(
         if inner:
             ax.fill_between(
                 x,
-                fc[_qcol(inner[0])],
-                fc[_qcol(inner[1])],
+                fc[quantile_column(inner[0])],
+                fc[quantile_column(inner[1])],
                 color="#4c72b0",
                 alpha=0.4,
                 lw=0,
                 label=_band_label(inner),
             )
-        centre = _qcol(0.5) if 0.5 in levels else "mean"
+        centre = quantile_column(0.5) if 0.5 in levels else "mean"
         if centre in fc:
             ax.plot(
                 x,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from capforecast.backtest import assert_no_peeking, earlier_windows
 from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError, ForecastInputError
 from capforecast.metrics import quantile_levels
@@ -191,14 +192,6 @@ def combine_weighted(
     return out
 
 
-def _window_table(predictions: pd.DataFrame) -> pd.DataFrame:
-    return predictions.groupby("window").agg(
-        cutoff=("cutoff", "first"),
-        test_end=("timestamp", "max"),
-        is_selection_window=("is_selection_window", "first"),
-    )
-
-
 def select_without_peeking(
     metrics: pd.DataFrame, predictions: pd.DataFrame, cfg: Mapping[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -218,15 +211,11 @@ def select_without_peeking(
     settings = selection_settings(cfg)
     candidates = predictions[predictions["model"] != SELECTED]
     history = metrics[metrics["model"] != SELECTED]
-    windows = _window_table(candidates)
     selected, choices = [], []
-    for window, spec in windows.iterrows():
-        earlier = windows.index[(windows.index < window) & (windows["test_end"] <= spec["cutoff"])]
-        used_rows = candidates[candidates["window"].isin(earlier)]
-        assert used_rows.empty or used_rows["timestamp"].max() <= spec["cutoff"], (
-            f"selection for window {window} would use actuals after its cutoff"
-        )
+    for window in sorted(candidates["window"].unique()):
+        earlier = earlier_windows(candidates, window)
         current = candidates[candidates["window"] == window]
+        assert_no_peeking(candidates[candidates["window"].isin(earlier)], current, window)
         weights = choose_models(
             history[history["window"].isin(earlier)], current[["series_id", "model"]], settings
         )

@@ -1,0 +1,59 @@
+"""From every model's backtest predictions to the leaderboard with an honest `selected` row.
+
+Shared by the `leaderboard` rule and the accuracy benchmark so both score exactly alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from capforecast import calibration, metrics, selection
+from capforecast.train import model_quantiles
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: pd.DataFrame  # per model x series x window, `selected` included
+    leaderboard: pd.DataFrame
+    selection: pd.DataFrame  # final per-series choice (all windows), for the refit forecasts
+    selected_predictions: pd.DataFrame  # backtest predictions of `selected`, calibrated
+    calibration: pd.DataFrame  # interval scaling fitted on all selected windows
+    window_choices: pd.DataFrame  # which models each window of `selected` used
+
+
+def evaluate_backtests(
+    predictions: pd.DataFrame,
+    history: pd.DataFrame,
+    *,
+    backtest_cfg: Mapping[str, Any],
+    forecast_cfg: Mapping[str, Any],
+    selection_cfg: Mapping[str, Any],
+    bounds: Mapping[str, tuple[float, float | None]],
+    baseline: str = "seasonal_naive_daily",
+) -> Evaluation:
+    """Score all models, select per window without peeking, calibrate, and rank.
+
+    ``history`` is the panel (series_id, timestamp, y) the MASE scale is computed from.
+    """
+    season, scored_quantiles = backtest_cfg["season"], forecast_cfg["quantiles"]
+    scores = metrics.score_predictions(predictions, history, season, scored_quantiles)
+    selected, choices = selection.select_without_peeking(scores, predictions, selection_cfg)
+    table = pd.DataFrame()
+    if forecast_cfg["calibrate"]:
+        levels = model_quantiles(forecast_cfg)
+        selected, _ = calibration.calibrate_without_peeking(selected, levels, bounds=bounds)
+        table = calibration.fit_interval_scaling(selected, levels)
+    selected_scores = metrics.score_predictions(selected, history, season, scored_quantiles)
+    all_scores = pd.concat([scores, selected_scores], ignore_index=True)
+    return Evaluation(
+        metrics=all_scores,
+        leaderboard=metrics.leaderboard(all_scores, baseline=baseline),
+        selection=selection.final_selection(scores, selection_cfg),
+        selected_predictions=selected,
+        calibration=table,
+        window_choices=choices,
+    )
