@@ -6,7 +6,9 @@ from pathlib import Path
 
 # Shell rules (papermill, nbconvert) run the tools of the interpreter running Snakemake, even when
 # its venv is not activated; under --sdm conda the env's own bin directory still comes first.
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+os.environ["PATH"] = os.pathsep.join(
+    [str(Path(sys.executable).parent), os.environ["PATH"]]
+)
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 

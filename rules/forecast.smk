@@ -74,7 +74,9 @@ rule leaderboard:
     params:
         **FORECAST_PARAMS,
         selection=config["selection"],
-        code=code_hash("panel", "train", "evaluate", "metrics", "selection", "calibration"),
+        code=code_hash(
+            "panel", "train", "evaluate", "metrics", "selection", "calibration"
+        ),
     script:
         "../scripts/leaderboard.py"
 

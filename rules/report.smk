@@ -27,7 +27,10 @@ REPORT_INPUTS = {
 def report_inputs(wildcards):
     return {
         **REPORT_INPUTS[wildcards.report],
-        "notebook": f"notebooks/{wildcards.report}.ipynb",
+        # Absolute: the working directory (--directory) need not be the project.
+        "notebook": str(
+            Path(workflow.basedir) / "notebooks" / f"{wildcards.report}.ipynb"
+        ),
     }
 
 
@@ -48,14 +51,14 @@ rule render_report:
     conda:
         "../envs/report.yaml"
     params:
-        results_dir="results",
+        project_root=workflow.basedir,
         top_n=config["report"]["top_n"],
         sample_series=config["report"]["sample_series"],
         no_input="--no-input" if config["report"]["hide_code"] else "",
         code=code_hash("report"),
     shell:
-        "(papermill {input.notebook} {output.notebook} --cwd . "
-        "-p results_dir {params.results_dir} -p top_n {params.top_n} "
+        "(CAPFORECAST_ROOT={params.project_root:q} papermill {input.notebook} "
+        "{output.notebook} --cwd . -p results_dir $(pwd)/results -p top_n {params.top_n} "
         "-p sample_series {params.sample_series} "
         "&& jupyter nbconvert --to html {params.no_input} "
         "--output-dir $(dirname {output.html}) {output.notebook}) > {log} 2>&1"

@@ -25,11 +25,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the project's Snakefile with ``workdir`` as working directory (results go there)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
+    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *joined(args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def joined(args: tuple[str, ...]) -> list[str]:
+    """`--configfile X` -> `--configfile=X`: it takes several values and would eat the targets."""
+    out: list[str] = []
+    for arg in args:
+        if out and out[-1] == "--configfile":
+            out[-1] = f"--configfile={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
@@ -149,7 +160,7 @@ def test_one_partition_change_reruns_only_that_partition(tmp_path):
     cfg = _local_config(tmp_path, data)
     workdir = tmp_path / "work"
     workdir.mkdir()
-    snakemake(workdir, "--cores", "2", "--configfile", str(cfg), "forecast")
+    snakemake(workdir, "--cores", "2", "--configfile", str(cfg), "risk")
     before = {
         p.name: p.stat().st_mtime_ns for p in (workdir / "results" / "clean").glob("*.parquet")
     }
@@ -162,21 +173,25 @@ def test_one_partition_change_reruns_only_that_partition(tmp_path):
     lines[10] = f"{ts},55.5"
     target.write_text("\n".join(lines) + "\n")
 
-    jobs = planned_jobs(workdir, "--configfile", str(cfg), "forecast")
+    jobs = planned_jobs(workdir, "--configfile", str(cfg), "risk")
     assert jobs.get("ingest_partition") == 1
     assert jobs.get("clean_partition") == 1
     assert jobs.get("features_partition") == 1
     assert jobs.get("quality") == 1
     assert jobs.get("leaderboard") == 1
+    assert jobs.get("risk_report") == 1
     assert "generate_service" not in jobs
+    assert sum(jobs.values()) == 1 + 1 + 1 + 1 + 1 + 2 + 1 + 2 + 1 + 1 + 1
+    # ingest, clean, features (one partition), ingest_resources, quality, 2 backtests,
+    # leaderboard, 2 final fits, combine, risk_report (+ the `risk` target itself)
 
-    snakemake(workdir, "--cores", "2", "--configfile", str(cfg), "forecast")
+    snakemake(workdir, "--cores", "2", "--configfile", str(cfg), "risk")
     after = {
         p.name: p.stat().st_mtime_ns for p in (workdir / "results" / "clean").glob("*.parquet")
     }
     changed = {name for name in before if after[name] != before[name]}
     assert changed == {"ec2_cpu_utilization_53ea38.parquet"}
-    proc = snakemake(workdir, "-n", "--configfile", str(cfg), "forecast")
+    proc = snakemake(workdir, "-n", "--configfile", str(cfg), "risk")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
@@ -202,8 +217,7 @@ def test_library_edit_triggers_rerun_of_its_rules(synthetic_run, tmp_path):
             "-n",
             "--quiet",
             "rules",
-            "--configfile",
-            str(CONFIGS / "tiny_synthetic.yaml"),
+            f"--configfile={CONFIGS / 'tiny_synthetic.yaml'}",
             "clean",
         ],
         capture_output=True,
