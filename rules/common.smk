@@ -1,14 +1,7 @@
 # Config validation, partitions and input functions shared by every rule file.
 import hashlib
-import os
 import sys
 from pathlib import Path
-
-# Shell rules (papermill, nbconvert) run the tools of the interpreter running Snakemake, even when
-# its venv is not activated; under --sdm conda the env's own bin directory still comes first.
-os.environ["PATH"] = os.pathsep.join(
-    [str(Path(sys.executable).parent), os.environ["PATH"]]
-)
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
@@ -35,8 +28,12 @@ def code_hash(*modules):
     """
     digest = hashlib.sha256()
     for name in (*SHARED_MODULES, *modules):
-        path = PACKAGE_DIR / (name if name.endswith("/") else f"{name}.py")
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        package = PACKAGE_DIR / name
+        files = (
+            sorted(package.rglob("*.py"))
+            if package.is_dir()
+            else [PACKAGE_DIR / f"{name}.py"]
+        )
         for file in files:
             digest.update(file.name.encode())
             digest.update(file.read_bytes())
@@ -132,3 +129,39 @@ REPORT_NAMES = ["data_quality", "forecast_backtest", "capacity_risk"]
 
 def report_targets():
     return [f"results/reports/{name}.html" for name in REPORT_NAMES]
+
+
+def report_sources():
+    """Inputs of each report notebook (rules.* exist once the rule files are included)."""
+    return {
+        "data_quality": {
+            "quality": rules.quality.output.quality,
+            "quarantine": rules.quality.output.quarantine,
+            "reconciliation": rules.quality.output.reconciliation,
+            "clean": expand_partitions("results/clean/{partition}.parquet"),
+        },
+        "forecast_backtest": {
+            "leaderboard": rules.leaderboard.output.leaderboard,
+            "metrics": rules.leaderboard.output.metrics,
+            "forecasts": rules.combine_forecasts.output.forecasts,
+            "clean": expand_partitions("results/clean/{partition}.parquet"),
+        },
+        "capacity_risk": {
+            "risk_report": rules.risk_report.output.report_parquet,
+            "daily_breach": rules.risk_report.output.daily_breach,
+            "service_capacity": rules.risk_report.output.service_capacity,
+            "summary": rules.risk_report.output.summary,
+            "forecasts": rules.combine_forecasts.output.forecasts,
+            "clean": expand_partitions("results/clean/{partition}.parquet"),
+        },
+    }
+
+
+def report_inputs(wildcards):
+    return {
+        **report_sources()[wildcards.report],
+        # Absolute: the working directory (--directory) need not be the project.
+        "notebook": str(
+            Path(workflow.basedir) / "notebooks" / f"{wildcards.report}.ipynb"
+        ),
+    }

@@ -26,7 +26,7 @@ rule backtest_baseline:
     threads: 1
     params:
         **FORECAST_PARAMS,
-        code=code_hash("panel", "backtest", "models/"),
+        code=code_hash("panel", "backtest", "models"),
     script:
         "../scripts/backtest_model.py"
 
@@ -97,7 +97,7 @@ rule forecast_baseline:
     threads: 1
     params:
         **FORECAST_PARAMS,
-        code=code_hash("panel", "train", "models/"),
+        code=code_hash("panel", "train", "models"),
     script:
         "../scripts/forecast_model.py"
 

@@ -324,7 +324,9 @@ def test_bounds_are_applied_and_bad_timestamps_rejected():
         out["timestamp"] = out["timestamp"] + pd.Timedelta("1h")
         return out
 
-    with pytest.raises(ForecastInputError, match=r"model 'shifted' window 0.*outside its test window"):
+    with pytest.raises(
+        ForecastInputError, match=r"model 'shifted' window 0.*outside its test window"
+    ):
         run_backtest(panel, shifted_model, "shifted", windows=1, horizon=24, quantiles=QUANTILES)
 
 

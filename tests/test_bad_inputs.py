@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from capforecast import ingest, quality, resample, validate
 from capforecast.config import validated_config
 from capforecast.errors import InputDataError

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from capforecast import ingest
 from capforecast.config import validated_config
 from capforecast.contracts import RAW_COLUMNS, RESOURCE_COLUMNS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from capforecast.backtest import run_backtest
 from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError

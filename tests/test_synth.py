@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
 from capforecast import synth
 from capforecast.config import load_config, validated_config
 from capforecast.contracts import RAW_COLUMNS, RESOURCE_COLUMNS

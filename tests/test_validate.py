@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from capforecast import ingest, quality, resample, validate
 from capforecast.config import validated_config
 from capforecast.contracts import QUARANTINE_COLUMNS, RAW_COLUMNS

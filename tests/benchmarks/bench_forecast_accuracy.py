@@ -117,6 +117,10 @@ def main() -> None:
         seconds[name] = time.perf_counter() - start
         print(f"# {name}: {seconds[name]:.1f} s", file=sys.stderr)
     all_predictions = pd.concat(predictions, ignore_index=True)
+    out_dir = ROOT / "tests" / "benchmarks" / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    all_predictions.to_parquet(out_dir / "nab_backtest_predictions.parquet", index=False)
+    history.to_parquet(out_dir / "nab_history.parquet", index=False)
     # prophet_default is a peer, not a candidate for selection.
     candidates_only = all_predictions[all_predictions["model"] != "prophet_default"]
     result = evaluate_backtests(

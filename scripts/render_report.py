@@ -1,0 +1,36 @@
+"""Rule render_report: execute a parameterised notebook with papermill, then self-contained HTML."""
+
+import os
+from pathlib import Path
+
+import nbformat
+import papermill
+from nbconvert import HTMLExporter
+
+from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
+
+
+def main(smk) -> None:
+    ensure_parent(smk.output.notebook, smk.output.html)
+    # The notebook finds the library through this even when --directory points elsewhere.
+    os.environ["CAPFORECAST_ROOT"] = smk.params.project_root
+    with timed(f"execute {smk.input.notebook}"):
+        papermill.execute_notebook(
+            smk.input.notebook,
+            smk.output.notebook,
+            parameters={
+                "results_dir": str(Path("results").resolve()),
+                "top_n": smk.params.top_n,
+                "sample_series": smk.params.sample_series,
+            },
+            cwd=str(Path.cwd()),
+            kernel_name="python3",
+            progress_bar=False,
+        )
+    exporter = HTMLExporter(exclude_input=smk.params.hide_code, embed_images=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(smk.output.notebook, as_version=4))
+    Path(smk.output.html).write_text(body, encoding="utf-8")
+    LOG.info("wrote %s (%d kB)", smk.output.html, len(body) // 1024)
+
+
+run_rule(main, snakemake)
