@@ -250,3 +250,41 @@ def test_bad_input_file_fails_with_one_clear_line(tmp_path):
     assert proc.returncode != 0
     assert re.search(r"capforecast error: .*broken_cpu\.csv.*", out), out
     assert "Traceback" not in out
+
+
+def test_nab_fixture_end_to_end_with_reports(tmp_path):
+    """Every stage, reports included, on the 19 real CloudWatch series (local source)."""
+    nab_cfg = yaml.safe_load((ROOT / "config" / "nab.yaml").read_text())
+    nab_cfg["data"]["path"] = str(NAB)
+    nab_cfg["models"] = {"enabled": ["seasonal_naive_daily", "predict_linear", "autotheta"]}
+    nab_cfg["forecast"] = {"horizon": 48}
+    nab_cfg["report"] = {"top_n": 3, "sample_series": 2}
+    nab = tmp_path / "nab.yaml"
+    nab.write_text(yaml.safe_dump(nab_cfg))
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(nab))
+    results = tmp_path / "results"
+    recon = pd.read_csv(results / "quality" / "reconciliation.csv")
+    assert len(recon) == 19
+    lines = sum(len((NAB / f).read_text().splitlines()) - 1 for f in recon["source_file"])
+    assert recon["rows_in"].sum() == lines == 89_822
+    assert recon["balanced"].all()
+    quality = pd.read_csv(results / "quality" / "data_quality.csv")
+    assert len(quality) == 19
+    board = pd.read_csv(results / "backtest" / "leaderboard.csv").set_index("model")
+    assert board.loc["selected", "n_series"] == 19
+    forecasts = pd.read_parquet(results / "forecast" / "forecasts.parquet")
+    assert forecasts.loc[forecasts["model"] == "selected", "series_id"].nunique() == 19
+    risk = pd.read_csv(results / "risk" / "risk_report.csv")
+    assert len(risk) == 19
+    for name in ("data_quality", "forecast_backtest", "capacity_risk"):
+        html = (results / "reports" / f"{name}.html").read_text()
+        assert "data:image/png;base64" in html
+    # Snakemake's own report inlines the captions and the marked outputs.
+    snakemake(
+        tmp_path,
+        "--configfile",
+        str(nab),
+        "--report",
+        str(tmp_path / "report.html"),
+    )
+    assert "Rolling-origin backtest leaderboard" in (tmp_path / "report.html").read_text()

@@ -21,7 +21,13 @@ import numpy as np
 import pandas as pd
 
 from capforecast.errors import ConfigError, ForecastInputError, InputDataError
-from capforecast.models.base import ForecastRequest, ModelFn, finalize_forecast, forecast_columns
+from capforecast.models.base import (
+    ForecastRequest,
+    ModelFn,
+    finalize_forecast,
+    forecast_columns,
+    trim_history,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -332,6 +338,10 @@ def run_backtest(
     in ``skipped_table(predictions)`` (``predictions.attrs["skipped"]``) with the reason.
     """
     levels = tuple(sorted({float(q) for q in quantiles} | {0.5}))
+    max_hours = (model_cfg or {}).get("max_history_hours")
+    max_points = (
+        None if max_hours is None else int(pd.Timedelta(hours=max_hours) / pd.Timedelta(freq))
+    )
     plan = plan_backtest(
         panel,
         windows=windows,
@@ -358,7 +368,7 @@ def run_backtest(
         # The leakage guard: the model never receives a row after its series' cutoff.
         assert (history["timestamp"] <= history["series_id"].map(cutoffs)).all()
         request = ForecastRequest(
-            history=history.reset_index(drop=True),
+            history=trim_history(history.reset_index(drop=True), max_points),
             horizon=horizon,
             quantiles=levels,
             freq=freq,

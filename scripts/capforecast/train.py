@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from capforecast.errors import ConfigError, ForecastInputError
-from capforecast.models.base import ForecastRequest
+from capforecast.models.base import ForecastRequest, trim_history
 from capforecast.panel import series_bounds
 
 SAGEMAKER_DEFAULTS = {
@@ -94,6 +94,11 @@ def fit_forecast(
 
     if model_name not in MODEL_REGISTRY:
         raise ConfigError("models.enabled", f"unknown model '{model_name}'")
+    max_hours = models_cfg.get("max_history_hours")
+    if max_hours is not None:
+        panel = panel.sort_values(["series_id", "timestamp"], ignore_index=True)
+        max_points = int(pd.Timedelta(hours=max_hours) / pd.Timedelta(freq))
+        panel = trim_history(panel, max_points)
     request = build_request(
         panel,
         horizon=forecast_cfg["horizon"],

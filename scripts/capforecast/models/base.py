@@ -135,3 +135,15 @@ def empty_forecast_frame(quantiles: tuple[float, ...] | list[float]) -> pd.DataF
         }
     )
     return frame
+
+
+def trim_history(history: pd.DataFrame, max_points: int | None) -> pd.DataFrame:
+    """Keep the last ``max_points`` rows of each series (``models.max_history_hours``).
+
+    ``history`` is sorted by series_id, timestamp on a regular grid, so the last rows are the
+    most recent steps. Old history adds fit time more than accuracy for week-ahead forecasts.
+    """
+    if max_points is None:
+        return history
+    position_from_end = history.groupby("series_id", sort=False).cumcount(ascending=False)
+    return history[position_from_end < max_points].reset_index(drop=True)

@@ -6,6 +6,14 @@ the central ``100 - 200 q`` % interval (``<model>-lo-<level>``), ``q > 0.5`` the
 intervals are symmetric around it). statsforecast refuses NaN, so gaps are filled (linear, then
 edge values carried) before fitting. statsforecast is imported inside the functions so that
 importing this module stays cheap.
+
+MSTL settings (measured on the NAB fixture, see ``mstl_core``): the STL fits are robust
+(``stl_kwargs={"robust": True}``) and the deseasonalised series is forecast by a non-seasonal
+AutoTheta. Cloud metrics carry one-off spikes and dips (a 26e6-byte burst on a 2e5-byte series, a
+10-hour drop from 90 % to 25 % CPU); a least-squares STL smears them into the seasonal profile, which
+then repeats them every day, and the default AutoETS trend forecaster extrapolated what was left
+of a spike wildly (one series' WQL rose to 270x seasonal naive's). Robust STL + Theta cut MSTL's
+relative MASE from 0.99 to 0.69 and WQL from 0.96 to 0.84 of seasonal naive's.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ logger = logging.getLogger(__name__)
 # non-seasonal ETS, flagged in model_used.
 MAX_ETS_SEASON = 24
 ALIAS = "model"  # statsforecast column prefix for whichever model runs
+# Passed to every STL fit of MSTL: robust fitting down-weights one-off spikes and dips.
+MSTL_STL_KWARGS: dict[str, Any] = {"robust": True}
 
 
 def autoets(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
@@ -83,8 +93,12 @@ def autotheta_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.Da
 
 
 def mstl_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
-    """MSTL with seasons ``[season, week]`` for series with two weeks of data, else ``[season]``."""
-    from statsforecast.models import MSTL
+    """MSTL with seasons ``[season, week]`` for series with two weeks of data, else ``[season]``.
+
+    Robust STL (outliers down-weighted in the seasonal fit) and a non-seasonal AutoTheta as the
+    trend forecaster; see the module docstring for why.
+    """
+    from statsforecast.models import MSTL, AutoTheta
 
     weekly = steps_per("7D", request.freq)
     lengths = request.history.groupby("series_id", sort=False).size()
@@ -96,7 +110,13 @@ def mstl_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFra
     ):
         if chosen.any():
             sub = _replace_history(request, request.history.loc[chosen])
-            frames.append(_statsforecast_forecast(sub, MSTL(season_length=seasons, alias=ALIAS)))
+            model = MSTL(
+                season_length=seasons,
+                trend_forecaster=AutoTheta(),
+                stl_kwargs=MSTL_STL_KWARGS,
+                alias=ALIAS,
+            )
+            frames.append(_statsforecast_forecast(sub, model))
     return pd.concat(frames, ignore_index=True)
 
 
