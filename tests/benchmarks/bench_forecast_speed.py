@@ -1,0 +1,170 @@
+"""Speed benchmark: backtest (K = 3 + selection window) plus final fit on a synthetic fleet.
+
+Default: 1,000 series (200 instances x 5 metrics) x 90 days hourly. Each model runs in its own
+subprocess (peak RSS is that model's alone) on the same panel, with the project's default config.
+Side by side: the seed-style loop, one default Prophet fit per series and window, sequential;
+it is timed on --seed-sample series and scaled linearly to the whole fleet (said in the output).
+
+Run: .venv/bin/python tests/benchmarks/bench_forecast_speed.py [--instances 200] [--days 90]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+FAST_SET = ["seasonal_naive_daily", "seasonal_naive_weekly", "predict_linear", "autotheta", "mstl"]
+
+CHILD = r"""
+import json, os, resource, sys, time
+os.environ["HF_HUB_OFFLINE"] = "1"
+sys.path.insert(0, {scripts!r})
+import logging; logging.basicConfig(level=logging.WARNING)
+import pandas as pd
+from capforecast import backtest, train
+from capforecast.config import validated_config
+from capforecast.models import MODEL_REGISTRY
+from capforecast.panel import series_bounds
+model, panel_path = sys.argv[1], sys.argv[2]
+cfg = validated_config({{}})
+panel = pd.read_parquet(panel_path)
+bt, n_jobs = cfg["backtest"], os.cpu_count() or 1
+t0 = time.perf_counter()
+backtest.run_backtest(
+    panel[["series_id", "timestamp", "y"]], MODEL_REGISTRY[model], model,
+    windows=bt["windows"], horizon=bt["horizon"], step=bt["step"],
+    quantiles=train.model_quantiles(cfg["forecast"]), season=bt["season"],
+    bounds=series_bounds(panel, cfg["etl"]["percent_metrics"]), n_jobs=n_jobs,
+    model_cfg=cfg["models"], selection_windows=bt["selection_windows"],
+)
+t1 = time.perf_counter()
+train.fit_forecast(
+    model, panel, forecast_cfg=cfg["forecast"], backtest_cfg=bt, models_cfg=cfg["models"],
+    percent_metrics=cfg["etl"]["percent_metrics"], n_jobs=n_jobs,
+)
+t2 = time.perf_counter()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({{"backtest_s": t1 - t0, "final_s": t2 - t1, "peak_mib": max(peak, children)}}))
+"""
+
+SEED_LOOP = r"""
+import json, logging, sys, time
+import pandas as pd
+from prophet import Prophet
+logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
+logging.getLogger("prophet").setLevel(logging.WARNING)
+panel = pd.read_parquet(sys.argv[1])
+sample = int(sys.argv[2])
+ids = sorted(panel["series_id"].unique())[:sample]
+fits = 0
+t0 = time.perf_counter()
+for sid in ids:
+    series = panel[panel["series_id"] == sid].dropna(subset=["y"])
+    # 4 backtest windows + the final fit, as the pipeline does; each a fresh default Prophet.
+    for cut in (96, 72, 48, 24, 0):
+        train = series.iloc[: len(series) - cut] if cut else series
+        m = Prophet()
+        m.fit(pd.DataFrame({"ds": train["timestamp"].dt.tz_localize(None), "y": train["y"]}))
+        m.predict(m.make_future_dataframe(periods=24 if cut else 168, freq="h").tail(24))
+        fits += 1
+print(json.dumps({"seconds": time.perf_counter() - t0, "series": len(ids), "fits": fits}))
+"""
+
+
+def build_panel(path: Path, instances: int, days: int) -> int:
+    from capforecast import resample, synth, validate
+    from capforecast.config import validated_config
+    from capforecast.features import build_features
+
+    services = [
+        {
+            "name": f"svc{i:02d}",
+            "instances": instances // 10,
+            "instance_type": "m5.large",
+            "scenario": scenario,
+        }
+        for i, scenario in zip(
+            range(10), ["flat", "growing", "saturating", "over_provisioned"] * 3, strict=False
+        )
+    ]
+    cfg = validated_config({"synthetic": {"days": days, "freq": "1h", "services": services}})
+    plan = synth.plan_fleet(cfg)
+    frames = []
+    for svc in services:
+        raw = synth.generate_service(plan, svc["name"], cfg)
+        kept = validate.validate_rows(raw, cfg["etl"], svc["name"]).kept
+        frames.append(build_features(resample.resample_series(kept, cfg["etl"])))
+    import pandas as pd
+
+    panel = pd.concat(frames, ignore_index=True)
+    panel.to_parquet(path, index=False)
+    return panel["series_id"].nunique()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--instances", type=int, default=200)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--models", nargs="+", default=None)
+    parser.add_argument("--seed-sample", type=int, default=40)
+    args = parser.parse_args()
+    from capforecast.config import validated_config
+
+    models = args.models or list(validated_config({})["models"]["enabled"])
+    with tempfile.TemporaryDirectory() as tmp:
+        panel_path = Path(tmp) / "panel.parquet"
+        n_series = build_panel(panel_path, args.instances, args.days)
+        print(f"{n_series} series x {args.days} days hourly, {os.cpu_count()} cores")
+        print("| model | backtest s | final fit s | total s | peak MiB |")
+        print("|---|---:|---:|---:|---:|")
+        totals = {}
+        for model in models:
+            code = CHILD.format(scripts=str(ROOT / "scripts"))
+            out = subprocess.run(
+                [sys.executable, "-c", code, model, str(panel_path)],
+                capture_output=True,
+                text=True,
+            )
+            if out.returncode != 0:
+                print(f"| {model} | failed: {out.stderr.strip().splitlines()[-1]} | | | |")
+                continue
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            totals[model] = res["backtest_s"] + res["final_s"]
+            print(
+                f"| {model} | {res['backtest_s']:.1f} | {res['final_s']:.1f} "
+                f"| {totals[model]:.1f} | {res['peak_mib']:,.0f} |",
+                flush=True,
+            )
+        default_total = sum(totals.values())
+        fast_total = sum(v for k, v in totals.items() if k in FAST_SET)
+        print(f"| **default set (sum)** | | | {default_total:.1f} | |")
+        print(f"| **fast statistical set (sum: {', '.join(FAST_SET)})** | | | {fast_total:.1f} | |")
+        seed = subprocess.run(
+            [sys.executable, "-c", SEED_LOOP, str(panel_path), str(args.seed_sample)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        res = json.loads(seed.stdout.strip().splitlines()[-1])
+        per_series = res["seconds"] / res["series"]
+        projected = per_series * n_series
+        print()
+        print(
+            f"seed-style loop (default Prophet per series, 5 fits each, sequential): "
+            f"{res['seconds']:.1f} s for {res['series']} series -> {projected:.0f} s projected "
+            f"for {n_series} series; ratio to the default set: {projected / default_total:.1f}x, "
+            f"to the fast set: {projected / fast_total:.1f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
