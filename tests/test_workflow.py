@@ -88,11 +88,11 @@ def test_dry_run_explains_what_and_why(tmp_path):
 def test_full_run_produces_stage_outputs(synthetic_run):
     results = synthetic_run / "results"
     quality = pd.read_csv(results / "quality" / "data_quality.csv")
-    assert len(quality) == 4 * 5  # 2 services x 2 instances x 5 metrics
+    assert len(quality) == 5 * 5  # 5 instances x 5 metrics
     recon = pd.read_csv(results / "quality" / "reconciliation.csv")
     assert recon["balanced"].all()
     assert (recon["rows_in"] == recon["rows_kept"] + recon["rows_quarantined"]).all()
-    assert set(recon["partition"]) == {"alpha", "beta"}
+    assert set(recon["partition"]) == {"alpha", "beta", "gamma"}
     leaderboard = pd.read_csv(results / "backtest" / "leaderboard.csv")
     assert {"seasonal_naive_daily", "predict_linear", "autotheta", "selected"} <= set(
         leaderboard["model"]
@@ -100,16 +100,32 @@ def test_full_run_produces_stage_outputs(synthetic_run):
     forecasts = pd.read_parquet(results / "forecast" / "forecasts.parquet")
     selected = forecasts[forecasts["model"] == "selected"]
     assert selected.groupby(["resource_id", "metric"]).size().eq(48).all()
-    risk = pd.read_csv(results / "risk" / "risk_report.csv")
-    assert len(risk) == 20
-    # alpha saturates its CPU, beta is over-provisioned (tiny_synthetic.yaml).
+    risk = pd.read_parquet(results / "risk" / "risk_report.parquet")
+    assert len(risk) == 25
+    truth = json.loads((results / "synthetic" / "fleet" / "ground_truth.json").read_text())
+    # alpha saturates its CPU: at risk, with the median ETA of the critical level within
+    # 6 hours of the injected crossing (tolerance: the forecast's hourly grid plus one
+    # daily-peak shoulder).
     alpha_cpu = risk[(risk["service"] == "alpha") & (risk["metric"] == "cpu_utilization")]
-    assert (alpha_cpu["finding"] == "at_risk").all()
+    assert len(alpha_cpu) == 2
+    for row in alpha_cpu.itertuples():
+        assert row.finding == "at_risk"
+        injected = pd.Timestamp(
+            truth["resources"][row.resource_id]["metrics"]["cpu_utilization"]["critical"]["time"]
+        )
+        assert abs(row.eta_p50 - injected) <= pd.Timedelta(hours=6), (row.eta_p50, injected)
+    # beta is over-provisioned: a cheaper type with a negative monthly cost delta.
     beta = risk[risk["service"] == "beta"]
     assert (beta["finding"] == "over_provisioned").all()
+    assert (beta["monthly_cost_delta_usd"] < 0).all()
+    assert set(beta["recommended_instance_type"]) != {"m5.xlarge"}
+    # gamma is flat: nothing at risk.
+    gamma = risk[risk["service"] == "gamma"]
+    assert not (gamma["finding"] == "at_risk").any()
+    assert gamma["p_breach_critical"].fillna(0).max() < 0.5
     summary = json.loads((results / "risk" / "summary.json").read_text())
     assert summary["findings"]["at_risk"] == 2
-    assert summary["series"] == 20
+    assert summary["series"] == 25
 
 
 def test_noop_rerun_does_nothing(synthetic_run):
@@ -226,7 +242,7 @@ def test_library_edit_triggers_rerun_of_its_rules(synthetic_run, tmp_path):
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert re.search(r"clean_partition\s+2", out), out
+    assert re.search(r"clean_partition\s+3", out), out
     assert "generate_service" not in out
 
 

@@ -23,11 +23,13 @@ same inputs give the same outputs):
   observed historical maximum still unused, 100 x (observed max - max_t P90) / observed max
   (negative when the forecast exceeds anything seen).
 * metric_risk_score: 0 none, 1 low (P(warn) >= 0.2), 2 medium (P(warn) >= 0.5), 3 high
-  (P(crit) >= 0.2), 4 critical (P(crit) >= 0.5 or act_now). Metrics without thresholds: 1 when
+  (P(crit) >= 0.2), 4 critical (P(crit) >= 0.5 or act_now on the critical ETA; act_now on a
+  warning ETA scores at least 2). Metrics without thresholds: 1 when
   the P90 peak exceeds the observed maximum and the median trend rises, else 0.
   ``risk_score`` = max over the resource's dimensions.
-* metric_finding: at_risk (P(crit) >= 0.5 or act_now); under_provisioned (CPU/memory P90 peak above
-  target_utilization, P(warn) >= 0.5, saturated, or for metrics without thresholds the rising
+* metric_finding: at_risk (P(crit) >= 0.5 or act_now on the critical ETA); under_provisioned
+  (CPU/memory P90 peak above target_utilization, P(warn) >= 0.5, act_now on the warning ETA,
+  saturated, or for metrics without thresholds the rising
   beyond-observed-peak case); over_provisioned (percentage metric whose P90 peak stays under
   low_water_pct over the whole horizon); else optimized. ``finding`` per resource: at_risk >
   under_provisioned > over_provisioned (CPU *and* memory over-provisioned) > optimized, over
