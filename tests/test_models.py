@@ -36,7 +36,14 @@ from capforecast.models.fallback import (
     min_history_steps,
     route_series,
 )
-from capforecast.models.prophet_model import build_tasks
+from capforecast.models.prophet_model import (
+    DEFAULT_CHANGEPOINT_PRIOR_SCALE,
+    DEFAULT_CHANGEPOINT_RANGE,
+    DEFAULT_CHANGEPOINTS,
+    DEFAULT_DAILY_FOURIER_ORDER,
+    build_tasks,
+    choose_growth,
+)
 from capforecast.models.stats import interval_levels
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -293,6 +300,22 @@ def test_mstl_uses_weekly_season_only_with_two_weeks_and_matches_quantile_reques
     assert (out["q0.98"] > out["q0.02"]).any()
 
 
+def test_mstl_does_not_repeat_a_one_off_spike():
+    # A clean daily cycle with one 50x burst on day 5: the forecast at the burst's hour of day
+    # should follow the cycle, not a daily repeat of the burst (robust STL keeps it out of the
+    # seasonal profile, AutoTheta on the remainder does not extrapolate it).
+    n, horizon, spike_at = 10 * 24, 24, 5 * 24 + 16
+    values = 100 + 10 * np.sin(2 * np.pi * np.arange(n + horizon) / 24)
+    history = values[:n].copy()
+    history[spike_at] = 5000.0
+    request = request_for(series_frame("burst|network_in_bytes", history), bounds={})
+    out = MODEL_REGISTRY["mstl"](request, MODEL_CFG)
+    error = np.abs(out["mean"].to_numpy() - values[n:])
+    assert error.max() < 0.05 * 5000.0
+    # the burst's hour of day is no worse than the others, and both are small
+    assert error[16] < 3 * np.median(error) + 1.0
+
+
 # ---------------------------------------------------------------------------------------------
 # Odd series: routing, constant, empty
 
@@ -489,6 +512,59 @@ def test_prophet_growth_and_weekly_seasonality_per_series():
     assert not any(t.weekly_seasonality for t in forced)
 
 
+def test_prophet_logistic_growth_only_near_the_cap_under_auto():
+    idle = np.full(100, 0.1)  # a CPU idling at 0.1 %
+    busy = np.concatenate([np.full(80, 40.0), np.full(20, 70.0)])  # 90th percentile 70 %
+    assert choose_growth("auto", idle, 0.0, 100.0) == "linear"
+    assert choose_growth("auto", busy, 0.0, 100.0) == "logistic"
+    # the share is configurable: a 90th percentile of 70 is below 0.8 * 100
+    assert choose_growth("auto", busy, 0.0, 100.0, min_share=0.8) == "linear"
+    # logistic when asked for it on a bounded series, never without a cap
+    assert choose_growth("logistic", idle, 0.0, 100.0) == "logistic"
+    assert choose_growth("logistic", busy, 0.0, None) == "linear"
+    assert choose_growth("auto", np.full(5, np.nan), 0.0, 100.0) == "linear"
+    assert choose_growth("flat", busy, 0.0, 100.0) == "flat"
+
+
+def test_prophet_trend_and_seasonality_settings_reach_the_tasks():
+    rows = 15 * 24
+    observed = np.linspace(10, 60, rows)
+    gappy = observed.copy()
+    gappy[: 2 * 24] = np.nan  # 15 days of rows but only 13 observed
+    history = pd.concat(
+        [
+            series_frame("full|cpu_utilization", observed),
+            series_frame("gappy|cpu_utilization", gappy),
+        ]
+    )
+    request = request_for(history)
+    defaults = {t.series_id: t for t in build_tasks(request, {}, keep_models=False)}
+    full, gap = defaults["full|cpu_utilization"], defaults["gappy|cpu_utilization"]
+    assert (full.n_changepoints, full.changepoint_range, full.changepoint_prior_scale) == (
+        DEFAULT_CHANGEPOINTS,
+        DEFAULT_CHANGEPOINT_RANGE,
+        DEFAULT_CHANGEPOINT_PRIOR_SCALE,
+    )
+    assert full.daily_fourier_order == DEFAULT_DAILY_FOURIER_ORDER
+    # weekly seasonality needs two full weeks of observed values, not of rows
+    assert full.weekly_seasonality and not gap.weekly_seasonality
+    cfg = {
+        "n_changepoints": 10,
+        "changepoint_range": 0.9,
+        "changepoint_prior_scale": 0.05,
+        "daily_fourier_order": 4,
+    }
+    task = build_tasks(request, cfg, keep_models=False)[0]
+    assert (task.n_changepoints, task.changepoint_range, task.changepoint_prior_scale) == (
+        10,
+        0.9,
+        0.05,
+    )
+    assert task.daily_fourier_order == 4
+    no_daily = build_tasks(request, {"daily_seasonality": False}, keep_models=False)[0]
+    assert no_daily.daily_fourier_order == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Slow: real Prophet and AutoGluon fits
 
@@ -515,6 +591,21 @@ def test_prophet_contract_in_parallel_with_holidays():
     assert used["c|short60h"] == "seasonal_naive_daily (fallback: too_short)"
     full = out.loc[out["series_id"] == "a|full"]
     assert (full["q0.9"] > full["q0.1"]).all()
+
+
+@pytest.mark.slow
+def test_prophet_follows_a_level_shift_late_in_the_history():
+    # Ten days at 20 % with a daily cycle, then a step to 60 % 36 hours before the end: Prophet's
+    # default changepoints (first 80 % of the history) could not place the step; ours can.
+    n = 10 * 24
+    t = np.arange(n + 24)
+    values = 20 + 3 * np.sin(2 * np.pi * t / 24) + np.where(t >= n - 36, 40.0, 0.0)
+    rng = np.random.default_rng(5)
+    history = series_frame("step|cpu_utilization", values[:n] + rng.normal(0, 0.5, n))
+    request = request_for(history)
+    out = MODEL_REGISTRY["prophet"](request, MODEL_CFG)
+    assert (out["model_used"] == "prophet").all()
+    assert np.abs(out["mean"].to_numpy() - values[n:]).mean() < 5.0
 
 
 @pytest.mark.slow

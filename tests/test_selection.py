@@ -9,7 +9,7 @@ import pytest
 from capforecast.backtest import run_backtest
 from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError
-from capforecast.metrics import leaderboard, score_predictions
+from capforecast.metrics import RELGM_CLIP, leaderboard, score_predictions
 from capforecast.models.base import ForecastRequest, finalize_forecast, future_timestamps
 from capforecast.selection import (
     REASON_DEFAULT,
@@ -18,6 +18,7 @@ from capforecast.selection import (
     SELECTED,
     combine_final_forecasts,
     final_selection,
+    relative_log_scores,
     select_without_peeking,
     selection_settings,
 )
@@ -79,9 +80,15 @@ def metrics_table(scores: dict[str, list[float]], series: str = "s") -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def geometric_mean(values: list[float]) -> float:
+    return float(np.exp(np.mean(np.log(values))))
+
+
 def test_selection_uses_only_earlier_windows():
-    # Windows 0-1 favour A; window 2 alone would pick B; the mean over 0-2 favours B.
-    scores = {"A": [0.1, 0.1, 2.0, 0.1], "B": [0.5, 0.5, 0.1, 0.1]}
+    # Windows 0-1 favour A; window 2 alone would pick B; windows 0-2 together favour B
+    # (scores are compared as ratios, so B's 200x better window 2 outweighs two 5x worse ones).
+    scores = {"A": [0.1, 0.1, 2.0, 0.1], "B": [0.5, 0.5, 0.01, 0.1]}
+    assert geometric_mean(scores["B"][:3]) < geometric_mean(scores["A"][:3])
     predictions = pd.concat(
         [
             constant_predictions("A", (0.5, 1.0, 1.5), 4),
@@ -102,9 +109,10 @@ def test_selection_uses_only_earlier_windows():
     window2 = choices[choices["window"] == 2].iloc[0]
     assert (window2["model"], window2["n_windows"], window2["reason"]) == ("A", 2, REASON_SCORED)
     assert window2["metric_value"] == pytest.approx(np.mean(scores["A"][:2]))
-    # window 3 sees window 2: means 0.733 (A) vs 0.367 (B) -> B
+    # window 3 sees window 2 as well: B
     assert median.loc[3, "min"] == 2.0
-    # the final selection uses all windows: B (mean 0.3) beats A (mean 0.575)
+    # the final selection uses all windows: B again
+    assert geometric_mean(scores["B"]) < geometric_mean(scores["A"])
     final = final_selection(metrics_table(scores), cfg)
     assert final[["series_id", "model", "weight", "n_windows"]].values.tolist() == [
         ["s", "B", 1.0, 4]
@@ -142,18 +150,117 @@ def test_ensemble_weights_sum_to_one_and_quantiles_are_vincentised_and_monotone(
     # B's quantiles cross (q0.1 above its median): the average must still come out sorted.
     values = {"A": (0.0, 1.0, 2.0), "B": (5.0, 1.5, 4.0), "C": (9.0, 9.0, 9.0)}
     predictions = pd.concat([constant_predictions(m, v, 2) for m, v in values.items()])
-    cfg = {"strategy": "ensemble", "metric": "mase", "top_k": 2}
+    cfg = {"strategy": "ensemble", "metric": "mase", "top_k": 2, "combination": "mean"}
     selected, choices = select_without_peeking(metrics_table(scores), predictions, cfg)
     weights = choices.groupby(["series_id", "window"])["weight"].sum()
     assert weights.to_numpy() == pytest.approx(np.ones(len(weights)))
     window1 = choices[choices["window"] == 1].set_index("model")["weight"]
-    # inverse-error weights over the top 2: (1/0.1, 1/0.2) normalised
+    # inverse-error weights over the top 2: (1/0.1, 1/0.2) normalised (exp(-score) is the
+    # inverse of each model's error relative to the median model, so the ratio is the same)
     assert window1.to_dict() == pytest.approx({"A": 2 / 3, "B": 1 / 3})
     averaged = [2 / 3 * a + 1 / 3 * b for a, b in zip(values["A"], values["B"], strict=True)]
     row = selected[selected["window"] == 1].iloc[0]
     assert row[Q_COLUMNS].to_numpy(dtype=float) == pytest.approx(sorted(averaged))
     assert (np.diff(selected[Q_COLUMNS].to_numpy(dtype=float), axis=1) >= 0).all()
     assert row["model_used"] == "A+B"
+
+
+def fleet_metrics(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """One window (0) per series: ``scores[series][model]`` is both the WQL and the MASE."""
+    rows = [
+        {"model": m, "series_id": sid, "window": 0, "wql": v, "mase": v}
+        for sid, by_model in scores.items()
+        for m, v in by_model.items()
+    ]
+    return pd.DataFrame(rows).assign(is_selection_window=True)
+
+
+def test_shrinkage_borrows_the_fleet_record():
+    # On s1, B is slightly better in its only window; on s2 and s3 it is 10x worse than A.
+    scores = {
+        "s1": {"A": 1.0, "B": 0.9},
+        "s2": {"A": 0.1, "B": 1.0},
+        "s3": {"A": 0.1, "B": 1.0},
+    }
+    metrics = fleet_metrics(scores)
+    own_only = final_selection(metrics, {"strategy": "best", "shrinkage": 0}).set_index("series_id")
+    assert own_only.loc["s1", "model"] == "B"
+    shrunk = final_selection(metrics, {"strategy": "best", "shrinkage": 1}).set_index("series_id")
+    assert shrunk["model"].to_dict() == {"s1": "A", "s2": "A", "s3": "A"}
+    # the score of A on s1: (own relative log score + fleet mean) / (1 + 1), with each window's
+    # values relative to the median of the two models (their average)
+    relative = {
+        (sid, m): np.log(v / np.median(list(by_model.values())))
+        for sid, by_model in scores.items()
+        for m, v in by_model.items()
+    }
+    fleet_a = np.mean([relative[(sid, "A")] for sid in scores])
+    assert shrunk.loc["s1", "score"] == pytest.approx((relative[("s1", "A")] + fleet_a) / 2)
+    # metric_value stays the plain mean of the series' own windows
+    assert shrunk.loc["s1", "metric_value"] == pytest.approx(1.0)
+
+
+def test_relative_log_scores_tie_zeros_and_clip():
+    metrics = fleet_metrics(
+        {"zeros": {"A": 0.0, "B": 0.0, "C": 0.0}, "one_bad": {"A": 0.0, "B": 0.0, "C": 2.0}}
+    )
+    scored = relative_log_scores(metrics, "wql").set_index(["series_id", "model"])["relative"]
+    assert scored.loc["zeros"].tolist() == [0.0, 0.0, 0.0]
+    # median 0: the perfect ones tie with it, a positive value is clipped as infinitely worse
+    assert scored.loc[("one_bad", "A")] == 0.0
+    assert scored.loc[("one_bad", "C")] == pytest.approx(-np.log(RELGM_CLIP))
+
+
+def test_copies_of_one_model_count_once():
+    # "weekly" fell back to the daily seasonal naive: same forecasts, same scores.
+    predictions = pd.concat(
+        [
+            constant_predictions("daily", (0.5, 1.0, 1.5), 2),
+            constant_predictions("weekly", (0.5, 1.0, 1.5), 2).assign(
+                model_used="seasonal_naive_daily (fallback: too_short)"
+            ),
+            constant_predictions("other", (2.5, 3.0, 3.5), 2),
+        ]
+    ).assign(model_used=lambda f: f["model_used"].replace({"daily": "seasonal_naive_daily"}))
+    scores = {"daily": [0.1, 0.1], "weekly": [0.1, 0.1], "other": [0.3, 0.3]}
+    cfg = {"strategy": "ensemble", "top_k": 2}
+    selected, choices = select_without_peeking(metrics_table(scores), predictions, cfg)
+    for window in (0, 1):
+        chosen = choices[choices["window"] == window].set_index("model")["weight"]
+        assert chosen.to_dict() == pytest.approx({"daily": 0.5, "other": 0.5})
+    # two distinct models: their median is their average, not the copy's value
+    assert set(selected["q0.5"]) == {2.0}
+
+
+def test_median_combination_ignores_one_broken_model():
+    values = {"A": (1.0, 2.0, 3.0), "B": (1.5, 2.5, 3.5), "C": (100.0, 200.0, 300.0)}
+    scores = {"A": [0.1, 0.1], "B": [0.2, 0.2], "C": [0.3, 0.3]}
+    predictions = pd.concat([constant_predictions(m, v, 2) for m, v in values.items()])
+    median, choices = select_without_peeking(metrics_table(scores), predictions, {"top_k": 3})
+    window1 = median[median["window"] == 1].iloc[0]
+    assert window1[Q_COLUMNS].tolist() == list(values["B"])
+    assert window1["mean"] == values["B"][1]
+    assert choices.loc[choices["window"] == 1, "weight"].tolist() == pytest.approx([1 / 3] * 3)
+    assert set(choices["combination"]) == {"median"}
+    mean, _ = select_without_peeking(
+        metrics_table(scores), predictions, {"top_k": 3, "combination": "mean"}
+    )
+    assert mean.loc[mean["window"] == 1, "q0.5"].iloc[0] > 2 * values["B"][1]
+
+
+def test_combine_final_forecasts_follows_the_selection_combination():
+    forecasts = {
+        "A": final_forecast(["s"], (1.0, 2.0, 3.0)),
+        "B": final_forecast(["s"], (2.0, 3.0, 4.0)),
+        "C": final_forecast(["s"], (90.0, 95.0, 99.0)),
+    }
+    selection = pd.DataFrame(
+        {"series_id": "s", "model": ["A", "B", "C"], "weight": 1 / 3, "combination": "median"}
+    )
+    out = combine_final_forecasts(forecasts, selection)
+    assert out[Q_COLUMNS].drop_duplicates().values.tolist() == [[2.0, 3.0, 4.0]]
+    legacy = combine_final_forecasts(forecasts, selection.drop(columns="combination"))
+    assert legacy["q0.5"].iloc[0] == pytest.approx((2.0 + 3.0 + 95.0) / 3)
 
 
 def test_missing_metric_falls_back_to_the_other_metric():
@@ -166,7 +273,17 @@ def test_missing_metric_falls_back_to_the_other_metric():
 def test_selection_settings_reject_unknown_values():
     with pytest.raises(ConfigError, match=r"selection\.strategy.*allowed: best, ensemble"):
         selection_settings({"selection": {"strategy": "vote"}})
-    assert selection_settings({}) == {"strategy": "ensemble", "metric": "wql", "top_k": 3}
+    with pytest.raises(ConfigError, match=r"selection\.combination.*allowed: median, mean"):
+        selection_settings({"selection": {"combination": "mode"}})
+    with pytest.raises(ConfigError, match=r"selection\.shrinkage.*>= 0"):
+        selection_settings({"selection": {"shrinkage": -1}})
+    assert selection_settings({}) == {
+        "strategy": "ensemble",
+        "metric": "wql",
+        "top_k": 3,
+        "shrinkage": 1.0,
+        "combination": "median",
+    }
 
 
 def final_forecast(series: list[str], q: tuple[float, float, float], horizon: int = 3):
@@ -283,8 +400,11 @@ def test_selected_row_reaches_the_leaderboard_end_to_end():
         ]
     )
     metrics = score_predictions(predictions, panel, 24, QUANTILES)
+    # Two series, each with a specialist: the fleet-wide record (one model perfect on one
+    # series, the other twice as bad there) says nothing about the other series, so rank on
+    # each series' own windows (see test_shrinkage_borrows_the_fleet_record for the default).
     selected, choices = select_without_peeking(
-        metrics, predictions, {"strategy": "best", "metric": "mase"}
+        metrics, predictions, {"strategy": "best", "metric": "mase", "shrinkage": 0}
     )
     metrics = pd.concat([metrics, score_predictions(selected, panel, 24, QUANTILES)])
     board = leaderboard(metrics).set_index("model")

@@ -45,8 +45,10 @@ def evaluate_backtests(
     table = pd.DataFrame()
     if forecast_cfg["calibrate"]:
         levels = model_quantiles(forecast_cfg)
-        selected, _ = calibration.calibrate_without_peeking(selected, levels, bounds=bounds)
+        # The final forecasts are uncalibrated combinations: fit their scaling on the
+        # uncalibrated backtest combinations, before those are calibrated window by window.
         table = calibration.fit_interval_scaling(selected, levels)
+        selected, _ = calibration.calibrate_without_peeking(selected, levels, bounds=bounds)
     selected_scores = metrics.score_predictions(selected, history, season, scored_quantiles)
     all_scores = pd.concat([scores, selected_scores], ignore_index=True)
     return Evaluation(

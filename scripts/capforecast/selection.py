@@ -22,9 +22,13 @@ that borrows strength from the whole fleet (config ``selection``):
    average with weights ``exp(-score)`` (inverse geometric relative error), normalised. Quantile
    levels are combined one by one (Vincentisation) and then sorted so they never cross.
 
-On the NAB fixture (19 series, one selection window) the median of the top 3 by shrunk scores cut
-the `selected` row's relative MASE from 0.93 to ~0.62 of seasonal naive's; per-series inverse-error
-averaging had picked on noise and let failing models into the average.
+Measured on the NAB fixture (19 series, 3 scored windows, one selection window; relative
+geometric means of MASE / WQL against seasonal naive): per-series inverse-error averaging gave
+the `selected` row 0.93 / 0.88, worse than AutoTheta alone, because it ranked on the noise of one
+to three windows and let failing models into the average. This scheme gives 0.66 / 0.73
+(``metric: mase``: 0.63 / 0.72). Without shrinkage it falls back to 0.81 / 0.83; with ``mean``
+in place of ``median`` to 0.92 / 0.86; a mixture of the chosen distributions in place of
+averaging their quantiles widened P10-P90 to 0.88 coverage at 0.86 WQL.
 
 Fallbacks, always recorded in a ``reason`` column: a series without any score in ``metric``
 (e.g. WQL undefined on an all-zero series) is ranked on the other metric; a series with no
