@@ -109,6 +109,10 @@ use rule forecast_baseline as forecast_statsforecast with:
 
 
 use rule forecast_baseline as forecast_prophet with:
+    output:
+        forecast="results/forecast/models/{model}.parquet",
+        # The fitted Prophet models, one JSON per series (prophet.serialize).
+        models=directory("results/forecast/prophet_models/{model}"),
     wildcard_constraints:
         model=family_models("prophet"),
     conda:

@@ -20,6 +20,7 @@ def main(smk) -> None:
             models_cfg=smk.params.models,
             percent_metrics=smk.params.percent_metrics,
             n_jobs=smk.threads,
+            model_dir=smk.output.get("models"),
         )
     ensure_parent(smk.output.forecast)
     forecast.to_parquet(smk.output.forecast, index=False)

@@ -96,7 +96,7 @@ def test_entry_point_defaults_to_the_sagemaker_container_contract(tmp_path, monk
     assert written == output_dir / "predict_linear.parquet"
     forecast = pd.read_parquet(written)
     assert forecast.groupby("series_id").size().tolist() == [6, 6]
-    assert model_dir.is_dir()
+    assert (model_dir / "predict_linear").is_dir()
 
 
 def test_entry_point_arguments_override_the_environment(tmp_path, monkeypatch):
@@ -105,3 +105,23 @@ def test_entry_point_arguments_override_the_environment(tmp_path, monkeypatch):
     args = train.parse_args(["--model", "autotheta", "--train", str(tmp_path)])
     assert args.train == str(tmp_path)
     assert args.model_dir == "/opt/ml/model"  # the container default when nothing is set
+
+
+@pytest.mark.slow
+def test_prophet_final_fit_saves_one_json_model_per_series(tmp_path):
+    from capforecast.models.prophet_model import load_prophet_models
+
+    cfg = validated_config({"forecast": {"horizon": 6}})
+    panel = feature_panel(days=5)
+    out = train.fit_forecast(
+        "prophet",
+        panel,
+        forecast_cfg=cfg["forecast"],
+        backtest_cfg=cfg["backtest"],
+        models_cfg=cfg["models"],
+        percent_metrics=cfg["etl"]["percent_metrics"],
+        model_dir=tmp_path / "prophet",
+    )
+    assert out.groupby("series_id").size().tolist() == [6, 6]
+    models = load_prophet_models(tmp_path / "prophet")
+    assert set(models) == set(panel["series_id"])

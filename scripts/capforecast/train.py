@@ -88,8 +88,13 @@ def fit_forecast(
     percent_metrics: Sequence[str],
     freq: str = "1h",
     n_jobs: int = 1,
+    model_dir: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Refit ``model_name`` on the full history and forecast ``forecast.horizon`` steps."""
+    """Refit ``model_name`` on the full history and forecast ``forecast.horizon`` steps.
+
+    With ``model_dir``, models that can be serialised are written there (Prophet: one JSON per
+    series plus ``index.json``), so a forecast can be audited or re-predicted later.
+    """
     from capforecast.models import MODEL_REGISTRY
 
     if model_name not in MODEL_REGISTRY:
@@ -109,7 +114,16 @@ def fit_forecast(
         n_jobs=n_jobs,
     )
     start = time.perf_counter()
-    forecast = MODEL_REGISTRY[model_name](request, dict(models_cfg))
+    if model_name == "prophet" and model_dir is not None:
+        from capforecast.models.prophet_model import (
+            prophet_forecast_and_models,
+            save_prophet_models,
+        )
+
+        forecast, fitted = prophet_forecast_and_models(request, dict(models_cfg))
+        save_prophet_models(fitted, model_dir)
+    else:
+        forecast = MODEL_REGISTRY[model_name](request, dict(models_cfg))
     seconds = time.perf_counter() - start
     out = attach_keys(forecast, panel, model_name)
     out["fit_seconds"] = seconds / max(out["series_id"].nunique(), 1)
@@ -168,11 +182,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
         percent_metrics=cfg["etl"]["percent_metrics"],
         freq=cfg["etl"]["freq"],
         n_jobs=args.n_jobs,
+        model_dir=Path(args.model_dir) / args.model,
     )
     out = Path(args.output_dir) / f"{args.model}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     forecast.to_parquet(out, index=False)
-    Path(args.model_dir).mkdir(parents=True, exist_ok=True)
+    (Path(args.model_dir) / args.model).mkdir(parents=True, exist_ok=True)
     return out
 
 
