@@ -53,6 +53,10 @@ def _key_path(error: jsonschema.ValidationError) -> str:
         unknown = sorted(k for k in error.instance if k not in allowed)
         if unknown:
             path = ".".join([p for p in [path, unknown[0]] if p])
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [k for k in error.validator_value if k not in error.instance]
+        if missing:
+            path = ".".join([p for p in [path, missing[0]] if p])
     return path or "<root>"
 
 
