@@ -7,6 +7,7 @@ FORECAST_PARAMS = dict(
     forecast=config["forecast"],
     models=config["models"],
     percent_metrics=config["etl"]["percent_metrics"],
+    freq=config["etl"]["freq"],
 )
 
 
@@ -26,7 +27,7 @@ rule backtest_baseline:
     threads: 1
     params:
         **FORECAST_PARAMS,
-        code=code_hash("panel", "backtest", "models"),
+        code=code_hash("panel", "backtest", "evaluate", "train", "models"),
     script:
         "../scripts/backtest_model.py"
 

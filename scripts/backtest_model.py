@@ -3,6 +3,7 @@
 import time
 
 from capforecast import backtest, train
+from capforecast.evaluate import backtest_models
 from capforecast.models import MODEL_REGISTRY
 from capforecast.panel import series_bounds
 from capforecast.rulekit import LOG, ensure_parent, run_rule
@@ -10,22 +11,20 @@ from capforecast.rulekit import LOG, ensure_parent, run_rule
 
 def main(smk) -> None:
     model = smk.wildcards.model
-    bt, fc = smk.params.backtest, smk.params.forecast
+    cfg = {
+        "backtest": smk.params.backtest,
+        "forecast": smk.params.forecast,
+        "models": smk.params.models,
+        "etl": {"freq": smk.params.freq},
+    }
     panel = train.load_panel(smk.input.features)
     start = time.perf_counter()
-    predictions = backtest.run_backtest(
+    predictions = backtest_models(
         panel[["series_id", "timestamp", "y"]],
-        MODEL_REGISTRY[model],
-        model,
-        windows=bt["windows"],
-        horizon=bt["horizon"],
-        step=bt["step"],
-        quantiles=train.model_quantiles(fc),
-        season=bt["season"],
+        {model: MODEL_REGISTRY[model]},
+        cfg,
         bounds=series_bounds(panel, smk.params.percent_metrics),
         n_jobs=smk.threads,
-        model_cfg=smk.params.models,
-        selection_windows=bt["selection_windows"],
     )
     skipped = backtest.skipped_table(predictions)
     ensure_parent(smk.output.predictions)

@@ -21,6 +21,7 @@ def main(smk) -> None:
             percent_metrics=smk.params.percent_metrics,
             n_jobs=smk.threads,
             model_dir=smk.output.get("models"),
+            freq=smk.params.freq,
         )
     ensure_parent(smk.output.forecast)
     forecast.to_parquet(smk.output.forecast, index=False)

@@ -9,13 +9,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from capforecast import backtest, ingest, resample, validate
 from capforecast.config import load_config
-from capforecast.evaluate import evaluate_backtests
-from capforecast.features import build_features
+from capforecast.evaluate import backtest_models, evaluate_backtests
+from capforecast.features import panel_from_local_files
 from capforecast.models import MODEL_REGISTRY
 from capforecast.panel import series_bounds
-from capforecast.train import model_quantiles
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("accuracy")]
 
@@ -29,38 +27,15 @@ def leaderboard(project_root, nab_dir, monkeypatch_module) -> pd.DataFrame:
     cfg["data"]["path"] = str(nab_dir)
     cfg["backtest"].update(windows=3, horizon=24, season=24, step=None)
     cfg["forecast"]["quantiles"] = [0.1, 0.5, 0.9]
-    frames = []
-    for path in ingest.list_input_files(cfg["data"]["path"]):
-        raw = ingest.read_input_file(path, cfg["data"])
-        kept = validate.validate_rows(raw, cfg["etl"], path.name).kept
-        frames.append(build_features(resample.resample_series(kept, cfg["etl"])))
-    panel = pd.concat(frames, ignore_index=True)
+    panel = panel_from_local_files(cfg)
     history = panel[["series_id", "timestamp", "y"]]
     bounds = series_bounds(panel, cfg["etl"]["percent_metrics"])
-    bt = cfg["backtest"]
-    predictions = pd.concat(
-        [
-            backtest.run_backtest(
-                history,
-                MODEL_REGISTRY[name],
-                name,
-                windows=bt["windows"],
-                horizon=bt["horizon"],
-                quantiles=model_quantiles(cfg["forecast"]),
-                season=bt["season"],
-                bounds=bounds,
-                n_jobs=1,
-                model_cfg=cfg["models"],
-                selection_windows=bt["selection_windows"],
-            )
-            for name in MODELS
-        ],
-        ignore_index=True,
-    )
+    models = {name: MODEL_REGISTRY[name] for name in MODELS}
+    predictions = backtest_models(history, models, cfg, bounds=bounds)
     result = evaluate_backtests(
         predictions,
         history,
-        backtest_cfg=bt,
+        backtest_cfg=cfg["backtest"],
         forecast_cfg=cfg["forecast"],
         selection_cfg=cfg["selection"],
         bounds=bounds,

@@ -11,7 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from capforecast import calibration, metrics, selection
+from capforecast import backtest, calibration, metrics, selection
+from capforecast.models.base import ModelFn
 from capforecast.train import model_quantiles
 
 
@@ -23,6 +24,43 @@ class Evaluation:
     selected_predictions: pd.DataFrame  # backtest predictions of `selected`, calibrated
     calibration: pd.DataFrame  # interval scaling fitted on all selected windows
     window_choices: pd.DataFrame  # which models each window of `selected` used
+
+
+def backtest_models(
+    history: pd.DataFrame,
+    models: Mapping[str, ModelFn],
+    cfg: Mapping[str, Any],
+    *,
+    bounds: Mapping[str, tuple[float, float | None]],
+    n_jobs: int = 1,
+) -> pd.DataFrame:
+    """Run the configured rolling-origin backtest for each model; predictions concatenated.
+
+    ``cfg`` is the validated config (its ``backtest``, ``forecast``, ``models`` and ``etl.freq``).
+    """
+    bt = cfg["backtest"]
+    frames = [
+        backtest.run_backtest(
+            history,
+            fn,
+            name,
+            windows=bt["windows"],
+            horizon=bt["horizon"],
+            step=bt["step"],
+            quantiles=model_quantiles(cfg["forecast"]),
+            season=bt["season"],
+            bounds=bounds,
+            n_jobs=n_jobs,
+            model_cfg=cfg["models"],
+            selection_windows=bt["selection_windows"],
+            freq=cfg["etl"]["freq"],
+        )
+        for name, fn in models.items()
+    ]
+    out = pd.concat(frames, ignore_index=True)
+    # Skipped series-windows of every model, kept for the caller (concat drops attrs).
+    out.attrs["skipped"] = [row for frame in frames for row in frame.attrs.get("skipped", [])]
+    return out
 
 
 def evaluate_backtests(

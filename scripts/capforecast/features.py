@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pandas as pd
 
 from capforecast.contracts import series_id
@@ -45,3 +48,20 @@ def build_features(clean: pd.DataFrame, target: str = "mean") -> pd.DataFrame:
     out["hour"] = out["timestamp"].dt.hour.astype("int8")
     out["dayofweek"] = out["timestamp"].dt.dayofweek.astype("int8")
     return out.sort_values(["series_id", "timestamp"], ignore_index=True)[list(FEATURE_COLUMNS)]
+
+
+def panel_from_local_files(cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """Ingest, validate, resample and build features for every file of ``data.path`` in memory.
+
+    The same steps as the workflow's per-partition rules, for notebooks, benchmarks and tests
+    that want a model panel without running Snakemake.
+    """
+    from capforecast import ingest, resample, validate
+
+    frames = []
+    for path in ingest.list_input_files(cfg["data"]["path"]):
+        raw = ingest.read_input_file(path, cfg["data"])
+        kept = validate.validate_rows(raw, cfg["etl"], path.name).kept
+        clean = resample.resample_series(kept, cfg["etl"])
+        frames.append(build_features(clean, target=cfg["forecast"]["target"]))
+    return pd.concat(frames, ignore_index=True)

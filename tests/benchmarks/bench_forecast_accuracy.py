@@ -25,14 +25,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import pandas as pd  # noqa: E402
 
-from capforecast import backtest, ingest, resample, validate  # noqa: E402
 from capforecast.config import load_config  # noqa: E402
-from capforecast.evaluate import evaluate_backtests  # noqa: E402
-from capforecast.features import build_features  # noqa: E402
+from capforecast.evaluate import backtest_models, evaluate_backtests  # noqa: E402
+from capforecast.features import panel_from_local_files  # noqa: E402
 from capforecast.models import MODEL_REGISTRY  # noqa: E402
 from capforecast.models.base import ForecastRequest, finalize_forecast  # noqa: E402
 from capforecast.panel import series_bounds  # noqa: E402
-from capforecast.train import model_quantiles  # noqa: E402
 
 BARS = {"mase_relgm": 0.76, "wql_relgm": 0.65, "mase_mean": 2.0, "coverage": (0.75, 0.88)}
 
@@ -66,15 +64,6 @@ def prophet_default(request: ForecastRequest, model_cfg: dict) -> pd.DataFrame:
     return finalize_forecast(pd.concat(frames, ignore_index=True), request)
 
 
-def nab_panel(cfg: dict) -> pd.DataFrame:
-    frames = []
-    for path in ingest.list_input_files(cfg["data"]["path"]):
-        raw = ingest.read_input_file(path, cfg["data"])
-        kept = validate.validate_rows(raw, cfg["etl"], path.name).kept
-        frames.append(build_features(resample.resample_series(kept, cfg["etl"])))
-    return pd.concat(frames, ignore_index=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=None, help="candidate models")
@@ -85,7 +74,7 @@ def main() -> None:
     cfg = load_config(ROOT / "config" / "config.yaml", ROOT / "config" / "nab.yaml")
     cfg["backtest"].update(windows=3, horizon=24, season=24, step=None)
     cfg["forecast"]["quantiles"] = [0.1, 0.5, 0.9]
-    panel = nab_panel(cfg)
+    panel = panel_from_local_files(cfg)
     history = panel[["series_id", "timestamp", "y"]]
     bounds = series_bounds(panel, cfg["etl"]["percent_metrics"])
     candidates = args.models or list(cfg["models"]["enabled"])
@@ -99,20 +88,7 @@ def main() -> None:
     for name, fn in runs.items():
         start = time.perf_counter()
         predictions.append(
-            backtest.run_backtest(
-                history,
-                fn,
-                name,
-                windows=bt["windows"],
-                horizon=bt["horizon"],
-                step=bt["step"],
-                quantiles=model_quantiles(cfg["forecast"]),
-                season=bt["season"],
-                bounds=bounds,
-                n_jobs=os.cpu_count() or 1,
-                model_cfg=cfg["models"],
-                selection_windows=bt["selection_windows"],
-            )
+            backtest_models(history, {name: fn}, cfg, bounds=bounds, n_jobs=os.cpu_count() or 1)
         )
         seconds[name] = time.perf_counter() - start
         print(f"# {name}: {seconds[name]:.1f} s", file=sys.stderr)
