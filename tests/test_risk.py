@@ -608,3 +608,24 @@ def test_out_of_range_service_override_is_rejected():
         ConfigError, match=re.escape("risk.service_overrides.web.cpu_utilization.critical")
     ):
         assess_risk(forecasts, past, table, cfg)
+
+
+def test_a_stopped_series_never_drives_an_action():
+    """A decommissioned instance whose last forecast crossed critical is not the top risk."""
+    forecasts, past, table = one_resource(flat(30), flat(30))
+    ramp = 60.0 + 1.0 * np.arange(96)  # crosses 90 (critical) after 30 h
+    early = fan("r2", CPU, ramp, start=START - 72 * HOUR)
+    early_mem = fan("r2", MEM, flat(30), start=START - 72 * HOUR)
+    live = fan("r3", CPU, ramp, start=START)
+    live_mem = fan("r3", MEM, flat(30), start=START)
+    table = pd.concat([table, resources(("r2", "web", "mid.2x"), ("r3", "web", "mid.2x"))])
+    result = assess_risk(
+        pd.concat([forecasts, early, early_mem, live, live_mem]), past, table, config()
+    )
+    stopped, running = row(result.risk_report, "r2", CPU), row(result.risk_report, "r3", CPU)
+    assert stopped["p_breach_critical"] == pytest.approx(running["p_breach_critical"])
+    assert running["finding"] == "at_risk" and running["metric_risk_score"] == 4
+    assert stopped["metric_finding"] == "optimized"
+    assert stopped["metric_risk_score"] == 0
+    assert not stopped["act_now"]
+    assert result.risk_report.iloc[0]["resource_id"] == "r3"

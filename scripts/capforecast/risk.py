@@ -40,7 +40,8 @@ same inputs give the same outputs):
   min(1, history_hours / 168): under 7 days it drops linearly (reason ``short_history``);
   ``too_short`` series are capped at 0.5.
 * stopped_reporting (reason code): the series' forecast starts before the fleet's forecast
-  start, i.e. its data ended early (a decommissioned instance?); its ETAs may lie in the past.
+  start, i.e. its data ended early (a decommissioned instance?); its ETAs may lie in the past,
+  so it scores 0, is never at risk, under- or over-provisioned and never sets act_now.
 * saturated: pegged at the ceiling (see ``risk_capacity``): reason ``demand_hidden_by_ceiling``,
   the forecast is a lower bound of the true demand.
 
@@ -377,6 +378,10 @@ def _classify(
         warn_low, warn_mid = p_warn >= 0.2, p_warn >= 0.5
         crit_high, crit_top = p_crit >= 0.2, p_crit >= 0.5
 
+    # Its forecast starts before the fleet's: the series stopped reporting (decommissioned?).
+    # Its ETAs describe a past that did not happen, so it never drives an action or a score.
+    stopped = (out["forecast_start"] < forecast_start).to_numpy()
+    out["stopped_reporting"] = stopped
     lead = pd.Timedelta(days=settings.lead_time_days + settings.safety_margin_days)
     basis_eta = out["eta_p50"].fillna(out["eta_warning_p50"])
     out["act_by"] = basis_eta - lead
@@ -385,7 +390,7 @@ def _classify(
         "critical",
         np.where(out["eta_warning_p50"].notna(), "warning", None),
     )
-    act_now = (out["act_by"].notna() & (out["act_by"] <= forecast_start)).to_numpy()
+    act_now = (out["act_by"].notna() & (out["act_by"] <= forecast_start)).to_numpy() & ~stopped
     out["act_now"] = act_now
     full_eta = out["eta_full_p50"].where(percent, out["eta_p50"])
     out["days_until_full"] = (full_eta - forecast_start) / _DAY
@@ -411,16 +416,18 @@ def _classify(
     score = np.select(
         [crit_top | act_now_critical, crit_high, warn_mid | act_now, warn_low], [4, 3, 2, 1], 0
     )
-    out["metric_risk_score"] = np.where(has_levels, score, beyond_seen.astype(int))
+    out["metric_risk_score"] = np.where(
+        stopped, 0, np.where(has_levels, score, beyond_seen.astype(int))
+    )
     sizing_metric = out["metric"].isin([CPU, MEMORY]).to_numpy()
-    at_risk = has_levels & (crit_top | act_now_critical)
+    at_risk = has_levels & (crit_top | act_now_critical) & ~stopped
     under = (
         (sizing_metric & (peak > settings.target_utilization))
         | (has_levels & (warn_mid | act_now))
         | out["saturated"].to_numpy()
         | beyond_seen
-    )
-    over = percent & (peak < settings.low_water_pct)
+    ) & ~stopped
+    over = percent & (peak < settings.low_water_pct) & ~stopped
     out["metric_finding"] = np.select(
         [at_risk, under, over], ["at_risk", "under_provisioned", "over_provisioned"], "optimized"
     )
@@ -434,8 +441,6 @@ def _classify(
         out["too_short"], np.minimum(history_factor, TOO_SHORT_CONFIDENCE_CAP), history_factor
     )
     out["confidence"] = np.round(sharpness * history_factor, 3)
-    # Its forecast starts before the fleet's: the series stopped reporting (decommissioned?).
-    out["stopped_reporting"] = (out["forecast_start"] < forecast_start).to_numpy()
     out["metric_reason_codes"] = [_metric_reasons(row) for row in out.to_dict("records")]
     return out
 
