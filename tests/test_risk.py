@@ -628,4 +628,5 @@ def test_a_stopped_series_never_drives_an_action():
     assert stopped["metric_finding"] == "optimized"
     assert stopped["metric_risk_score"] == 0
     assert not stopped["act_now"]
+    assert pd.isna(stopped["recommended_instance_type"])  # nothing to right-size any more
     assert result.risk_report.iloc[0]["resource_id"] == "r3"

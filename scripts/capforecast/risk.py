@@ -507,8 +507,14 @@ def first_to_run_out(series: pd.DataFrame, by: str) -> pd.DataFrame:
 
 
 def _sizing_demand(series: pd.DataFrame, inventory: pd.DataFrame) -> pd.DataFrame:
-    """Per forecast resource: its type and capacities, CPU/memory P90 peaks and at-risk flags."""
-    demand = inventory[inventory["resource_id"].isin(set(series["resource_id"]))][
+    """Per forecast resource: its type and capacities, CPU/memory P90 peaks and at-risk flags.
+
+    Resources whose series all stopped reporting (decommissioned) are not sized: there is no
+    current demand to size them for.
+    """
+    live = series.groupby("resource_id")["stopped_reporting"].all()
+    live = set(live.index[~live])
+    demand = inventory[inventory["resource_id"].isin(live)][
         ["resource_id", "instance_type", "vcpu", "memory_gib", "hourly_price_usd"]
     ].copy()
     for metric, dim in ((CPU, "cpu"), (MEMORY, "memory")):
