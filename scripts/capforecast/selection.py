@@ -53,18 +53,6 @@ from capforecast.panel import clip_to_bounds
 
 SELECTED = "selected"
 
-CHOICE_COLUMNS: tuple[str, ...] = (
-    "window",
-    "series_id",
-    "model",
-    "weight",
-    "metric_value",
-    "score",
-    "n_windows",
-    "reason",
-    "unavailable_models",
-    "combination",
-)
 SELECTION_COLUMNS: tuple[str, ...] = (
     "series_id",
     "model",
@@ -76,6 +64,8 @@ SELECTION_COLUMNS: tuple[str, ...] = (
     "unavailable_models",
     "combination",
 )
+# The per-window choices of the backtest: the same, for each window.
+CHOICE_COLUMNS: tuple[str, ...] = ("window", *SELECTION_COLUMNS)
 
 REASON_SCORED = "backtest_scores"
 REASON_OTHER_METRIC = "scored_on_other_metric"
