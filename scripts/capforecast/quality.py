@@ -21,6 +21,15 @@ PEGGED_SHARE = 0.05  # more than this share of samples at the ceiling is flagged
 IRREGULAR_SHARE = 0.05  # more than this share of off-median raw steps is flagged irregular
 DEFAULT_MIN_HISTORY_HOURS = 72.0
 DEFAULT_PEGGED_LEVEL = 99.0
+# Integer counts per series derived from the regular grid.
+GRID_COUNT_COLUMNS: tuple[str, ...] = (
+    "expected_bins",
+    "observed_bins",
+    "gap_count",
+    "longest_gap_bins",
+    "filled_points",
+    "unfilled_points",
+)
 
 RECONCILIATION_COLUMNS: tuple[str, ...] = (
     "source_file",
@@ -40,17 +49,7 @@ def _grid_stats(clean: pd.DataFrame) -> pd.DataFrame:
     ``clean`` is resample_series output: sorted by series, then time, one row per bin.
     """
     if len(clean) == 0:
-        return pd.DataFrame(
-            columns=[
-                *SERIES_KEYS,
-                "expected_bins",
-                "observed_bins",
-                "gap_count",
-                "longest_gap_bins",
-                "filled_points",
-                "unfilled_points",
-            ]
-        )
+        return pd.DataFrame(columns=[*SERIES_KEYS, *GRID_COUNT_COLUMNS])
     empty = (clean["n_obs"].to_numpy() == 0).astype("int64")
     series = clean.groupby(SERIES_KEYS, sort=False).ngroup().to_numpy()
     # A run of empty bins starts where an empty bin follows an observed one (or a new series).
@@ -178,14 +177,7 @@ def quality_table(
     table = table.merge(_observed_span(validation.kept, etl_cfg), on=SERIES_KEYS, how="left")
     table = table.merge(_step_stats(raw), on=SERIES_KEYS, how="left")
 
-    for col in (
-        "expected_bins",
-        "observed_bins",
-        "gap_count",
-        "longest_gap_bins",
-        "filled_points",
-        "unfilled_points",
-    ):
+    for col in GRID_COUNT_COLUMNS:
         table[col] = pd.to_numeric(table[col]).fillna(0).astype("int64")
     table["first_timestamp"] = pd.to_datetime(table["first_timestamp"], utc=True)
     table["last_timestamp"] = pd.to_datetime(table["last_timestamp"], utc=True)

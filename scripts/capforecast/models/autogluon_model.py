@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from capforecast.errors import ConfigError
-from capforecast.models.base import ForecastRequest, future_timestamps, quantile_column
+from capforecast.models.base import ForecastRequest, future_timestamps, quantile_frame
 from capforecast.models.fallback import forecast_with_fallback
 
 if TYPE_CHECKING:
@@ -311,15 +311,18 @@ def predictions_to_contract(predictions: pd.DataFrame, request: ForecastRequest)
     frames = []
     for sid, group in flat.groupby("item_id", sort=False):
         group = group.sort_values("timestamp")
-        data: dict[str, Any] = {
-            "series_id": str(sid),
-            # Regenerated from the input grid so that time zones and steps match exactly.
-            "timestamp": future_timestamps(last_timestamps[sid], request.horizon, request.freq),
-            "mean": group["mean"].to_numpy(dtype=float),
-        }
-        for q in request.quantiles:
-            data[quantile_column(q)] = group[_prediction_column(group, q)].to_numpy(dtype=float)
-        frames.append(pd.DataFrame(data))
+        frames.append(
+            quantile_frame(
+                str(sid),
+                # Regenerated from the input grid so that time zones and steps match exactly.
+                future_timestamps(last_timestamps[sid], request.horizon, request.freq),
+                group["mean"].to_numpy(dtype=float),
+                {
+                    q: group[_prediction_column(group, q)].to_numpy(dtype=float)
+                    for q in request.quantiles
+                },
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 

@@ -31,7 +31,7 @@ from capforecast.models.base import (
     fill_missing,
     future_timestamps,
     model_used_label,
-    quantile_column,
+    quantile_frame,
     steps_per,
 )
 from capforecast.models.fallback import forecast_with_fallback
@@ -158,13 +158,13 @@ def _to_contract(
     frames = []
     for sid, group in raw.groupby("unique_id", sort=False):
         group = group.sort_values("ds")
-        data: dict[str, Any] = {
-            "series_id": str(sid),
-            # Regenerated rather than trusted, so they continue the input grid exactly.
-            "timestamp": future_timestamps(last_timestamps[sid], request.horizon, request.freq),
-            "mean": group[ALIAS].to_numpy(dtype=float),
-        }
-        for q, column in column_of.items():
-            data[quantile_column(q)] = group[column].to_numpy(dtype=float)
-        frames.append(pd.DataFrame(data))
+        frames.append(
+            quantile_frame(
+                str(sid),
+                # Regenerated rather than trusted, so they continue the input grid exactly.
+                future_timestamps(last_timestamps[sid], request.horizon, request.freq),
+                group[ALIAS].to_numpy(dtype=float),
+                {q: group[column].to_numpy(dtype=float) for q, column in column_of.items()},
+            )
+        )
     return pd.concat(frames, ignore_index=True)
