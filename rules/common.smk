@@ -66,7 +66,7 @@ PARTITIONS = sorted(PARTITION_SOURCES)
 MODELS = list(config["models"]["enabled"])
 MODEL_FAMILIES = {
     "baseline": ["seasonal_naive_daily", "seasonal_naive_weekly", "predict_linear"],
-    "statsforecast": ["autoets", "autotheta", "mstl"],
+    "statsforecast": ["autoets", "autotheta", "theta", "mstl"],
     "prophet": ["prophet"],
     "autogluon": ["autogluon"],
 }

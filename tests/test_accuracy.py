@@ -10,14 +10,17 @@ import pandas as pd
 import pytest
 
 from capforecast.config import load_config
-from capforecast.evaluate import backtest_models, evaluate_backtests
+from capforecast.evaluate import backtest_models, evaluate_backtests, leaderboard_with_peers
 from capforecast.features import panel_from_local_files
 from capforecast.models import MODEL_REGISTRY
+from capforecast.models.peers import PEER_REGISTRY
 from capforecast.panel import series_bounds
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("accuracy")]
 
-MODELS = ["seasonal_naive_daily", "predict_linear", "autoets", "autotheta", "mstl"]
+MODELS = ["seasonal_naive_daily", "predict_linear", "autoets", "autotheta", "theta", "mstl"]
+# The statsforecast defaults users start from (full AutoETS search, normal intervals).
+PEERS = ["autoets_default", "autotheta_default"]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,9 @@ def leaderboard(project_root, nab_dir, monkeypatch_module) -> pd.DataFrame:
     history = panel[["series_id", "timestamp", "y"]]
     bounds = series_bounds(panel, cfg["etl"]["percent_metrics"])
     models = {name: MODEL_REGISTRY[name] for name in MODELS}
-    predictions = backtest_models(history, models, cfg, bounds=bounds)
+    predictions = backtest_models(history, models, cfg, bounds=bounds, n_jobs=2)
+    peers = {name: PEER_REGISTRY[name] for name in PEERS}
+    peer_predictions = backtest_models(history, peers, cfg, bounds=bounds, n_jobs=2)
     result = evaluate_backtests(
         predictions,
         history,
@@ -40,7 +45,10 @@ def leaderboard(project_root, nab_dir, monkeypatch_module) -> pd.DataFrame:
         selection_cfg=cfg["selection"],
         bounds=bounds,
     )
-    return result.leaderboard.set_index("model")
+    board = leaderboard_with_peers(
+        result, peer_predictions, history, season=24, quantiles=[0.1, 0.5, 0.9]
+    )
+    return board.set_index("model")
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +64,30 @@ def test_every_series_and_window_is_scored(leaderboard):
 
 def test_statistical_peers_beat_seasonal_naive(leaderboard):
     assert leaderboard.loc["seasonal_naive_daily", "mase_relgm"] == pytest.approx(1.0)
-    for peer in ("autoets", "autotheta"):
+    for peer in ("autoets_default", "autotheta_default", "autoets", "theta"):
         assert leaderboard.loc[peer, "mase_relgm"] < 1.0
         assert leaderboard.loc[peer, "wql_relgm"] < 1.0
     assert leaderboard.loc["predict_linear", "mase_relgm"] > 1.0
+    assert leaderboard.loc[PEERS, "is_peer"].all()
+
+
+def test_empirical_quantiles_beat_the_same_models_normal_intervals(leaderboard):
+    # Same point forecasts family, quantile shape from the residuals: lower WQL.
+    assert leaderboard.loc["autotheta", "wql_relgm"] < leaderboard.loc[
+        "autotheta_default", "wql_relgm"
+    ]
+    assert leaderboard.loc["autotheta", "mase_relgm"] == pytest.approx(
+        leaderboard.loc["autotheta_default", "mase_relgm"]
+    )
 
 
 def test_selected_is_ahead_of_every_peer(leaderboard):
+    # The bars: ahead of every peer, MASE relgm <= 0.76, WQL relgm <= 0.65.
     selected = leaderboard.loc["selected"]
-    peers = leaderboard.drop(index=["selected", "mstl"])
+    peers = leaderboard.loc[["seasonal_naive_daily", "predict_linear", *PEERS]]
     assert selected["mase_relgm"] < peers["mase_relgm"].min()
     assert selected["wql_relgm"] < peers["wql_relgm"].min()
+    assert selected["mase_relgm"] <= 0.76
+    assert selected["wql_relgm"] <= 0.65
     assert selected["mase_mean"] <= 2.0
     assert 0.75 <= selected["coverage_p10_p90"] <= 0.88

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 
+from statistics import NormalDist
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,6 +46,7 @@ from capforecast.models.prophet_model import (
     build_tasks,
     choose_growth,
 )
+from capforecast.models import stats
 from capforecast.models.stats import interval_levels
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -54,6 +57,7 @@ CHEAP_MODELS = [
     "predict_linear",
     "autoets",
     "autotheta",
+    "theta",
     "mstl",
 ]
 MODEL_CFG = {
@@ -135,6 +139,7 @@ def test_registry_names_and_families():
         "predict_linear",
         "autoets",
         "autotheta",
+        "theta",
         "mstl",
         "prophet",
         "autogluon",
@@ -209,7 +214,9 @@ def test_seasonal_naive_interval_grows_with_sqrt_of_seasons_ahead():
     width = (group["q0.9"] - group["q0.1"]).to_numpy()
     y = history.loc[history["series_id"] == "web-0|cpu_utilization", "y"].to_numpy()
     errors = y[24:] - y[:-24]
-    expected_first_day = np.quantile(errors, 0.9) - np.quantile(errors, 0.1)
+    # statsforecast's SeasonalNaive: normal, sigma = RMS of the in-sample seasonal errors.
+    sigma = np.sqrt(np.mean(errors**2))
+    expected_first_day = 2 * NormalDist().inv_cdf(0.9) * sigma
     assert np.allclose(width[:24], expected_first_day)
     assert np.allclose(width[24:], np.sqrt(2) * expected_first_day)
 
@@ -241,7 +248,7 @@ def test_predict_linear_fits_only_the_recent_window_and_widens_with_horizon():
 # statsforecast models
 
 
-@pytest.mark.parametrize("name", ["autoets", "autotheta", "mstl"])
+@pytest.mark.parametrize("name", ["autoets", "autotheta", "theta", "mstl"])
 def test_statsforecast_models_beat_seasonal_naive_on_smooth_trend(name):
     rng = np.random.default_rng(7)
     n, horizon = 10 * 24, 24
@@ -273,7 +280,7 @@ def test_statsforecast_fills_gaps_before_fitting():
     history.loc[gap, "y"] = np.nan
     history.loc[2 * 6 * 24 - 1, "y"] = np.nan  # the last value of the second series
     request = request_for(history)
-    for name in ("autoets", "autotheta", "mstl"):
+    for name in ("autoets", "autotheta", "theta", "mstl"):
         out = MODEL_REGISTRY[name](request, MODEL_CFG)
         assert_contract(out, request)
         assert np.isfinite(out[["mean", "q0.1", "q0.9"]].to_numpy()).all()
@@ -292,12 +299,83 @@ def test_interval_levels_map_quantiles_to_statsforecast_columns():
     }
 
 
-def test_mstl_uses_weekly_season_only_with_two_weeks_and_matches_quantile_request():
+def test_mstl_matches_quantile_request():
     history = panel(days=15)
     request = request_for(history, quantiles=(0.02, 0.5, 0.98))
     out = MODEL_REGISTRY["mstl"](request, MODEL_CFG)
     assert_contract(out, request)
     assert (out["q0.98"] > out["q0.02"]).any()
+
+
+def heavy_tailed_series(n: int, seed: int = 5) -> np.ndarray:
+    """A daily cycle with small noise and a 40-unit burst in one hour of twenty."""
+    rng = np.random.default_rng(seed)
+    values = 50 + 5 * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 0.5, n)
+    bursts = rng.random(n) < 0.05
+    values[bursts] += 40.0
+    return values
+
+
+def test_statsforecast_quantiles_take_their_shape_from_the_residuals():
+    from statsforecast.models import AutoETS
+
+    y = heavy_tailed_series(14 * 24)
+    # Additive ETS: analytic normal intervals, so the growth over the horizon is exact.
+    fitted = AutoETS(season_length=24, model="ANA").fit(y=y)
+    quantiles = (0.1, 0.5, 0.9, 0.98)
+    _, normal = stats.series_quantiles(fitted, y, 24, quantiles, "normal")
+    mean, empirical = stats.series_quantiles(fitted, y, 24, quantiles)
+    residuals = y - fitted.predict_in_sample()["fitted"]
+    residuals = residuals[np.isfinite(residuals)]
+    centre = np.median(residuals)
+    # Step 1: exactly the residual quantiles around the point forecast; the median is the point.
+    assert np.allclose(empirical[0.5], mean)
+    for q in (0.1, 0.9, 0.98):
+        assert np.isclose(empirical[q][0], mean[0] + np.quantile(residuals, q) - centre)
+    # The bursts inflate a normal sigma: the empirical P10-P90 is much narrower, the P98 wider.
+    assert (empirical[0.9] - empirical[0.1])[0] < 0.5 * (normal[0.9] - normal[0.1])[0]
+    assert empirical[0.98][0] > normal[0.98][0]
+    # The growth over the horizon is the model's: widths keep the normal intervals' ratios.
+    ratio = (empirical[0.9] - mean) / (normal[0.9] - mean)
+    assert np.allclose(ratio, ratio[0])
+
+
+def test_heavy_tailed_series_get_lower_pinball_loss_with_empirical_quantiles():
+    y = heavy_tailed_series(14 * 24 + 24, seed=11)
+    history, future = y[:-24], y[-24:]
+    request = request_for(series_frame("s|request_count", history), bounds={})
+
+    def pinball(out: pd.DataFrame) -> float:
+        loss = 0.0
+        for q in (0.1, 0.9):
+            diff = future - out[f"q{q:g}"].to_numpy()
+            loss += np.maximum(q * diff, (q - 1) * diff).sum()
+        return loss
+
+    from statsforecast.models import Theta
+
+    normal = stats._statsforecast_forecast(request, Theta(season_length=24), intervals="normal")
+    assert pinball(MODEL_REGISTRY["theta"](request, MODEL_CFG)) < pinball(normal)
+
+
+def test_autoets_searches_its_form_once_per_series_in_a_backtest():
+    # The first call searches and remembers the chosen form; the second refits that form only.
+    history = panel(days=8)
+    store: dict = {}
+    first = request_for(history, fitted_models=store)
+    MODEL_REGISTRY["autoets"](first, MODEL_CFG)
+    forms = {sid: form for (key, sid), form in store.items() if key == "autoets"}
+    assert set(forms) == set(history["series_id"])
+    assert all(isinstance(f, str) and f[0] == "A" and len(f) == 4 for f in forms.values())
+    from statsforecast.models import AutoETS
+
+    restricted = stats.with_model_form(AutoETS(season_length=24, model="AZZ"), "AAAD")
+    assert (restricted.model, restricted.damped, restricted.season_length) == ("AAA", True, 24)
+    assert stats.with_model_form(AutoETS(season_length=24), "ANAN").damped is None
+    later = history[history["timestamp"] < history["timestamp"].max() - pd.Timedelta(hours=1)]
+    out = MODEL_REGISTRY["autoets"](request_for(later, fitted_models=store), MODEL_CFG)
+    assert_contract(out, request_for(later))
+    assert {sid: form for (key, sid), form in store.items() if key == "autoets"} == forms
 
 
 def test_mstl_does_not_repeat_a_one_off_spike():

@@ -336,6 +336,11 @@ def run_backtest(
     fit_seconds`` where ``fit_seconds`` is that window's wall time divided evenly across its
     series. ``y`` is NaN where the series has no actual. Series left out of a window are listed
     in ``skipped_table(predictions)`` (``predictions.attrs["skipped"]``) with the reason.
+
+    Every window gets the same ``ForecastRequest.fitted_models`` store (AutoETS searches its
+    model form once per series, in its earliest window, and re-estimates that form's parameters
+    in the later ones). Windows run earliest first, so whatever is reused was learnt from data
+    before the current cutoff.
     """
     levels = tuple(sorted({float(q) for q in quantiles} | {0.5}))
     max_hours = (model_cfg or {}).get("max_history_hours")
@@ -356,8 +361,9 @@ def run_backtest(
     cutoff_table = plan.cutoffs.set_index("series_id")
     skipped = plan.skipped.to_dict("records")
     value_columns = forecast_columns(levels)
+    fitted_models: dict[Any, Any] = {}
     frames = []
-    for spec in plan.windows.itertuples(index=False):
+    for spec in plan.windows.sort_values("window").itertuples(index=False):
         window = int(spec.window)
         series = plan.members[window]
         if not series:
@@ -375,6 +381,7 @@ def run_backtest(
             season=season,
             bounds={s: tuple(bounds[s]) for s in series if bounds and s in bounds},
             n_jobs=n_jobs,
+            fitted_models=fitted_models,
         )
         started = time.perf_counter()
         raw = model_fn(request, dict(model_cfg or {}))

@@ -97,3 +97,25 @@ def evaluate_backtests(
         calibration=table,
         window_choices=choices,
     )
+
+
+def leaderboard_with_peers(
+    evaluation: Evaluation,
+    peer_predictions: pd.DataFrame,
+    history: pd.DataFrame,
+    *,
+    season: int,
+    quantiles: list[float],
+    baseline: str = "seasonal_naive_daily",
+) -> pd.DataFrame:
+    """The leaderboard with rows for peers that were backtested alongside but not selectable.
+
+    Peers (``capforecast.models.peers``) are scored on the same windows and ranked against the
+    same baseline; ``is_peer`` marks their rows.
+    """
+    peer_scores = metrics.score_predictions(peer_predictions, history, season, quantiles)
+    board = metrics.leaderboard(
+        pd.concat([evaluation.metrics, peer_scores], ignore_index=True), baseline=baseline
+    )
+    board["is_peer"] = board["model"].isin(set(peer_predictions["model"]))
+    return board

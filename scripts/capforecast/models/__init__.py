@@ -14,7 +14,7 @@ from capforecast.models.baselines import (
     seasonal_naive_weekly,
 )
 from capforecast.models.prophet_model import prophet
-from capforecast.models.stats import autoets, autotheta, mstl
+from capforecast.models.stats import autoets, autotheta, mstl, theta
 
 MODEL_REGISTRY: dict[str, ModelFn] = {
     "seasonal_naive_daily": seasonal_naive_daily,
@@ -22,6 +22,7 @@ MODEL_REGISTRY: dict[str, ModelFn] = {
     "predict_linear": predict_linear,
     "autoets": autoets,
     "autotheta": autotheta,
+    "theta": theta,
     "mstl": mstl,
     "prophet": prophet,
     "autogluon": autogluon,
@@ -34,6 +35,7 @@ MODEL_FAMILY: dict[str, str] = {
     "predict_linear": "baseline",
     "autoets": "statsforecast",
     "autotheta": "statsforecast",
+    "theta": "statsforecast",
     "mstl": "statsforecast",
     "prophet": "prophet",
     "autogluon": "autogluon",

@@ -23,6 +23,10 @@ class ForecastRequest:
     season: season length in steps (24 for hourly data with a daily cycle).
     bounds: per series_id (lower, upper) physical bounds; upper None = unbounded.
     n_jobs: cores the model may use.
+    fitted_models: None = fit every series from scratch. A dict (owned by one model's backtest
+      run) lets a model keep what it learnt about a series in an earlier, earlier-cutoff window
+      (AutoETS: the model form its search chose, so later windows only re-estimate parameters).
+      It was learnt before an earlier cutoff, hence before this one: nothing leaks.
     """
 
     history: pd.DataFrame
@@ -32,6 +36,7 @@ class ForecastRequest:
     season: int = 24
     bounds: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     n_jobs: int = 1
+    fitted_models: dict[Any, Any] | None = None
 
 
 # Output of every model: series_id, timestamp, mean, one column per quantile
