@@ -73,9 +73,10 @@ def test_statistical_peers_beat_seasonal_naive(leaderboard):
 
 def test_empirical_quantiles_beat_the_same_models_normal_intervals(leaderboard):
     # Same point forecasts family, quantile shape from the residuals: lower WQL.
-    assert leaderboard.loc["autotheta", "wql_relgm"] < leaderboard.loc[
-        "autotheta_default", "wql_relgm"
-    ]
+    assert (
+        leaderboard.loc["autotheta", "wql_relgm"]
+        < leaderboard.loc["autotheta_default", "wql_relgm"]
+    )
     assert leaderboard.loc["autotheta", "mase_relgm"] == pytest.approx(
         leaderboard.loc["autotheta_default", "mase_relgm"]
     )

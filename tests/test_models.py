@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-
 from statistics import NormalDist
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 
 from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError
-from capforecast.models import MODEL_FAMILY, MODEL_REGISTRY, ForecastRequest
+from capforecast.models import MODEL_FAMILY, MODEL_REGISTRY, ForecastRequest, stats
 from capforecast.models.autogluon_model import (
     check_pretrained,
     resolve_hyperparameters,
@@ -46,7 +45,6 @@ from capforecast.models.prophet_model import (
     build_tasks,
     choose_growth,
 )
-from capforecast.models import stats
 from capforecast.models.stats import interval_levels
 
 QUANTILES = (0.1, 0.5, 0.9)

@@ -174,8 +174,9 @@ def _statsforecast_forecast(
 ) -> pd.DataFrame:
     """Fit ``model`` on every series of the request and read the requested quantiles.
 
-    Quantiles follow ``intervals`` (default ``INTERVALS``; see ``series_quantiles``). With ``request.fitted_models``
-    (a backtest) and a ``cache_key``, a series fitted in an earlier window under that key is
+    Quantiles follow ``intervals`` (default ``INTERVALS``; see ``series_quantiles``). With
+    ``request.fitted_models`` (a backtest) and a ``cache_key``, a series fitted in an earlier
+    window under that key is
     refitted in the model form it chose there (``model_form``: the model search runs once per
     series, parameters are re-estimated on every window).
     """
@@ -210,13 +211,13 @@ def series_quantiles(
     """Point forecast and quantiles of one fitted statsforecast model.
 
     statsforecast's intervals are normal: ``mean + z_q * sigma_h``. Cloud metrics have
-    heavy-tailed errors (mostly small, now and then a burst or a level shift), for which a normal
-    fitted to the squared residuals is far too wide at P10/P90 and too narrow at P2/P98. With
-    ``intervals`` (default ``INTERVALS``) ``"empirical"`` the shape comes from the series' own in-sample residuals and
-    the growth over the horizon from the model: ``Q_q(h) = mean(h) + e_q * sigma_h / sigma_1``
-    where ``e_q`` is the ``q`` quantile of the residuals minus their median (so ``Q_0.5`` stays
-    the point forecast). With fewer than ``MIN_RESIDUALS`` residuals, or a zero-width model
-    interval, the normal intervals are kept.
+    heavy-tailed errors (mostly small, now and then a burst or a level shift), for which a
+    normal fitted to the squared residuals is far too wide at P10/P90 and too narrow at
+    P2/P98. With ``intervals`` (default ``INTERVALS``) ``"empirical"`` the shape comes from the
+    series' own in-sample residuals and the growth over the horizon from the model:
+    ``Q_q(h) = mean(h) + e_q * sigma_h / sigma_1``, where ``e_q`` is the ``q`` quantile of the
+    residuals minus their median (so ``Q_0.5`` stays the point forecast). With fewer than
+    ``MIN_RESIDUALS`` residuals, or a zero-width model interval, the normal intervals are kept.
     """
     mapping = interval_levels(quantiles)
     levels = sorted({level for side, level in mapping.values() if side != "mean"})
