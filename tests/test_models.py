@@ -721,3 +721,16 @@ def test_autogluon_contract_with_cheap_models(tmp_path):
     assert used["d|constant"] == "naive (constant)" and used["e|all_nan"] == "none (no_data)"
     assert used["c|short60h"] == "seasonal_naive_daily (fallback: too_short)"
     assert (tmp_path / "ag").is_dir()
+
+
+def test_history_cap_never_trims_below_what_a_model_needs():
+    from capforecast.models.fallback import history_cap
+
+    # Two weeks of hours, except where the model needs more: AutoGluon holds out one
+    # validation window, 2 * 168 + 1 steps for the week-ahead final forecast.
+    assert history_cap("theta", 336, horizon=168, season=24, freq="1h") == 336
+    assert history_cap("autogluon", 336, horizon=168, season=24, freq="1h") == 337
+    assert history_cap("autogluon", 336, horizon=24, season=24, freq="1h") == 336
+    assert history_cap("seasonal_naive_weekly", 200, horizon=24, season=24, freq="1h") == 336
+    assert history_cap("theta", 336, horizon=24, season=24, freq="5min") == 336 * 12
+    assert history_cap("theta", None, horizon=24, season=24, freq="1h") is None

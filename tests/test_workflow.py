@@ -94,7 +94,7 @@ def test_full_run_produces_stage_outputs(synthetic_run):
     assert (recon["rows_in"] == recon["rows_kept"] + recon["rows_quarantined"]).all()
     assert set(recon["partition"]) == {"alpha", "beta", "gamma"}
     leaderboard = pd.read_csv(results / "backtest" / "leaderboard.csv")
-    assert {"seasonal_naive_daily", "predict_linear", "autotheta", "selected"} <= set(
+    assert {"seasonal_naive_daily", "predict_linear", "theta", "selected"} <= set(
         leaderboard["model"]
     )
     forecasts = pd.read_parquet(results / "forecast" / "forecasts.parquet")

@@ -28,6 +28,7 @@ from capforecast.models.base import (
     forecast_columns,
     trim_history,
 )
+from capforecast.models.fallback import history_cap
 
 LOGGER = logging.getLogger(__name__)
 
@@ -343,9 +344,12 @@ def run_backtest(
     before the current cutoff.
     """
     levels = tuple(sorted({float(q) for q in quantiles} | {0.5}))
-    max_hours = (model_cfg or {}).get("max_history_hours")
-    max_points = (
-        None if max_hours is None else int(pd.Timedelta(hours=max_hours) / pd.Timedelta(freq))
+    max_points = history_cap(
+        model_name,
+        (model_cfg or {}).get("max_history_hours"),
+        horizon=horizon,
+        season=season,
+        freq=freq,
     )
     plan = plan_backtest(
         panel,

@@ -20,6 +20,7 @@ import yaml
 
 from capforecast.errors import ConfigError, ForecastInputError
 from capforecast.models.base import ForecastRequest, trim_history
+from capforecast.models.fallback import history_cap
 from capforecast.panel import series_bounds
 
 SAGEMAKER_DEFAULTS = {
@@ -99,10 +100,15 @@ def fit_forecast(
 
     if model_name not in MODEL_REGISTRY:
         raise ConfigError("models.enabled", f"unknown model '{model_name}'")
-    max_hours = models_cfg.get("max_history_hours")
-    if max_hours is not None:
+    max_points = history_cap(
+        model_name,
+        models_cfg.get("max_history_hours"),
+        horizon=forecast_cfg["horizon"],
+        season=backtest_cfg["season"],
+        freq=freq,
+    )
+    if max_points is not None:
         panel = panel.sort_values(["series_id", "timestamp"], ignore_index=True)
-        max_points = int(pd.Timedelta(hours=max_hours) / pd.Timedelta(freq))
         panel = trim_history(panel, max_points)
     request = build_request(
         panel,

@@ -148,6 +148,25 @@ def min_history_steps(model: str, request: ForecastRequest) -> int:
     return requirements[model]
 
 
+def history_cap(
+    model: str, max_hours: float | None, *, horizon: int, season: int, freq: str
+) -> int | None:
+    """Most recent grid steps ``model`` sees (``models.max_history_hours``; None = all).
+
+    Never fewer than the model needs: AutoGluon's ``2 * horizon + 1`` for a 168-step final
+    forecast is 337 hourly steps, one more than the default two weeks, and trimming below it
+    would silently hand every series to the fallback.
+    """
+    if max_hours is None:
+        return None
+    points = steps_per(f"{max_hours}h", freq)
+    probe = ForecastRequest(
+        history=pd.DataFrame(), horizon=horizon, quantiles=(0.5,), freq=freq, season=season
+    )
+    needed = min_history_steps(model, probe) if model in FALLBACK_CHAIN else 0
+    return max(points, needed)
+
+
 def route_series(
     request: ForecastRequest,
     model_name: str,
