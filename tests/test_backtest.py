@@ -19,6 +19,7 @@ from capforecast.backtest import (
 )
 from capforecast.contracts import quantile_column, series_id
 from capforecast.errors import ConfigError, ForecastInputError, InputDataError
+from capforecast.models import MODEL_REGISTRY
 from capforecast.models.base import ForecastRequest, finalize_forecast, future_timestamps
 from capforecast.panel import series_bounds, to_panel
 
@@ -246,6 +247,30 @@ def test_changing_data_after_a_cutoff_leaves_that_window_unchanged():
     assert (after.loc[later, "mean"].to_numpy() > before.loc[later, "mean"].to_numpy()).all()
 
 
+def test_autoets_form_reuse_does_not_leak_later_data():
+    # AutoETS keeps the form it chose in a series' earliest window for the later ones: changing
+    # data after window 1's cutoff must leave windows 0 and 1 exactly as they were.
+    rng = np.random.default_rng(4)
+    hours = np.arange(24 * 9)
+    values = 50 + 8 * np.sin(2 * np.pi * hours / 24) + rng.normal(0, 1, hours.size)
+    panel = hourly_series("a|cpu_utilization", values)
+    kwargs = dict(windows=3, horizon=24, step=24, quantiles=QUANTILES, season=24)
+    before = run_backtest(panel, MODEL_REGISTRY["autoets"], "autoets", **kwargs)
+    cutoff = before.loc[before["window"] == 1, "cutoff"].iloc[0]
+    changed = panel.copy()
+    late = changed["timestamp"] > cutoff
+    changed.loc[late, "y"] = changed.loc[late, "y"] * 0.2 + 5
+    after = run_backtest(changed, MODEL_REGISTRY["autoets"], "autoets", **kwargs)
+    columns = ["mean", *[quantile_column(q) for q in QUANTILES]]
+    for window in (0, 1):
+        pd.testing.assert_frame_equal(
+            before.loc[before["window"] == window, columns].reset_index(drop=True),
+            after.loc[after["window"] == window, columns].reset_index(drop=True),
+        )
+    last = before["window"] == 2
+    assert not np.allclose(before.loc[last, "mean"], after.loc[last, "mean"])
+
+
 def test_model_sees_history_up_to_the_cutoff_only():
     panel = hourly_series("a", daily_pattern(24 * 5, 40, 8))
     seen = []
@@ -342,8 +367,6 @@ def test_off_grid_timestamps_are_rejected():
 
 @pytest.mark.slow
 def test_real_models_run_through_the_backtest():
-    from capforecast.models import MODEL_REGISTRY
-
     hours = np.arange(24 * 6)
     rng = np.random.default_rng(5)
     panel = pd.concat(

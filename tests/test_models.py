@@ -352,7 +352,7 @@ def test_heavy_tailed_series_get_lower_pinball_loss_with_empirical_quantiles():
 
     from statsforecast.models import Theta
 
-    normal = stats._statsforecast_forecast(request, Theta(season_length=24), intervals="normal")
+    normal = stats.statsforecast_forecast(request, Theta(season_length=24), intervals="normal")
     assert pinball(MODEL_REGISTRY["theta"](request, MODEL_CFG)) < pinball(normal)
 
 

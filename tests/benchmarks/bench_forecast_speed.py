@@ -164,7 +164,11 @@ def main() -> None:
         print()
         ratios = ", ".join(
             f"ratio to the {label}: {projected / total:.1f}x"
-            for label, total in (("default set", default_total), ("fast set", fast_total))
+            for label, total in (
+                ("default set", default_total),
+                ("fast set", fast_total),
+                ("prophet rule", totals.get("prophet", 0.0)),
+            )
             if total > 0
         )
         print(

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from capforecast.models.base import ForecastRequest, finalize_forecast
-from capforecast.models.stats import ALIAS, _statsforecast_forecast
+from capforecast.models.stats import ALIAS, statsforecast_forecast
 
 
 def autoets_default(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
@@ -22,7 +22,7 @@ def autoets_default(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.D
     from statsforecast.models import AutoETS
 
     model = AutoETS(season_length=request.season, alias=ALIAS)
-    out = _statsforecast_forecast(request, model, intervals="normal")
+    out = statsforecast_forecast(request, model, intervals="normal")
     return finalize_forecast(out.assign(model_used="autoets_default"), request)
 
 
@@ -31,7 +31,7 @@ def autotheta_default(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd
     from statsforecast.models import AutoTheta
 
     model = AutoTheta(season_length=request.season, alias=ALIAS)
-    out = _statsforecast_forecast(request, model, intervals="normal")
+    out = statsforecast_forecast(request, model, intervals="normal")
     return finalize_forecast(out.assign(model_used="autotheta_default"), request)
 
 

@@ -113,16 +113,16 @@ def autoets_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.Data
 
     if request.season > MAX_ETS_SEASON:
         model = AutoETS(season_length=1, model=ETS_SEARCH, alias=ALIAS)
-        frame = _statsforecast_forecast(request, model, "autoets_nonseasonal")
+        frame = statsforecast_forecast(request, model, "autoets_nonseasonal")
         return frame.assign(model_used=model_used_label("autoets", "nonseasonal: season > 24"))
     model = AutoETS(season_length=request.season, model=ETS_SEARCH, alias=ALIAS)
-    return _statsforecast_forecast(request, model, "autoets")
+    return statsforecast_forecast(request, model, "autoets")
 
 
 def autotheta_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
     from statsforecast.models import AutoTheta
 
-    return _statsforecast_forecast(request, AutoTheta(season_length=request.season, alias=ALIAS))
+    return statsforecast_forecast(request, AutoTheta(season_length=request.season, alias=ALIAS))
 
 
 def theta_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
@@ -130,7 +130,7 @@ def theta_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFr
     when the seasonality test passes): AutoTheta's accuracy on NAB at a tenth of its cost."""
     from statsforecast.models import Theta
 
-    return _statsforecast_forecast(request, Theta(season_length=request.season, alias=ALIAS))
+    return statsforecast_forecast(request, Theta(season_length=request.season, alias=ALIAS))
 
 
 def mstl_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
@@ -158,7 +158,7 @@ def mstl_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFra
                 stl_kwargs=dict(MSTL_STL_KWARGS),
                 alias=ALIAS,
             )
-            frames.append(_statsforecast_forecast(sub, model))
+            frames.append(statsforecast_forecast(sub, model))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -166,7 +166,7 @@ def _replace_history(request: ForecastRequest, history: pd.DataFrame) -> Forecas
     return dataclasses.replace(request, history=history.reset_index(drop=True))
 
 
-def _statsforecast_forecast(
+def statsforecast_forecast(
     request: ForecastRequest,
     model: Any,
     cache_key: str | None = None,
