@@ -734,3 +734,17 @@ def test_history_cap_never_trims_below_what_a_model_needs():
     assert history_cap("seasonal_naive_weekly", 200, horizon=24, season=24, freq="1h") == 336
     assert history_cap("theta", 336, horizon=24, season=24, freq="5min") == 336 * 12
     assert history_cap("theta", None, horizon=24, season=24, freq="1h") is None
+
+
+def test_autoets_season_part_follows_the_seasonality_test():
+    rng = np.random.default_rng(21)
+    n = 14 * 24
+    daily = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 3, n)
+    noise = 50 + rng.normal(0, 3, n)
+    assert stats.has_seasonality(daily, 24) and not stats.has_seasonality(noise, 24)
+    assert not stats.has_seasonality(np.full(n, 7.0), 24)
+    history = pd.concat([series_frame("daily|x", daily), series_frame("noise|x", noise)])
+    store: dict = {}
+    MODEL_REGISTRY["autoets"](request_for(history, fitted_models=store, bounds={}), MODEL_CFG)
+    assert store[("autoets", "daily|x")][2] == "A"
+    assert store[("autoets", "noise|x")][2] == "N"
