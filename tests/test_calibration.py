@@ -59,23 +59,39 @@ def gaussian_backtest(
 
 
 def test_too_narrow_intervals_get_nominal_coverage_on_held_out_windows():
-    predictions = gaussian_backtest(0.5, windows=5)
-    before = interval_coverage(predictions[predictions["window"] >= 1])
+    predictions = gaussian_backtest(0.5, windows=6)
+    before = interval_coverage(predictions[predictions["window"] >= 2])
     calibrated, tables = calibrate_without_peeking(predictions, QUANTILES)
-    held_out = calibrated[calibrated["window"] >= 1]
+    # Window 0 is a selection window: its residuals calibrate nothing, so window 1 has no
+    # usable earlier window and stays as it is; windows 2+ are calibrated from 1, 2, ...
+    held_out = calibrated[calibrated["window"] >= 2]
     after = interval_coverage(held_out)
     assert before < 0.6
     assert abs(after - 0.8) <= 0.05
     # the fitted factors undo the halving (about 2), and were applied to every held-out row
     pooled = tables[tables["series_id"] == POOLED]
+    assert set(tables["window"]) == {2, 3, 4, 5}
     assert pooled["scale"].to_numpy() == pytest.approx(np.full(len(pooled), 2.0), rel=0.25)
-    assert (
-        held_out["interval_scaled"].all()
-        and not calibrated.loc[calibrated["window"] == 0, "interval_scaled"].any()
-    )
+    assert held_out["interval_scaled"].all()
+    assert not calibrated.loc[calibrated["window"] <= 1, "interval_scaled"].any()
     # the median and mean never move
     pd.testing.assert_series_equal(calibrated["q0.5"], predictions["q0.5"], check_names=False)
     pd.testing.assert_series_equal(calibrated["mean"], predictions["mean"], check_names=False)
+
+
+def test_selection_window_residuals_never_calibrate():
+    # A selection window whose intervals are far too narrow must not narrow or widen the next.
+    predictions = gaussian_backtest(1.0, windows=3, seed=5)
+    first = predictions["window"] == 0
+    median = predictions.loc[first, "q0.5"]
+    predictions.loc[first, "q0.1"] = median - 0.01
+    predictions.loc[first, "q0.9"] = median + 0.01
+    calibrated, tables = calibrate_without_peeking(predictions, QUANTILES)
+    later = calibrated["window"] == 1
+    pd.testing.assert_frame_equal(
+        calibrated.loc[later, ["q0.1", "q0.9"]], predictions.loc[later, ["q0.1", "q0.9"]]
+    )
+    assert 1 not in set(tables["window"])
 
 
 def test_well_calibrated_intervals_are_left_unchanged():

@@ -174,7 +174,11 @@ def calibrate_without_peeking(
     """Calibrate backtest predictions window by window with factors from earlier windows only.
 
     Window ``w`` uses the windows ``v < w`` whose actuals all lie at or before ``w``'s cutoff
-    (asserted); the earliest window has none and stays as it is. Returns the calibrated
+    (asserted), except selection windows (``is_selection_window``): their ``selected`` forecast
+    is the no-scores default (an equal-weight ensemble of every model), a different forecast from
+    the later windows' choices, so its residuals say nothing about their intervals (on the
+    synthetic fleet it covered 95 % where the later windows covered 66-76 %). A window with no
+    usable earlier window stays as it is. Returns the calibrated
     predictions (same rows and columns plus ``interval_scaled``) and the fitted tables with a
     ``window`` column (the window they were applied to).
     """
@@ -187,6 +191,8 @@ def calibrate_without_peeking(
     for window in sorted(rows["window"].unique()):
         current = rows[rows["window"] == window]
         past = rows[rows["window"].isin(earlier_windows(rows, window))]
+        if "is_selection_window" in past.columns:
+            past = past[~past["is_selection_window"].astype(bool)]
         if past.empty:
             calibrated.append(current.assign(interval_scaled=False))
             continue

@@ -85,7 +85,9 @@ def evaluate_backtests(
         levels = model_quantiles(forecast_cfg)
         # The final forecasts are uncalibrated combinations: fit their scaling on the
         # uncalibrated backtest combinations, before those are calibrated window by window.
-        table = calibration.fit_interval_scaling(selected, levels)
+        # Selection windows hold the no-scores default, not a choice (see calibration).
+        scored_windows = selected[~selected["is_selection_window"].astype(bool)]
+        table = calibration.fit_interval_scaling(scored_windows, levels)
         selected, _ = calibration.calibrate_without_peeking(selected, levels, bounds=bounds)
     selected_scores = metrics.score_predictions(selected, history, season, scored_quantiles)
     all_scores = pd.concat([scores, selected_scores], ignore_index=True)
