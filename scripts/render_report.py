@@ -3,10 +3,9 @@
 import os
 from pathlib import Path
 
-import nbformat
 import papermill
-from nbconvert import HTMLExporter
 
+from capforecast.report_html import notebook_html
 from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
 
 
@@ -27,8 +26,7 @@ def main(smk) -> None:
             kernel_name="python3",
             progress_bar=False,
         )
-    exporter = HTMLExporter(exclude_input=smk.params.hide_code, embed_images=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(smk.output.notebook, as_version=4))
+    body = notebook_html(smk.output.notebook, hide_code=smk.params.hide_code)
     Path(smk.output.html).write_text(body, encoding="utf-8")
     LOG.info("wrote %s (%d kB)", smk.output.html, len(body) // 1024)
 

@@ -740,12 +740,10 @@ def execute_notebook(name: str, results: Path, out_dir: Path, **params: object) 
 
 
 def to_html(notebook: Path) -> str:
-    """Convert like ``jupyter nbconvert --to html --no-input``."""
-    from nbconvert import HTMLExporter
+    """Convert as the render_report rule does."""
+    from capforecast.report_html import notebook_html
 
-    exporter = HTMLExporter(exclude_input=True)
-    html, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
-    return html
+    return notebook_html(notebook, hide_code=True)
 
 
 def outputs(notebook: Path) -> list[dict]:
@@ -825,3 +823,6 @@ def test_html_report_is_self_contained_without_code(executed: dict[str, Path], n
     assert "sys.path.insert" not in html
     assert "report.read_table" not in html and "report.read_partitions" not in html
     assert "Headline" in html  # markdown cells stay
+    # opens offline: no script or stylesheet from anywhere else
+    assert not re.findall(r'<(?:script|link)[^>]*\b(?:src|href)="(?:https?:)?//', html)
+    assert "jp-Notebook" in html  # still JupyterLab's styling
