@@ -80,3 +80,31 @@ def test_bad_config_names_key_and_what_is_allowed(config, key, detail):
 def test_deep_merge_merges_dicts_and_replaces_lists():
     merged = deep_merge({"a": {"b": 1, "c": [1, 2]}}, {"a": {"c": [3]}, "d": 4})
     assert merged == {"a": {"b": 1, "c": [3]}, "d": 4}
+
+
+def test_key_order_of_the_config_does_not_matter():
+    # Snakemake compares params by their text: the same settings in another order must give
+    # the same validated config, down to the order of its keys.
+    cfg = {
+        "synthetic": {
+            "seed": 3,
+            "days": 9,
+            "services": [
+                {"name": "b", "instances": 2, "instance_type": "m5.large", "scenario": "flat"}
+            ],
+        },
+        "forecast": {"quantiles": [0.1, 0.5, 0.9], "horizon": 24},
+    }
+    reordered = {
+        "forecast": {"horizon": 24, "quantiles": [0.1, 0.5, 0.9]},
+        "synthetic": {
+            "services": [
+                {"scenario": "flat", "instance_type": "m5.large", "instances": 2, "name": "b"}
+            ],
+            "days": 9,
+            "seed": 3,
+        },
+    }
+    first, second = validated_config(cfg), validated_config(reordered)
+    assert repr(first) == repr(second)
+    assert first["forecast"]["quantiles"] == [0.1, 0.5, 0.9]  # lists keep their order

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -150,6 +151,35 @@ def test_reproducible_outputs(synthetic_run, tmp_path):
         first = pd.read_parquet(synthetic_run / rel)
         second = pd.read_parquet(tmp_path / rel)
         pd.testing.assert_frame_equal(first, second)
+
+
+def test_target_max_forecasts_the_hourly_peaks(synthetic_run, tmp_path):
+    """`forecast.target: max` reruns the feature panels (and only them, up to features) and the
+    panel's y becomes each hour's maximum instead of its mean."""
+    # A copy of the whole run, Snakemake's metadata included (params changes are read from it).
+    shutil.copytree(
+        synthetic_run, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("locks")
+    )
+    cfg = yaml.safe_load((CONFIGS / "tiny_synthetic.yaml").read_text())
+    cfg["forecast"]["target"] = "max"
+    config = tmp_path / "max.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert planned_jobs(tmp_path, "--configfile", str(config), "features") == {
+        "features_partition": 3,
+        "features": 1,
+    }
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(config), "features")
+    for partition in ("alpha", "beta", "gamma"):
+        clean = pd.read_parquet(tmp_path / "results" / "clean" / f"{partition}.parquet")
+        panel = pd.read_parquet(tmp_path / "results" / "features" / f"{partition}.parquet")
+        mean_panel = pd.read_parquet(
+            synthetic_run / "results" / "features" / f"{partition}.parquet"
+        )
+        assert len(panel) == len(clean) == len(mean_panel)
+        np.testing.assert_allclose(panel["y"], clean["value_max"].to_numpy(), equal_nan=True)
+        observed = panel["y"].notna() & mean_panel["y"].notna()
+        assert (panel.loc[observed, "y"] >= mean_panel.loc[observed, "y"] - 1e-9).all()
+        assert (panel.loc[observed, "y"] > mean_panel.loc[observed, "y"]).any()
 
 
 def _local_copy(tmp_path: Path, names: list[str]) -> Path:

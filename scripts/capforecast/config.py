@@ -96,7 +96,20 @@ def validated_config(
         raise ConfigError(_key_path(err), shown)
     cfg = _fill_defaults(cfg, schema)
     _check_semantics(cfg)
-    return cfg
+    return sorted_keys(cfg)
+
+
+def sorted_keys(value: Any) -> Any:
+    """``value`` with every dict's keys sorted, recursively (lists keep their order).
+
+    Snakemake compares a job's params with the last run's by their text, so the same settings
+    written in another key order (a reformatted YAML file) would rerun every job from scratch.
+    """
+    if isinstance(value, Mapping):
+        return {key: sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [sorted_keys(item) for item in value]
+    return value
 
 
 def _check_semantics(cfg: Mapping[str, Any]) -> None:
