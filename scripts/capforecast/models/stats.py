@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from statistics import NormalDist
 from typing import Any
 
@@ -53,18 +54,17 @@ logger = logging.getLogger(__name__)
 # non-seasonal ETS, flagged in model_used.
 MAX_ETS_SEASON = 24
 ALIAS = "model"  # statsforecast column prefix for whichever model runs
-# AutoETS searches additive-error forms only: on the NAB fixture (K = 3, H = 24, normal
-# intervals) this gave MASE / WQL relgm 0.58 / 0.66 against 0.70 / 0.68 for the full "ZZZ"
-# search, in a third of the time (84 vs 256 ms per fit at 336 hourly points): multiplicative
-# errors are unstable on metrics with near-zero troughs and one-off bursts. The accuracy
-# benchmark runs the untouched AutoETS as a peer.
-ETS_SEARCH = "AZZ"
-# Whether a seasonal form is used is decided by the seasonality test (``has_seasonality``), not
-# by AIC: with 24 seasonal states to pay for, AIC picked flat non-seasonal forms for most of the
-# clearly daily synthetic fleet (MASE / WQL relgm 1.61 / 1.27 there; with the test 0.89 / 0.72).
-# On NAB the test costs AutoETS alone 0.59 / 0.50 -> 0.68 / 0.55, and `selected` nothing
+# Error and trend part of the AutoETS search: additive errors, any trend. On the NAB fixture
+# (K = 3, H = 24, normal intervals) additive errors gave MASE / WQL relgm 0.58 / 0.66 against
+# 0.70 / 0.68 for the full "ZZZ" search, in a third of the time (84 vs 256 ms per fit at 336
+# hourly points): multiplicative errors are unstable on metrics with near-zero troughs and
+# one-off bursts. The accuracy benchmark runs the untouched AutoETS as a peer.
+# The season part is decided by the seasonality test (``has_seasonality``), not by AIC: with 24
+# seasonal states to pay for, AIC picked flat non-seasonal forms for most of the clearly daily
+# synthetic fleet (MASE / WQL relgm 1.61 / 1.27 there; with the test 0.89 / 0.72). On NAB the
+# test costs AutoETS alone 0.59 / 0.50 -> 0.68 / 0.55, and `selected` nothing
 # (0.615 / 0.510 -> 0.621 / 0.513).
-ETS_SEASON_TEST = True
+ETS_SEARCH = "AZ"
 # "empirical": quantile shape from each series' in-sample residuals (see series_quantiles);
 # "normal": statsforecast's own intervals (what the peers in capforecast.models.peers use).
 INTERVALS = "empirical"
@@ -115,22 +115,24 @@ def interval_levels(quantiles: tuple[float, ...]) -> dict[float, tuple[str, floa
 
 
 def autoets_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+    if request.season > MAX_ETS_SEASON:
+        frame = statsforecast_forecast(request, _ets_for_series(1), "autoets_nonseasonal")
+        return frame.assign(model_used=model_used_label("autoets", "nonseasonal: season > 24"))
+    return statsforecast_forecast(request, _ets_for_series(request.season), "autoets")
+
+
+def _ets_for_series(season: int) -> Callable[[np.ndarray, str | None], Any]:
+    """The AutoETS to fit on a series: its earlier window's form, or a search over ETS_SEARCH
+    with the season part decided by the seasonality test (see ETS_SEARCH)."""
     from statsforecast.models import AutoETS
 
-    if request.season > MAX_ETS_SEASON:
-        model = AutoETS(season_length=1, model=ETS_SEARCH, alias=ALIAS)
-        frame = statsforecast_forecast(request, model, "autoets_nonseasonal")
-        return frame.assign(model_used=model_used_label("autoets", "nonseasonal: season > 24"))
-    season = request.season
+    def choose(y: np.ndarray, form: str | None) -> Any:
+        if form is not None:
+            return with_model_form(AutoETS(season_length=season, alias=ALIAS), form)
+        season_part = "A" if has_seasonality(y, season) else "N"
+        return AutoETS(season_length=season, model=ETS_SEARCH + season_part, alias=ALIAS)
 
-    def search_for(y: np.ndarray) -> Any:
-        # AIC with 24 seasonal states often prefers a flat non-seasonal model on a clearly
-        # daily series; the seasonality test decides the season part instead.
-        seasonal = has_seasonality(y, season) if ETS_SEASON_TEST else True
-        form = ETS_SEARCH[:2] + ("A" if seasonal else "N") if ETS_SEASON_TEST else ETS_SEARCH
-        return AutoETS(season_length=season, model=form, alias=ALIAS)
-
-    return statsforecast_forecast(request, search_for, "autoets")
+    return choose
 
 
 def autotheta_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
@@ -199,11 +201,11 @@ def statsforecast_forecast(
 ) -> pd.DataFrame:
     """Fit ``model`` on every series of the request and read the requested quantiles.
 
-    Quantiles follow ``intervals`` (default ``INTERVALS``; see ``series_quantiles``). With
-    ``request.fitted_models`` (a backtest) and a ``cache_key``, a series fitted in an earlier
-    window under that key is
-    refitted in the model form it chose there (``model_form``: the model search runs once per
-    series, parameters are re-estimated on every window).
+    ``model`` is a statsforecast model, or a function ``(y, form) -> model`` choosing one per
+    series, where ``form`` is what the series chose in an earlier window of a backtest
+    (``request.fitted_models`` under ``cache_key``; None otherwise): the model search then runs
+    once per series and later windows only re-estimate that form's parameters. Quantiles
+    follow ``intervals`` (default ``INTERVALS``; see ``series_quantiles``).
     """
     history = request.history
     cache = request.fitted_models if cache_key is not None else None
@@ -211,9 +213,7 @@ def statsforecast_forecast(
     for sid, group in history.groupby("series_id", sort=False):
         y = fill_missing(group["y"].to_numpy(dtype=float))
         form = cache.get((cache_key, str(sid))) if cache is not None else None
-        # ``model`` is a statsforecast model, or a function choosing one from the series.
-        base = model if hasattr(model, "fit") else model(y)
-        template = base if form is None else with_model_form(base, form)
+        template = model if hasattr(model, "fit") else model(y, form)
         ids.append(str(sid))
         jobs.append((template, y))
     shape = intervals or INTERVALS
@@ -304,7 +304,7 @@ def _run_jobs(
     # Interleaved chunks spread long and short series evenly over the workers.
     n_chunks = n_jobs * 4
     chunks = [jobs[i::n_chunks] for i in range(n_chunks)]
-    positions = [list(range(len(jobs)))[i::n_chunks] for i in range(n_chunks)]
+    positions = [range(len(jobs))[i::n_chunks] for i in range(n_chunks)]
     context = multiprocessing.get_context("fork")
     results: list[Any] = [None] * len(jobs)
     with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
@@ -322,40 +322,21 @@ def _run_jobs(
 
 
 def model_form(fitted: Any) -> str | None:
-    """The model form a fitted AutoETS / AutoTheta chose.
-
-    AutoETS: its components, e.g. ``"AAAD"`` (error, trend, season, damped) or ``"ANAN"``;
-    AutoTheta: its variant (``STM``, ``OTM``, ``DSTM``, ``DOTM``); None for other models.
-    """
-    found = getattr(fitted, "model_", None)
-    if not isinstance(found, dict):
-        return None
-    if "modeltype" in found:
-        return str(found["modeltype"])
-    components = found.get("components")
-    return str(components) if isinstance(components, str) else None
+    """The form a fitted AutoETS chose: its components, e.g. ``"AAAD"`` (error, trend, season,
+    damped) or ``"ANAN"``; None for other models."""
+    found = getattr(fitted, "model_", None)  # a dict for ETS and Theta, a frame for MSTL
+    components = found.get("components") if isinstance(found, dict) else None
+    return components if isinstance(components, str) else None
 
 
-def with_model_form(template: Any, form: str | None) -> Any:
-    """A fresh copy of ``template`` restricted to ``form`` (see ``model_form``)."""
-    from statsforecast.models import AutoETS, AutoTheta
+def with_model_form(template: Any, form: str) -> Any:
+    """A copy of the AutoETS ``template`` restricted to ``form`` (see ``model_form``)."""
+    from statsforecast.models import AutoETS
 
-    if form is None:
-        return template.new()
-    if isinstance(template, AutoTheta):
-        return AutoTheta(
-            season_length=template.season_length,
-            decomposition_type=template.decomposition_type,
-            model=form,
-            alias=template.alias,
-        )
-    if isinstance(template, AutoETS):
-        # components: error, trend, season, damped ("MNMN", "AAAD"); AutoETS takes the first
-        # three as ``model`` and the damping separately.
-        return AutoETS(
-            season_length=template.season_length,
-            model=form[:3],
-            damped=form[3:4] == "D" if form[1] != "N" else None,
-            alias=template.alias,
-        )
-    return template.new()
+    # AutoETS takes error, trend and season as ``model`` and the damping separately.
+    return AutoETS(
+        season_length=template.season_length,
+        model=form[:3],
+        damped=form[3:4] == "D" if form[1] != "N" else None,
+        alias=template.alias,
+    )
