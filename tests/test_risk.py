@@ -5,11 +5,14 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from capforecast import resample, validate
+from capforecast.config import validated_config
 from capforecast.contracts import CLEAN_COLUMNS, RESOURCE_COLUMNS, quantile_column
 from capforecast.errors import ConfigError, ForecastInputError
 from capforecast.rightsizing import HOURS_PER_MONTH
@@ -62,15 +65,18 @@ def fan(resource_id: str, metric: str, mean, sd: float = 0.0, start=START) -> pd
     return frame
 
 
-def history(resource_id: str, metric: str, values, *, value_max=None, hours=None) -> pd.DataFrame:
-    """Cleaned hourly history ending one hour before START."""
+def history(
+    resource_id: str, metric: str, values, *, value_max=None, hours=None, lag_hours: int = 0
+) -> pd.DataFrame:
+    """Cleaned hourly history ending one hour (plus ``lag_hours``) before START."""
     values = np.asarray(values, dtype=float)
     if hours is not None:
         values = np.resize(values, hours)
     n = len(values)
+    end = START - lag_hours * HOUR
     frame = pd.DataFrame(
         {
-            "timestamp": pd.date_range(START - n * HOUR, periods=n, freq="h"),
+            "timestamp": pd.date_range(end - n * HOUR, periods=n, freq="h"),
             "resource_id": resource_id,
             "metric": metric,
             "value": values,
@@ -313,9 +319,9 @@ def test_service_overrides_change_the_thresholds_of_one_service():
 
 
 def test_recommended_instance_count_on_a_hand_computed_service():
-    # Two mid.2x (2 vCPU, 8 GiB) at CPU P90 84 % and memory P90 50 %.
-    # CPU: 2 x 0.84 x 2 = 3.36 vCPU; one instance at 70 % target = 1.4 vCPU -> ceil(2.4) = 3;
-    #      buffer 10 %: ceil(3.3) = 4.  Memory: 2 x 0.5 x 8 = 8 GiB / 5.6 -> 2; ceil(2.2) = 3.
+    # Two mid.2x (2 vCPU, 8 GiB) at CPU P90 84 % and memory P90 50 %, rounded once:
+    # CPU: 2 x 0.84 x 2 = 3.36 vCPU x 1.1 (buffer) = 3.696 / 1.4 vCPU per instance at the 70 %
+    #      target = 2.64 -> 3.  Memory: 2 x 0.5 x 8 = 8 GiB x 1.1 / 5.6 GiB = 1.57 -> 2.
     forecasts = pd.concat(
         [fan(r, CPU, flat(84)) for r in ("w1", "w2")]
         + [fan(r, MEM, flat(50)) for r in ("w1", "w2")]
@@ -326,18 +332,18 @@ def test_recommended_instance_count_on_a_hand_computed_service():
     web = plan.loc["web"]
     assert web["cpu_peak_demand_p90_vcpu"] == pytest.approx(3.36)
     assert web["memory_peak_demand_p90_gib"] == pytest.approx(8.0)
-    assert web["cpu_required_instances"] == 4
-    assert web["memory_required_instances"] == 3
-    assert web["recommended_instances"] == 4
+    assert web["cpu_required_instances"] == 3
+    assert web["memory_required_instances"] == 2
+    assert web["recommended_instances"] == 3
     assert web["binding_dimension"] == "cpu"
     assert web["current_instances"] == 2
     assert web["advice"] == "scale_out"
-    assert web["monthly_cost_delta_usd"] == pytest.approx(2 * 0.10 * HOURS_PER_MONTH)
+    assert web["monthly_cost_delta_usd"] == pytest.approx(1 * 0.10 * HOURS_PER_MONTH)
     assert not web["below_observed_peak"]
 
 
 def test_scale_in_below_the_observed_peak_is_flagged():
-    # Forecast 10 % CPU, 10 % memory on 3 instances: 0.6 vCPU -> 1 instance (buffer: ceil(1.1) = 2).
+    # Forecast 10 % CPU, 10 % memory on 3 instances: 0.6 vCPU x 1.1 / 1.4 = 0.47 -> 1 instance.
     # The history peaked at 95 % CPU: 3 x 0.95 x 2 = 5.7 vCPU -> ceil(5.7 / 1.4) = 5 instances.
     ids = ("w1", "w2", "w3")
     forecasts = pd.concat([fan(r, m, flat(10)) for r in ids for m in (CPU, MEM)])
@@ -347,7 +353,7 @@ def test_scale_in_below_the_observed_peak_is_flagged():
     )
     table = resources(*[(r, "web", "mid.2x") for r in ids])
     web = assess_risk(forecasts, past, table, config()).service_capacity.iloc[0]
-    assert web["recommended_instances"] == 2
+    assert web["recommended_instances"] == 1
     assert web["advice"] == "scale_in"
     assert web["observed_peak_instances"] == 5
     assert web["below_observed_peak"]
@@ -356,8 +362,8 @@ def test_scale_in_below_the_observed_peak_is_flagged():
 
 def test_right_sizing_picks_the_cheapest_adequate_type_with_exact_cost():
     # big.4x (4 vCPU, 16 GiB, 0.20 $/h) at P90 10 % CPU and 15 % memory: 0.4 vCPU, 2.4 GiB.
-    # At most 70 % needs >= 0.571 vCPU and >= 3.43 GiB: tight.1x (3 GiB -> 80 %, 0.03 $/h)
-    # fails; small.2x (2 vCPU 20 %, 4 GiB 60 %) at 0.04 $/h is the cheapest that fits, cheaper
+    # Peak + 10 % buffer at most 70 % needs >= 0.629 vCPU and >= 3.77 GiB: tight.1x (3 GiB)
+    # fails; small.2x (2 vCPU 22 %, 4 GiB 66 %) at 0.04 $/h is the cheapest that fits, cheaper
     # than the smaller lean.1x (0.045 $/h).
     forecasts, past, table = one_resource(flat(10), flat(15), instance_type="big.4x")
     result = assess_risk(forecasts, past, table, config())
@@ -379,7 +385,8 @@ def test_right_sizing_grows_an_under_provisioned_type_to_the_cheapest_larger_fit
     # (CPU 42.5 %, 0.15 $/h) and big.4x (0.20 $/h); small.2x has less memory and is excluded.
     forecasts, past, table = one_resource(flat(85), flat(40))
     cpu = row(assess_risk(forecasts, past, table, config()).risk_report, "r1", CPU)
-    assert cpu["sizing"] == "under_provisioned"
+    assert cpu["finding"] == "at_risk"  # 85 % is above the 80 % critical level
+    assert cpu["sizing"] == "upsize"
     assert cpu["recommended_instance_type"] == "wide.4x"
     assert cpu["monthly_cost_delta_usd"] == pytest.approx((0.15 - 0.10) * 730)
 
@@ -469,17 +476,6 @@ def test_quality_table_supplies_history_length_and_pegging_without_history():
     assert cpu["saturated"] and not mem["saturated"]
 
 
-def test_a_series_whose_data_ended_early_is_marked():
-    forecasts, past, table = one_resource(flat(30), flat(30))
-    early = fan("r2", CPU, flat(30), start=START - 24 * HOUR)
-    early_mem = fan("r2", MEM, flat(30), start=START - 24 * HOUR)
-    table = pd.concat([table, resources(("r2", "web", "mid.2x"))])
-    result = assess_risk(pd.concat([forecasts, early, early_mem]), past, table, config())
-    assert "stopped_reporting" in row(result.risk_report, "r2", CPU)["metric_reason_codes"]
-    assert "stopped_reporting" not in row(result.risk_report, "r1", CPU)["metric_reason_codes"]
-    assert result.summary["generated_at"] == START.isoformat()
-
-
 # --- report layout and summary ----------------------------------------------------------------
 
 
@@ -560,12 +556,6 @@ def test_forecasts_without_selected_rows_are_rejected():
         assess_risk(forecasts.assign(model="autoets"), past, table, config())
 
 
-def test_a_missing_dimension_metric_is_named():
-    forecasts, past, table = one_resource(flat(30), flat(30))
-    with pytest.raises(ForecastInputError, match="'memory_utilization' is missing entirely"):
-        assess_risk(forecasts[forecasts["metric"] == CPU], past, table, config())
-
-
 def test_instance_type_absent_from_the_catalogue_is_named():
     forecasts, past, _ = one_resource(flat(30), flat(30))
     table = resources(("r1", "web", None)).assign(instance_type="x9.huge")
@@ -610,23 +600,420 @@ def test_out_of_range_service_override_is_rejected():
         assess_risk(forecasts, past, table, cfg)
 
 
-def test_a_stopped_series_never_drives_an_action():
-    """A decommissioned instance whose last forecast crossed critical is not the top risk."""
-    forecasts, past, table = one_resource(flat(30), flat(30))
-    ramp = 60.0 + 1.0 * np.arange(96)  # crosses 90 (critical) after 30 h
-    early = fan("r2", CPU, ramp, start=START - 72 * HOUR)
-    early_mem = fan("r2", MEM, flat(30), start=START - 72 * HOUR)
-    live = fan("r3", CPU, ramp, start=START)
-    live_mem = fan("r3", MEM, flat(30), start=START)
-    table = pd.concat([table, resources(("r2", "web", "mid.2x"), ("r3", "web", "mid.2x"))])
-    result = assess_risk(
-        pd.concat([forecasts, early, early_mem, live, live_mem]), past, table, config()
+# --- live, lagging and stopped series --------------------------------------------------------
+
+
+def lagging_resource(resource_id: str, lag: int, cpu_mean, mem_mean):
+    """Forecasts and 14 days of history of a mid.2x whose data ends ``lag`` hours early."""
+    start = START - lag * HOUR
+    forecasts = pd.concat(
+        [fan(resource_id, CPU, cpu_mean, start=start), fan(resource_id, MEM, mem_mean, start=start)]
     )
-    stopped, running = row(result.risk_report, "r2", CPU), row(result.risk_report, "r3", CPU)
-    assert stopped["p_breach_critical"] == pytest.approx(running["p_breach_critical"])
-    assert running["finding"] == "at_risk" and running["metric_risk_score"] == 4
-    assert stopped["metric_finding"] == "optimized"
-    assert stopped["metric_risk_score"] == 0
-    assert not stopped["act_now"]
-    assert pd.isna(stopped["recommended_instance_type"])  # nothing to right-size any more
-    assert result.risk_report.iloc[0]["resource_id"] == "r3"
+    past = pd.concat(
+        [history(resource_id, m, [50.0], hours=336, lag_hours=lag) for m in (CPU, MEM)]
+    )
+    return forecasts, past, resources((resource_id, "web", "mid.2x"))
+
+
+@pytest.mark.parametrize("lag", [1, 23, 24])
+def test_a_series_ending_up_to_the_gap_before_the_fleet_is_live_and_scored(lag):
+    forecasts, past, table = one_resource(flat(30), flat(30))
+    cpu_ramp = 60.0 + np.arange(96)  # critical 80 after 20 h of its own forecast
+    mem_ramp = 95.0 + 0.5 * np.arange(96)  # 100 % after 10 h
+    late_fc, late_past, late_table = lagging_resource("r2", lag, cpu_ramp, mem_ramp)
+    result = assess_risk(
+        pd.concat([forecasts, late_fc]),
+        pd.concat([past, late_past]),
+        pd.concat([table, late_table]),
+        config(),
+    )
+    cpu, mem = row(result.risk_report, "r2", CPU), row(result.risk_report, "r2", MEM)
+    assert cpu["finding"] == "at_risk" and cpu["metric_risk_score"] == 4
+    assert cpu["reporting_lag_hours"] == lag
+    assert cpu["last_observed"] == START - (lag + 1) * HOUR
+    assert f"reporting_lag_{lag}h" in cpu["metric_reason_codes"]
+    assert "stopped" not in cpu["reason_codes"]
+    # ETAs are absolute times on the series' own forecast; act_by and days_until_full are
+    # measured from the fleet's forecast start (START), never negative.
+    eta = START + (20 - lag) * HOUR
+    assert cpu["eta_p50"] == eta
+    assert cpu["act_by"] == eta - pd.Timedelta(days=3) and cpu["act_by_basis"] == "critical"
+    assert cpu["act_now"]
+    assert mem["days_until_full"] == pytest.approx(max(0.0, (10 - lag) / 24))
+    assert result.summary["findings"]["stopped_reporting"] == 0
+    assert result.summary["top_at_risk"][0]["resource_id"] == "r2"
+    assert "r2" in set(result.daily_breach["resource_id"])
+
+
+def test_a_missing_last_hourly_sample_does_not_hide_a_series():
+    """The issue's case: the last bin of one series is a gap (missing or quarantined)."""
+    forecasts, past, table = one_resource(flat(30), flat(30))
+    ramp = 60.0 + np.arange(96)
+    gappy = pd.concat([fan("r2", CPU, ramp), fan("r2", MEM, flat(30))])
+    gappy_past = pd.concat([history("r2", m, [50.0], hours=336) for m in (CPU, MEM)])
+    last_bin = gappy_past["timestamp"] == gappy_past["timestamp"].max()
+    gappy_past.loc[last_bin, ["value", "value_max"]] = np.nan
+    gappy_past.loc[last_bin, "is_gap"] = True
+    result = assess_risk(
+        pd.concat([forecasts, gappy]),
+        pd.concat([past, gappy_past]),
+        pd.concat([table, resources(("r2", "web", "mid.2x"))]),
+        config(),
+    )
+    cpu = row(result.risk_report, "r2", CPU)
+    assert cpu["reporting_lag_hours"] == 1
+    assert cpu["finding"] == "at_risk" and cpu["risk_score"] == 4
+
+
+@pytest.mark.parametrize("lag", [25, 72])
+def test_a_series_silent_for_longer_than_the_gap_stopped_reporting(lag):
+    forecasts, past, table = one_resource(flat(30), flat(30))
+    ramp = 60.0 + np.arange(96)  # would be at risk, were it live
+    late_fc, late_past, late_table = lagging_resource("r2", lag, ramp, flat(30))
+    inputs = (
+        pd.concat([forecasts, late_fc]),
+        pd.concat([past, late_past]),
+        pd.concat([table, late_table]),
+    )
+    result = assess_risk(*inputs, config())
+    for metric in (CPU, MEM):
+        stopped = row(result.risk_report, "r2", metric)
+        assert stopped["finding"] == stopped["metric_finding"] == "stopped_reporting"
+        assert stopped["risk_score"] == 0 and stopped["metric_risk_score"] == 0
+        assert pd.isna(stopped["act_by"]) and pd.isna(stopped["act_by_basis"])
+        assert not stopped["act_now"]
+        assert pd.isna(stopped["recommended_instance_type"])  # never sized
+    # Its forecast stays on record (P(critical) = 1) but drives nothing.
+    assert row(result.risk_report, "r2", CPU)["p_breach_critical"] == 1.0
+    assert set(result.daily_breach["resource_id"]) == {"r1"}
+    summary = result.summary
+    assert summary["findings"] == {
+        "at_risk": 0,
+        "under_provisioned": 0,
+        "over_provisioned": 0,
+        "optimized": 1,
+        "stopped_reporting": 1,
+    }
+    assert sum(summary["risk_scores"].values()) == summary["scored_resources"] == 1
+    assert summary["stopped_series"] == 2
+    assert summary["stopped_reporting"] == [
+        {
+            "resource_id": "r2",
+            "service": "web",
+            "last_observed": (START - (lag + 1) * HOUR).isoformat(),
+            "reporting_lag_hours": lag,
+        }
+    ]
+    assert summary["top_at_risk"] == []
+    # The capacity plan sums live demand only: r1's 30 % of 2 vCPU.
+    web = result.service_capacity.iloc[0]
+    assert web["cpu_peak_demand_p90_vcpu"] == pytest.approx(0.6)
+    assert "1 instance(s) without a live CPU or memory forecast" in web["note"]
+    # A longer configured gap makes the same series live, and at risk.
+    relaxed = assess_risk(*inputs, config(stopped_reporting_hours=lag + 1))
+    assert row(relaxed.risk_report, "r2", CPU)["finding"] == "at_risk"
+
+
+def test_stopped_reporting_hours_has_a_schema_default_and_is_validated():
+    assert validated_config({})["risk"]["stopped_reporting_hours"] == 24
+    with pytest.raises(ConfigError, match=re.escape("'risk.stopped_reporting_hours'")):
+        validated_config({"risk": {"stopped_reporting_hours": 0}})
+
+
+# --- right-sizing that does no harm -----------------------------------------------------------
+
+
+def pegged_cpu_history(resource_id: str = "r1") -> pd.DataFrame:
+    """14 days of CPU history whose last 36 hours sit at the ceiling, calm memory."""
+    return pd.concat(
+        [
+            history(resource_id, CPU, np.r_[np.full(300, 10.0), np.full(36, 100.0)]),
+            history(resource_id, MEM, [10.0], hours=336),
+        ]
+    )
+
+
+def test_a_pegged_resource_is_upsized_never_downsized():
+    # A calm 10 % forecast of a CPU pegged for 36 hours: the forecast is a lower bound of the
+    # demand (the old rule shrank such VMs to the cheapest type).
+    forecasts, _, table = one_resource(flat(10), flat(10))
+    cpu = row(assess_risk(forecasts, pegged_cpu_history(), table, config()).risk_report, "r1", CPU)
+    assert cpu["saturated"] and cpu["finding"] == "under_provisioned"
+    # Cheapest type with more vCPU than mid.2x and at least its 8 GiB: wide.4x.
+    assert cpu["sizing"] == "upsize" and cpu["recommended_instance_type"] == "wide.4x"
+    assert cpu["monthly_cost_delta_usd"] == pytest.approx((0.15 - 0.10) * HOURS_PER_MONTH)
+    assert "cpu_pegged_upsize" in cpu["reason_codes"]
+    # Already at the catalogue's most vCPU: hold (scale out / investigate), never smaller.
+    big_fc, _, big_table = one_resource(flat(10), flat(10), instance_type="big.4x")
+    big = row(assess_risk(big_fc, pegged_cpu_history(), big_table, config()).risk_report, "r1", CPU)
+    assert big["sizing"] == "hold" and big["recommended_instance_type"] == "big.4x"
+    assert big["monthly_cost_delta_usd"] == 0
+    assert "largest_type_in_catalogue" in big["reason_codes"]
+
+
+def test_a_resource_pegged_earlier_in_its_history_is_not_over_provisioned():
+    # A big.4x idle now, whose hourly CPU maxima hit 100 % in every third hour of its first
+    # week (11 % of its 3 weeks; the last week is calm, so it is not saturated now).
+    hours = 21 * 24
+    maxima = np.where((np.arange(hours) < 168) & (np.arange(hours) % 3 == 0), 100.0, 30.0)
+    forecasts, _, table = one_resource(flat(10), flat(10), instance_type="big.4x")
+    past = pd.concat(
+        [
+            history("r1", CPU, [10.0], hours=hours, value_max=maxima),
+            history("r1", MEM, [10.0], hours=hours),
+        ]
+    )
+    result = assess_risk(forecasts, past, table, config())
+    cpu = row(result.risk_report, "r1", CPU)
+    assert not cpu["saturated"] and cpu["pegged_in_history"]
+    assert cpu["metric_finding"] == "optimized"
+    assert "pegged_in_history" in cpu["metric_reason_codes"]
+    assert cpu["sizing"] == "hold" and cpu["monthly_cost_delta_usd"] == 0
+    assert result.summary["total_monthly_savings_usd"] == 0
+    # The same idle resource without those peaks is over-provisioned and shrunk.
+    calm = past.assign(value_max=past["value"])
+    shrunk = row(assess_risk(forecasts, calm, table, config()).risk_report, "r1", CPU)
+    assert shrunk["finding"] == "over_provisioned" and shrunk["sizing"] == "downsize"
+
+
+def test_a_resource_short_on_disk_is_never_shrunk():
+    forecasts, past, table = one_resource(flat(10), flat(10), instance_type="big.4x")
+    disk = fan("r1", DISK, flat(85))  # above the 80 % warning level the whole horizon
+    disk_past = history("r1", DISK, [85.0], hours=336)
+    report = assess_risk(
+        pd.concat([forecasts, disk]), pd.concat([past, disk_past]), table, config()
+    ).risk_report
+    cpu = row(report, "r1", CPU)
+    assert cpu["metric_finding"] == "over_provisioned"  # CPU alone would be shrunk
+    assert cpu["finding"] == "under_provisioned"
+    assert cpu["sizing"] == "hold" and cpu["recommended_instance_type"] == "big.4x"
+    assert "capacity_needed_elsewhere" in cpu["reason_codes"]
+
+
+def test_right_sizing_never_shrinks_a_resource_that_needs_capacity():
+    """Every catalogue type x CPU x memory level: only over-provisioned resources get cheaper,
+    and nothing that needs capacity gets less of any dimension or a lower price."""
+    levels = (10.0, 50.0, 75.0, 92.0)
+    fleet = [
+        (f"{kind}-{cpu:g}-{mem:g}", kind, cpu, mem)
+        for kind in CATALOGUE
+        for cpu in levels
+        for mem in levels
+    ]
+    forecasts = pd.concat(
+        [fan(r, CPU, flat(cpu), sd=2.0) for r, _, cpu, _ in fleet]
+        + [fan(r, MEM, flat(mem), sd=2.0) for r, _, _, mem in fleet]
+    )
+    past = pd.concat(
+        [history(r, CPU, [cpu], hours=336) for r, _, cpu, _ in fleet]
+        + [history(r, MEM, [mem], hours=336) for r, _, _, mem in fleet]
+    )
+    table = resources(*[(r, "web", kind) for r, kind, _, _ in fleet])
+    report = assess_risk(forecasts, past, table, config()).risk_report
+    per_resource = report.drop_duplicates("resource_id").set_index("resource_id")
+    catalogue = pd.DataFrame(CATALOGUE).T.astype({"vcpu": float, "memory_gib": float})
+    now = catalogue.loc[per_resource["instance_type"]].set_index(per_resource.index)
+    new = catalogue.loc[per_resource["recommended_instance_type"]].set_index(per_resource.index)
+    needy = per_resource["finding"].isin(["at_risk", "under_provisioned"])
+    assert needy.sum() > 40 and (per_resource["finding"] == "over_provisioned").sum() > 0
+    for column in ("vcpu", "memory_gib", "hourly_price_usd"):
+        assert (new.loc[needy, column] >= now.loc[needy, column]).all(), column
+    cheaper = per_resource["monthly_cost_delta_usd"] < 0
+    assert cheaper.any()
+    assert (per_resource.loc[cheaper, "finding"] == "over_provisioned").all()
+
+
+@pytest.mark.parametrize(("buffer_pct", "expected"), [(0, "small.2x"), (10, "mid.2x")])
+def test_right_sizing_keeps_the_buffer_above_the_forecast_peak(buffer_pct, expected):
+    # big.4x (4 vCPU, 16 GiB) at P90 10 % CPU and 17 % memory = 2.72 GiB: 68 % of small.2x's
+    # 4 GiB is under the 70 % target alone but 74.8 % with a 10 % buffer; mid.2x's 8 GiB
+    # (34 %, 37.4 % with the buffer) is the cheapest that keeps it.
+    forecasts, past, table = one_resource(flat(10), flat(17), instance_type="big.4x")
+    cfg = config(buffer_pct=buffer_pct)
+    cpu = row(assess_risk(forecasts, past, table, cfg).risk_report, "r1", CPU)
+    assert cpu["finding"] == "over_provisioned" and cpu["sizing"] == "downsize"
+    assert cpu["recommended_instance_type"] == expected
+
+
+@pytest.mark.parametrize(
+    ("observed", "missing", "capacity", "expected"),
+    [(CPU, "memory", "memory_gib", "mem.2x"), (MEM, "cpu", "vcpu", "wide.4x")],
+)
+def test_an_unobserved_dimension_does_not_veto_and_is_never_shrunk(
+    observed, missing, capacity, expected
+):
+    # A big.4x idling at 12 % on its only observed dimension (CloudWatch without the agent has
+    # no memory): over-provisioned on what is seen; candidates keep the unseen dimension.
+    cfg = config()
+    cfg["catalogue"] = {
+        **CATALOGUE,
+        "mem.2x": {"vcpu": 2, "memory_gib": 16, "hourly_price_usd": 0.12, "family": "mem"},
+    }
+    result = assess_risk(
+        fan("r1", observed, flat(12)),
+        history("r1", observed, [12.0], hours=336),
+        resources(("r1", "web", "big.4x")),
+        cfg,
+    )
+    seen = row(result.risk_report, "r1", observed)
+    assert seen["finding"] == "over_provisioned"
+    assert f"{missing}_not_observed" in seen["reason_codes"]
+    assert f"{missing}_not_shrunk" in seen["reason_codes"]
+    assert seen["sizing"] == "downsize" and seen["recommended_instance_type"] == expected
+    assert cfg["catalogue"][expected][capacity] >= CATALOGUE["big.4x"][capacity]
+    assert seen["monthly_cost_delta_usd"] < 0
+    assert f"{missing} not sized" in result.service_capacity.iloc[0]["note"]
+
+
+# --- service capacity rounds once --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("buffer_pct", [0, 10])
+def test_a_service_at_exactly_its_target_gets_no_extra_instance(buffer_pct):
+    # Ten mid.2x whose P90 CPU plus buffer is exactly the 70 % target: ten instances are right
+    # (rounding twice, ceil(ceil(9.09) x 1.1) = 11, added one to every loaded service).
+    ids = [f"w{i}" for i in range(10)]
+
+    def plan(level: float) -> pd.Series:
+        forecasts = pd.concat(
+            [fan(r, CPU, flat(level)) for r in ids] + [fan(r, MEM, flat(30)) for r in ids]
+        )
+        past = pd.concat([history(r, m, [30.0], hours=336) for r in ids for m in (CPU, MEM)])
+        table = resources(*[(r, "web", "mid.2x") for r in ids])
+        cfg = config(buffer_pct=buffer_pct)
+        return assess_risk(forecasts, past, table, cfg).service_capacity.iloc[0]
+
+    at_target = 70.0 / (1 + buffer_pct / 100)
+    web = plan(at_target)
+    assert web["cpu_required_instances"] == 10
+    assert web["recommended_instances"] == 10 and web["advice"] == "hold"
+    assert web["monthly_cost_delta_usd"] == 0
+    assert plan(at_target * 1.01)["recommended_instances"] == 11
+
+
+def test_a_service_with_a_pegged_instance_is_never_told_to_scale_in():
+    ids = ("w1", "w2", "w3")
+    forecasts = pd.concat([fan(r, m, flat(10)) for r in ids for m in (CPU, MEM)])
+    past = pd.concat(
+        [pegged_cpu_history("w1")]
+        + [history(r, m, [10.0], hours=336) for r in ids[1:] for m in (CPU, MEM)]
+    )
+    table = resources(*[(r, "web", "mid.2x") for r in ids])
+    web = assess_risk(forecasts, past, table, config()).service_capacity.iloc[0]
+    assert web["saturated"]
+    assert web["recommended_instances"] == 3 and web["advice"] == "hold"
+    assert "no scale-in while instances are pegged" in web["note"]
+
+
+# --- honest summary ---------------------------------------------------------------------------
+
+
+def test_summary_counts_at_risk_by_finding_and_savings_from_over_provisioned_only():
+    specs = {
+        "a1": ("mid.2x", 60.0 + 0.5 * np.arange(96), flat(40)),  # crosses critical 80
+        "u1": ("mid.2x", flat(75), flat(40)),  # above target and warning, P(critical) = 0
+        "o1": ("big.4x", flat(10), flat(10)),  # idle: shrink to tight.1x (0.03 USD/h)
+    }
+    forecasts = pd.concat(
+        [fan(r, CPU, cpu) for r, (_, cpu, _) in specs.items()]
+        + [fan(r, MEM, mem) for r, (_, _, mem) in specs.items()]
+    )
+    past = pd.concat(
+        [history(r, CPU, cpu[:1], hours=336) for r, (_, cpu, _) in specs.items()]
+        + [history(r, MEM, mem[:1], hours=336) for r, (_, _, mem) in specs.items()]
+    )
+    table = resources(*[(r, "web", kind) for r, (kind, _, _) in specs.items()])
+    stopped_fc, stopped_past, stopped_table = lagging_resource("s1", 48, flat(10), flat(10))
+    result = assess_risk(
+        pd.concat([forecasts, stopped_fc]),
+        pd.concat([past, stopped_past]),
+        pd.concat([table, stopped_table]),
+        config(),
+    )
+    summary = result.summary
+    assert summary["findings"] == {
+        "at_risk": 1,
+        "under_provisioned": 1,
+        "over_provisioned": 1,
+        "optimized": 0,
+        "stopped_reporting": 1,
+    }
+    assert {top["resource_id"] for top in summary["top_at_risk"]} == {"a1"}
+    assert row(result.risk_report, "u1", CPU)["p_breach_critical"] == 0
+    shrink = (0.03 - 0.20) * HOURS_PER_MONTH
+    grow = (0.15 - 0.10) * HOURS_PER_MONTH  # u1 and a1 both move to wide.4x
+    assert summary["total_monthly_savings_usd"] == pytest.approx(-shrink, abs=0.01)
+    assert summary["total_monthly_cost_delta_usd"] == pytest.approx(shrink + 2 * grow, abs=0.01)
+    assert "act_by_basis" in summary["assumptions"]["act_by"]
+
+
+# --- real data: pegged Bitbrains VMs ----------------------------------------------------------
+
+BITBRAINS = Path(__file__).resolve().parent / "data" / "bitbrains-rnd"
+# The m5.2xlarge VMs of the issue, pegged at 100 % CPU a fifth to a quarter of the time, and an
+# idle m5.4xlarge that right-sizing should shrink.
+PEGGED_VMS = ("bb-vm055", "bb-vm067", "bb-vm069", "bb-vm071")
+IDLE_VM = "bb-vm027"
+TRACE_START = pd.Timestamp("2013-07-01", tz="UTC")
+
+
+def bitbrains_weeks(ids, weeks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validated hourly data of the VMs: the first ``weeks`` weeks and the week after."""
+    etl = validated_config({})["etl"]
+    frames = []
+    for resource_id in ids:
+        raw = pd.read_parquet(BITBRAINS / "long" / f"{resource_id}.parquet")
+        kept = validate.validate_rows(raw, etl, f"{resource_id}.parquet").kept
+        frames.append(resample.resample_series(kept, etl))
+    clean = pd.concat(frames, ignore_index=True)
+    cut = TRACE_START + pd.Timedelta(weeks=weeks)
+    held_back = clean[
+        (clean["timestamp"] >= cut) & (clean["timestamp"] < cut + pd.Timedelta(weeks=1))
+    ]
+    return clean[clean["timestamp"] < cut], held_back
+
+
+def calm_forecast(clean: pd.DataFrame, hours: int = 168) -> pd.DataFrame:
+    """Flat at each series' median of its last week, fan from its interquartile spread: a
+    smooth forecast that misses the pegged hours (the case in which right-sizing did harm)."""
+    frames = []
+    for (resource_id, metric), part in clean.dropna(subset=["value"]).groupby(
+        ["resource_id", "metric"]
+    ):
+        last_week = part["value"].tail(168)
+        spread = (last_week.quantile(0.75) - last_week.quantile(0.25)) / 1.349
+        start = part["timestamp"].max() + HOUR
+        frame = fan(resource_id, metric, np.full(hours, last_week.median()), spread, start=start)
+        levels = [quantile_column(level) for level in LEVELS]
+        frame[levels] = frame[levels].clip(lower=0)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.mark.skipif(not BITBRAINS.is_dir(), reason="Bitbrains fixture not present")
+def test_pegged_bitbrains_vms_are_never_downsized():
+    ids = (*PEGGED_VMS, IDLE_VM)
+    history_weeks, held_back = bitbrains_weeks(ids, weeks=6)
+    table = pd.read_csv(BITBRAINS / "resources.csv")
+    table = table[table["resource_id"].isin(ids)]
+    result = assess_risk(calm_forecast(history_weeks), history_weeks, table, validated_config({}))
+    per_resource = result.risk_report.drop_duplicates("resource_id").set_index("resource_id")
+    cpu = result.risk_report[result.risk_report["metric"] == CPU].set_index("resource_id")
+    catalogue = pd.DataFrame(validated_config({})["catalogue"]).T
+    for vm in PEGGED_VMS:
+        assert cpu.loc[vm, "saturated"] or cpu.loc[vm, "pegged_in_history"], vm
+        assert per_resource.loc[vm, "finding"] != "over_provisioned", vm
+        old = catalogue.loc[per_resource.loc[vm, "instance_type"]]
+        new = catalogue.loc[per_resource.loc[vm, "recommended_instance_type"]]
+        assert new["vcpu"] >= old["vcpu"] and new["memory_gib"] >= old["memory_gib"], vm
+        assert per_resource.loc[vm, "monthly_cost_delta_usd"] >= 0, vm
+    assert cpu.loc[list(PEGGED_VMS), "saturated"].sum() >= 3
+    # The held-back week proves the call: every one of them hit the ceiling again.
+    week_cpu = held_back[held_back["metric"] == CPU]
+    pegged_again = (week_cpu["value_max"] >= 99).groupby(week_cpu["resource_id"]).mean()
+    assert (pegged_again[list(PEGGED_VMS)] >= 0.1).all()
+    # Right-sizing still shrinks what is idle: the savings are the idle VM's only.
+    assert per_resource.loc[IDLE_VM, "finding"] == "over_provisioned"
+    idle_delta = per_resource.loc[IDLE_VM, "monthly_cost_delta_usd"]
+    assert idle_delta < 0
+    assert result.summary["total_monthly_savings_usd"] == pytest.approx(-idle_delta, abs=0.01)

@@ -1,20 +1,33 @@
-"""Right-sizing on the forecast: the cheapest catalogue type that keeps the P90 peak under target.
+"""Right-sizing on the forecast: which catalogue type to move a resource to, if any.
 
 Demand moves between instance types in capacity units: a P90 peak of ``u`` % on the current
 type becomes ``u x current capacity / new capacity`` % on a candidate (per dimension: vCPU and
-memory). This ignores per-core speed differences between families and the CPU credits of
-burstable types (t3): treat a cross-family move as a starting point for a load test.
+memory; the catalogue has no network capacity, so network never sizes a type). This ignores
+per-core speed differences between families and the CPU credits of burstable types (t3): treat
+a cross-family move as a starting point for a load test.
 
-* over-provisioned: the P90 peak stays under ``risk.low_water_pct`` for the whole horizon on CPU
-  *and* memory. Recommended: the cheapest type, across families, whose normalised CPU and memory
-  peaks are at most ``risk.target_utilization``; kept as is when nothing adequate is cheaper.
-* under-provisioned: the P90 peak of CPU or memory is above the target, or that dimension is at
-  risk. Recommended: the cheapest type at least as large in both dimensions (so fixing one does
-  not starve the other) and larger in one, that brings both peaks under target; when none does,
-  the larger type with the lowest normalised peak (note: scale out as well).
-* otherwise optimized: keep the current type.
+A candidate *fits* when, on every observed dimension, its P90 peak plus ``risk.buffer_pct``
+headroom stays at or under ``risk.target_utilization``: ``after x (1 + buffer / 100) <= target``.
+A dimension without a live series (not observed, e.g. memory without the CloudWatch agent)
+never shrinks: candidates keep at least its current capacity.
 
-``monthly_cost_delta_usd = (new - current hourly price) x 730``.
+The decision follows the resource's finding from the risk stage, never the other way round:
+
+* ``upsize``: a dimension is short (at risk, under-provisioned or pegged at its ceiling).
+  Candidates are at least as large in *every* dimension, strictly larger in each short one and
+  not cheaper; the cheapest that fits wins, else the one closest to fitting (note
+  ``no_adequate_type``: scale out as well). A pegged dimension's forecast is a lower bound of
+  its demand (``demand_hidden_by_ceiling``): it must grow even when the forecast would fit.
+* ``hold``: the resource needs capacity (or was pegged in its history) but no type change is
+  recommended: no larger type in the catalogue, or the shortage is in a dimension an instance
+  type does not set (e.g. disk). Never a smaller or cheaper type.
+* ``downsize``: the resource is over-provisioned (every observed dimension): the cheapest type
+  that fits, when it is cheaper than the current one; else ``keep`` (``no_cheaper_type``).
+* ``keep``: anything else. ``unsized``: no instance type, no known capacity, or neither CPU nor
+  memory observed.
+
+``monthly_cost_delta_usd = (new - current hourly price) x 730``. ``sizing_note`` holds
+``code: explanation`` parts joined by ``"; "``; the codes also go to the reason codes.
 """
 
 from __future__ import annotations
@@ -28,6 +41,10 @@ import pandas as pd
 from capforecast.errors import ForecastInputError
 
 HOURS_PER_MONTH = 730.0
+# Sizing dimension -> capacity column of the resources table and the catalogue, and its unit.
+DIMENSIONS: dict[str, tuple[str, str]] = {"cpu": ("vcpu", "vCPU"), "memory": ("memory_gib", "GiB")}
+# Resource findings that must never lead to a smaller or cheaper type.
+NEEDS_CAPACITY: frozenset[str] = frozenset({"at_risk", "under_provisioned"})
 SIZING_COLUMNS: tuple[str, ...] = (
     "resource_id",
     "sizing",
@@ -38,6 +55,8 @@ SIZING_COLUMNS: tuple[str, ...] = (
     "memory_peak_p90_after",
     "sizing_note",
 )
+# Fits are compared with this slack so that a peak landing exactly on the target fits.
+_FIT_SLACK = 1e-9
 
 
 def catalogue_frame(catalogue: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -73,79 +92,64 @@ def check_instance_types(resources: pd.DataFrame, catalogue: Mapping[str, Any]) 
         )
 
 
-def _normalised(peak: float, current: float, candidates: np.ndarray) -> np.ndarray:
-    return peak * current / candidates
+def _flag(resource: Mapping[str, Any], name: str) -> bool:
+    value = resource.get(name)
+    return bool(value) if value is not None and not pd.isna(value) else False
 
 
-def _recommend(
-    resource: Mapping[str, Any],
-    table: pd.DataFrame,
-    *,
-    target_utilization: float,
-    low_water_pct: float,
-) -> dict[str, Any]:
-    cpu, memory = float(resource["cpu_peak_p90"]), float(resource["memory_peak_p90"])
-    cpu_after = _normalised(cpu, float(resource["vcpu"]), table["vcpu"].to_numpy())
-    memory_after = _normalised(
-        memory, float(resource["memory_gib"]), table["memory_gib"].to_numpy()
-    )
-    adequate = (cpu_after <= target_utilization) & (memory_after <= target_utilization)
-    price = float(resource["hourly_price_usd"])
-    over = cpu < low_water_pct and memory < low_water_pct
-    under = (
-        cpu > target_utilization
-        or memory > target_utilization
-        or bool(resource.get("cpu_at_risk", False))
-        or bool(resource.get("memory_at_risk", False))
-    )
-    choice: int | None = None
-    note = ""
-    if under:
-        larger = (
-            (table["vcpu"].to_numpy() >= float(resource["vcpu"]))
-            & (table["memory_gib"].to_numpy() >= float(resource["memory_gib"]))
-            & (table["instance_type"].to_numpy() != resource["instance_type"])
-        )
-        fits = np.flatnonzero(larger & adequate)
-        if len(fits):
-            choice = _cheapest(table, fits)
-        elif larger.any():
-            closest = np.flatnonzero(larger)
-            worst = np.maximum(cpu_after, memory_after)[closest]
-            choice = int(
-                closest[np.lexsort((table["hourly_price_usd"].to_numpy()[closest], worst))[0]]
+def _observed_peaks(resource: Mapping[str, Any]) -> dict[str, float]:
+    """P90 peak per observed dimension (a missing or NaN peak means the dimension is unseen)."""
+    peaks = {}
+    for dim in DIMENSIONS:
+        value = resource.get(f"{dim}_peak_p90")
+        if value is not None and not pd.isna(value):
+            peaks[dim] = float(value)
+    return peaks
+
+
+def _unsized_reason(resource: Mapping[str, Any], peaks: Mapping[str, float]) -> str | None:
+    if resource.get("instance_type") is None or pd.isna(resource.get("instance_type")):
+        return "instance_type_unknown: right-sizing needs an instance type"
+    for column, unit in DIMENSIONS.values():
+        capacity = pd.to_numeric(resource.get(column), errors="coerce")
+        if not capacity > 0:
+            return (
+                f"capacity_unknown: the resources table gives {capacity:g} {unit} for"
+                f" {resource['instance_type']}"
             )
-            note = "no_adequate_type: still above target on the largest fit, scale out as well"
-        else:
-            note = "largest_type_in_catalogue: scale out instead"
-    elif over:
-        fits = np.flatnonzero(adequate)
-        cheapest = _cheapest(table, fits) if len(fits) else None
-        if cheapest is not None and table["hourly_price_usd"].iloc[cheapest] < price:
-            choice = cheapest
-        else:
-            note = "no_cheaper_type: no cheaper catalogue type keeps the peak under target"
-    sizing = "under_provisioned" if under else "over_provisioned" if over else "optimized"
-    if choice is None:
-        return {
-            "sizing": sizing,
-            "recommended_instance_type": resource["instance_type"],
-            "recommended_hourly_price_usd": price,
-            "monthly_cost_delta_usd": 0.0,
-            "cpu_peak_p90_after": cpu,
-            "memory_peak_p90_after": memory,
-            "sizing_note": note,
+    if not peaks:
+        return "no_cpu_or_memory_forecast: neither CPU nor memory is observed"
+    return None
+
+
+class _Candidates:
+    """The catalogue seen from one resource: capacities, prices and P90 peaks after a move."""
+
+    def __init__(
+        self, resource: Mapping[str, Any], table: pd.DataFrame, peaks: Mapping[str, float]
+    ) -> None:
+        self.table = table
+        self.price = table["hourly_price_usd"].to_numpy()
+        self.current_price = float(resource["hourly_price_usd"])
+        self.capacity = {dim: table[column].to_numpy() for dim, (column, _) in DIMENSIONS.items()}
+        self.current = {dim: float(resource[column]) for dim, (column, _) in DIMENSIONS.items()}
+        self.after = {
+            dim: peak * self.current[dim] / self.capacity[dim] for dim, peak in peaks.items()
         }
-    new_price = float(table["hourly_price_usd"].iloc[choice])
-    return {
-        "sizing": sizing,
-        "recommended_instance_type": table["instance_type"].iloc[choice],
-        "recommended_hourly_price_usd": new_price,
-        "monthly_cost_delta_usd": (new_price - price) * HOURS_PER_MONTH,
-        "cpu_peak_p90_after": float(cpu_after[choice]),
-        "memory_peak_p90_after": float(memory_after[choice]),
-        "sizing_note": note,
-    }
+        self.other = table["instance_type"].to_numpy() != resource["instance_type"]
+
+    def worst_buffered(self, buffer_pct: float) -> np.ndarray:
+        """Largest P90 peak plus buffer over the observed dimensions, per candidate."""
+        return np.maximum.reduce(list(self.after.values())) * (1.0 + buffer_pct / 100.0)
+
+    def fits(self, target_utilization: float, buffer_pct: float) -> np.ndarray:
+        return self.worst_buffered(buffer_pct) <= target_utilization + _FIT_SLACK
+
+    def at_least_current(self, dims: Any) -> np.ndarray:
+        return np.logical_and.reduce([self.capacity[d] >= self.current[d] for d in dims])
+
+    def larger_in(self, dims: Any) -> np.ndarray:
+        return np.logical_and.reduce([self.capacity[d] > self.current[d] for d in dims])
 
 
 def _cheapest(table: pd.DataFrame, candidates: np.ndarray) -> int:
@@ -155,50 +159,153 @@ def _cheapest(table: pd.DataFrame, candidates: np.ndarray) -> int:
     return int(candidates[order[0]])
 
 
+def _upsize(
+    options: _Candidates, short: list[str], target_utilization: float, buffer_pct: float
+) -> tuple[int | None, list[str]]:
+    """Larger in every short dimension, no smaller in any, never cheaper; cheapest that fits."""
+    larger = (
+        options.other
+        & options.at_least_current(DIMENSIONS)
+        & options.larger_in(short)
+        & (options.price >= options.current_price)
+    )
+    fits = np.flatnonzero(larger & options.fits(target_utilization, buffer_pct))
+    if len(fits):
+        return _cheapest(options.table, fits), []
+    closest = np.flatnonzero(larger)
+    if not len(closest):
+        names = " and ".join(short)
+        return None, [f"largest_type_in_catalogue: no type has more {names}; scale out instead"]
+    worst = options.worst_buffered(buffer_pct)[closest]
+    choice = int(closest[np.lexsort((options.price[closest], worst))[0]])
+    return choice, ["no_adequate_type: still above target on the largest fit, scale out as well"]
+
+
+def _downsize(
+    options: _Candidates, unobserved: list[str], target_utilization: float, buffer_pct: float
+) -> tuple[int | None, list[str]]:
+    """Cheapest type that fits and keeps every unobserved dimension, if cheaper than now."""
+    notes = [
+        f"{dim}_not_shrunk: {dim} is not observed; candidates keep at least the current"
+        f" {options.current[dim]:g} {DIMENSIONS[dim][1]}"
+        for dim in unobserved
+    ]
+    adequate = options.fits(target_utilization, buffer_pct)
+    if unobserved:
+        adequate &= options.at_least_current(unobserved)
+    fits = np.flatnonzero(adequate & (options.price < options.current_price))
+    if not len(fits):
+        return None, [
+            *notes,
+            "no_cheaper_type: no cheaper catalogue type keeps the peak plus buffer under target",
+        ]
+    return _cheapest(options.table, fits), notes
+
+
+def _hold_notes(resource: Mapping[str, Any], finding: str) -> list[str]:
+    """Why a resource that must not shrink keeps its type."""
+    if finding in NEEDS_CAPACITY:
+        where = str(resource.get("short_elsewhere") or "a dimension without catalogue capacity")
+        return [
+            f"capacity_needed_elsewhere: {where} needs capacity an instance type does not set;"
+            " type kept, never smaller"
+        ]
+    return ["pegged_no_downsize: pegged at the ceiling in its history; type kept, never smaller"]
+
+
+def _recommend(
+    resource: Mapping[str, Any],
+    table: pd.DataFrame,
+    peaks: Mapping[str, float],
+    *,
+    target_utilization: float,
+    buffer_pct: float,
+) -> dict[str, Any]:
+    options = _Candidates(resource, table, peaks)
+    finding = str(resource.get("finding") or "optimized")
+    short = [dim for dim in DIMENSIONS if _flag(resource, f"{dim}_short")]
+    pegged = [dim for dim in short if _flag(resource, f"{dim}_pegged")]
+    protected = finding in NEEDS_CAPACITY or bool(short) or _flag(resource, "pegged")
+    unobserved = [dim for dim in DIMENSIONS if dim not in peaks]
+    choice: int | None = None
+    notes: list[str] = [
+        f"{dim}_pegged_upsize: {dim} demand is hidden by the ceiling, its forecast is a lower"
+        " bound; re-measure after the change"
+        for dim in pegged
+    ]
+    if short:
+        sizing = "upsize"
+        choice, more = _upsize(options, short, target_utilization, buffer_pct)
+        notes += more
+        if choice is None:
+            sizing = "hold"
+    elif protected:
+        sizing = "hold"
+        notes += _hold_notes(resource, finding)
+    elif finding == "over_provisioned":
+        choice, more = _downsize(options, unobserved, target_utilization, buffer_pct)
+        notes += more
+        sizing = "keep" if choice is None else "downsize"
+    else:
+        sizing = "keep"
+    new_type = resource["instance_type"] if choice is None else table["instance_type"].iloc[choice]
+    new_price = options.current_price if choice is None else float(options.price[choice])
+    after = {
+        f"{dim}_peak_p90_after": (
+            float(options.after[dim][choice])
+            if choice is not None and dim in options.after
+            else peaks.get(dim, np.nan)
+        )
+        for dim in DIMENSIONS
+    }
+    return {
+        "sizing": sizing,
+        "recommended_instance_type": new_type,
+        "recommended_hourly_price_usd": new_price,
+        "monthly_cost_delta_usd": (new_price - options.current_price) * HOURS_PER_MONTH,
+        **after,
+        "sizing_note": "; ".join(notes),
+    }
+
+
+def note_codes(note: Any) -> list[str]:
+    """The codes of a ``sizing_note`` (the part before ':' of each '; '-separated part)."""
+    if note is None or pd.isna(note) or not str(note):
+        return []
+    return [part.split(":", 1)[0].strip() for part in str(note).split("; ")]
+
+
 def right_size(
     demand: pd.DataFrame,
     catalogue: Mapping[str, Mapping[str, Any]],
     *,
     target_utilization: float,
-    low_water_pct: float,
+    buffer_pct: float,
 ) -> pd.DataFrame:
-    """One recommendation per resource (columns ``SIZING_COLUMNS``).
+    """One recommendation per resource (columns ``SIZING_COLUMNS``; see the module docstring).
 
-    demand: resource_id, instance_type, vcpu, memory_gib, hourly_price_usd, cpu_peak_p90,
-      memory_peak_p90 (forecast P90 peak utilisation %, whole horizon) and optionally the bools
-      cpu_at_risk, memory_at_risk. Rows lacking an instance type or one of the two peaks are
-      returned as ``sizing = "unsized"`` with a note saying what is missing.
+    demand, one row per resource: resource_id, instance_type, vcpu, memory_gib,
+      hourly_price_usd, finding (the risk stage's resource finding), cpu_peak_p90 and
+      memory_peak_p90 (forecast P90 peak utilisation %, NaN when the dimension is not
+      observed), and optionally the bools cpu_short / memory_short (the dimension is at risk,
+      under-provisioned or pegged), cpu_pegged / memory_pegged (its demand is hidden by the
+      ceiling), pegged (any dimension of the resource pegged now or in its history) and the
+      text short_elsewhere (dimensions short outside the catalogue, for the note).
     """
     check_instance_types(demand, catalogue)
     table = catalogue_frame(catalogue)
     rows = []
     for resource in demand.to_dict("records"):
-        missing = [
-            name
-            for name in ("instance_type", "cpu_peak_p90", "memory_peak_p90")
-            if resource.get(name) is None or pd.isna(resource.get(name))
-        ]
-        if missing:
-            note = (
-                "instance_type_unknown: right-sizing needs an instance type"
-                if "instance_type" in missing
-                else f"{'_'.join(m.split('_')[0] for m in missing)}_forecast_missing"
-            )
-            rows.append(
-                {"resource_id": resource["resource_id"], "sizing": "unsized", "sizing_note": note}
-            )
+        peaks = _observed_peaks(resource)
+        unsized = _unsized_reason(resource, peaks)
+        if unsized is not None:
+            unsized_row = {"sizing": "unsized", "sizing_note": unsized}
+            rows.append({"resource_id": resource["resource_id"], **unsized_row})
             continue
-        rows.append(
-            {
-                "resource_id": resource["resource_id"],
-                **_recommend(
-                    resource,
-                    table,
-                    target_utilization=target_utilization,
-                    low_water_pct=low_water_pct,
-                ),
-            }
+        recommendation = _recommend(
+            resource, table, peaks, target_utilization=target_utilization, buffer_pct=buffer_pct
         )
+        rows.append({"resource_id": resource["resource_id"], **recommendation})
     return pd.DataFrame(rows).reindex(columns=list(SIZING_COLUMNS))
 
 

@@ -8,14 +8,19 @@ probability model lives in ``risk_probability``, history evidence and instance c
 Definitions (all times UTC; "now" is the forecast start, never the wall clock, so reruns on the
 same inputs give the same outputs):
 
-* forecast start: the latest first forecast step over all series (series that stopped reporting
-  earlier start earlier; the fleet's present is the latest one).
+* forecast start: the latest first forecast step over all series (series whose data ends
+  earlier start earlier; the fleet's present is the latest one). A live series that ends a few
+  hours early keeps its own forecast: its ETAs are absolute times (possibly a little before the
+  forecast start, in hours nobody observed), while act_by/act_now and days_until_full are
+  measured from the fleet's forecast start (days_until_full is 0, not negative, when the
+  crossing is already due).
 * p_breach_warning / p_breach_critical: P(the threshold is reached within the horizon).
 * eta_p10 / eta_p50 / eta_p90: first step where P(breach critical by t) reaches 0.1 / 0.5 / 0.9
   (earliest plausible / median / late crossing); ``eta_warning_*`` the same for warning. NaT when
   not reached within the horizon.
-* act_by = eta_p50 (critical, or warning when critical is not reached) - lead_time_days -
-  safety_margin_days; ``act_now`` when act_by <= forecast start.
+* act_by = eta_p50 - lead_time_days - safety_margin_days, on the critical ETA, or on the warning
+  ETA when critical is not reached within the horizon; ``act_by_basis`` says which ("critical",
+  "warning", empty when neither is reached). ``act_now`` when act_by <= forecast start.
 * days_until_full: (median crossing of 100 % for percentage metrics, of critical for others) -
   forecast start, in days; NaN when not reached.
 * headroom_pct at the forecast P90 peak: percentage metrics, in points: critical - max_t P90
@@ -31,17 +36,24 @@ same inputs give the same outputs):
   (CPU/memory P90 peak above target_utilization, P(warn) >= 0.5, act_now on the warning ETA,
   saturated, or for metrics without thresholds the rising
   beyond-observed-peak case); over_provisioned (percentage metric whose P90 peak stays under
-  low_water_pct over the whole horizon); else optimized. ``finding`` per resource: at_risk >
-  under_provisioned > over_provisioned (CPU *and* memory over-provisioned) > optimized, over
-  CPU, memory and the dimensions with thresholds (a metric without thresholds has no known
-  capacity: its growth shows in its own row, the risk score and the reason codes only).
+  low_water_pct over the whole horizon and that was never pegged in its history); else
+  optimized; stopped_reporting for a series that stopped reporting. ``finding`` per resource:
+  stopped_reporting when every series stopped, else at_risk > under_provisioned >
+  over_provisioned > optimized over its live series of CPU, memory and the dimensions with
+  thresholds (a metric without thresholds has no known capacity: its growth shows in its own
+  row, the risk score and the reason codes only). over_provisioned needs every *observed*
+  sizing dimension (CPU, memory) over-provisioned: a dimension without a live series does not
+  veto it, the reason codes name it (``memory_not_observed``) and right-sizing keeps it.
 * confidence (0-1) = (1 - mean relative P10-P90 width) x history factor. The width is divided by
   100 for percentage metrics and by max(observed max, P90 peak) otherwise. History factor =
   min(1, history_hours / 168): under 7 days it drops linearly (reason ``short_history``);
   ``too_short`` series are capped at 0.5.
-* stopped_reporting (reason code): the series' forecast starts before the fleet's forecast
-  start, i.e. its data ended early (a decommissioned instance?); its ETAs may lie in the past,
-  so it scores 0, is never at risk, under- or over-provisioned and never sets act_now.
+* stopped_reporting: the series' last observation is more than ``risk.stopped_reporting_hours``
+  older than the fleet's latest observation (``reporting_lag_hours``; a decommissioned
+  instance?). Its ETAs describe a past that did not happen: finding ``stopped_reporting``,
+  score 0, no act_by, never sized, never in the daily breach table, the capacity plan or the
+  "at risk" counts; the summary lists it. A shorter lag is a live series (reason
+  ``reporting_lag_<N>h``), scored normally.
 * saturated: pegged at the ceiling (see ``risk_capacity``): reason ``demand_hidden_by_ceiling``,
   the forecast is a lower bound of the true demand.
 
@@ -61,8 +73,8 @@ import numpy as np
 import pandas as pd
 
 from capforecast.config import load_schema
-from capforecast.errors import ConfigError, ForecastInputError
-from capforecast.rightsizing import resource_inventory, right_size
+from capforecast.errors import ConfigError
+from capforecast.rightsizing import NEEDS_CAPACITY, note_codes, resource_inventory, right_size
 from capforecast.risk_capacity import (
     CPU,
     MEMORY,
@@ -82,7 +94,14 @@ from capforecast.risk_probability import (
     selected_forecasts,
 )
 
-FINDINGS: tuple[str, ...] = ("at_risk", "under_provisioned", "over_provisioned", "optimized")
+STOPPED = "stopped_reporting"
+FINDINGS: tuple[str, ...] = (
+    "at_risk",
+    "under_provisioned",
+    "over_provisioned",
+    "optimized",
+    STOPPED,
+)
 SHORT_HISTORY_HOURS = 7 * 24
 TOO_SHORT_CONFIDENCE_CAP = 0.5
 FULL_LEVEL = "full"
@@ -133,7 +152,10 @@ RISK_REPORT_COLUMNS: tuple[str, ...] = (
     "critical_threshold",
     "first_to_run_out",
     "saturated",
+    "pegged_in_history",
     "history_hours",
+    "last_observed",
+    "reporting_lag_hours",
     "metric_finding",
     "metric_risk_score",
     "metric_reason_codes",
@@ -160,6 +182,7 @@ class RiskSettings:
     target_utilization: float
     buffer_pct: float
     low_water_pct: float
+    stopped_reporting_hours: float
     percent_metrics: frozenset[str]
     pegged_level: float
     min_history_hours: float
@@ -245,6 +268,7 @@ def risk_settings(cfg: Mapping[str, Any]) -> RiskSettings:
         target_utilization=float(risk["target_utilization"]),
         buffer_pct=float(risk["buffer_pct"]),
         low_water_pct=float(risk["low_water_pct"]),
+        stopped_reporting_hours=float(risk["stopped_reporting_hours"]),
         percent_metrics=percent,
         pegged_level=float(etl["pegged_level"]),
         min_history_hours=float(etl["min_history_hours"]),
@@ -275,25 +299,6 @@ def make_thresholds_for(
         return levels or None
 
     return thresholds_for
-
-
-def _check_required_metrics(fan: pd.DataFrame, inventory: pd.DataFrame) -> None:
-    """CPU and memory forecasts are needed as soon as any forecast resource has an instance type."""
-    forecast_resources = set(fan["resource_id"])
-    sized = inventory[
-        inventory["instance_type"].notna() & inventory["resource_id"].isin(forecast_resources)
-    ]
-    if sized.empty:
-        return
-    present = set(fan["metric"])
-    for metric in (CPU, MEMORY):
-        if metric not in present:
-            raise ForecastInputError(
-                f"forecasts: metric '{metric}' is missing entirely; the "
-                f"{DIMENSION_NAMES[metric]} dimension of right-sizing and service capacity needs"
-                f" it for the {len(sized)} resource(s) with an instance type "
-                f"(e.g. '{sized['resource_id'].iloc[0]}')"
-            )
 
 
 def fan_points(fan: pd.DataFrame, levels: Mapping[float, str]) -> pd.DataFrame:
@@ -358,18 +363,31 @@ def _series_table(
         )
     series = series.merge(evidence, on=_KEYS, how="left")
     series["history_hours"] = series["history_hours"].fillna(0.0)
-    series["saturated"] = series["saturated"].astype("boolean").fillna(False).astype(bool)
+    for flag in ("saturated", "pegged_in_history"):
+        series[flag] = series[flag].astype("boolean").fillna(False).astype(bool)
     series["too_short"] = series["too_short"].astype("boolean").fillna(True).astype(bool)
     return series.merge(
         inventory[["resource_id", "service", "instance_type"]], on="resource_id", how="left"
     )
 
 
+def _reporting_lag(series: pd.DataFrame, settings: RiskSettings) -> pd.DataFrame:
+    """last_observed (history, else the step before the forecast), reporting_lag_hours behind
+    the fleet's latest observation and stopped_reporting (lag above the configured gap)."""
+    out = series.copy()
+    last = pd.to_datetime(out["last_observed"], utc=True)
+    out["last_observed"] = last.fillna(out["forecast_start"] - settings.freq)
+    lag = (out["last_observed"].max() - out["last_observed"]) / pd.Timedelta(hours=1)
+    out["reporting_lag_hours"] = lag
+    out["stopped_reporting"] = lag > settings.stopped_reporting_hours
+    return out
+
+
 def _classify(
     series: pd.DataFrame, settings: RiskSettings, forecast_start: pd.Timestamp
 ) -> pd.DataFrame:
     """Per series: act_by, days_until_full, headroom, metric score, finding and confidence."""
-    out = series.copy()
+    out = _reporting_lag(series, settings)
     percent = out["metric"].isin(settings.percent_metrics).to_numpy()
     has_levels = out["critical_threshold"].notna().to_numpy()
     p_warn = out["p_breach_warning"].to_numpy(dtype=float)
@@ -378,22 +396,22 @@ def _classify(
         warn_low, warn_mid = p_warn >= 0.2, p_warn >= 0.5
         crit_high, crit_top = p_crit >= 0.2, p_crit >= 0.5
 
-    # Its forecast starts before the fleet's: the series stopped reporting (decommissioned?).
-    # Its ETAs describe a past that did not happen, so it never drives an action or a score.
-    stopped = (out["forecast_start"] < forecast_start).to_numpy()
-    out["stopped_reporting"] = stopped
+    # A series silent for longer than the configured gap stopped reporting (decommissioned?):
+    # its ETAs describe a past that did not happen, so it never drives an action or a score.
+    stopped = out["stopped_reporting"].to_numpy()
     lead = pd.Timedelta(days=settings.lead_time_days + settings.safety_margin_days)
-    basis_eta = out["eta_p50"].fillna(out["eta_warning_p50"])
+    basis_eta = out["eta_p50"].fillna(out["eta_warning_p50"]).where(~stopped)
     out["act_by"] = basis_eta - lead
     out["act_by_basis"] = np.where(
-        out["eta_p50"].notna(),
-        "critical",
-        np.where(out["eta_warning_p50"].notna(), "warning", None),
+        stopped | basis_eta.isna().to_numpy(),
+        None,
+        np.where(out["eta_p50"].notna(), "critical", "warning"),
     )
-    act_now = (out["act_by"].notna() & (out["act_by"] <= forecast_start)).to_numpy() & ~stopped
+    act_now = (out["act_by"].notna() & (out["act_by"] <= forecast_start)).to_numpy()
     out["act_now"] = act_now
-    full_eta = out["eta_full_p50"].where(percent, out["eta_p50"])
-    out["days_until_full"] = (full_eta - forecast_start) / _DAY
+    full_eta = out["eta_full_p50"].where(percent, out["eta_p50"]).where(~stopped)
+    # A live series that ends early may be due before the fleet's present: due now, not negative.
+    out["days_until_full"] = ((full_eta - forecast_start) / _DAY).clip(lower=0.0)
 
     observed = out["observed_max"].to_numpy(dtype=float)
     peak = out["peak_p90"].to_numpy(dtype=float)
@@ -427,9 +445,14 @@ def _classify(
         | out["saturated"].to_numpy()
         | beyond_seen
     ) & ~stopped
-    over = percent & (peak < settings.low_water_pct) & ~stopped
+    # A ceiling hit in the history is demand the calm forecast may not show: never "over".
+    over = (
+        percent & (peak < settings.low_water_pct) & ~out["pegged_in_history"].to_numpy() & ~stopped
+    )
     out["metric_finding"] = np.select(
-        [at_risk, under, over], ["at_risk", "under_provisioned", "over_provisioned"], "optimized"
+        [stopped, at_risk, under, over],
+        [STOPPED, "at_risk", "under_provisioned", "over_provisioned"],
+        "optimized",
     )
 
     scale = np.where(percent, PERCENT_CEILING, np.fmax(observed, peak))
@@ -457,10 +480,12 @@ def _metric_reasons(row: Mapping[str, Any]) -> str:
         codes.append("act_now")
     if row["saturated"]:
         codes.append(SATURATION_REASON)
+    elif row["pegged_in_history"]:
+        codes.append("pegged_in_history")
     if row["history_hours"] < SHORT_HISTORY_HOURS or row["too_short"]:
         codes.append("short_history")
-    if row["stopped_reporting"]:
-        codes.append("stopped_reporting")
+    if not row["stopped_reporting"] and row["reporting_lag_hours"] > 0:
+        codes.append(f"reporting_lag_{row['reporting_lag_hours']:g}h")
     if pd.isna(row["critical_threshold"]):
         codes.append("no_threshold")
         if row["headroom_basis"] == "observed_max_pct" and row["headroom_pct"] < 0:
@@ -473,7 +498,7 @@ def _dimension(metric: str) -> str:
 
 
 def _run_out_candidates(series: pd.DataFrame) -> pd.DataFrame:
-    """Rows that may run out, ordered: earliest median critical ETA, tie -> higher P(critical)."""
+    """Live rows that may run out, ordered: earliest median critical ETA, tie -> higher P(crit)."""
     eligible = series["metric"].isin([*DIMENSION_NAMES]) | series["metric"].str.startswith(
         "network_"
     )
@@ -488,7 +513,8 @@ def _run_out_candidates(series: pd.DataFrame) -> pd.DataFrame:
         ("resource_id", True),
         ("metric", True),
     ]
-    return series[eligible & plausible].sort_values(
+    live = ~series["stopped_reporting"]
+    return series[eligible & plausible & live].sort_values(
         [c for c, _ in order], ascending=[a for _, a in order], na_position="last"
     )
 
@@ -496,8 +522,8 @@ def _run_out_candidates(series: pd.DataFrame) -> pd.DataFrame:
 def first_to_run_out(series: pd.DataFrame, by: str) -> pd.DataFrame:
     """Per ``by`` group (resource_id or service): the metric (and resource) that runs out first.
 
-    Only metrics with a plausible crossing (critical or warning reached with P >= 0.1) count;
-    groups without one get None.
+    Only live metrics with a plausible crossing (critical or warning reached with P >= 0.1)
+    count; groups without one get None.
     """
     ranked = _run_out_candidates(series).drop_duplicates(by, keep="first")
     out = ranked[[by, "metric"]].rename(columns={"metric": "first_to_run_out"})
@@ -506,49 +532,92 @@ def first_to_run_out(series: pd.DataFrame, by: str) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _sizing_demand(series: pd.DataFrame, inventory: pd.DataFrame) -> pd.DataFrame:
-    """Per forecast resource: its type and capacities, CPU/memory P90 peaks and at-risk flags.
-
-    Resources whose series all stopped reporting (decommissioned) are not sized: there is no
-    current demand to size them for.
-    """
-    live = series.groupby("resource_id")["stopped_reporting"].all()
-    live = set(live.index[~live])
-    demand = inventory[inventory["resource_id"].isin(live)][
-        ["resource_id", "instance_type", "vcpu", "memory_gib", "hourly_price_usd"]
-    ].copy()
-    for metric, dim in ((CPU, "cpu"), (MEMORY, "memory")):
-        rows = series[series["metric"] == metric].set_index("resource_id")
-        demand[f"{dim}_peak_p90"] = demand["resource_id"].map(rows["peak_p90"])
-        at_risk = set(rows.index[rows["metric_finding"] == "at_risk"])
-        demand[f"{dim}_at_risk"] = demand["resource_id"].isin(at_risk)
-    return demand
-
-
-def _resource_findings(series: pd.DataFrame) -> pd.Series:
-    """Per resource: at_risk > under_provisioned > over_provisioned (CPU and memory) > optimized.
+def _live_votes(series: pd.DataFrame) -> pd.DataFrame:
+    """Live series that vote on a resource's finding: CPU, memory and metrics with thresholds.
 
     Dimensions without thresholds (other than CPU and memory) do not vote: with no known
     capacity, growth beyond the observed peak is not evidence that the instance is too small.
     They still raise the risk score to 1 and add their reason codes.
     """
-    votes = series[series["critical_threshold"].notna() | series["metric"].isin([CPU, MEMORY])]
+    live = series[~series["stopped_reporting"]]
+    return live[live["critical_threshold"].notna() | live["metric"].isin([CPU, MEMORY])]
+
+
+def _unobserved_dimensions(series: pd.DataFrame) -> pd.Series:
+    """Per resource with a live series: the sizing dimensions (cpu, memory) without one."""
+    live = series[~series["stopped_reporting"]]
+    seen = live.groupby("resource_id")["metric"].agg(set)
+    return seen.map(lambda metrics: [_dimension(m) for m in (CPU, MEMORY) if m not in metrics])
+
+
+def _resource_findings(series: pd.DataFrame) -> pd.Series:
+    """Per resource: stopped_reporting when every series stopped, else at_risk >
+    under_provisioned > over_provisioned > optimized over its live votes (``_live_votes``).
+
+    over_provisioned needs every observed sizing dimension (CPU, memory with a live series)
+    over-provisioned, and at least one observed: an unobserved dimension does not veto it.
+    """
+    votes = _live_votes(series)
     by = votes["resource_id"]
     finding = votes["metric_finding"]
     resources = pd.Index(sorted(series["resource_id"].unique()), name="resource_id")
 
-    def flag(mask: pd.Series) -> np.ndarray:
-        return mask.groupby(by).any().reindex(resources, fill_value=False).to_numpy(dtype=bool)
+    def flag(mask: pd.Series, how: str = "any") -> np.ndarray:
+        grouped = mask.groupby(by).agg(how)
+        return grouped.reindex(resources, fill_value=False).to_numpy(dtype=bool)
 
-    at_risk = flag(finding == "at_risk")
-    under = flag(finding == "under_provisioned")
-    over = flag((votes["metric"] == CPU) & (finding == "over_provisioned")) & flag(
-        (votes["metric"] == MEMORY) & (finding == "over_provisioned")
-    )
+    sizing = votes["metric"].isin([CPU, MEMORY])
+    over = flag(sizing) & flag((finding == "over_provisioned") | ~sizing, "all")
+    stopped = series.groupby("resource_id")["stopped_reporting"].all().reindex(resources)
     labels = np.select(
-        [at_risk, under, over], ["at_risk", "under_provisioned", "over_provisioned"], "optimized"
+        [
+            stopped.to_numpy(dtype=bool),
+            flag(finding == "at_risk"),
+            flag(finding.isin(NEEDS_CAPACITY)),
+            over,
+        ],
+        [STOPPED, "at_risk", "under_provisioned", "over_provisioned"],
+        "optimized",
     )
     return pd.Series(labels, index=resources, name="finding")
+
+
+def _sizing_demand(
+    series: pd.DataFrame, inventory: pd.DataFrame, findings: pd.Series
+) -> pd.DataFrame:
+    """Per live resource: type, capacities, finding and per sizing dimension its P90 peak (NaN
+    when not observed), whether it is short (needs capacity) and pegged; see ``right_size``.
+
+    Resources whose series all stopped reporting (decommissioned) are not sized: there is no
+    current demand to size them for.
+    """
+    live = series[~series["stopped_reporting"]]
+    demand = inventory[inventory["resource_id"].isin(set(live["resource_id"]))][
+        ["resource_id", "instance_type", "vcpu", "memory_gib", "hourly_price_usd"]
+    ].copy()
+    ids = demand["resource_id"]
+    demand["finding"] = ids.map(findings)
+    for metric in (CPU, MEMORY):
+        rows = live[live["metric"] == metric].set_index("resource_id")
+        dim = _dimension(metric)
+        short = rows["metric_finding"].isin(NEEDS_CAPACITY) | rows["saturated"]
+        demand[f"{dim}_peak_p90"] = ids.map(rows["peak_p90"])
+        demand[f"{dim}_short"] = ids.isin(rows.index[short.to_numpy()])
+        demand[f"{dim}_pegged"] = ids.isin(rows.index[rows["saturated"].to_numpy()])
+    pegged = live["saturated"] | live["pegged_in_history"]
+    demand["pegged"] = ids.isin(live.loc[pegged, "resource_id"])
+    votes = _live_votes(series)
+    elsewhere = votes[
+        ~votes["metric"].isin([CPU, MEMORY]) & votes["metric_finding"].isin(NEEDS_CAPACITY)
+    ]
+    names = (
+        elsewhere["metric"]
+        .map(_dimension)
+        .groupby(elsewhere["resource_id"])
+        .agg(lambda dims: " and ".join(sorted(dims)))
+    )
+    demand["short_elsewhere"] = ids.map(names)
+    return demand
 
 
 def _dimension_rank(metric: str) -> int:
@@ -557,7 +626,8 @@ def _dimension_rank(metric: str) -> int:
 
 
 def _resource_reasons(series: pd.DataFrame, sizing: pd.DataFrame) -> pd.Series:
-    """Per resource: every dimension's codes prefixed with its name, then the sizing note code."""
+    """Per resource: every dimension's codes prefixed with its name, ``<dim>_not_observed`` for
+    a sizing dimension without a live series, then the codes of the sizing note."""
     ordered = series.assign(_rank=series["metric"].map(_dimension_rank)).sort_values(
         ["resource_id", "_rank", "metric"]
     )
@@ -566,15 +636,21 @@ def _resource_reasons(series: pd.DataFrame, sizing: pd.DataFrame) -> pd.Series:
         for metric, codes in zip(ordered["metric"], ordered["metric_reason_codes"], strict=True)
     ]
     reasons = pd.Series(prefixed, index=ordered.index).groupby(ordered["resource_id"]).agg(";".join)
+    missing = _unobserved_dimensions(series).reindex(reasons.index)
     notes = sizing.set_index("resource_id")["sizing_note"].reindex(reasons.index)
-    note_codes = notes.where(notes.notna() & (notes != ""), None).str.split(":").str[0]
-    return reasons.where(note_codes.isna(), reasons + ";" + note_codes).rename("reason_codes")
+    extra = [
+        [f"{dim}_not_observed" for dim in (dims if isinstance(dims, list) else [])]
+        + note_codes(note)
+        for dims, note in zip(missing, notes, strict=True)
+    ]
+    joined = [";".join([r, *codes]) for r, codes in zip(reasons, extra, strict=True)]
+    return pd.Series(joined, index=reasons.index, name="reason_codes")
 
 
-def _per_resource(series: pd.DataFrame, sizing: pd.DataFrame) -> pd.DataFrame:
+def _per_resource(series: pd.DataFrame, findings: pd.Series, sizing: pd.DataFrame) -> pd.DataFrame:
     out = pd.concat(
         [
-            _resource_findings(series),
+            findings,
             series.groupby("resource_id")["metric_risk_score"].max().rename("risk_score"),
             _resource_reasons(series, sizing),
         ],
@@ -596,48 +672,71 @@ def _number(value: Any, digits: int = 4) -> float | None:
     return None if pd.isna(value) else round(float(value), digits)
 
 
+def _top_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "resource_id": row["resource_id"],
+        "service": row["service"],
+        "metric": row["metric"],
+        "finding": row["finding"],
+        "risk_score": int(row["risk_score"]),
+        "metric_risk_score": int(row["metric_risk_score"]),
+        "p_breach_warning": _number(row["p_breach_warning"]),
+        "p_breach_critical": _number(row["p_breach_critical"]),
+        "eta_p10": _iso(row["eta_p10"]),
+        "eta_p50": _iso(row["eta_p50"]),
+        "eta_p90": _iso(row["eta_p90"]),
+        "act_by": _iso(row["act_by"]),
+        "act_by_basis": row["act_by_basis"],
+        "act_now": bool(row["act_now"]),
+        "days_until_full": _number(row["days_until_full"], 2),
+    }
+
+
 def _summary(
     report: pd.DataFrame,
     capacity: pd.DataFrame,
     forecast_start: pd.Timestamp,
-    top_n: int,
+    settings: RiskSettings,
 ) -> dict[str, Any]:
-    """JSON-ready counts, top risks and costs (counts and costs per resource, not per row)."""
+    """JSON-ready counts, top risks and costs (counts and costs per resource, not per row).
+
+    Only scored (live) resources and series count in risk scores, saturation, act_now and
+    costs; resources that stopped reporting are counted and listed on their own. "At risk"
+    is the at_risk finding; savings come from over-provisioned resources only.
+    """
     resources = report.drop_duplicates("resource_id")
-    top = report[report["metric_risk_score"] >= 1].head(top_n)
-    deltas = resources["monthly_cost_delta_usd"].dropna()
+    scored = resources[resources["finding"] != STOPPED]
+    live_rows = report[report["metric_finding"] != STOPPED]
+    stopped = resources[resources["finding"] == STOPPED]
+    top = report[report["metric_finding"] == "at_risk"].head(settings.top_n)
+    deltas = scored["monthly_cost_delta_usd"]
+    savings = deltas[(scored["finding"] == "over_provisioned") & (deltas < 0)]
     return {
         "generated_at": _iso(forecast_start),
         "forecast_start": _iso(forecast_start),
         "forecast_end": _iso(report["forecast_end"].max()),
+        "last_observed": _iso(report["last_observed"].max()),
         "resources": len(resources),
+        "scored_resources": len(scored),
         "series": len(report),
         "findings": {f: int((resources["finding"] == f).sum()) for f in FINDINGS},
-        "risk_scores": {str(s): int((resources["risk_score"] == s).sum()) for s in range(5)},
-        "saturated_series": int(report["saturated"].sum()),
-        "act_now_series": int(report["act_now"].sum()),
-        "top_at_risk": [
+        "risk_scores": {str(s): int((scored["risk_score"] == s).sum()) for s in range(5)},
+        "saturated_series": int(live_rows["saturated"].sum()),
+        "act_now_series": int(live_rows["act_now"].sum()),
+        "stopped_series": int(len(report) - len(live_rows)),
+        "top_at_risk": [_top_row(row) for row in top.to_dict("records")],
+        "stopped_reporting": [
             {
                 "resource_id": row["resource_id"],
                 "service": row["service"],
-                "metric": row["metric"],
-                "finding": row["finding"],
-                "risk_score": int(row["risk_score"]),
-                "metric_risk_score": int(row["metric_risk_score"]),
-                "p_breach_warning": _number(row["p_breach_warning"]),
-                "p_breach_critical": _number(row["p_breach_critical"]),
-                "eta_p10": _iso(row["eta_p10"]),
-                "eta_p50": _iso(row["eta_p50"]),
-                "eta_p90": _iso(row["eta_p90"]),
-                "act_by": _iso(row["act_by"]),
-                "act_now": bool(row["act_now"]),
-                "days_until_full": _number(row["days_until_full"], 2),
+                "last_observed": _iso(row["last_observed"]),
+                "reporting_lag_hours": _number(row["reporting_lag_hours"], 2),
             }
-            for row in top.to_dict("records")
+            for row in stopped.sort_values("resource_id").to_dict("records")
         ],
         # "+ 0.0" turns the -0.0 of an empty sum into 0.0 in the JSON.
-        "total_monthly_savings_usd": round(float(-deltas[deltas < 0].sum()), 2) + 0.0,
-        "total_monthly_cost_delta_usd": round(float(deltas.sum()), 2),
+        "total_monthly_savings_usd": round(float(-savings.sum()), 2) + 0.0,
+        "total_monthly_cost_delta_usd": round(float(deltas.dropna().sum()), 2) + 0.0,
         "service_advice": {
             str(k): int(v) for k, v in capacity["advice"].value_counts().sort_index().items()
         },
@@ -650,6 +749,11 @@ def _summary(
             "tails": "exponential upper tail beyond the outermost quantile, linear lower tail",
             "risk_score": "0 none, 1 P(warn)>=0.2, 2 P(warn)>=0.5, 3 P(crit)>=0.2, "
             "4 P(crit)>=0.5 or act_by passed",
+            "act_by": f"median ETA of the critical level (act_by_basis = critical), else of the "
+            f"warning level (warning), minus lead_time_days + safety_margin_days = "
+            f"{settings.lead_time_days + settings.safety_margin_days:g} days",
+            "stopped_reporting": f"last observation more than "
+            f"{settings.stopped_reporting_hours:g} h before the fleet's latest",
             "now": "forecast start (not the wall clock)",
         },
     }
@@ -672,15 +776,15 @@ def assess_risk(
     quality: optional data_quality table (history_hours, pegged_fraction, too_short).
     samples: optional sample paths (resource_id, metric, timestamp, sample, value).
 
-    Raises ForecastInputError (empty forecasts, no selected rows, CPU or memory missing entirely
-    while resources have instance types, unknown instance type, resources absent from the table)
-    and ConfigError (thresholds negative, crossed, or above 100 for percentage metrics).
+    Raises ForecastInputError (empty forecasts, no selected rows, unknown instance type,
+    resources absent from the table) and ConfigError (thresholds negative, crossed, or above
+    100 for percentage metrics). A fleet without memory (or CPU) series is assessed on the
+    dimensions it has; the reason codes name the missing one.
     """
     settings = risk_settings(cfg)
     fan, levels = selected_forecasts(forecasts)
     inventory = resource_inventory(resources, set(map(str, fan["resource_id"])), settings.catalogue)
     fan["resource_id"] = fan["resource_id"].astype(str)
-    _check_required_metrics(fan, inventory)
     service_of = dict(zip(inventory["resource_id"], inventory["service"], strict=True))
     thresholds_for = make_thresholds_for(settings, service_of)
     tables = breach_probabilities(fan, thresholds_for, samples=samples)
@@ -698,13 +802,14 @@ def assess_risk(
 
     series = _series_table(points, tables, evidence, inventory, thresholds_for)
     series = _classify(series, settings, forecast_start)
+    findings = _resource_findings(series)
     sizing = right_size(
-        _sizing_demand(series, inventory),
+        _sizing_demand(series, inventory, findings),
         settings.catalogue,
         target_utilization=settings.target_utilization,
-        low_water_pct=settings.low_water_pct,
+        buffer_pct=settings.buffer_pct,
     )
-    report = series.merge(_per_resource(series, sizing), on="resource_id", how="left")
+    report = series.merge(_per_resource(series, findings, sizing), on="resource_id", how="left")
     report = report.sort_values(
         ["risk_score", "act_by", "resource_id", "metric"],
         ascending=[False, True, True, True],
@@ -712,11 +817,14 @@ def assess_risk(
         ignore_index=True,
     )[list(RISK_REPORT_COLUMNS)]
 
-    pegged = series.loc[series["saturated"], _KEYS].itertuples(index=False, name=None)
-    # Whole services (current_instances counts every listed instance), if any instance forecast.
+    live = series[~series["stopped_reporting"]]
+    pegged = live.loc[live["saturated"], _KEYS].itertuples(index=False, name=None)
+    live_keys = pd.MultiIndex.from_frame(live[_KEYS])
+    # Whole services (current_instances counts every listed instance), if any instance forecast;
+    # demand only from live series (a stopped instance has none).
     forecast_services = set(series["service"])
     capacity = service_capacity(
-        points,
+        points[pd.MultiIndex.from_frame(points[_KEYS]).isin(live_keys)],
         observed,
         inventory[inventory["service"].isin(forecast_services)],
         target_utilization=settings.target_utilization,
@@ -725,11 +833,13 @@ def assess_risk(
     )
     capacity = capacity.merge(first_to_run_out(series, "service"), on="service", how="left")
 
-    daily = tables.daily.reindex(columns=list(DAILY_COLUMNS))
+    # The per-day heatmap shows scored series only.
+    daily = tables.daily[pd.MultiIndex.from_frame(tables.daily[_KEYS]).isin(live_keys)]
+    daily = daily.reindex(columns=list(DAILY_COLUMNS)).reset_index(drop=True)
     return RiskResult(
         risk_report=report,
         daily_breach=daily,
         service_capacity=capacity,
-        summary=_summary(report, capacity, forecast_start, settings.top_n),
+        summary=_summary(report, capacity, forecast_start, settings),
         breach_by_step=tables.per_step,
     )

@@ -12,6 +12,12 @@ History evidence (per resource x metric)
       at or above ``etl.pegged_level``, or the hourly maximum stays at or above that level for
       ``PEGGED_RUN_HOURS`` consecutive bins. Series without history fall back to the quality
       table's ``pegged_fraction``.
+    * ``pegged_in_history``: a percentage series whose hourly maximum reached ``etl.pegged_level``
+      in at least ``PEGGED_SHARE`` of its observed hours over the whole history (or whose
+      quality-table ``pegged_fraction`` is that high). Its forecast may be calm, but the
+      instance has hit its ceiling before: it is never called over-provisioned or shrunk.
+    * ``last_observed``: the last bin with a value; how far it lies behind the fleet's latest
+      tells a live series from one that stopped reporting.
 
 Service capacity (per service)
     Demand in capacity units: ``sum over instances of utilisation % x instance capacity / 100``
@@ -19,7 +25,10 @@ Service capacity (per service)
     Summing each instance's P90 gives the P90 of the sum only when instances move together
     (the same comonotone assumption as the breach probabilities); for instances behind one load
     balancer this is close and otherwise errs high, i.e. towards more capacity.
-    ``required = ceil(ceil(peak P90 / (capacity x target / 100)) x (1 + buffer / 100))``.
+    ``required = ceil(peak P90 x (1 + buffer / 100) / (capacity x target / 100))``, rounded
+    once: a service whose buffered peak is exactly at target needs no extra instance.
+    Instances without a live CPU/memory forecast (stopped reporting) add no demand; the note
+    counts them. A service with a pegged instance is never told to scale in (``hold``, note).
 """
 
 from __future__ import annotations
@@ -133,8 +142,9 @@ def history_evidence(
     rules: HistoryRules,
     quality: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Per series: observed_max, history_hours, recent_pegged_share, longest_pegged_run_hours,
-    too_short, saturated (see the module docstring).
+    """Per series: observed_max, last_observed, history_hours, recent_pegged_share,
+    longest_pegged_run_hours, pegged_history_share, too_short, saturated, pegged_in_history
+    (see the module docstring).
 
     observed: ``clean_history(history, rules.statistic)``.
     """
@@ -145,9 +155,13 @@ def history_evidence(
     out = grouped.agg(
         observed_max=("value", "max"),
         first=("timestamp", "min"),
-        last=("timestamp", "max"),
+        last_observed=("timestamp", "max"),
     ).reset_index()
-    out["history_hours"] = (out["last"] - out["first"]) / pd.Timedelta(hours=1) + step_hours
+    out["history_hours"] = (out["last_observed"] - out["first"]) / pd.Timedelta(
+        hours=1
+    ) + step_hours
+    at_ceiling = frame["value_max"] >= rules.pegged_level
+    history_share = at_ceiling.groupby([frame["resource_id"], frame["metric"]]).mean()
     last = frame.groupby(keys)["timestamp"].transform("max")
     recent = frame[frame["timestamp"] > last - pd.Timedelta(hours=RECENT_WINDOW_HOURS)]
     share = (
@@ -161,7 +175,8 @@ def history_evidence(
     out = out.merge(share.rename("recent_pegged_share").reset_index(), on=keys, how="left")
     out = out.merge(runs.rename("longest_pegged_run_hours").reset_index(), on=keys, how="left")
     out["longest_pegged_run_hours"] = out["longest_pegged_run_hours"].astype(float) * step_hours
-    out = out.drop(columns=["first", "last"])
+    out = out.merge(history_share.rename("pegged_history_share").reset_index(), on=keys, how="left")
+    out = out.drop(columns=["first"])
     out["pegged_fraction"] = np.nan
     out["too_short"] = out["history_hours"] < rules.min_history_hours
     if quality is not None and len(quality):
@@ -174,6 +189,10 @@ def history_evidence(
         | (out["recent_pegged_share"].isna() & (out["pegged_fraction"] >= PEGGED_SHARE))
     )
     out["saturated"] = (is_percent & pegged).astype(bool)
+    pegged_before = (out["pegged_history_share"] >= PEGGED_SHARE) | (
+        out["pegged_fraction"] >= PEGGED_SHARE
+    )
+    out["pegged_in_history"] = (is_percent & pegged_before).astype(bool)
     return out
 
 
@@ -226,7 +245,8 @@ def service_capacity(
     saturated: (resource_id, metric) pairs whose demand is hidden by the ceiling.
 
     The recommendation is never silently below what the observed historical peak needed:
-    ``below_observed_peak`` says so and the note explains it.
+    ``below_observed_peak`` says so and the note explains it. A service with a pegged
+    (saturated) instance is never told to scale in: its demand is hidden by the ceiling.
     """
     service_of = dict(zip(inventory["resource_id"], inventory["service"], strict=True))
     sizing_metrics = [dim[0] for dim in SIZING_DIMENSIONS.values()]
@@ -268,6 +288,12 @@ def _one_service(
     sized = members[members["instance_type"].notna()]
     row["instances_with_forecasts"] = int(points["resource_id"].nunique())
     notes: list[str] = []
+    silent = len(members) - row["instances_with_forecasts"]
+    if silent > 0:
+        notes.append(
+            f"{silent} instance(s) without a live CPU or memory forecast (stopped reporting or"
+            " not observed): no demand counted for them"
+        )
     if sized.empty:
         row.update(
             instance_type=None, advice="unknown", recommended_instances=np.nan, saturated=False
@@ -287,6 +313,9 @@ def _one_service(
     for dim, (metric, capacity_column, unit_name) in SIZING_DIMENSIONS.items():
         per_instance = float(unit[capacity_column])
         row[f"{capacity_column}_per_instance"] = per_instance
+        if not per_instance > 0:
+            notes.append(f"{capacity_column} of {unit_type} is {per_instance:g}: {dim} not sized")
+            continue
         capacity = dict(zip(sized["resource_id"], sized[capacity_column], strict=True))
         fc = points[(points["metric"] == metric) & points["resource_id"].isin(capacity)]
         hist = observed[(observed["metric"] == metric) & observed["resource_id"].isin(capacity)]
@@ -298,8 +327,7 @@ def _one_service(
         row[f"{dim}_observed_peak_{unit_name}"] = seen
         per_unit = per_instance * target_utilization / 100.0
         if np.isfinite(peak90):
-            base = _ceil(peak90 / per_unit)
-            needed[dim] = max(1, _ceil(base * (1.0 + buffer_pct / 100.0)))
+            needed[dim] = max(1, _ceil(peak90 * (1.0 + buffer_pct / 100.0) / per_unit))
         else:
             notes.append(f"no {metric} forecasts: {dim} not sized")
         if np.isfinite(seen):
@@ -316,6 +344,10 @@ def _one_service(
         return row
     binding = max(needed, key=lambda d: (needed[d], d == "cpu"))
     recommended = needed[binding]
+    if row["saturated"] and recommended < len(members):
+        # The forecast of a pegged instance is a lower bound: fewer instances would do harm.
+        recommended = len(members)
+        notes.append("no scale-in while instances are pegged: hold and investigate the demand")
     at_observed_peak = max(observed_need.values()) if observed_need else np.nan
     below = bool(np.isfinite(at_observed_peak) and recommended < at_observed_peak)
     if below:
