@@ -1,7 +1,7 @@
 # Capacity forecaster for cloud fleets.
 #   make run                      -> whole pipeline on config/config.yaml (synthetic fleet)
 #   snakemake --cores all <step>  -> one step: generate, ingest, clean, features,
-#                                    forecast, risk, report (see README)
+#                                    forecast, risk, report, decision (see README)
 
 
 configfile: "config/config.yaml"
@@ -15,6 +15,7 @@ include: "rules/features.smk"
 include: "rules/forecast.smk"
 include: "rules/risk.smk"
 include: "rules/report.smk"
+include: "rules/decision.smk"
 
 
 rule all:
@@ -25,3 +26,5 @@ rule all:
         rules.combine_forecasts.output,
         rules.risk_report.output,
         report_targets(),
+        # With data.history_end set: the decision backtest of the run's risk report.
+        decision_targets(),

@@ -3,6 +3,7 @@
 
 rule clean_partition:
     input:
+        unpack(holdout_span_input),
         raw="results/raw/{partition}.parquet",
     output:
         clean="results/clean/{partition}.parquet",
@@ -17,8 +18,10 @@ rule clean_partition:
         "../envs/etl.yaml"
     params:
         etl=config["etl"],
+        # Raw rows at or after it are held back (counted in the reconciliation).
+        history_end=config["data"]["history_end"],
         source_file=lambda wildcards: PARTITION_SOURCES[wildcards.partition],
-        code=code_hash("validate", "resample", "quality"),
+        code=code_hash("validate", "resample", "quality", "holdout"),
     script:
         "../scripts/clean_partition.py"
 

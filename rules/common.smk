@@ -124,6 +124,69 @@ def expand_partitions(pattern):
     return expand(pattern, partition=PARTITIONS)
 
 
+# Decision backtest (rules/decision.smk): data.history_end holds back the data after it.
+HAS_CUT = config["data"]["history_end"] is not None
+HOLDOUT_SPAN = "results/holdout/span.json"
+DECISION_OUTPUTS = {
+    "series_scores": "results/decision/series_scores.csv",
+    "summary": "results/decision/summary.csv",
+    "rightsizing": "results/decision/rightsizing_check.csv",
+    "summary_json": "results/decision/summary.json",
+}
+
+
+def cut_settings():
+    """The settings that define the cut (capforecast.holdout.cut_from_config reads them)."""
+    return {
+        "data": {"history_end": config["data"]["history_end"]},
+        "etl": {"freq": config["etl"]["freq"]},
+        "forecast": {"horizon": config["forecast"]["horizon"]},
+    }
+
+
+def holdout_span_input(wildcards):
+    """Cleaning waits for the cut check: a bad data.history_end stops the run before any model."""
+    return {"span": HOLDOUT_SPAN} if HAS_CUT else {}
+
+
+def decision_inputs(wildcards):
+    if not HAS_CUT:
+        raise WorkflowError(
+            "config key 'data.history_end': the decision backtest needs a cut; set it to an "
+            "ISO timestamp (see config/schema.yaml) or run `make decision-backtest`"
+        )
+    return {
+        "risk_report": rules.risk_report.output.report_parquet,
+        "resources": rules.ingest_resources.output.resources,
+        "clean": expand_partitions("results/clean/{partition}.parquet"),
+        "actuals": expand_partitions("results/holdout/{partition}.parquet"),
+        "holdout_reconciliation": expand_partitions(
+            "results/holdout/{partition}.reconciliation.csv"
+        ),
+        "span": HOLDOUT_SPAN,
+    }
+
+
+def decision_settings():
+    models = config["models"]
+    return {
+        "cut": cut_settings(),
+        "percent_metrics": config["etl"]["percent_metrics"],
+        "statistic": config["forecast"]["target"],
+        # The predict_linear alert uses the project's predict_linear window.
+        "predict_linear_window_hours": models["predict_linear_window_hours"],
+        "catalogue": config["catalogue"],
+    }
+
+
+def decision_targets():
+    return list(DECISION_OUTPUTS.values()) if HAS_CUT else []
+
+
+def decision_report_inputs():
+    return {"decision_summary": DECISION_OUTPUTS["summary_json"]} if HAS_CUT else {}
+
+
 REPORT_NAMES = ["data_quality", "forecast_backtest", "capacity_risk"]
 
 
@@ -153,6 +216,8 @@ def report_sources():
             "summary": rules.risk_report.output.summary,
             "forecasts": rules.combine_forecasts.output.forecasts,
             "clean": expand_partitions("results/clean/{partition}.parquet"),
+            # The run's own decision backtest when it has held-back actuals.
+            **decision_report_inputs(),
         },
     }
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from capforecast import quality, resample, validate
+from capforecast import holdout, quality, resample
 from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
 
 
@@ -12,23 +12,32 @@ def main(smk) -> None:
     partition = smk.wildcards.partition
     source_file = Path(smk.params.source_file).name
     raw = pd.read_parquet(smk.input.raw)
+    history_end = holdout.parse_history_end(smk.params.history_end, smk.params.etl["freq"])
     with timed(f"clean {partition}"):
-        result = validate.validate_rows(raw, smk.params.etl, source_file)
+        result, history, held_back = holdout.validate_history(
+            raw, smk.params.etl, source_file, history_end
+        )
         clean = resample.resample_series(result.kept, smk.params.etl)
-        table = quality.quality_table(result, clean, raw, smk.params.etl, partition, source_file)
-        reconciliation = quality.file_reconciliation(result, source_file, partition)
+        table = quality.quality_table(
+            result, clean, history, smk.params.etl, partition, source_file
+        )
+        reconciliation = holdout.reconciliation_with_held_back(
+            quality.file_reconciliation(result, source_file, partition), held_back
+        )
     ensure_parent(*smk.output)
     clean.to_parquet(smk.output.clean, index=False)
     table.to_csv(smk.output.quality, index=False)
     result.quarantine.to_parquet(smk.output.quarantine, index=False)
     reconciliation.to_csv(smk.output.reconciliation, index=False)
     LOG.info(
-        "%s: rows in %d, kept %d (repaired %d), quarantined %d; %d series, %d flagged too_short",
+        "%s: rows in %d, kept %d (repaired %d), quarantined %d, held back %d; "
+        "%d series, %d flagged too_short",
         source_file,
-        result.counts["rows_in"],
+        int(reconciliation["rows_in"].iloc[0]),
         result.counts["rows_kept"],
         result.counts["rows_repaired"],
         result.counts["rows_quarantined"],
+        held_back,
         len(table),
         int(table["too_short"].sum()),
     )

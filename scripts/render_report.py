@@ -9,6 +9,12 @@ from capforecast.report_html import notebook_html
 from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
 
 
+def decision_parameter(smk) -> dict[str, str]:
+    """The run's decision backtest folder, for the report that shows it (capacity risk)."""
+    summary = getattr(smk.input, "decision_summary", None)
+    return {"decision_dir": str(Path(summary).parent.resolve())} if summary else {}
+
+
 def main(smk) -> None:
     ensure_parent(smk.output.notebook, smk.output.html)
     # The notebook finds the library through this even when --directory points elsewhere.
@@ -21,6 +27,7 @@ def main(smk) -> None:
                 "results_dir": str(Path("results").resolve()),
                 "top_n": smk.params.top_n,
                 "sample_series": smk.params.sample_series,
+                **decision_parameter(smk),
             },
             cwd=str(Path.cwd()),
             kernel_name="python3",

@@ -8,6 +8,7 @@ one-line errors.
 from __future__ import annotations
 
 import copy
+import datetime
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import jsonschema
 import yaml
 
 from capforecast.errors import ConfigError
+from capforecast.holdout import parse_history_end
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -85,7 +87,7 @@ def validated_config(
     Raises ``ConfigError`` naming the offending key (dotted path) and what is allowed.
     """
     schema = schema or load_schema()
-    cfg = copy.deepcopy(dict(config or {}))
+    cfg = dates_as_text(copy.deepcopy(dict(config or {})))
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
@@ -97,6 +99,21 @@ def validated_config(
     cfg = _fill_defaults(cfg, schema)
     _check_semantics(cfg)
     return sorted_keys(cfg)
+
+
+def dates_as_text(value: Any) -> Any:
+    """``value`` with every date and datetime as ISO 8601 text, recursively.
+
+    YAML reads an unquoted ``2013-09-02T00:00:00Z`` as a datetime; the schema describes
+    timestamps as strings, and a user should not have to know to quote them.
+    """
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {key: dates_as_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [dates_as_text(item) for item in value]
+    return value
 
 
 def sorted_keys(value: Any) -> Any:
@@ -117,6 +134,7 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
     data = cfg["data"]
     if data["source"] == "local" and not data.get("path"):
         raise ConfigError("data.path", "required when data.source is 'local'")
+    parse_history_end(data.get("history_end"), cfg["etl"]["freq"])
     for metric, levels in cfg["risk"]["thresholds"].items():
         if levels["warning"] > levels["critical"]:
             raise ConfigError(

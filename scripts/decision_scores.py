@@ -1,0 +1,39 @@
+"""Rule decision_scores: score the risk report against the held-back actuals."""
+
+import json
+
+import pandas as pd
+
+from capforecast import decision, decision_report, holdout
+from capforecast.rulekit import LOG, ensure_parent, run_rule
+
+
+def main(smk) -> None:
+    settings = smk.params.settings
+    cut = holdout.cut_from_config(settings["cut"])
+    accounting = pd.concat([pd.read_csv(p) for p in smk.input.holdout_reconciliation])
+    counted = ("rows_in", "rows_kept", "rows_quarantined", "rows_beyond_horizon")
+    result = decision.score_decisions(
+        pd.read_parquet(smk.input.risk_report),
+        pd.concat([pd.read_parquet(p) for p in smk.input.clean], ignore_index=True),
+        pd.concat([pd.read_parquet(p) for p in smk.input.actuals], ignore_index=True),
+        pd.read_parquet(smk.input.resources),
+        cut,
+        percent_metrics=settings["percent_metrics"],
+        statistic=settings["statistic"],
+        predict_linear_window_hours=settings["predict_linear_window_hours"],
+        catalogue=settings["catalogue"],
+        holdout_rows={name: int(accounting[name].sum()) for name in counted},
+    )
+    ensure_parent(*smk.output)
+    iso = "%Y-%m-%dT%H:%M:%SZ"
+    result.series_scores.to_csv(smk.output.series_scores, index=False, date_format=iso)
+    result.summary.to_csv(smk.output.summary, index=False)
+    result.rightsizing.to_csv(smk.output.rightsizing, index=False)
+    with open(smk.output.summary_json, "w") as fh:
+        json.dump(result.summary_json, fh, indent=2)
+    LOG.info("decision backtest %s:\n%s", cut.history_end.isoformat(), result.summary.to_string())
+    LOG.info("%s", decision_report.rightsizing_markdown(result.summary_json["rightsizing"]))
+
+
+run_rule(main, snakemake)
