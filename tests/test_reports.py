@@ -181,6 +181,23 @@ def make_full_risk() -> pd.DataFrame:
     )
 
 
+def with_stopped_resource(risk: pd.DataFrame) -> pd.DataFrame:
+    """``risk`` plus a resource that stopped reporting days ago, whose stale forecast carries
+    the earliest act_by and a risk score (as an old risk report could)."""
+    stale = risk.iloc[[0]].assign(
+        resource_id="i-gone-1",
+        finding=report.STOPPED,
+        act_by=FORECAST_START - pd.Timedelta(days=4),
+        eta_p50=FORECAST_START - pd.Timedelta(days=1),
+        monthly_cost_delta_usd=-500.0,
+        last_observed=FORECAST_START - pd.Timedelta(days=5),
+        reporting_lag_hours=120.0,
+    )
+    if "metric_finding" in stale:
+        stale = stale.assign(metric_finding=report.STOPPED)
+    return pd.concat([risk, stale], ignore_index=True)
+
+
 def make_daily_breach(risk: pd.DataFrame) -> pd.DataFrame:
     """P(breach) per resource x metric x day over the two forecast days."""
     days = [FORECAST_START, FORECAST_START + pd.Timedelta(days=1)]
@@ -339,8 +356,11 @@ def build_results_tree(root: Path) -> Path:
     make_metrics().to_parquet(results / "backtest" / "metrics.parquet", index=False)
     make_forecasts(clean).to_parquet(results / "forecast" / "forecasts.parquet", index=False)
 
+    # The risk stage leaves resources that stopped reporting out of the daily breach table.
+    with_stopped_resource(make_full_risk()).to_parquet(
+        results / "risk" / "risk_report.parquet", index=False
+    )
     risk = make_full_risk()
-    risk.to_parquet(results / "risk" / "risk_report.parquet", index=False)
     make_daily_breach(risk).to_parquet(results / "risk" / "daily_breach.parquet", index=False)
     pd.DataFrame(
         {
@@ -376,8 +396,9 @@ def test_risk_headline_names_first_action_and_counts() -> None:
     assert first["resource_id"] != report.ranked_risks(risk).iloc[0]["resource_id"]
     assert f"**{first['resource_id']} {first['metric']}**" in text
     assert first["act_by"].strftime("%Y-%m-%d %H:%M UTC") in text
-    needy = risk[risk["finding"].isin(report.NEEDS_CAPACITY)]["resource_id"].nunique()
-    assert f"**{needy} resources at risk**" in text
+    # "At risk" is the at_risk finding; under-provisioned resources are counted apart.
+    assert "**1 resource at risk**" in text
+    assert "1 resource under-provisioned" in text
     # Right-sizing advice is per resource: repeated metric rows must not count twice.
     per_resource = risk.drop_duplicates("resource_id")["monthly_cost_delta_usd"]
     assert f"USD {-per_resource.clip(upper=0).sum():,.0f}/month" in text
@@ -395,6 +416,68 @@ def test_risk_headline_without_any_risk() -> None:
     assert report.is_empty_figure(
         report.risk_fan_charts(risk, make_clean(), make_forecasts(make_clean()), 5)
     )
+
+
+def test_headline_never_acts_on_a_resource_that_stopped_reporting() -> None:
+    for risk in (with_stopped_resource(make_risk()), with_stopped_resource(make_full_risk())):
+        text = report.risk_headline(risk)
+        first = report.first_action(risk)
+        assert first["resource_id"] == "i-web-2"  # the earliest act_by of the scored rows
+        assert "i-gone-1" not in text
+        assert "1 resource stopped reporting: not scored" in text
+        assert "**1 resource at risk**" in text
+        assert "i-gone-1" not in set(report.ranked_risks(risk)["resource_id"])
+        # Its (stale) saving is not a saving; it is not over-provisioned.
+        assert report.monthly_savings(risk)["savings"] == 70.0
+
+
+def test_stopped_table_lists_each_stopped_resource_once() -> None:
+    assert report.stopped_table(make_full_risk()).empty
+    table = report.stopped_table(with_stopped_resource(make_full_risk()))
+    assert table["resource_id"].tolist() == ["i-gone-1"]
+    assert table["reporting_lag_hours"].tolist() == [120.0]
+    assert table["last_observed"].iloc[0] == FORECAST_START - pd.Timedelta(days=5)
+
+
+def test_savings_count_over_provisioned_resources_only() -> None:
+    risk = make_full_risk()
+    # An under-provisioned resource with a cheaper type is not a saving (and cannot be one).
+    risk.loc[risk["resource_id"] == "i-web-2", "monthly_cost_delta_usd"] = -40.0
+    money = report.monthly_savings(risk)
+    assert money == {"savings": 70.0, "extra_cost": 0.0, "net": -110.0}
+    text = report.risk_headline(risk)
+    assert "1 resource over-provisioned; right-sizing them saves **USD 70/month**" in text
+
+
+def test_headline_states_what_act_by_rests_on() -> None:
+    risk = make_full_risk().assign(act_by_basis="critical")
+    first = report.first_action(risk)
+    text = report.risk_headline(risk)
+    assert "Act-by = median ETA of the critical level minus lead time" in text
+    warning = risk.assign(act_by_basis=np.where(risk.index == first.name, "warning", "critical"))
+    assert "Act-by = median ETA of the warning level (critical not reached" in (
+        report.risk_headline(warning)
+    )
+    assert "act_by_basis" in report.ranked_risks(risk).columns
+
+
+def test_backtest_headline_ranks_models_by_the_relgm_ratios() -> None:
+    # near_zero wins on wql_mean only (it is good on the series near zero, which dominate a
+    # mean); ratio_best has the lowest WQL relgm, mase_best the lowest MASE relgm.
+    board = pd.DataFrame(
+        {
+            "model": ["near_zero", "ratio_best", "mase_best", "selected"],
+            "mase_mean": [0.9, 1.0, 0.95, 0.8],
+            "mase_relgm": [1.10, 0.80, 0.60, 0.70],
+            "wql_mean": [0.01, 0.09, 0.08, 0.05],
+            "wql_relgm": [1.20, 0.70, 0.90, 0.65],
+        }
+    )
+    text = report.backtest_headline(board, make_forecasts(make_clean()))
+    assert "Best single model by WQL relgm: **ratio_best**" in text
+    assert "by MASE relgm: **mase_best** (MASE relgm 0.600)" in text
+    assert "near_zero" not in text and "wql_mean" not in text
+    assert report.leaderboard_table(board)["model"].tolist()[:2] == ["selected", "ratio_best"]
 
 
 def test_ranked_risks_orders_by_score_then_deadline() -> None:
@@ -624,7 +707,12 @@ def test_backtest_headline_and_error_boxplots() -> None:
     forecasts = make_forecasts(clean)
     text = report.backtest_headline(make_leaderboard(), forecasts)
     assert "over 6 series x 2 windows" in text
-    assert "Best single model: **auto_ets**" in text
+    assert (
+        "Best single model by WQL relgm: **auto_ets** (WQL relgm 0.750, MASE relgm 0.820)" in text
+    )
+    assert (
+        "Selected forecast** over 6 series x 2 windows: WQL relgm 0.620, MASE relgm 0.710" in text
+    )
     assert f"Final forecast: {clean.groupby(['resource_id', 'metric']).ngroups} series" in text
     assert "auto_ets (6)" in text
 
@@ -800,7 +888,7 @@ def test_notebook_runs_without_errors_and_plots(executed: dict[str, Path], name:
 @pytest.mark.slow
 @pytest.mark.xdist_group(NOTEBOOK_GROUP)
 def test_capacity_risk_report_says_what_to_do_first(executed: dict[str, Path]) -> None:
-    risk = make_full_risk()
+    risk = make_full_risk()  # the scored resources; the stopped one has an earlier act_by
     first = risk.loc[risk["act_by"].idxmin()]
     markdown = [
         "".join(o["data"]["text/markdown"])
@@ -810,6 +898,10 @@ def test_capacity_risk_report_says_what_to_do_first(executed: dict[str, Path]) -
     headline = markdown[0]
     assert f"{first['resource_id']} {first['metric']}" in headline
     assert first["act_by"].strftime("%Y-%m-%d %H:%M UTC") in headline
+    assert "i-gone-1" not in headline and "1 resource stopped reporting" in headline
+    html = to_html(executed["capacity_risk"])
+    stopped_section = html[html.index("Stopped reporting") :]
+    assert "i-gone-1" in stopped_section[: stopped_section.index("Top risks")]
 
 
 @pytest.mark.slow

@@ -28,6 +28,17 @@ from capforecast.metrics import quantile_levels
 SELECTED_MODEL = "selected"
 # Findings that need more capacity; the others are right-sizing or nothing to do.
 NEEDS_CAPACITY: tuple[str, ...] = ("at_risk", "under_provisioned")
+# A resource (or series) with this finding is not scored: it is listed, never ranked.
+STOPPED = "stopped_reporting"
+# What an act_by date was computed from (the risk report's ``act_by_basis``).
+ACT_BY_BASIS: dict[str, str] = {
+    "critical": "median ETA of the critical level minus lead time and safety margin",
+    "warning": "median ETA of the warning level (critical not reached within the horizon) "
+    "minus lead time and safety margin",
+}
+# Leaderboard columns models are ranked by, best first: the ratios to the daily seasonal naive
+# (means are dominated by a few series near zero); means only when no ratio exists.
+LEADERBOARD_RANKING: tuple[str, ...] = ("wql_relgm", "mase_relgm", "wql_mean", "mase_mean")
 RISK_TIME_COLUMNS: tuple[str, ...] = ("eta_p10", "eta_p50", "eta_p90", "act_by")
 RANKED_RISK_COLUMNS: tuple[str, ...] = (
     "resource_id",
@@ -41,6 +52,7 @@ RANKED_RISK_COLUMNS: tuple[str, ...] = (
     "p_breach_warning",
     "p_breach_critical",
     "act_by",
+    "act_by_basis",
     "act_now",
     "eta_p50",
     "days_until_full",
@@ -399,11 +411,30 @@ def quarantine_reasons_figure(quarantine: pd.DataFrame) -> Figure:
 
 
 def leaderboard_table(leaderboard: pd.DataFrame) -> pd.DataFrame:
-    """Leaderboard best first (by the first of wql_relgm, wql_mean, mase_mean present)."""
-    keys = [c for c in ("wql_relgm", "wql_mean", "mase_mean") if c in leaderboard.columns]
+    """Leaderboard best first, by the ``LEADERBOARD_RANKING`` columns present (ties: model)."""
+    keys = [c for c in LEADERBOARD_RANKING if c in leaderboard.columns]
     if not keys:
         return leaderboard.reset_index(drop=True)
-    return leaderboard.sort_values([keys[0], "model"], na_position="last", ignore_index=True)
+    return leaderboard.sort_values([*keys, "model"], na_position="last", ignore_index=True)
+
+
+def _ranking_columns(leaderboard: pd.DataFrame) -> list[str]:
+    """The score columns a headline ranks by and shows: the relgm ratios present, else the
+    first mean present."""
+    present = [c for c in LEADERBOARD_RANKING if c in leaderboard.columns]
+    ratios = [c for c in present if c.endswith("_relgm")]
+    return ratios or present[:1]
+
+
+def _score_name(column: str) -> str:
+    metric, _, kind = column.partition("_")
+    return f"{metric.upper()} {kind}"
+
+
+def _scores_text(row: pd.Series, columns: Sequence[str]) -> str:
+    return ", ".join(
+        f"{_score_name(c)} {row[c]:.3f}" for c in columns if c in row and pd.notna(row[c])
+    )
 
 
 def style_leaderboard(leaderboard: pd.DataFrame) -> Styler:
@@ -414,24 +445,42 @@ def style_leaderboard(leaderboard: pd.DataFrame) -> Styler:
 def backtest_headline(leaderboard: pd.DataFrame, forecasts: pd.DataFrame) -> str:
     """Markdown headline: how good the selected forecast was and what the final one covers."""
     lines = []
+    ranking = _ranking_columns(leaderboard)
     selected = leaderboard[leaderboard["model"] == SELECTED_MODEL]
     candidates = leaderboard_table(leaderboard[leaderboard["model"] != SELECTED_MODEL])
     if selected.empty:
         lines.append("**No `selected` row in the leaderboard**: model selection did not run.")
     else:
         row = selected.iloc[0]
-        parts = [f"{k} {row[k]:.3f}" for k in ("wql_mean", "mase_mean") if k in row]
+        parts = [_scores_text(row, ranking)] if ranking else []
         if pd.notna(row.get("coverage_p10_p90", np.nan)):
             parts.append(f"P10-P90 coverage {row['coverage_p10_p90']:.0%} (nominal 80%)")
         scope = ""
         if "n_series" in row and "n_windows" in row:
             scope = f" over {int(row['n_series'])} series x {int(row['n_windows'])} windows"
         lines.append(f"**Selected forecast**{scope}: " + ", ".join(parts) + ".")
-    if not candidates.empty:
+    if not candidates.empty and ranking:
         best = candidates.iloc[0]
-        key = next(c for c in ("wql_mean", "mase_mean", "model") if c in best)
-        value = f" ({key} {best[key]:.3f})" if key != "model" else ""
-        lines.append(f"Best single model: **{best['model']}**{value}.")
+        line = (
+            f"Best single model by {_score_name(ranking[0])}: **{best['model']}** "
+            f"({_scores_text(best, ranking)})"
+        )
+        if len(ranking) > 1:
+            # The other ratio may crown another model: say so rather than hide it.
+            other = candidates.sort_values([ranking[1], "model"], na_position="last").iloc[0]
+            if other["model"] != best["model"]:
+                line += (
+                    f"; by {_score_name(ranking[1])}: **{other['model']}** "
+                    f"({_scores_text(other, ranking[1:])})"
+                )
+        if ranking[0].endswith("_relgm"):
+            line += (
+                ". Ratios are geometric means over series of the error relative to the daily"
+                " seasonal naive (below 1 is better)"
+            )
+        lines.append(line + ".")
+    elif not candidates.empty:
+        lines.append(f"Best single model: **{candidates.iloc[0]['model']}**.")
     final = forecasts[forecasts["model"] == SELECTED_MODEL] if "model" in forecasts else forecasts
     if final.empty:
         lines.append("**No final forecast rows** (model `selected`).")
@@ -664,8 +713,17 @@ def row_score_column(risk: pd.DataFrame) -> str:
     return "metric_risk_score" if "metric_risk_score" in risk.columns else "risk_score"
 
 
+def scored_rows(risk: pd.DataFrame) -> pd.DataFrame:
+    """The rows of resources and series that are scored: not ``stopped_reporting``."""
+    keep = pd.Series(True, index=risk.index)
+    for column in ("finding", "metric_finding"):
+        if column in risk.columns:
+            keep &= risk[column].astype(str) != STOPPED
+    return risk[keep]
+
+
 def ranked_risks(risk: pd.DataFrame, top_n: int | None = None) -> pd.DataFrame:
-    """Resources x metrics with a risk (row score > 0), most urgent first.
+    """Scored resources x metrics with a risk (row score > 0), most urgent first.
 
     Order: row score (``row_score_column``) descending, then act_by ascending (no deadline
     last), then P(breach critical) descending, then resource and metric for a stable tie-break.
@@ -674,7 +732,7 @@ def ranked_risks(risk: pd.DataFrame, top_n: int | None = None) -> pd.DataFrame:
     if risk.empty:
         return pd.DataFrame(columns=["rank", *columns])
     score = row_score_column(risk)
-    table = with_utc_columns(risk, RISK_TIME_COLUMNS)
+    table = with_utc_columns(scored_rows(risk), RISK_TIME_COLUMNS)
     table = table[pd.to_numeric(table[score], errors="coerce").fillna(0) > 0]
     keys = [c for c in (score, "act_by", "p_breach_critical", "resource_id", "metric")]
     keys = [c for c in keys if c in table.columns]
@@ -687,10 +745,13 @@ def ranked_risks(risk: pd.DataFrame, top_n: int | None = None) -> pd.DataFrame:
 
 
 def first_action(risk: pd.DataFrame) -> pd.Series | None:
-    """The row with the earliest act_by (ties: higher row score first), or None."""
+    """The scored row with the earliest act_by (ties: higher row score first), or None.
+
+    A resource that stopped reporting is never the first action, whatever dates it carries.
+    """
     if risk.empty or "act_by" not in risk:
         return None
-    timed = with_utc_columns(risk, RISK_TIME_COLUMNS)
+    timed = with_utc_columns(scored_rows(risk), RISK_TIME_COLUMNS)
     timed = timed[timed["act_by"].notna()]
     if timed.empty:
         return None
@@ -704,32 +765,49 @@ def monthly_savings(risk: pd.DataFrame) -> dict[str, float]:
     """Fleet totals of the right-sizing advice, in USD per month.
 
     The advice is per resource (one instance), so each resource counts once even when the
-    report repeats its delta on every metric row. ``savings`` sums the reductions (reported
-    positive), ``extra_cost`` the increases, ``net`` the signed total change.
+    report repeats its delta on every metric row. ``savings`` sums the reductions of
+    over-provisioned resources (reported positive; when the report has no ``finding``, every
+    reduction), ``extra_cost`` the increases, ``net`` the signed total change.
     """
     if risk.empty or "monthly_cost_delta_usd" not in risk:
         return {"savings": 0.0, "extra_cost": 0.0, "net": 0.0}
     delta = risk.assign(delta=pd.to_numeric(risk["monthly_cost_delta_usd"], errors="coerce"))
     per_resource = delta.dropna(subset=["delta"]).groupby("resource_id")["delta"].first()
+    reductions = per_resource < 0
+    if "finding" in risk:
+        finding = risk.groupby("resource_id")["finding"].first().reindex(per_resource.index)
+        reductions &= finding == "over_provisioned"
     return {
-        "savings": float(-per_resource[per_resource < 0].sum()),
+        "savings": float(-per_resource[reductions].sum()),
         "extra_cost": float(per_resource[per_resource > 0].sum()),
         "net": float(per_resource.sum()),
     }
 
 
+def _resource_count(n: int, what: str) -> str:
+    return f"{n} resource{'s' if n != 1 else ''} {what}"
+
+
 def risk_headline(risk: pd.DataFrame) -> str:
-    """Markdown headline: how many resources need capacity, what to do first, what it saves."""
+    """Markdown headline: how many resources are at risk, what to do first and by when (and
+    what that date rests on), what stopped reporting, what right-sizing saves.
+
+    "At risk" counts resources whose finding is at_risk; under-provisioned ones are counted
+    apart; resources that stopped reporting are neither, and never the first action.
+    """
     lines = []
     findings = risk["finding"].astype(str) if "finding" in risk else pd.Series(dtype=str)
-    needy = risk[findings.isin(NEEDS_CAPACITY)]
-    if needy.empty:
-        lines.append("**No resource at risk** within the forecast horizon.")
+
+    def resources_with(finding: str) -> int:
+        return int(risk.loc[findings == finding, "resource_id"].nunique())
+
+    at_risk, under = resources_with("at_risk"), resources_with("under_provisioned")
+    if at_risk:
+        lines.append(f"**{_resource_count(at_risk, 'at risk')}** within the forecast horizon.")
     else:
-        by_finding = needy.groupby("finding")["resource_id"].nunique()
-        detail = ", ".join(f"{f}: {n}" for f, n in by_finding.items())
-        n = needy["resource_id"].nunique()
-        lines.append(f"**{n} resource{'s' if n != 1 else ''} at risk** ({detail}).")
+        lines.append("**No resource at risk** within the forecast horizon.")
+    if under:
+        lines[-1] += f" {_resource_count(under, 'under-provisioned')} (need capacity, not urgent)."
     first = first_action(risk)
     if first is None:
         lines.append("No action deadline within the forecast horizon.")
@@ -751,19 +829,44 @@ def risk_headline(risk: pd.DataFrame) -> str:
             if overdue
             else f"by **{format_timestamp(first['act_by'])}**"
         )
+        basis = ACT_BY_BASIS.get(str(first.get("act_by_basis")))
         lines.append(
             f"First action {when}: "
             f"**{first['resource_id']} {first['metric']}** ({', '.join(extra)})."
+            + (f" Act-by = {basis}." if basis else "")
         )
-    over = risk[findings == "over_provisioned"]
-    money = monthly_savings(risk)
-    if len(over) or money["savings"]:
-        n_over = over["resource_id"].nunique()
+    stopped = resources_with(STOPPED)
+    if stopped:
         lines.append(
-            f"{n_over} over-provisioned resource{'s' if n_over != 1 else ''}; right-sizing saves "
-            f"**USD {money['savings']:,.0f}/month** (net change USD {money['net']:,.0f}/month)."
+            f"{_resource_count(stopped, 'stopped reporting')}: not scored, not sized (listed in"
+            " summary.json)."
+        )
+    n_over = resources_with("over_provisioned")
+    money = monthly_savings(risk)
+    if n_over or money["savings"]:
+        lines.append(
+            f"{_resource_count(n_over, 'over-provisioned')}; right-sizing them saves "
+            f"**USD {money['savings']:,.0f}/month** (net change of all advice USD "
+            f"{money['net']:,.0f}/month)."
         )
     return "\n\n".join(lines)
+
+
+def stopped_table(risk: pd.DataFrame) -> pd.DataFrame:
+    """Resources that stopped reporting (one row each, longest silent first): listed, not
+    scored."""
+    columns = [
+        c
+        for c in ("resource_id", "service", "instance_type", "last_observed", "reporting_lag_hours")
+        if c in risk.columns
+    ]
+    if risk.empty or "finding" not in risk:
+        return pd.DataFrame(columns=columns)
+    stopped = risk[risk["finding"].astype(str) == STOPPED].drop_duplicates("resource_id")
+    keys = [c for c in ("reporting_lag_hours", "resource_id") if c in stopped.columns]
+    ascending = [c != "reporting_lag_hours" for c in keys]
+    stopped = stopped.sort_values(keys, ascending=ascending)
+    return with_utc_columns(stopped, ["last_observed"])[columns].reset_index(drop=True)
 
 
 def findings_unit(risk: pd.DataFrame) -> str:
