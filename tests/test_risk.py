@@ -683,8 +683,11 @@ def test_a_series_silent_for_longer_than_the_gap_stopped_reporting(lag):
         assert pd.isna(stopped["act_by"]) and pd.isna(stopped["act_by_basis"])
         assert not stopped["act_now"]
         assert pd.isna(stopped["recommended_instance_type"])  # never sized
-    # Its forecast stays on record (P(critical) = 1) but drives nothing.
+    # Its forecast stays on record (P(critical) = 1) but drives nothing, not even a reason code.
     assert row(result.risk_report, "r2", CPU)["p_breach_critical"] == 1.0
+    assert row(result.risk_report, "r2", CPU)["reason_codes"] == (
+        "cpu_stopped_reporting;memory_stopped_reporting"
+    )
     assert set(result.daily_breach["resource_id"]) == {"r1"}
     summary = result.summary
     assert summary["findings"] == {

@@ -471,6 +471,9 @@ def _classify(
 def _metric_reasons(row: Mapping[str, Any]) -> str:
     """Reason codes of one series, the finding first (e.g. 'at_risk;breach_critical_p0.87')."""
     codes = [str(row["metric_finding"])]
+    if row["stopped_reporting"]:
+        # Its stale forecast's breach codes would read as a present risk: the finding says it all.
+        return codes[0]
     p_crit, p_warn = row["p_breach_critical"], row["p_breach_warning"]
     if pd.notna(p_crit) and p_crit >= 0.2:
         codes.append(f"breach_critical_p{p_crit:.2f}")
@@ -484,7 +487,7 @@ def _metric_reasons(row: Mapping[str, Any]) -> str:
         codes.append("pegged_in_history")
     if row["history_hours"] < SHORT_HISTORY_HOURS or row["too_short"]:
         codes.append("short_history")
-    if not row["stopped_reporting"] and row["reporting_lag_hours"] > 0:
+    if row["reporting_lag_hours"] > 0:
         codes.append(f"reporting_lag_{row['reporting_lag_hours']:g}h")
     if pd.isna(row["critical_threshold"]):
         codes.append("no_threshold")
