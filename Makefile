@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test venv lint unit workflow chromium lock benchmark clean
+.PHONY: run test venv lint unit workflow chromium lock benchmark decision-backtest clean
 
 run: venv
 	$(BIN)/snakemake --cores $(CORES)
@@ -47,6 +47,11 @@ lint: venv
 benchmark: venv
 	$(BIN)/python tests/benchmarks/bench_etl.py
 	$(BIN)/python tests/benchmarks/bench_forecast_accuracy.py
+
+# Decision backtest: the workflow on 4 cuts of the Bitbrains development set, scored against the
+# week after each cut; regenerates the README table (CPU heavy: one whole workflow run per cut).
+decision-backtest: venv
+	$(BIN)/python tests/benchmarks/bench_decision.py --write-readme
 
 # Regenerate the lock from requirements.in in a scratch venv.
 lock:
