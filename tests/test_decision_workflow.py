@@ -135,7 +135,9 @@ def test_series_scores_follow_the_actuals(decision_run):
     ]
     scored = scores[scores["scored"]]
     assert (summary["series"] == len(scored)).all()
-    assert (summary["true_positives"] + summary["false_negatives"] == scored["breached"].sum()).all()
+    assert (
+        summary["true_positives"] + summary["false_negatives"] == scored["breached"].sum()
+    ).all()
     product = summary.loc["capforecast_at_risk"]
     calls = scored["metric_finding"] == "at_risk"
     assert product["alerts"] == calls.sum()
@@ -185,7 +187,12 @@ def test_a_cut_leaving_too_few_actuals_stops_before_cleaning(tmp_path):
 
 def test_decision_without_a_cut_names_the_key(tmp_path):
     proc = snakemake(
-        tmp_path, "-n", "--configfile", str(CONFIGS / "tiny_synthetic.yaml"), "decision", check=False
+        tmp_path,
+        "-n",
+        "--configfile",
+        str(CONFIGS / "tiny_synthetic.yaml"),
+        "decision",
+        check=False,
     )
     assert proc.returncode != 0
     assert "config key 'data.history_end': the decision backtest needs a cut" in (
