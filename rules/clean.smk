@@ -1,10 +1,12 @@
 # Module 03: validation and ETL per partition, then fleet-wide quality tables.
+from capforecast import metric_names as cf_metric_names  # noqa: E402
 
 
 rule clean_partition:
     input:
         unpack(holdout_span_input),
         raw="results/raw/{partition}.parquet",
+        series="results/raw/{partition}.series.parquet",
     output:
         clean="results/clean/{partition}.parquet",
         quality="results/quality/partitions/{partition}.csv",
@@ -21,7 +23,9 @@ rule clean_partition:
         # Raw rows at or after it are held back (counted in the reconciliation).
         history_end=config["data"]["history_end"],
         source_file=lambda wildcards: PARTITION_SOURCES[wildcards.partition],
-        code=code_hash("validate", "resample", "quality", "holdout"),
+        code=code_hash(
+            "validate", "resample", "quality", "holdout", "metric_names", "scale"
+        ),
     script:
         "../scripts/clean_partition.py"
 
@@ -52,7 +56,9 @@ rule quality:
     conda:
         "../envs/etl.yaml"
     params:
-        code=code_hash(),
+        # Metrics the run can judge (canonical, percentages, thresholds): others are flagged.
+        known_metrics=cf_metric_names.known_metrics(config),
+        code=code_hash("quality", "metric_names", "scale"),
     script:
         "../scripts/combine_quality.py"
 

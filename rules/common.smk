@@ -21,7 +21,7 @@ SHARED_MODULES = ("__init__", "contracts", "errors", "config", "rulekit")
 
 
 def code_hash(*modules):
-    """Digest of the library modules a rule uses.
+    """Digest of the library modules a rule uses (data files given with their suffix).
 
     Snakemake reruns a job when its script changes but not when a module that script imports
     changes; passing this digest as a param makes library edits trigger the right reruns.
@@ -32,7 +32,7 @@ def code_hash(*modules):
         files = (
             sorted(package.rglob("*.py"))
             if package.is_dir()
-            else [PACKAGE_DIR / f"{name}.py"]
+            else [PACKAGE_DIR / (name if Path(name).suffix else f"{name}.py")]
         )
         for file in files:
             digest.update(file.name.encode())

@@ -7,13 +7,23 @@ rule ingest_partition:
         source=partition_source,
     output:
         raw="results/raw/{partition}.parquet",
+        series="results/raw/{partition}.series.parquet",
     log:
         "results/logs/ingest/{partition}.log",
     conda:
         "../envs/etl.yaml"
     params:
         data=config["data"],
-        code=code_hash("ingest"),
+        # Only what the 0-1 scale check reads: other etl settings must not rerun ingest.
+        etl={key: config["etl"][key] for key in ("percent_metrics", "fraction_scale")},
+        code=code_hash(
+            "ingest",
+            "timestamps",
+            "metric_names",
+            "metric_names.yaml",
+            "scale",
+            "validate",
+        ),
     script:
         "../scripts/ingest_partition.py"
 

@@ -12,6 +12,7 @@ def main(smk) -> None:
     partition = smk.wildcards.partition
     source_file = Path(smk.params.source_file).name
     raw = pd.read_parquet(smk.input.raw)
+    ingest_series = pd.read_parquet(smk.input.series)
     history_end = holdout.parse_history_end(smk.params.history_end, smk.params.etl["freq"])
     with timed(f"clean {partition}"):
         result, history, held_back = holdout.validate_history(
@@ -19,7 +20,7 @@ def main(smk) -> None:
         )
         clean = resample.resample_series(result.kept, smk.params.etl)
         table = quality.quality_table(
-            result, clean, history, smk.params.etl, partition, source_file
+            result, clean, history, smk.params.etl, partition, source_file, ingest_series
         )
         reconciliation = holdout.reconciliation_with_held_back(
             quality.file_reconciliation(result, source_file, partition), held_back

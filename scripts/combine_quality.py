@@ -2,13 +2,20 @@
 
 import pandas as pd
 
+from capforecast import quality as quality_table
 from capforecast.contracts import QUARANTINE_COLUMNS
 from capforecast.errors import CapForecastError
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 
 
 def main(smk) -> None:
-    quality = pd.concat([pd.read_csv(p) for p in smk.input.quality], ignore_index=True)
+    # Only empty cells are missing: ids and metric names such as "NA" or "null" are names.
+    quality = pd.concat(
+        [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in smk.input.quality],
+        ignore_index=True,
+    )
+    quality = quality_table.mark_unclassified(quality, smk.params.known_metrics)
+    quality_table.log_unclassified(quality)
     quarantined = [pd.read_parquet(p) for p in smk.input.quarantine]
     quarantined = [q for q in quarantined if len(q)]
     quarantine = (

@@ -1,4 +1,5 @@
-"""Rule ingest_partition: one source file -> raw long format, every row kept."""
+"""Rule ingest_partition: one source file -> raw long format (every row kept) and the
+per-series ingest record (metric names mapped, 0-1 scales converted)."""
 
 from pathlib import Path
 
@@ -7,15 +8,11 @@ from capforecast.rulekit import LOG, ensure_parent, run_rule
 
 
 def main(smk) -> None:
-    raw = ingest.read_input_file(Path(smk.input.source), smk.params.data)
-    ensure_parent(smk.output.raw)
-    raw.to_parquet(smk.output.raw, index=False)
-    LOG.info(
-        "%s: %d rows, %d series",
-        smk.input.source,
-        len(raw),
-        raw.groupby(["resource_id", "metric"]).ngroups,
-    )
+    result = ingest.ingest_file(Path(smk.input.source), smk.params.data, smk.params.etl)
+    ensure_parent(smk.output.raw, smk.output.series)
+    result.raw.to_parquet(smk.output.raw, index=False)
+    result.series.to_parquet(smk.output.series, index=False)
+    LOG.info("%s: %d rows, %d series", smk.input.source, len(result.raw), len(result.series))
 
 
 run_rule(main, snakemake)

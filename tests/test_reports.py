@@ -253,6 +253,8 @@ def make_quality(clean: pd.DataFrame) -> pd.DataFrame:
                 "rows_quarantined": 2,
                 "pegged_fraction": 0.3 if flags == "pegged" else 0.0,
                 "too_short": False,
+                "source_metric": metric,
+                "rows_rescaled": 0,
                 "flags": flags,
             }
         )

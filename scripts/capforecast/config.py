@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from capforecast import metric_names
 from capforecast.errors import ConfigError
 from capforecast.holdout import parse_history_end
 
@@ -76,6 +77,9 @@ def _allowed(error: jsonschema.ValidationError) -> str:
         return "missing required key"
     if error.validator == "pattern":
         return f"must match {error.validator_value}"
+    if error.validator == "anyOf" and error.context:
+        # e.g. "must match ^[a-z][a-z0-9_]*$; or expected type object"
+        return "; or ".join(dict.fromkeys(_allowed(sub) for sub in error.context))
     return error.message
 
 
@@ -135,6 +139,8 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
     if data["source"] == "local" and not data.get("path"):
         raise ConfigError("data.path", "required when data.source is 'local'")
     parse_history_end(data.get("history_end"), cfg["etl"]["freq"])
+    _check_input_mapping(data)
+    metric_names.check_config(cfg)
     for metric, levels in cfg["risk"]["thresholds"].items():
         if levels["warning"] > levels["critical"]:
             raise ConfigError(
@@ -158,6 +164,31 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError("synthetic.services", f"duplicate service names: {', '.join(dupes)}")
+
+
+def _check_input_mapping(data: Mapping[str, Any]) -> None:
+    """data.columns, data.metric_names and data.timestamp_unit describe local input files: a
+    setting that would change nothing (synthetic data, a long-format column in series format)
+    or name one column twice is an error rather than a silent no-op."""
+    if data["source"] == "synthetic":
+        defaults = load_schema()["properties"]["data"]["properties"]
+        for key in ("columns", "metric_names", "timestamp_unit"):
+            if data[key] != defaults[key]["default"]:
+                raise ConfigError(f"data.{key}", "applies to data.source local only")
+    columns = data["columns"]
+    if data["format"] == "series":
+        for key in ("resource_id", "metric"):
+            if key in columns:
+                raise ConfigError(
+                    f"data.columns.{key}",
+                    "series-format files have no such column (the resource is the file name)",
+                )
+    seen: dict[str, str] = {}
+    for key, source in columns.items():
+        name = str(source).strip().lower()
+        if name in seen:
+            raise ConfigError(f"data.columns.{key}", f"names the same column as {seen[name]}")
+        seen[name] = f"data.columns.{key}"
 
 
 def load_config(*paths: str | Path) -> dict[str, Any]:

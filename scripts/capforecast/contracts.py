@@ -8,6 +8,32 @@ from __future__ import annotations
 # Raw long format: results/raw/{partition}.parquet
 RAW_COLUMNS: tuple[str, ...] = ("timestamp", "resource_id", "metric", "value")
 
+# Metric names the product knows the meaning of (source names are mapped to these by
+# capforecast.metric_names). Which of them are 0-100 percentages is etl.percent_metrics.
+CANONICAL_METRICS: tuple[str, ...] = (
+    "cpu_utilization",  # percent
+    "memory_utilization",  # percent of memory in use
+    "disk_used_percent",  # percent of disk space in use
+    "network_in_bytes",  # bytes per sample period or per second, as the source reports them
+    "network_out_bytes",
+    "disk_read_bytes",
+    "disk_write_bytes",
+    "request_count",  # requests per sample period
+    "request_latency",  # in the source's unit (seconds for CloudWatch ELB/ALB)
+    "memory_available_bytes",  # free memory: lower means less headroom (not a utilisation)
+)
+
+# Per-series ingest record: results/raw/{partition}.series.parquet (what ingest did to each series)
+INGEST_SERIES_COLUMNS: tuple[str, ...] = (
+    "resource_id",
+    "metric",  # canonical (or sanitised) name in the raw partition
+    "source_metric",  # the name as the input had it (file column value or series-file stem)
+    "name_match",  # canonical | builtin | config | pattern | unknown
+    "scale",  # percent | fraction (converted x100) | ambiguous (0-1 values read as percent) | ""
+    "scale_evidence",  # name | values | config | "" (non-percent metrics)
+    "rows_rescaled",  # non-missing values multiplied by 100
+)
+
 # Resources table: results/raw/resources.parquet
 RESOURCE_COLUMNS: tuple[str, ...] = (
     "resource_id",
@@ -57,6 +83,8 @@ QUALITY_COLUMNS: tuple[str, ...] = (
     "rows_quarantined",
     "pegged_fraction",
     "too_short",
+    "source_metric",  # metric name in the input (see INGEST_SERIES_COLUMNS)
+    "rows_rescaled",  # values converted from a 0-1 scale to percent
     "flags",
 )
 

@@ -4,8 +4,14 @@ Two file layouts are understood:
 
 * long: columns ``timestamp, resource_id, metric, value`` (any further columns are ignored);
 * series: columns ``timestamp, value``, one series per file (NAB style); the resource id is the
-  file stem and the metric comes from ``data.metric`` or the first ``data.metric_patterns`` regex
-  found in the stem.
+  file stem and the metric comes from ``data.metric``, else from a metric name the stem spells
+  out (``host7_CPUUtilization``), else from the first ``data.metric_patterns`` regex found in it.
+
+Columns named differently are renamed first (``data.columns``). Timestamps may be ISO 8601 text,
+datetime columns or epoch numbers (:mod:`capforecast.timestamps`). Metric names are mapped to the
+canonical ones (:mod:`capforecast.metric_names`), and percentage series given on a 0-1 scale are
+converted to percent (:mod:`capforecast.scale`); what was done to each series is returned next
+to the rows (:class:`IngestResult`) and logged.
 
 Row ``i`` of the returned frame is data row ``i`` of the file, so the quarantine written later
 can point back to the source row. Rows are never dropped here: empty values and empty timestamps
@@ -19,10 +25,12 @@ the header being line 1). The quarantine table uses the 0-based row index instea
 
 from __future__ import annotations
 
+import functools
 import glob
+import logging
 import re
-import zoneinfo
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +39,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from capforecast.contracts import RAW_COLUMNS, RESOURCE_COLUMNS
-from capforecast.errors import ConfigError, InputDataError
+from capforecast import scale, timestamps
+from capforecast.contracts import INGEST_SERIES_COLUMNS, RAW_COLUMNS, RESOURCE_COLUMNS
+from capforecast.errors import InputDataError
+from capforecast.metric_names import (
+    MATCH_CANONICAL,
+    MATCH_PATTERN,
+    MATCH_UNKNOWN,
+    SCALE_FRACTION,
+    MetricName,
+    MetricNameMap,
+    counter_hint,
+)
+
+LOG = logging.getLogger(__name__)
 
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -42,10 +62,8 @@ LONG_COLUMNS = ("timestamp", "resource_id", "metric", "value")
 SERIES_COLUMNS = ("timestamp", "value")
 CATALOGUE_FIELDS = ("vcpu", "memory_gib", "hourly_price_usd")
 UNASSIGNED_SERVICE = "unassigned"
+SHOWN_IN_LOG = 5  # series named in one log line before "..."
 
-# A timestamp string carries its own offset when a clock time is followed by Z or +hh[:mm].
-# Anchoring on the clock time keeps a bare date such as "2014-05-14" from looking like "-14".
-_OFFSET_RE = r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -196,7 +214,35 @@ def _missing_columns_error(
     if len(found) == 1 and any(sep in found[0] for sep in (";", "\t", "|")):
         sep = next(s for s in (";", "\t", "|") if s in found[0])
         problem += f" (the header contains {sep!r}: the delimiter looks wrong, expected ',')"
+    else:
+        problem += " (columns named differently can be mapped with data.columns)"
     return InputDataError(str(file), problem, column=missing[0])
+
+
+def _map_columns(file: Path, table: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
+    """Rename the columns ``data.columns`` names ({timestamp: ts, value: val, ...}) to the
+    contract's names; matched like every column, ignoring case and surrounding spaces."""
+    renamed: dict[str, str] = {}
+    for target, source in columns.items():
+        key = str(source).strip().lower()
+        if key not in table.columns:
+            found = ", ".join(repr(str(c)) for c in table.columns)
+            raise InputDataError(
+                str(file),
+                f"column '{source}' named by data.columns.{target} not found; "
+                f"found columns: {found}",
+                column=str(source),
+            )
+        renamed[key] = target
+    for key, target in renamed.items():
+        if target in table.columns and target not in renamed:
+            raise InputDataError(
+                str(file),
+                f"column '{target}' is there as well as '{key}' (data.columns.{target}); "
+                "rename one of them",
+                column=target,
+            )
+    return table.rename(columns=renamed)
 
 
 def _choose_layout(file: Path, table: pd.DataFrame, fmt: str) -> str:
@@ -249,101 +295,6 @@ def _parse_values(file: Path, column: pd.Series, name: str = "value") -> pd.Seri
     )
 
 
-def _timezone(name: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            "data.naive_timezone", f"unknown timezone {name!r}; use an IANA name"
-        ) from None
-    return name
-
-
-def _localise(file: Path, naive: pd.Series, tz: str, series_keys: pd.DataFrame | None) -> pd.Series:
-    """Naive local times -> UTC. DST fall-back hours are resolved per series from the order of
-    the samples; times that cannot exist or cannot be resolved are errors naming the row."""
-    if tz == "UTC":
-        return naive.dt.tz_localize("UTC")
-    local = naive.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-    unresolved = local.isna() & naive.notna()
-    if not unresolved.any():
-        return local.dt.tz_convert("UTC")
-    # ambiguous=True settles every repeated hour, so what is still NaT never exists (spring DST).
-    nonexistent = naive.dt.tz_localize(tz, ambiguous=True, nonexistent="NaT").isna() & unresolved
-    if nonexistent.any():
-        i = int(np.flatnonzero(nonexistent.to_numpy())[0])
-        raise InputDataError(
-            str(file),
-            f"local time '{naive.iloc[i]}' does not exist in {tz} (DST change; "
-            f"{_row_label(file, i)}); check data.naive_timezone",
-            column="timestamp",
-            row=i + 1,
-        )
-    groups = (
-        [np.arange(len(naive))]
-        if series_keys is None
-        else list(series_keys.groupby(list(series_keys.columns), sort=False).indices.values())
-    )
-    resolved = local.copy()
-    for positions in groups:
-        if not unresolved.iloc[positions].any():
-            continue
-        part = naive.iloc[positions]
-        try:
-            resolved.iloc[positions] = part.dt.tz_localize(tz, ambiguous="infer").to_numpy()
-        except Exception:  # pandas 2 raises pytz.AmbiguousTimeError, pandas 3 a ValueError
-            i = int(positions[np.flatnonzero(unresolved.iloc[positions].to_numpy())[0]])
-            raise InputDataError(
-                str(file),
-                f"local time '{naive.iloc[i]}' is ambiguous in {tz} (DST fall-back; "
-                f"{_row_label(file, i)}) and the sample order does not resolve it; "
-                "write timestamps with a UTC offset",
-                column="timestamp",
-                row=i + 1,
-            ) from None
-    return resolved.dt.tz_convert("UTC")
-
-
-def _parse_timestamps(
-    file: Path, column: pd.Series, tz: str, series_keys: pd.DataFrame | None
-) -> pd.Series:
-    """Timestamps as datetime64[ns, UTC]. Aware values are converted; naive ones are read as
-    ``tz`` (data.naive_timezone). Empty cells stay NaT; anything unparseable is an error."""
-    if isinstance(column.dtype, pd.DatetimeTZDtype):
-        return column.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    if pd.api.types.is_datetime64_dtype(column):
-        naive = column.astype("datetime64[ns]")
-        return _localise(file, naive, tz, series_keys).astype("datetime64[ns, UTC]")
-    if column.dtype != object:
-        raise InputDataError(
-            str(file),
-            f"expected ISO 8601 timestamps or a datetime column, found {column.dtype}",
-            column="timestamp",
-        )
-    text = column.astype("string").str.strip()
-    text = text.mask(text == "")
-    aware = text.str.contains(_OFFSET_RE, regex=True).fillna(False).to_numpy(dtype=bool)
-    parsed = pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns, UTC]")
-    if aware.any():
-        # utc=True also handles a mix of offsets, e.g. across a DST change.
-        parsed[aware] = pd.to_datetime(text[aware], utc=True, format="ISO8601", errors="coerce")
-    if (~aware).any():
-        naive = pd.to_datetime(text[~aware], format="ISO8601", errors="coerce")
-        keys = None if series_keys is None else series_keys[~aware]
-        parsed[~aware] = _localise(file, naive, tz, keys)
-    bad = parsed.isna() & text.notna()
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputDataError(
-            str(file),
-            f"unparseable timestamp {column.iloc[i]!r} ({_row_label(file, i)}); "
-            "expected ISO 8601 such as 2024-01-31 13:05:00 or 2024-01-31T13:05:00+02:00",
-            column="timestamp",
-            row=i + 1,
-        )
-    return parsed
-
-
 def _text_column(column: pd.Series) -> pd.Series:
     """Identifiers as str (object dtype); empty cells become None so validation sees them.
 
@@ -360,52 +311,229 @@ def _text_column(column: pd.Series) -> pd.Series:
     return pd.Series(mapped, index=column.index, dtype=object)
 
 
-def infer_metric(file: str | Path, data_cfg: Mapping[str, Any]) -> str:
-    """Metric of a series-format file: ``data.metric`` or the first matching pattern."""
+def infer_metric(
+    file: str | Path, data_cfg: Mapping[str, Any], names: MetricNameMap | None = None
+) -> MetricName:
+    """Metric of a series-format file: ``data.metric``, else the metric name its stem spells
+    out (a whole-token match with the metric-name map), else the first matching
+    ``data.metric_patterns`` regex; every result goes through the metric-name map."""
+    names = names or MetricNameMap.from_config(data_cfg)
     if data_cfg.get("metric"):
-        return str(data_cfg["metric"])
+        return names.lookup(str(data_cfg["metric"]))
     stem = Path(file).stem
+    spelled = names.from_stem(stem)
+    if spelled is not None:
+        return spelled
     for entry in data_cfg.get("metric_patterns") or []:
         if re.search(entry["pattern"], stem):
-            return str(entry["metric"])
+            found = names.lookup(str(entry["metric"]))
+            if found.match == MATCH_UNKNOWN:
+                return found
+            return MetricName(found.metric, MATCH_PATTERN, found.scale)
     raise InputDataError(
         str(file),
-        f"cannot tell the metric of series file '{stem}': no data.metric_patterns regex matches "
-        "its name; set data.metric or add a pattern",
+        f"cannot tell the metric of series file '{stem}': no metric name in it and no "
+        "data.metric_patterns regex matches it; set data.metric or add a pattern",
     )
 
 
-def read_input_file(file: str | Path, data_cfg: Mapping[str, Any]) -> pd.DataFrame:
-    """Read one input file into the raw long format (contracts.RAW_COLUMNS), one row per file
-    row, in file order.
+@dataclass
+class IngestResult:
+    """One input file in the raw long format, and what ingest did to each of its series.
 
-    ``data_cfg`` is the validated config's ``data`` section (format, metric, metric_patterns,
-    naive_timezone). Raises :class:`InputDataError` with one line naming the file, column and
-    row for anything that cannot be read.
+    raw: contracts.RAW_COLUMNS, row i = data row i of the file; canonical metric names,
+        percentages on the 0-100 scale.
+    series: contracts.INGEST_SERIES_COLUMNS, one row per (resource_id, metric) with a
+        resource id and a metric (rows without one belong to no series).
+    """
+
+    raw: pd.DataFrame
+    series: pd.DataFrame
+
+
+def _conflict_error(
+    file: Path, resource: np.ndarray, source: np.ndarray, canonical: np.ndarray, labels: list
+) -> InputDataError | None:
+    """Two source names of one resource meaning the same metric (CPUUtilization and
+    cpu_usage_active, say) would be merged into one series silently: an error naming both."""
+    keyed = (resource >= 0) & (source >= 0)
+    pairs = pd.DataFrame({"r": resource[keyed], "s": source[keyed], "row": np.flatnonzero(keyed)})
+    first = pairs.drop_duplicates(["r", "s"]).assign(c=lambda f: canonical[f["s"].to_numpy()])
+    clash = first[first.duplicated(["r", "c"], keep=False)]
+    if clash.empty:
+        return None
+    a, b = clash.iloc[0], clash[clash["r"] == clash.iloc[0]["r"]].iloc[1]
+    return InputDataError(
+        str(file),
+        f"metric names {labels[a['s']]!r} ({_row_label(file, int(a['row']))}) and "
+        f"{labels[b['s']]!r} ({_row_label(file, int(b['row']))}) both mean '{a['c']}' for "
+        f"the same resource; keep one, or map one to another name in data.metric_names",
+        column="metric",
+        row=int(b["row"]) + 1,
+    )
+
+
+def _resolve_long_metrics(
+    file: Path, names: MetricNameMap, resource_id: pd.Series, metric: pd.Series
+) -> tuple[pd.Series, pd.DataFrame]:
+    """Canonical metric per row and the per-series naming table (resource_id, metric,
+    source_metric, name_match, declared_scale); names are resolved once per distinct value."""
+    source, labels = pd.factorize(metric, use_na_sentinel=True)
+    resource, resources = pd.factorize(resource_id, use_na_sentinel=True)
+    resolved = [names.lookup(str(label)) for label in labels]
+    canonical = np.array([r.metric for r in resolved], dtype=object)
+    error = _conflict_error(file, resource, source, canonical, list(labels))
+    if error is not None:
+        raise error
+    rows = pd.Series(
+        np.where(source >= 0, canonical[np.clip(source, 0, None)], None),
+        index=metric.index,
+        dtype=object,
+    )
+    keyed = (resource >= 0) & (source >= 0)
+    pairs = np.unique(resource[keyed].astype("int64") * max(len(labels), 1) + source[keyed])
+    r_code, s_code = np.divmod(pairs, max(len(labels), 1))
+    table = pd.DataFrame(
+        {
+            "resource_id": np.asarray(resources, dtype=object)[r_code],
+            "metric": canonical[s_code],
+            "source_metric": np.asarray(labels, dtype=object)[s_code],
+            "name_match": [resolved[i].match for i in s_code],
+            "declared_scale": [resolved[i].scale for i in s_code],
+        }
+    )
+    return rows, table
+
+
+def _series_table(
+    raw: pd.DataFrame, naming: pd.DataFrame, etl_cfg: Mapping[str, Any] | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scale decisions (when ``etl_cfg`` is given) applied to ``raw``, and the per-series
+    ingest table (contracts.INGEST_SERIES_COLUMNS)."""
+    keys = ["resource_id", "metric"]
+    if etl_cfg is None:
+        decided = naming[keys].assign(scale="", scale_evidence="", rows_rescaled=0)
+    else:
+        decided, rows = scale.decide_scales(raw, naming, etl_cfg)
+        raw = scale.rescale(raw, rows)
+    table = naming.drop(columns="declared_scale").merge(decided, on=keys, how="left")
+    table["rows_rescaled"] = table["rows_rescaled"].fillna(0).astype("int64")
+    return raw, table.loc[:, list(INGEST_SERIES_COLUMNS)].reset_index(drop=True)
+
+
+def ingest_file(
+    file: str | Path,
+    data_cfg: Mapping[str, Any],
+    etl_cfg: Mapping[str, Any] | None = None,
+) -> IngestResult:
+    """Read one input file into the raw long format, one row per file row, in file order.
+
+    ``data_cfg`` is the validated config's ``data`` section (format, columns, metric,
+    metric_patterns, metric_names, naive_timezone, timestamp_unit). ``etl_cfg`` (the ``etl``
+    section: percent_metrics, fraction_scale) turns on the 0-1 scale
+    check; without it values are kept as they are. Raises :class:`InputDataError` with one line
+    naming the file, column and row for anything that cannot be read.
     """
     file = Path(file)
-    tz = _timezone(str(data_cfg.get("naive_timezone") or "UTC"))
-    fmt = str(data_cfg.get("format") or "auto")
+    tz = timestamps.check_timezone(str(data_cfg["naive_timezone"]))
+    names = MetricNameMap.from_config(data_cfg)
     table = _normalise_columns(file, _read_table(file))
-    layout = _choose_layout(file, table, fmt)
+    table = _map_columns(file, table, data_cfg.get("columns") or {})
+    layout = _choose_layout(file, table, str(data_cfg["format"]))
+    resource_id = (
+        _text_column(table["resource_id"])
+        if layout == "long"
+        else pd.Series(file.stem, index=table.index, dtype=object)
+    )
     if layout == "long":
-        resource_id = _text_column(table["resource_id"])
-        metric = _text_column(table["metric"])
+        metric, naming = _resolve_long_metrics(
+            file, names, resource_id, _text_column(table["metric"])
+        )
         keys = pd.DataFrame({"r": resource_id.fillna(""), "m": metric.fillna("")})
     else:
-        metric_name = infer_metric(file, data_cfg)
-        resource_id = pd.Series(file.stem, index=table.index, dtype=object)
-        metric = pd.Series(metric_name, index=table.index, dtype=object)
+        found = infer_metric(file, data_cfg, names)
+        metric = pd.Series(found.metric, index=table.index, dtype=object)
+        source = str(data_cfg.get("metric") or file.stem)
+        naming = pd.DataFrame(
+            [[file.stem, found.metric, source, found.match, found.scale]],
+            columns=["resource_id", "metric", "source_metric", "name_match", "declared_scale"],
+        )
         keys = None
+    parsed = timestamps.parse_timestamps(
+        file,
+        functools.partial(_row_label, file),
+        table["timestamp"],
+        tz=tz,
+        unit=str(data_cfg["timestamp_unit"]),
+        series_keys=keys,
+    )
     raw = pd.DataFrame(
         {
-            "timestamp": _parse_timestamps(file, table["timestamp"], tz, keys),
+            "timestamp": parsed,
             "resource_id": resource_id,
             "metric": metric,
             "value": _parse_values(file, table["value"]),
         }
-    )
-    return raw.loc[:, list(RAW_COLUMNS)].reset_index(drop=True)
+    ).loc[:, list(RAW_COLUMNS)]
+    raw, series = _series_table(raw.reset_index(drop=True), naming, etl_cfg)
+    log_series_notes(file, series)
+    return IngestResult(raw=raw, series=series)
+
+
+def read_input_file(
+    file: str | Path,
+    data_cfg: Mapping[str, Any],
+    etl_cfg: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """The raw rows of :func:`ingest_file` (contracts.RAW_COLUMNS)."""
+    return ingest_file(file, data_cfg, etl_cfg).raw
+
+
+def _listed(frame: pd.DataFrame) -> str:
+    shown = [f"{r} {m}" for r, m in zip(frame["resource_id"], frame["metric"], strict=True)]
+    more = len(shown) - SHOWN_IN_LOG
+    return ", ".join(shown[:SHOWN_IN_LOG]) + (f", ... (+{more})" if more > 0 else "")
+
+
+def log_series_notes(file: Path, series: pd.DataFrame) -> None:
+    """What ingest changed or could not decide, one log line per kind (WARNING where a user
+    should look: unknown names, rescaled series, 0-1 series read as percent)."""
+    mapped = series[~series["name_match"].isin([MATCH_UNKNOWN, MATCH_CANONICAL])]
+    pairs = sorted(set(zip(mapped["source_metric"], mapped["metric"], strict=True)))
+    if pairs:
+        LOG.info("%s: metric names mapped: %s", file, ", ".join(f"{s} -> {m}" for s, m in pairs))
+    unknown = series[series["name_match"] == MATCH_UNKNOWN]
+    for (source, metric), group in unknown.groupby(["source_metric", "metric"], sort=True):
+        LOG.warning(
+            "%s: metric %r is neither a canonical nor a mapped metric name; kept as %r "
+            "(%d series)%s. Unless risk.thresholds names it, it is forecast with no thresholds "
+            "(unclassified_metric); map it in data.metric_names",
+            file,
+            source,
+            metric,
+            len(group),
+            counter_hint(metric),
+        )
+    converted = series[series["scale"] == SCALE_FRACTION]
+    if len(converted):
+        LOG.warning(
+            "%s: %d series given on a 0-1 scale, converted to percent x100 (%d values; "
+            "fraction_scale_converted): %s",
+            file,
+            len(converted),
+            int(converted["rows_rescaled"].sum()),
+            _listed(converted),
+        )
+    ambiguous = series[series["scale"] == scale.AMBIGUOUS]
+    if len(ambiguous):
+        LOG.warning(
+            "%s: %d percentage series stay within 0-1 with no other evidence of their scale "
+            "and are read as percent (idle?; fraction_scale_ambiguous): %s. If they are "
+            "fractions, set etl.fraction_scale: always or a scale in data.metric_names",
+            file,
+            len(ambiguous),
+            _listed(ambiguous),
+        )
 
 
 # --------------------------------------------------------------------------- resources

@@ -6,16 +6,21 @@ were quarantined (flag ``all_quarantined``), so nothing vanishes between ingest 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from capforecast.contracts import QUALITY_COLUMNS
+from capforecast.metric_names import SCALE_FRACTION
 from capforecast.resample import DEFAULT_FREQ, freq_nanoseconds
+from capforecast.scale import AMBIGUOUS
 from capforecast.validate import SERIES_KEYS, ValidationResult, series_codes, timestamps_ns
 
+UNCLASSIFIED = "unclassified_metric"
+SHOWN_SERIES = 5  # resource ids named in a warning before "..."
 LOW_COVERAGE = 0.8  # coverage below this share of expected bins is flagged low_coverage
 PEGGED_SHARE = 0.05  # more than this share of samples at the ceiling is flagged pegged
 IRREGULAR_SHARE = 0.05  # more than this share of off-median raw steps is flagged irregular
@@ -31,6 +36,7 @@ GRID_COUNT_COLUMNS: tuple[str, ...] = (
     "unfilled_points",
 )
 
+LOG = logging.getLogger(__name__)
 RECONCILIATION_COLUMNS: tuple[str, ...] = (
     "source_file",
     "partition",
@@ -143,12 +149,32 @@ def _flags(table: pd.DataFrame) -> pd.Series:
         "irregular": table["irregular_fraction"] > IRREGULAR_SHARE,
         "duplicates": table["duplicates"] > 0,
         "quarantined_rows": table["rows_quarantined"] > 0,
+        "fraction_scale_converted": table["scale"] == SCALE_FRACTION,
+        "fraction_scale_ambiguous": table["scale"] == AMBIGUOUS,
     }
     names = pd.Series("", index=table.index, dtype=object)
     for name, mask in checks.items():
-        mask = mask.fillna(False).astype(bool)
-        names[mask] = names[mask].map(lambda s, n=name: f"{s};{n}" if s else n)
+        names = _add_flag(names, mask, name)
     return names
+
+
+def _add_flag(flags: pd.Series, mask: pd.Series, name: str) -> pd.Series:
+    """``flags`` (semicolon-joined names) with ``name`` appended where ``mask`` holds."""
+    mask = mask.fillna(False).astype(bool)
+    out = flags.fillna("").astype(object).copy()
+    out[mask] = out[mask].map(lambda s: f"{s};{name}" if s else name)
+    return out
+
+
+def _ingest_columns(counts: pd.DataFrame, ingest_series: pd.DataFrame | None) -> pd.DataFrame:
+    """source_metric, rows_rescaled and the scale decision of every series, from the ingest
+    record (contracts.INGEST_SERIES_COLUMNS); without one, names and values are as in the data."""
+    columns = [*SERIES_KEYS, "source_metric", "rows_rescaled", "scale"]
+    if ingest_series is None:
+        return counts[SERIES_KEYS].assign(
+            source_metric=counts["metric"], rows_rescaled=0, scale=""
+        )[columns]
+    return ingest_series[columns]
 
 
 def quality_table(
@@ -158,6 +184,7 @@ def quality_table(
     etl_cfg: Mapping[str, Any],
     partition: str,
     source_file: str,
+    ingest_series: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per series of the raw file with contracts.QUALITY_COLUMNS.
 
@@ -168,7 +195,8 @@ def quality_table(
     median_step_seconds, irregular_fraction: from the distinct raw timestamps. pegged_fraction:
     share of kept samples >= etl.pegged_level (percent metrics only). too_short: history below
     etl.min_history_hours. Series whose rows were all quarantined have coverage 0 and the
-    flag all_quarantined.
+    flag all_quarantined. source_metric, rows_rescaled and the fraction_scale_* flags come from
+    ``ingest_series``, the ingest record of the file (:class:`capforecast.ingest.IngestResult`).
     """
     freq_hours = freq_nanoseconds(str(etl_cfg.get("freq", DEFAULT_FREQ))) / 3.6e12
     min_history = float(etl_cfg.get("min_history_hours", DEFAULT_MIN_HISTORY_HOURS))
@@ -176,6 +204,9 @@ def quality_table(
     table = counts.merge(_grid_stats(clean), on=SERIES_KEYS, how="left")
     table = table.merge(_observed_span(validation.kept, etl_cfg), on=SERIES_KEYS, how="left")
     table = table.merge(_step_stats(raw), on=SERIES_KEYS, how="left")
+    table = table.merge(_ingest_columns(counts, ingest_series), on=SERIES_KEYS, how="left")
+    table["source_metric"] = table["source_metric"].fillna(table["metric"])
+    table["rows_rescaled"] = pd.to_numeric(table["rows_rescaled"]).fillna(0).astype("int64")
 
     for col in GRID_COUNT_COLUMNS:
         table[col] = pd.to_numeric(table[col]).fillna(0).astype("int64")
@@ -196,6 +227,36 @@ def quality_table(
     table["partition"] = partition
     table["source_file"] = str(source_file)
     return table.loc[:, list(QUALITY_COLUMNS)].reset_index(drop=True)
+
+
+def mark_unclassified(table: pd.DataFrame, known_metrics: Iterable[str]) -> pd.DataFrame:
+    """The quality table with flag ``unclassified_metric`` on series whose metric the run cannot
+    judge: not canonical, not a percentage metric, no thresholds
+    (:func:`capforecast.metric_names.known_metrics`). They are forecast with no thresholds."""
+    unknown = ~table["metric"].astype(str).isin(list(known_metrics))
+    return table.assign(flags=_add_flag(table["flags"], unknown, UNCLASSIFIED))
+
+
+def log_unclassified(table: pd.DataFrame) -> int:
+    """One WARNING per unclassified metric (its source names and series) and the count of
+    flagged series; returns that count."""
+    flagged = table[table["flags"].fillna("").str.split(";").map(lambda f: UNCLASSIFIED in f)]
+    for metric, group in flagged.groupby("metric", sort=True):
+        sources = ", ".join(repr(str(s)) for s in sorted(set(group["source_metric"].astype(str))))
+        ids = [str(r) for r in group["resource_id"]]
+        shown = ", ".join(ids[:SHOWN_SERIES]) + (", ..." if len(ids) > SHOWN_SERIES else "")
+        LOG.warning(
+            "unclassified metric %r (input name %s; %d series: %s): not a canonical metric and "
+            "no risk.thresholds for it, so it is forecast with no thresholds; map it in "
+            "data.metric_names or give it thresholds",
+            str(metric),
+            sources,
+            len(group),
+            shown,
+        )
+    if len(flagged):
+        LOG.warning("%d series flagged %s", len(flagged), UNCLASSIFIED)
+    return len(flagged)
 
 
 def file_reconciliation(

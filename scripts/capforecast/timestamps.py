@@ -1,0 +1,237 @@
+"""Timestamp cells -> datetime64[ns, UTC]: ISO 8601 text, datetime columns, epoch numbers.
+
+``data.timestamp_unit`` says how to read numbers: ``auto`` (numbers are epoch times whose unit
+is told by their magnitude; text is ISO 8601), ``s``/``ms``/``us``/``ns`` (numbers, or text
+holding numbers, in that unit) or ``iso`` (text only). Datetime columns (parquet) are read as
+they are under every setting. Epoch times are UTC by definition; naive ISO times are read in
+``data.naive_timezone``.
+
+Errors name the file, the column and the first offending row; ``where(i)`` describes 0-based
+data row ``i`` (CSV line or parquet index), as :mod:`capforecast.ingest` counts rows.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from capforecast.errors import ConfigError, InputDataError
+
+COLUMN = "timestamp"
+UNIT_AUTO = "auto"
+UNIT_ISO = "iso"
+# Nanoseconds per unit of an epoch number.
+EPOCH_UNITS: dict[str, int] = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+# Epoch numbers are told apart by magnitude: a unit is plausible when it puts the instant in
+# [1990, 2100). The four ranges are 1000x apart and never overlap, so a value fits at most one.
+PLAUSIBLE_START_NS = pd.Timestamp("1990-01-01", tz="UTC").value
+PLAUSIBLE_END_NS = pd.Timestamp("2100-01-01", tz="UTC").value
+
+# A timestamp string carries its own offset when a clock time is followed by Z or +hh[:mm].
+# Anchoring on the clock time keeps a bare date such as "2014-05-14" from looking like "-14".
+_OFFSET_RE = r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+_NUMBER_RE = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
+_ISO_EXAMPLE = "expected ISO 8601 such as 2024-01-31 13:05:00 or 2024-01-31T13:05:00+02:00"
+
+Where = Callable[[int], str]
+
+
+def check_timezone(name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            "data.naive_timezone", f"unknown timezone {name!r}; use an IANA name"
+        ) from None
+    return name
+
+
+def _error(file: Path, problem: str, row: int | None = None) -> InputDataError:
+    return InputDataError(str(file), problem, column=COLUMN, row=None if row is None else row + 1)
+
+
+def _localise(
+    file: Path, where: Where, naive: pd.Series, tz: str, series_keys: pd.DataFrame | None
+) -> pd.Series:
+    """Naive local times -> UTC. DST fall-back hours are resolved per series from the order of
+    the samples; times that cannot exist or cannot be resolved are errors naming the row."""
+    if tz == "UTC":
+        return naive.dt.tz_localize("UTC")
+    local = naive.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+    unresolved = local.isna() & naive.notna()
+    if not unresolved.any():
+        return local.dt.tz_convert("UTC")
+    # ambiguous=True settles every repeated hour, so what is still NaT never exists (spring DST).
+    nonexistent = naive.dt.tz_localize(tz, ambiguous=True, nonexistent="NaT").isna() & unresolved
+    if nonexistent.any():
+        i = int(np.flatnonzero(nonexistent.to_numpy())[0])
+        raise _error(
+            file,
+            f"local time '{naive.iloc[i]}' does not exist in {tz} (DST change; "
+            f"{where(i)}); check data.naive_timezone",
+            i,
+        )
+    groups = (
+        [np.arange(len(naive))]
+        if series_keys is None
+        else list(series_keys.groupby(list(series_keys.columns), sort=False).indices.values())
+    )
+    resolved = local.copy()
+    for positions in groups:
+        if not unresolved.iloc[positions].any():
+            continue
+        part = naive.iloc[positions]
+        try:
+            resolved.iloc[positions] = part.dt.tz_localize(tz, ambiguous="infer").to_numpy()
+        except Exception:  # pandas 2 raises pytz.AmbiguousTimeError, pandas 3 a ValueError
+            i = int(positions[np.flatnonzero(unresolved.iloc[positions].to_numpy())[0]])
+            raise _error(
+                file,
+                f"local time '{naive.iloc[i]}' is ambiguous in {tz} (DST fall-back; "
+                f"{where(i)}) and the sample order does not resolve it; "
+                "write timestamps with a UTC offset",
+                i,
+            ) from None
+    return resolved.dt.tz_convert("UTC")
+
+
+def _parse_iso(
+    file: Path,
+    where: Where,
+    column: pd.Series,
+    text: pd.Series,
+    tz: str,
+    series_keys: pd.DataFrame | None,
+) -> pd.Series:
+    aware = text.str.contains(_OFFSET_RE, regex=True).fillna(False).to_numpy(dtype=bool)
+    parsed = pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns, UTC]")
+    if aware.any():
+        # utc=True also handles a mix of offsets, e.g. across a DST change.
+        parsed[aware] = pd.to_datetime(text[aware], utc=True, format="ISO8601", errors="coerce")
+    if (~aware).any():
+        naive = pd.to_datetime(text[~aware], format="ISO8601", errors="coerce")
+        keys = None if series_keys is None else series_keys[~aware]
+        parsed[~aware] = _localise(file, where, naive, tz, keys)
+    bad = parsed.isna() & text.notna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        problem = f"unparseable timestamp {column.iloc[i]!r} ({where(i)}); {_ISO_EXAMPLE}"
+        raise _error(file, problem, i)
+    return parsed
+
+
+def _epoch_unit(file: Path, where: Where, numbers: np.ndarray, present: np.ndarray) -> str:
+    """The one unit that puts every number in [1990, 2100), or an error naming the row."""
+    rows = np.flatnonzero(present)
+    fits = {
+        unit: (numbers[rows] * per >= PLAUSIBLE_START_NS) & (numbers[rows] * per < PLAUSIBLE_END_NS)
+        for unit, per in EPOCH_UNITS.items()
+    }
+    unit = next((u for u, ok in fits.items() if ok[0]), None)
+    if unit is None:
+        i = int(rows[0])
+        raise _error(
+            file,
+            f"number {numbers[i]:.15g} is not an epoch time in s, ms, us or ns between 1990 and "
+            f"2100 ({where(i)}); set data.timestamp_unit (or iso for dates written as numbers)",
+            i,
+        )
+    if not fits[unit].all():
+        i = int(rows[np.flatnonzero(~fits[unit])[0]])
+        other = next((u for u, ok in fits.items() if ok[np.searchsorted(rows, i)]), None)
+        seen = f"looks like epoch {other}" if other else "fits no epoch unit"
+        raise _error(
+            file,
+            f"epoch time {numbers[i]:.15g} ({where(i)}) {seen}, but row {int(rows[0]) + 1} is "
+            f"epoch {unit}; one unit per column (set data.timestamp_unit to force one)",
+            i,
+        )
+    return unit
+
+
+def _epoch_numbers(cells: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
+    """Numbers of a numeric column or of numeric text: float64 (NaN where missing) and, when
+    every present number is an integer, the exact int64 values too (0 where missing)."""
+    if pd.api.types.is_numeric_dtype(cells):
+        floats = cells.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+        if not pd.api.types.is_integer_dtype(cells):
+            return floats, None
+        return floats, cells.to_numpy(dtype="int64", na_value=0)
+    present = cells.notna().to_numpy()
+    floats = pd.to_numeric(cells, errors="coerce").to_numpy(dtype="float64")
+    given = cells[present]
+    if not given.str.fullmatch(r"[+-]?\d{1,19}").all():
+        return floats, None
+    try:
+        exact = given.astype("int64").to_numpy()
+    except (OverflowError, ValueError):  # beyond int64: out of range for any unit anyway
+        return floats, None
+    ints = np.zeros(len(cells), dtype="int64")
+    ints[present] = exact
+    return floats, ints
+
+
+def _parse_epoch(file: Path, where: Where, cells: pd.Series, unit: str) -> pd.Series:
+    """Epoch numbers (a numeric column or numeric text) in ``unit`` (or auto-detected) -> UTC.
+
+    Integers convert exactly; other numbers are rounded to the microsecond, so that 5-minute
+    samples written as float seconds land on whole seconds rather than 256 ns off.
+    """
+    floats, ints = _epoch_numbers(cells)
+    present = ~np.isnan(floats)
+    out = pd.Series(pd.NaT, index=cells.index, dtype="datetime64[ns, UTC]")
+    if not present.any():
+        return out
+    if unit == UNIT_AUTO:
+        unit = _epoch_unit(file, where, floats, present)
+    per = EPOCH_UNITS[unit]
+    overflow = present & (np.abs(np.nan_to_num(floats)) > np.iinfo("int64").max // per)
+    if overflow.any():
+        i = int(np.flatnonzero(overflow)[0])
+        raise _error(file, f"epoch time {floats[i]:.15g} {unit} is out of range ({where(i)})", i)
+    if ints is not None:
+        ns = ints[present] * per
+    else:
+        ns = np.rint(floats[present] * (per / 1000)).astype("int64") * 1000
+    out[present] = pd.to_datetime(ns, unit="ns", utc=True)
+    return out
+
+
+def parse_timestamps(
+    file: Path,
+    where: Where,
+    column: pd.Series,
+    *,
+    tz: str,
+    unit: str,
+    series_keys: pd.DataFrame | None,
+) -> pd.Series:
+    """Timestamps as datetime64[ns, UTC]; empty cells stay NaT, anything unreadable is an
+    error naming the file, the column and the row."""
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        return column.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    if pd.api.types.is_datetime64_dtype(column):
+        naive = column.astype("datetime64[ns]")
+        return _localise(file, where, naive, tz, series_keys).astype("datetime64[ns, UTC]")
+    numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+    if numeric:
+        if unit == UNIT_ISO:
+            raise _error(file, f"numbers ({column.dtype}) but data.timestamp_unit is iso")
+        return _parse_epoch(file, where, column, unit)
+    if column.dtype != object and not pd.api.types.is_string_dtype(column):
+        raise _error(file, f"expected timestamps or epoch numbers, found {column.dtype}")
+    text = column.astype("string").str.strip()
+    text = text.mask(text == "")
+    is_number = text.str.fullmatch(_NUMBER_RE).fillna(False).to_numpy(dtype=bool)
+    present = text.notna().to_numpy()
+    if unit == UNIT_ISO or (unit == UNIT_AUTO and not is_number.any()):
+        return _parse_iso(file, where, column, text, tz, series_keys)
+    if not is_number[present].all():
+        i = int(np.flatnonzero(present & ~is_number)[0])
+        mixed = " among epoch numbers" if unit == UNIT_AUTO else f" (data.timestamp_unit is {unit})"
+        raise _error(file, f"unparseable timestamp {column.iloc[i]!r}{mixed} ({where(i)})", i)
+    return _parse_epoch(file, where, text, unit)
