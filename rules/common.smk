@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from capforecast.config import validated_config  # noqa: E402
 from capforecast.errors import CapForecastError  # noqa: E402
 from capforecast import ingest as cf_ingest  # noqa: E402
+from capforecast.models import MODEL_FAMILY  # noqa: E402
 
 try:
     # Validate against config/schema.yaml and fill its defaults before any job is planned.
@@ -64,12 +65,10 @@ def _partition_sources():
 PARTITION_SOURCES = _partition_sources()
 PARTITIONS = sorted(PARTITION_SOURCES)
 MODELS = list(config["models"]["enabled"])
-MODEL_FAMILIES = {
-    "baseline": ["seasonal_naive_daily", "seasonal_naive_weekly", "predict_linear"],
-    "statsforecast": ["autoets", "autotheta", "theta", "mstl"],
-    "prophet": ["prophet"],
-    "autogluon": ["autogluon"],
-}
+# family -> its models, from the one registry in the library (one rule per family).
+MODEL_FAMILIES = {}
+for _model, _family in MODEL_FAMILY.items():
+    MODEL_FAMILIES.setdefault(_family, []).append(_model)
 
 
 wildcard_constraints:

@@ -135,6 +135,7 @@ def test_registry_names_and_families():
         "seasonal_naive_daily",
         "seasonal_naive_weekly",
         "predict_linear",
+        "seasonal_median",
         "autoets",
         "autotheta",
         "theta",

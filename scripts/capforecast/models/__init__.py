@@ -13,6 +13,7 @@ from capforecast.models.baselines import (
     seasonal_naive_daily,
     seasonal_naive_weekly,
 )
+from capforecast.models.profiles import seasonal_median
 from capforecast.models.prophet_model import prophet
 from capforecast.models.stats import autoets, autotheta, mstl, theta
 
@@ -20,6 +21,7 @@ MODEL_REGISTRY: dict[str, ModelFn] = {
     "seasonal_naive_daily": seasonal_naive_daily,
     "seasonal_naive_weekly": seasonal_naive_weekly,
     "predict_linear": predict_linear,
+    "seasonal_median": seasonal_median,
     "autoets": autoets,
     "autotheta": autotheta,
     "theta": theta,
@@ -33,6 +35,7 @@ MODEL_FAMILY: dict[str, str] = {
     "seasonal_naive_daily": "baseline",
     "seasonal_naive_weekly": "baseline",
     "predict_linear": "baseline",
+    "seasonal_median": "baseline",
     "autoets": "statsforecast",
     "autotheta": "statsforecast",
     "theta": "statsforecast",

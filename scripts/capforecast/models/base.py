@@ -80,6 +80,7 @@ def finalize_forecast(frame: pd.DataFrame, request: ForecastRequest) -> pd.DataF
 FLAG_TOO_SHORT = "fallback: too_short"
 FLAG_MODEL_FAILED = "fallback: model_failed"
 FLAG_CONSTANT = "constant"
+FLAG_RECENTLY_CONSTANT = "constant_recently"
 FLAG_NO_DATA = "no_data"
 
 
@@ -103,12 +104,28 @@ def _as_timedelta_string(freq: str) -> str:
     return freq if freq[:1].isdigit() else f"1{freq}"
 
 
-def fill_missing(values: np.ndarray) -> np.ndarray:
-    """Linear interpolation inside gaps, then carry the edge values outwards.
+def fill_missing(values: np.ndarray, season: int | None = None) -> np.ndarray:
+    """A gap-free copy of ``values`` for models that need a regular grid.
 
-    statsforecast and the baselines need a gap-free array; an all-NaN input stays all NaN.
+    With ``season``, a missing value first takes the value one season earlier (then two, ...),
+    so a day-long gap in an hourly series with a daily cycle keeps its cycle instead of becoming
+    a straight line; what is left (gaps in the first season) is interpolated linearly, then the
+    edge values are carried outwards. An all-NaN input stays all NaN.
     """
-    series = pd.Series(np.asarray(values, dtype=float))
+    filled = np.asarray(values, dtype=float).copy()
+    if season and 0 < season < len(filled):
+        missing = np.isnan(filled)
+        while missing.any():
+            # Position t takes t - season; a gap longer than a season fills over several rounds.
+            candidates = np.flatnonzero(missing)
+            candidates = candidates[candidates >= season]
+            source = filled[candidates - season]
+            usable = ~np.isnan(source)
+            if not usable.any():
+                break
+            filled[candidates[usable]] = source[usable]
+            missing = np.isnan(filled)
+    series = pd.Series(filled)
     return series.interpolate(method="linear").ffill().bfill().to_numpy()
 
 

@@ -113,16 +113,20 @@ def naive_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFr
 
 
 def seasonal_naive_daily_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
-    season = steps_per("1D", request.freq)
-    return _per_series(
-        request, lambda y: seasonal_naive_values(y, season, request.horizon, request.quantiles)
-    )
+    return _seasonal_naive_core(request, steps_per("1D", request.freq))
 
 
 def seasonal_naive_weekly_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
-    season = steps_per("7D", request.freq)
+    return _seasonal_naive_core(request, steps_per("7D", request.freq))
+
+
+def _seasonal_naive_core(request: ForecastRequest, season: int) -> pd.DataFrame:
+    # Gaps take the value one season earlier: a missing day of the last week is repeated from
+    # the week before, not replaced by a straight line.
     return _per_series(
-        request, lambda y: seasonal_naive_values(y, season, request.horizon, request.quantiles)
+        request,
+        lambda y: seasonal_naive_values(y, season, request.horizon, request.quantiles),
+        fill_season=season,
     )
 
 
@@ -140,13 +144,19 @@ SeriesForecast = Callable[[np.ndarray], tuple[np.ndarray, dict[float, np.ndarray
 
 
 def _per_series(
-    request: ForecastRequest, forecast: SeriesForecast, fill: bool = True
+    request: ForecastRequest,
+    forecast: SeriesForecast,
+    fill: bool = True,
+    fill_season: int | None = None,
 ) -> pd.DataFrame:
-    """Apply ``forecast(y) -> (point, {q: values})`` to every series of the request."""
+    """Apply ``forecast(y) -> (point, {q: values})`` to every series of the request.
+
+    ``fill``: gaps are filled first (``fill_missing`` with ``fill_season``).
+    """
     frames = []
     for sid, group in request.history.groupby("series_id", sort=False):
         y = group["y"].to_numpy(dtype=float)
-        point, quantile_values = forecast(fill_missing(y) if fill else y)
+        point, quantile_values = forecast(fill_missing(y, fill_season) if fill else y)
         timestamps = future_timestamps(group["timestamp"].iloc[-1], request.horizon, request.freq)
         frames.append(quantile_frame(str(sid), timestamps, point, quantile_values))
     return pd.concat(frames, ignore_index=True)

@@ -211,7 +211,7 @@ def statsforecast_forecast(
     cache = request.fitted_models if cache_key is not None else None
     ids, jobs = [], []
     for sid, group in history.groupby("series_id", sort=False):
-        y = fill_missing(group["y"].to_numpy(dtype=float))
+        y = fill_missing(group["y"].to_numpy(dtype=float), request.season)
         form = cache.get((cache_key, str(sid))) if cache is not None else None
         template = model if hasattr(model, "fit") else model(y, form)
         ids.append(str(sid))
@@ -270,8 +270,8 @@ def series_quantiles(
     if residuals.size < MIN_RESIDUALS or not sigma[0] > 0 or not np.isfinite(sigma).all():
         return mean, normal
     growth = sigma / sigma[0]
-    centre = float(np.median(residuals))
-    return mean, {q: mean + growth * (float(np.quantile(residuals, q)) - centre) for q in quantiles}
+    values = {q: mean + growth * float(np.quantile(residuals, q)) for q in quantiles}
+    return values.get(0.5, mean), values
 
 
 # A process pool costs ~0.1 s to start; below this many series one process is faster.

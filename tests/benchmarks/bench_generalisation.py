@@ -1,0 +1,279 @@
+"""Accuracy across real datasets, settings frozen before scoring, peers side by side.
+
+Protocol (the "forecasts that generalise" issue):
+
+- Datasets: the NAB CloudWatch fixture at H = 24 (K = 3 windows; its two weeks are too short for
+  a week-ahead horizon) and the Bitbrains development set at H = 24 (K = 7: one window per day
+  of the last week, so weekdays and the weekend are all scored) and at H = 168 (K = 3 weeks,
+  the horizon the risk stage uses). Hourly means, windows end-aligned on each series' end,
+  quantiles 0.1 / 0.5 / 0.9, plus the configured selection window(s) before the scored ones.
+- Halves: ``tests/benchmarks/splits.yaml`` lists the tuning half of each dataset (by file for
+  NAB, by VM for Bitbrains). Settings may be chosen on the tuning half only; the held-out half
+  is the result. Each half is run as a fleet of its own (selection and AutoGluon see only it).
+- Candidates: this project's default configuration (``config/schema.yaml``) untouched, i.e.
+  ``models.enabled`` and the ``selected`` combination. Peers: the library defaults of
+  ``capforecast.models.peers`` on the whole history, never selectable.
+- Ratios: ``*_relgm`` is the geometric mean over series of the error relative to statsforecast's
+  daily seasonal naive (``seasonal_naive_daily_peer``); ``vs best peer`` divides ``selected``'s
+  relgm by the best peer's on that metric (<= 0.95 is the bar).
+
+Run: ``make bench-accuracy`` (= this script with ``--write-readme``), or
+``.venv/bin/python tests/benchmarks/bench_generalisation.py [--datasets nab bitbrains]
+[--horizons 24 168] [--halves tuning heldout] [--models ...] [--peers ...]``.
+Predictions are cached under ``tests/benchmarks/out/cache`` (peers by dataset/half/horizon;
+candidates also by a digest of the library source and the config), so reruns only redo what
+changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+from capforecast.config import load_config  # noqa: E402
+from capforecast.evaluate import (  # noqa: E402
+    backtest_models,
+    evaluate_backtests,
+    leaderboard_with_peers,
+)
+from capforecast.features import panel_from_local_files  # noqa: E402
+from capforecast.models import MODEL_REGISTRY  # noqa: E402
+from capforecast.models.peers import PEER_REGISTRY  # noqa: E402
+from capforecast.panel import series_bounds  # noqa: E402
+
+OUT = ROOT / "tests" / "benchmarks" / "out"
+CACHE = OUT / "cache"
+SPLITS = ROOT / "tests" / "benchmarks" / "splits.yaml"
+README = ROOT / "README.md"
+BASELINE = "seasonal_naive_daily_peer"
+QUANTILES = [0.1, 0.5, 0.9]
+BAR_RATIO = 0.95
+BAR_COVERAGE = (0.75, 0.88)
+README_START = "<!-- bench-generalisation:start -->"
+README_END = "<!-- bench-generalisation:end -->"
+
+
+@dataclass(frozen=True)
+class Setting:
+    dataset: str
+    config: str
+    horizon: int
+    windows: int
+    # How a series id maps to the unit listed in splits.yaml.
+    unit: str  # "resource" (Bitbrains VM) or "file" (NAB: resource = file stem)
+
+
+SETTINGS = [
+    Setting("nab", "config/nab.yaml", 24, 3, "resource"),
+    Setting("bitbrains", "config/bitbrains.yaml", 24, 7, "resource"),
+    Setting("bitbrains", "config/bitbrains.yaml", 168, 3, "resource"),
+]
+
+
+def source_digest() -> str:
+    """Digest of the library source: cached candidate predictions are reused only if equal."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "scripts" / "capforecast").rglob("*.py")):
+        digest.update(path.read_bytes())
+    digest.update((ROOT / "config" / "schema.yaml").read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def load_panel(setting: Setting) -> tuple[pd.DataFrame, dict]:
+    cfg = load_config(ROOT / "config" / "config.yaml", ROOT / setting.config)
+    cache = CACHE / f"panel_{setting.dataset}.parquet"
+    if cache.exists():
+        return pd.read_parquet(cache), cfg
+    panel = panel_from_local_files(cfg)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    panel.to_parquet(cache, index=False)
+    return panel, cfg
+
+
+def half_panel(panel: pd.DataFrame, dataset: str, half: str) -> pd.DataFrame:
+    tuning = set(yaml.safe_load(SPLITS.read_text())[dataset])
+    unknown = tuning - set(panel["resource_id"])
+    if unknown:
+        raise SystemExit(f"splits.yaml lists ids not in {dataset}: {sorted(unknown)[:3]}")
+    in_tuning = panel["resource_id"].isin(tuning)
+    return panel[in_tuning if half == "tuning" else ~in_tuning].reset_index(drop=True)
+
+
+def cached_backtest(
+    key: str, history: pd.DataFrame, name: str, fn, cfg: dict, bounds: dict
+) -> tuple[pd.DataFrame, float]:
+    path = CACHE / f"{key}.parquet"
+    meta = CACHE / f"{key}.json"
+    if path.exists() and meta.exists():
+        return pd.read_parquet(path), json.loads(meta.read_text())["seconds"]
+    start = time.perf_counter()
+    predictions = backtest_models(history, {name: fn}, cfg, bounds=bounds, n_jobs=os.cpu_count())
+    seconds = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    predictions.to_parquet(path, index=False)
+    meta.write_text(json.dumps({"seconds": seconds}))
+    return predictions, seconds
+
+
+def run_setting(setting: Setting, half: str, models: list[str] | None, peers: list[str]):
+    panel, cfg = load_panel(setting)
+    panel = half_panel(panel, setting.dataset, half)
+    cfg["backtest"].update(windows=setting.windows, horizon=setting.horizon, step=None)
+    cfg["forecast"]["quantiles"] = list(QUANTILES)
+    history = panel[["series_id", "timestamp", "y"]]
+    bounds = series_bounds(panel, cfg["etl"]["percent_metrics"])
+    candidates = models or list(cfg["models"]["enabled"])
+    tag = f"{setting.dataset}_h{setting.horizon}_k{setting.windows}_{half}"
+    config_digest = hashlib.sha256(
+        json.dumps(
+            {k: cfg[k] for k in ("models", "backtest", "forecast", "etl")}, sort_keys=True
+        ).encode()
+    ).hexdigest()[:8]
+    code = f"{source_digest()}{config_digest}"
+    peer_cfg = {**cfg, "models": {**cfg["models"], "max_history_hours": None}}
+    predictions, seconds = {}, {}
+    for name in candidates:
+        predictions[name], seconds[name] = cached_backtest(
+            f"{tag}_{name}_{code}", history, name, MODEL_REGISTRY[name], cfg, bounds
+        )
+        print(f"# {tag} {name}: {seconds[name]:.1f} s", file=sys.stderr)
+    for name in peers:
+        predictions[name], seconds[name] = cached_backtest(
+            f"{tag}_peer_{name}", history, name, PEER_REGISTRY[name], peer_cfg, bounds
+        )
+        print(f"# {tag} {name}: {seconds[name]:.1f} s", file=sys.stderr)
+    result = evaluate_backtests(
+        pd.concat([predictions[n] for n in candidates], ignore_index=True),
+        history,
+        backtest_cfg=cfg["backtest"],
+        forecast_cfg=cfg["forecast"],
+        selection_cfg=cfg["selection"],
+        bounds=bounds,
+    )
+    OUT.mkdir(parents=True, exist_ok=True)
+    result.selected_predictions.to_parquet(OUT / f"{tag}_selected.parquet", index=False)
+    result.window_choices.to_parquet(OUT / f"{tag}_choices.parquet", index=False)
+    board = leaderboard_with_peers(
+        result,
+        pd.concat([predictions[n] for n in peers], ignore_index=True),
+        history,
+        season=cfg["backtest"]["season"],
+        quantiles=QUANTILES,
+        baseline=BASELINE,
+    )
+    board["backtest_s"] = board["model"].map(seconds)
+    board.insert(0, "half", half)
+    board.insert(0, "horizon", setting.horizon)
+    board.insert(0, "dataset", setting.dataset)
+    board["n_fallback"] = board.get("n_fallback", pd.Series(0, index=board.index))
+    return board
+
+
+def summary_rows(board: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset x horizon x half: selected vs the best peer on each ratio."""
+    rows = []
+    for (dataset, horizon, half), part in board.groupby(["dataset", "horizon", "half"], sort=False):
+        part = part.set_index("model")
+        peers = part[part["is_peer"]]
+        sel = part.loc["selected"]
+        best_mase, best_wql = peers["mase_relgm"].idxmin(), peers["wql_relgm"].idxmin()
+        ratio_mase = sel["mase_relgm"] / peers.loc[best_mase, "mase_relgm"]
+        ratio_wql = sel["wql_relgm"] / peers.loc[best_wql, "wql_relgm"]
+        coverage = sel["coverage_p10_p90"]
+        rows.append(
+            {
+                "dataset": dataset,
+                "H": horizon,
+                "half": half,
+                "series": int(sel["n_series"]),
+                "selected MASE relgm": sel["mase_relgm"],
+                "best peer (MASE)": f"{best_mase} {peers.loc[best_mase, 'mase_relgm']:.3f}",
+                "MASE vs best peer": ratio_mase,
+                "selected WQL relgm": sel["wql_relgm"],
+                "best peer (WQL)": f"{best_wql} {peers.loc[best_wql, 'wql_relgm']:.3f}",
+                "WQL vs best peer": ratio_wql,
+                "coverage P10-P90": coverage,
+                "bar": "PASS"
+                if ratio_mase <= BAR_RATIO
+                and ratio_wql <= BAR_RATIO
+                and BAR_COVERAGE[0] <= coverage <= BAR_COVERAGE[1]
+                else "FAIL",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def write_readme(summary: pd.DataFrame, board: pd.DataFrame) -> None:
+    text = README.read_text()
+    if README_START not in text or README_END not in text:
+        raise SystemExit(f"README.md lacks the markers {README_START} ... {README_END}")
+    heldout = board[board["half"] == "heldout"]
+    detail_cols = ["dataset", "horizon", "model", "is_peer", "mase_relgm", "wql_relgm"]
+    detail_cols += ["coverage_p10_p90", "n_fallback", "backtest_s"]
+    body = "\n".join(
+        [
+            README_START,
+            "<!-- generated by `make bench-accuracy`; do not edit by hand -->",
+            "Selected vs the best untouched peer, per dataset, horizon and half "
+            "(`heldout` = the result; `tuning` = the half settings may be chosen on):",
+            "",
+            summary.to_markdown(index=False, floatfmt=".3f"),
+            "",
+            "Every model and peer on the held-out halves:",
+            "",
+            heldout[detail_cols].to_markdown(index=False, floatfmt=".3f"),
+            README_END,
+        ]
+    )
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+    README.write_text(pattern.sub(lambda _: body, text))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--datasets", nargs="+", default=["nab", "bitbrains"])
+    parser.add_argument("--horizons", nargs="+", type=int, default=[24, 168])
+    parser.add_argument("--halves", nargs="+", default=["tuning", "heldout"])
+    parser.add_argument("--models", nargs="+", default=None, help="candidates (default: config)")
+    parser.add_argument("--peers", nargs="+", default=list(PEER_REGISTRY))
+    parser.add_argument("--write-readme", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.chdir(ROOT)
+    boards = []
+    for setting in SETTINGS:
+        if setting.dataset not in args.datasets or setting.horizon not in args.horizons:
+            continue
+        for half in args.halves:
+            boards.append(run_setting(setting, half, args.models, args.peers))
+    board = pd.concat(boards, ignore_index=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    board.to_csv(OUT / "generalisation_leaderboard.csv", index=False)
+    summary = summary_rows(board)
+    summary.to_csv(OUT / "generalisation_summary.csv", index=False)
+    cols = ["dataset", "horizon", "half", "model", "is_peer", "mase_relgm", "wql_relgm"]
+    cols += ["coverage_p10_p90", "n_fallback", "backtest_s"]
+    print(board[cols].to_markdown(index=False, floatfmt=".3f"))
+    print()
+    print(summary.to_markdown(index=False, floatfmt=".3f"))
+    if args.write_readme:
+        write_readme(summary, board)
+
+
+if __name__ == "__main__":
+    main()
