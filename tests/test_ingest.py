@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import ingest
+from capforecast import ingest, quality, resample, validate
 from capforecast.config import validated_config
-from capforecast.contracts import RAW_COLUMNS, RESOURCE_COLUMNS
+from capforecast.contracts import INGEST_SERIES_COLUMNS, RAW_COLUMNS, RESOURCE_COLUMNS
 from capforecast.errors import ConfigError, InputDataError
 
 
@@ -337,3 +337,226 @@ def test_nab_grok_file_needs_a_metric(nab_dir, cfg):
     defaults = {**cfg["data"], "metric_patterns": [{"pattern": "cpu", "metric": "cpu_utilization"}]}
     with pytest.raises(InputDataError, match=r"grok_asg_anomaly\.csv.*set data\.metric"):
         ingest.read_input_file(nab_dir / "grok_asg_anomaly.csv", defaults)
+
+
+# --------------------------------------------------------------------------- column mapping
+
+
+def test_column_mapping_long_and_series(tmp_path, data_cfg):
+    text = (
+        "Time Stamp,Instance,MetricName,Reading,Unit\n"
+        "2024-01-01 00:00:00,i-1,CPUUtilization,5.5,Percent\n"
+        "2024-01-01 00:05:00,i-2,NetworkIn,100,Bytes\n"
+    )
+    mapping = {
+        "timestamp": "time stamp",
+        "resource_id": "INSTANCE",
+        "metric": "MetricName",
+        "value": " Reading ",
+    }
+    raw = ingest.read_input_file(write(tmp_path / "x.csv", text), {**data_cfg, "columns": mapping})
+    assert_raw_contract(raw)
+    assert list(raw["resource_id"]) == ["i-1", "i-2"]
+    assert list(raw["metric"]) == ["cpu_utilization", "network_in_bytes"]
+    assert list(raw["value"]) == [5.5, 100.0]
+    series = pd.DataFrame({"ts": pd.date_range("2024-01-01", periods=3, freq="h"), "v": [1, 2, 3]})
+    series.to_parquet(tmp_path / "web_cpu.parquet")
+    columns = {"timestamp": "ts", "value": "v"}
+    raw = ingest.read_input_file(tmp_path / "web_cpu.parquet", {**data_cfg, "columns": columns})
+    assert_raw_contract(raw)
+    assert raw["value"].tolist() == [1.0, 2.0, 3.0] and set(raw["metric"]) == {"cpu_utilization"}
+
+
+def test_missing_mapped_column_and_a_clash_are_one_line_errors(tmp_path, data_cfg):
+    path = write(tmp_path / "cpu.csv", "ts,value,val\n2024-01-01,1,2\n")
+    with pytest.raises(InputDataError) as info:
+        ingest.read_input_file(path, {**data_cfg, "columns": {"timestamp": "time"}})
+    message = str(info.value)
+    assert message.startswith(f"{path}, column 'time': ")
+    assert "named by data.columns.timestamp not found" in message and "'ts'" in message
+    clash = {"timestamp": "ts", "value": "val"}
+    with pytest.raises(InputDataError, match=r"column 'value' is there as well as 'val'"):
+        ingest.read_input_file(path, {**data_cfg, "columns": clash})
+
+
+def test_missing_column_error_points_to_the_mapping(tmp_path, data_cfg):
+    path = write(tmp_path / "cpu.csv", "time,val\n2024-01-01,1\n")
+    with pytest.raises(InputDataError, match=r"can be mapped with data\.columns"):
+        ingest.read_input_file(path, data_cfg)
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "detail"),
+    [
+        ({"format": "series", "columns": {"metric": "m"}}, "data.columns.metric", "no such"),
+        ({"columns": {"timestamp": "t", "value": " T"}}, "data.columns.value", "same column"),
+        ({"columns": {"time": "t"}}, "data.columns.time", "unknown key"),
+    ],
+)
+def test_column_mapping_config_errors(data, key, detail):
+    with pytest.raises(ConfigError) as info:
+        validated_config({"data": {"source": "local", "path": "x", **data}})
+    assert f"'{key}'" in str(info.value) and detail in str(info.value)
+    with pytest.raises(ConfigError, match=r"data\.columns.*local only"):
+        validated_config({"data": {"columns": {"value": "v"}}})
+
+
+# --------------------------------------------------------------------------- metric names
+
+
+def long_csv(path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    lines = ["timestamp,resource_id,metric,value", *(",".join(r) for r in rows)]
+    return write(path, "\n".join(lines) + "\n")
+
+
+def test_long_file_metric_names_are_mapped_and_recorded(tmp_path, data_cfg):
+    rows = [
+        ("2024-01-01 00:00", "i-1", "AWS/EC2:CPUUtilization", "50"),
+        ("2024-01-01 00:00", "i-1", "CWAgent:mem_used_percent", "40"),
+        ("2024-01-01 00:00", "i-2", "cpu_usage_active", "30"),
+        ("2024-01-01 00:00", "db-1", "FreeableMemory", "1e9"),
+        ("2024-01-01 00:00", "i-1", "cpu_utilization_extra", "1"),
+        ("2024-01-01 00:05", "", "NetworkIn", "7"),  # no resource: no series, still mapped
+    ]
+    result = ingest.ingest_file(long_csv(tmp_path / "cw.csv", rows), data_cfg)
+    assert list(result.raw["metric"]) == [
+        "cpu_utilization",
+        "memory_utilization",
+        "cpu_utilization",
+        "memory_available_bytes",
+        "cpu_utilization_extra",
+        "network_in_bytes",
+    ]
+    series = result.series.set_index(["resource_id", "metric"])
+    assert tuple(result.series.columns) == INGEST_SERIES_COLUMNS
+    assert len(series) == 5
+    assert series.loc[("i-1", "cpu_utilization"), "source_metric"] == "AWS/EC2:CPUUtilization"
+    assert series.loc[("i-1", "cpu_utilization"), "name_match"] == "builtin"
+    assert series.loc[("i-1", "cpu_utilization_extra"), "name_match"] == "unknown"
+
+
+def test_two_names_for_one_metric_of_one_resource_is_an_error(tmp_path, data_cfg):
+    rows = [
+        ("2024-01-01 00:00", "i-1", "CPUUtilization", "50"),
+        ("2024-01-01 00:00", "i-2", "cpu_usage_active", "40"),  # another resource: fine
+        ("2024-01-01 00:05", "i-1", "cpu_usage_active", "52"),
+    ]
+    path = long_csv(tmp_path / "cw.csv", rows)
+    with pytest.raises(InputDataError) as info:
+        ingest.read_input_file(path, data_cfg)
+    message = str(info.value)
+    assert message.startswith(f"{path}, column 'metric', row 3: ")
+    assert "'CPUUtilization' (line 2 of the file) and 'cpu_usage_active' (line 4" in message
+    assert "both mean 'cpu_utilization'" in message and "data.metric_names" in message
+
+
+def test_config_names_win_and_unknown_names_warn(tmp_path, data_cfg, caplog):
+    rows = [
+        ("2024-01-01 00:00", "i-1", "Heap Used %", "50"),
+        ("2024-01-01 00:00", "i-1", "node_network_receive_bytes_total", "1e12"),
+        ("2024-01-01 00:00", "i-1", "StatusCheckFailed", "0"),
+    ]
+    cfg = {**data_cfg, "metric_names": {"heap_used_%": "memory_utilization"}}
+    with caplog.at_level("WARNING", logger="capforecast"):
+        raw = ingest.read_input_file(long_csv(tmp_path / "x.csv", rows), cfg)
+    assert list(raw["metric"]) == [
+        "memory_utilization",
+        "node_network_receive_bytes_total",
+        "status_check_failed",
+    ]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    counter = next(w for w in warnings if "node_network_receive_bytes_total" in w)
+    assert "cumulative counter" in counter and "unclassified_metric" in counter
+    status = next(w for w in warnings if "StatusCheckFailed" in w)
+    assert "kept as 'status_check_failed'" in status and "data.metric_names" in status
+
+
+@pytest.mark.parametrize(
+    ("stem", "data", "metric"),
+    [
+        ("iio_us-east-1_i-a2eb1cd9_NetworkIn", {}, "network_in_bytes"),
+        ("db1_DiskReadBytes", {}, "disk_read_bytes"),  # the "(?i)disk" pattern would say used %
+        ("grok_asg", {"metric": "CPUUtilization"}, "cpu_utilization"),
+        ("grok_asg", {"metric": "queue depth"}, "queue_depth"),
+    ],
+)
+def test_series_file_metric_from_its_name_or_data_metric(tmp_path, data_cfg, stem, data, metric):
+    path = write(tmp_path / f"{stem}.csv", "timestamp,value\n2024-01-01,1\n")
+    result = ingest.ingest_file(path, {**data_cfg, **data})
+    assert set(result.raw["metric"]) == {metric}
+    assert result.series["source_metric"].tolist() == [data.get("metric", stem)]
+
+
+# --------------------------------------------------------------------------- as users have them
+
+
+def cloudwatch_export(path: Path, hours: int = 72) -> dict[str, np.ndarray]:
+    """A CloudWatch-style long CSV: epoch-ms timestamps, namespaced names, 0-1 fractions, and a
+    few bad rows (a blank value, a negative one); returns the true percentages."""
+    rng = np.random.default_rng(7)
+    stamps = pd.date_range("2024-05-01", periods=hours * 12, freq="5min", tz="UTC")
+    day = np.sin(np.arange(len(stamps)) / 288 * 2 * np.pi)
+    truth = {
+        "cpu": np.clip(55 + 25 * day + rng.normal(0, 3, len(stamps)), 0, 100).round(3),
+        "mem": np.clip(62 + rng.normal(0, 1, len(stamps)), 0, 100).round(3),
+    }
+    lines = ["Timestamp,InstanceId,MetricName,Value"]
+    ms = stamps.asi8 // 10**6
+    for name, key in (("AWS/EC2:CPUUtilization", "cpu"), ("CWAgent:mem_used_percent", "mem")):
+        lines += [
+            f"{t},i-0abc,{name},{float(v) / 100!r}" for t, v in zip(ms, truth[key], strict=True)
+        ]
+    lines[5] = lines[5].rsplit(",", 1)[0] + ","  # blank value
+    lines[9] = lines[9].rsplit(",", 1)[0] + ",-0.2"  # negative
+    path.write_text("\n".join(lines) + "\n")
+    return truth
+
+
+def test_cloudwatch_fractions_with_epoch_ms_end_up_canonical_and_0_100(tmp_path):
+    truth = cloudwatch_export(tmp_path / "cloudwatch.csv")
+    cfg = validated_config(
+        {
+            "data": {
+                "source": "local",
+                "path": str(tmp_path),
+                "columns": {
+                    "timestamp": "Timestamp",
+                    "resource_id": "InstanceId",
+                    "metric": "MetricName",
+                    "value": "Value",
+                },
+            }
+        }
+    )
+    result = ingest.ingest_file(tmp_path / "cloudwatch.csv", cfg["data"], cfg["etl"])
+    raw = result.raw
+    assert_raw_contract(raw)
+    assert set(raw["metric"]) == {"cpu_utilization", "memory_utilization"}
+    assert raw["timestamp"].iloc[0] == pd.Timestamp("2024-05-01", tz="UTC")
+    series = result.series.set_index("metric")
+    assert set(series["scale"]) == {"fraction"}
+    # every non-blank value was rescaled: 864 per metric, one blank CPU value
+    assert series.loc["cpu_utilization", "rows_rescaled"] == len(truth["cpu"]) - 1
+    assert series.loc["memory_utilization", "rows_rescaled"] == len(truth["mem"])
+    cpu = raw[raw["metric"] == "cpu_utilization"]["value"].to_numpy()
+    np.testing.assert_allclose(cpu[10:], truth["cpu"][10:], rtol=1e-12)
+
+    result_v = validate.validate_rows(raw, cfg["etl"], "cloudwatch.csv")
+    counts = result_v.counts
+    assert counts["rows_in"] == 2 * len(truth["cpu"]) == len(raw)
+    assert counts["rows_quarantined"] == 2  # the blank and the negative row
+    assert counts["rows_in"] == counts["rows_kept"] + counts["rows_quarantined"]
+    assert sorted(result_v.quarantine["reason"]) == ["missing_value", "negative_value"]
+
+    clean = resample.resample_series(result_v.kept, cfg["etl"])
+    table = quality.quality_table(
+        result_v, clean, raw, cfg["etl"], "cloudwatch", "cloudwatch.csv", result.series
+    ).set_index("metric")
+    hourly = clean[clean["metric"] == "cpu_utilization"].set_index("timestamp")["value"]
+    assert hourly.min() > 20 and hourly.max() < 90  # a busy VM in percent, not 0.2-0.9
+    assert hourly.iloc[5] == pytest.approx(truth["cpu"][60:72].mean(), abs=1e-9)
+    assert table.loc["cpu_utilization", "source_metric"] == "AWS/EC2:CPUUtilization"
+    assert "fraction_scale_converted" in table.loc["memory_utilization", "flags"].split(";")
+    assert table.loc["memory_utilization", "rows_rescaled"] == len(truth["mem"])
+    assert table["rows_in"].sum() == counts["rows_in"]

@@ -336,3 +336,73 @@ def test_nab_fixture_end_to_end_with_reports(tmp_path):
         str(tmp_path / "report.html"),
     )
     assert "Rolling-origin backtest leaderboard" in (tmp_path / "report.html").read_text()
+
+
+def test_cloudwatch_export_with_fractions_and_an_unclassified_metric(tmp_path):
+    """Columns, epoch-ms timestamps, namespaced names and 0-1 fractions as a CloudWatch export
+    has them: canonical 0-100 data and findings; a metric nobody mapped is forecast with no
+    thresholds, a WARNING on the console and in the logs, and a flag in the quality CSV."""
+    data = tmp_path / "input"
+    data.mkdir()
+    stamps = pd.date_range("2024-05-01", periods=5 * 288, freq="5min", tz="UTC")
+    ms = stamps.asi8 // 10**6
+    day = np.sin(np.arange(len(stamps)) / 288 * 2 * np.pi)
+    rng = np.random.default_rng(3)
+    lines = ["Timestamp,InstanceId,MetricName,Value"]
+    for instance in ("i-0aaa", "i-0bbb"):
+        series = {
+            "AWS/EC2:CPUUtilization": np.clip(
+                0.55 + 0.2 * day + rng.normal(0, 0.02, len(day)), 0, 1
+            ),
+            "CWAgent:mem_used_percent": np.clip(0.6 + rng.normal(0, 0.01, len(day)), 0, 1),
+            "AWS/EC2:CPUCreditBalance": 200 + rng.normal(0, 5, len(day)),
+        }
+        for name, values in series.items():
+            lines += [f"{t},{instance},{name},{v:.6f}" for t, v in zip(ms, values, strict=True)]
+    (data / "cloudwatch.csv").write_text("\n".join(lines) + "\n")
+    cfg = yaml.safe_load((CONFIGS / "tiny_cloudwatch.yaml").read_text())
+    cfg["data"]["path"] = str(data)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "--cores", "2", "--configfile", str(config), "risk")
+    console = proc.stdout + proc.stderr
+    unclassified = "unclassified metric 'aws_ec2_cpu_credit_balance'"
+    assert unclassified in console
+    results = tmp_path / "results"
+    quality_log = (results / "logs" / "quality.log").read_text()
+    assert f"WARNING capforecast.quality: {unclassified}" in quality_log
+    assert "2 series flagged unclassified_metric" in quality_log
+    ingest_log = (results / "logs" / "ingest" / "cloudwatch.log").read_text()
+    assert "WARNING" in ingest_log and "'AWS/EC2:CPUCreditBalance'" in ingest_log
+    assert "4 series given on a 0-1 scale, converted to percent" in ingest_log
+
+    quality = pd.read_csv(results / "quality" / "data_quality.csv").set_index(
+        ["resource_id", "metric"]
+    )
+    assert len(quality) == 6
+    flags = quality["flags"].fillna("").str.split(";")
+    credit = quality.xs("aws_ec2_cpu_credit_balance", level="metric")
+    assert (credit["source_metric"] == "AWS/EC2:CPUCreditBalance").all()
+    assert (
+        flags.xs("aws_ec2_cpu_credit_balance", level="metric")
+        .map(lambda f: "unclassified_metric" in f)
+        .all()
+    )
+    for metric in ("cpu_utilization", "memory_utilization"):
+        assert (
+            flags.xs(metric, level="metric")
+            .map(lambda f: "fraction_scale_converted" in f and "unclassified_metric" not in f)
+            .all()
+        )
+        assert (quality.xs(metric, level="metric")["rows_rescaled"] == len(stamps)).all()
+    recon = pd.read_csv(results / "quality" / "reconciliation.csv")
+    assert recon["rows_in"].sum() == len(lines) - 1 and recon["balanced"].all()
+
+    clean = pd.read_parquet(results / "clean" / "cloudwatch.parquet")
+    cpu = clean.loc[clean["metric"] == "cpu_utilization", "value"]
+    assert cpu.between(20, 95).all()  # percent, not 0.2-0.95
+    risk = pd.read_csv(results / "risk" / "risk_report.csv").set_index(["resource_id", "metric"])
+    cpu_rows = risk.xs("cpu_utilization", level="metric")
+    assert (cpu_rows["metric_finding"] != "over_provisioned").all()
+    credit_rows = risk.xs("aws_ec2_cpu_credit_balance", level="metric")
+    assert credit_rows["metric_reason_codes"].str.contains("no_threshold").all()

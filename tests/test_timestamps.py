@@ -1,0 +1,138 @@
+"""Epoch timestamps (s, ms, us, ns) in CSV and parquet, long and series files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from capforecast import ingest
+from capforecast.config import validated_config
+from capforecast.errors import ConfigError, InputDataError
+
+START = pd.Timestamp("2024-05-01 00:00", tz="UTC")
+STAMPS = pd.date_range(START, periods=4, freq="5min")
+PER_UNIT = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+@pytest.fixture(scope="module")
+def data_cfg() -> dict:
+    return dict(validated_config({"data": {"source": "local", "path": "unused"}})["data"])
+
+
+def epochs(unit: str) -> list[int]:
+    return [int(t.value // PER_UNIT[unit]) for t in STAMPS]
+
+
+def series_csv(path: Path, cells: list) -> Path:
+    path.write_text("timestamp,value\n" + "".join(f"{c},{i}\n" for i, c in enumerate(cells)))
+    return path
+
+
+def error_of(file: Path, data_cfg: dict) -> str:
+    with pytest.raises(InputDataError) as info:
+        ingest.read_input_file(file, data_cfg)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(file))
+    assert "column 'timestamp'" in message
+    return message
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_epoch_integers_in_csv_are_read_by_magnitude(tmp_path, data_cfg, unit):
+    raw = ingest.read_input_file(series_csv(tmp_path / "cpu_a.csv", epochs(unit)), data_cfg)
+    assert list(raw["timestamp"]) == list(STAMPS)
+    assert str(raw["timestamp"].dtype) == "datetime64[ns, UTC]"
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_epoch_numbers_in_parquet_ints_floats_and_text(tmp_path, data_cfg, unit):
+    values = np.array(epochs(unit), dtype="int64")
+    for name, column in {
+        "ints": values,
+        "text": values.astype(str).astype(object),
+        "floats": values.astype("float64"),
+    }.items():
+        path = tmp_path / f"{name}_{unit}_cpu.parquet"
+        pd.DataFrame({"timestamp": column, "value": [1.0, 2.0, 3.0, 4.0]}).to_parquet(path)
+        raw = ingest.read_input_file(path, data_cfg)
+        assert list(raw["timestamp"]) == list(STAMPS), (name, unit)
+
+
+def test_float_seconds_land_on_whole_microseconds(tmp_path, data_cfg):
+    # 1714521600.25 s: as float ns it would be 256 ns off; samples must stay on their instants.
+    cells = [f"{t.value / 1e9:.2f}" for t in STAMPS + pd.Timedelta("250ms")]
+    raw = ingest.read_input_file(series_csv(tmp_path / "cpu_a.csv", cells), data_cfg)
+    assert list(raw["timestamp"]) == list(STAMPS + pd.Timedelta("250ms"))
+
+
+def test_epoch_long_file_blank_cells_and_timezone_setting(tmp_path, data_cfg):
+    ms = epochs("ms")
+    lines = ["timestamp,resource_id,metric,value"]
+    lines += [f"{t},i-1,cpu_utilization,{i}" for i, t in enumerate(ms)]
+    lines += [",i-1,cpu_utilization,9"]  # a blank timestamp stays NaT (quarantined later)
+    path = tmp_path / "fleet.csv"
+    path.write_text("\n".join(lines) + "\n")
+    berlin = {**data_cfg, "naive_timezone": "Europe/Berlin"}  # epoch times are UTC regardless
+    raw = ingest.read_input_file(path, berlin)
+    assert list(raw["timestamp"].iloc[:4]) == list(STAMPS)
+    assert pd.isna(raw["timestamp"].iloc[4])
+
+
+def test_forced_unit_reads_numbers_in_it_and_datetimes_as_they_are(tmp_path, data_cfg):
+    path = series_csv(tmp_path / "cpu_a.csv", epochs("s"))
+    forced = ingest.read_input_file(path, {**data_cfg, "timestamp_unit": "ms"})
+    assert forced["timestamp"].iloc[0] == pd.Timestamp(epochs("s")[0], unit="ms", tz="UTC")
+    frame = pd.DataFrame({"timestamp": STAMPS, "value": [1.0, 2.0, 3.0, 4.0]})
+    frame.to_parquet(tmp_path / "cpu_b.parquet")
+    dated = ingest.read_input_file(tmp_path / "cpu_b.parquet", {**data_cfg, "timestamp_unit": "s"})
+    assert list(dated["timestamp"]) == list(STAMPS)
+
+
+def test_iso_setting_refuses_numbers_and_auto_keeps_iso_text(tmp_path, data_cfg):
+    path = series_csv(tmp_path / "cpu_a.csv", epochs("s"))
+    message = error_of(path, {**data_cfg, "timestamp_unit": "iso"})
+    assert "unparseable timestamp '1714521600'" in message and "row 1" in message
+    iso = series_csv(tmp_path / "cpu_b.csv", [str(t) for t in STAMPS])
+    assert list(ingest.read_input_file(iso, data_cfg)["timestamp"]) == list(STAMPS)
+
+
+@pytest.mark.parametrize(
+    ("cells", "row", "pattern"),
+    [
+        # a number that is no epoch time in any unit (a year, a counter)
+        (["2024", "2025"], 1, r"number 2024 is not an epoch time in s, ms, us or ns"),
+        # seconds, then milliseconds: one unit per column
+        ([*epochs("s")[:2], epochs("ms")[2], epochs("s")[3]], 3, r"looks like epoch ms.*row 1"),
+        # numbers mixed with dates
+        ([*epochs("s")[:3], "2024-05-01 00:15"], 4, r"'2024-05-01 00:15' among epoch numbers"),
+    ],
+)
+def test_bad_epoch_columns_are_one_line_errors_naming_the_row(
+    tmp_path, data_cfg, cells, row, pattern
+):
+    message = error_of(series_csv(tmp_path / "cpu_a.csv", cells), data_cfg)
+    assert re.search(pattern, message), message
+    assert f"row {row}" in message and f"line {row + 1} of the file" in message
+
+
+def test_forced_unit_out_of_range_and_non_numbers(tmp_path, data_cfg):
+    huge = series_csv(tmp_path / "cpu_a.csv", [epochs("ns")[0]])
+    message = error_of(huge, {**data_cfg, "timestamp_unit": "s"})
+    assert "out of range" in message and "row 1" in message
+    text = series_csv(tmp_path / "cpu_b.csv", [*epochs("ms")[:2], "soon"])
+    message = error_of(text, {**data_cfg, "timestamp_unit": "ms"})
+    assert "'soon' (data.timestamp_unit is ms)" in message and "row 3" in message
+    flags = pd.DataFrame({"timestamp": [True, False], "value": [1.0, 2.0]})
+    flags.to_parquet(tmp_path / "cpu_c.parquet")
+    assert "found bool" in error_of(tmp_path / "cpu_c.parquet", data_cfg)
+
+
+def test_timestamp_unit_is_validated():
+    with pytest.raises(ConfigError, match=r"data\.timestamp_unit.*allowed: auto, iso, s, ms"):
+        validated_config({"data": {"source": "local", "path": "x", "timestamp_unit": "sec"}})
+    with pytest.raises(ConfigError, match=r"data\.timestamp_unit.*local only"):
+        validated_config({"data": {"timestamp_unit": "ms"}})
