@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from capforecast.metric_names import SCALE_FRACTION, SCALE_PERCENT
-from capforecast.validate import PERCENT_CEILING, series_codes, timestamps_ns
+from capforecast.validate import PERCENT_CEILING, SeriesCodes, series_codes, timestamps_ns
 
 MODE_AUTO = "auto"
 MODE_NEVER = "never"
@@ -76,7 +76,6 @@ BUSY_LEVEL = 0.05
 BUSY_RANGE = 0.05
 MIN_EVIDENCE_HOURS = 24.0
 _NS_PER_HOUR = 3_600 * 10**9
-_MISSING_TS = np.iinfo("int64").min
 SCALE_COLUMNS: tuple[str, ...] = (
     "resource_id",
     "metric",
@@ -87,45 +86,50 @@ SCALE_COLUMNS: tuple[str, ...] = (
 
 
 def _series_stats(
-    code: np.ndarray, values: np.ndarray, stamps: np.ndarray, n_series: int
+    code: np.ndarray, values: np.ndarray, raw: pd.DataFrame, n_series: int
 ) -> pd.DataFrame:
-    """Per series code: usable samples (finite, >= 0), their max, how many exceed
-    FRACTION_CEILING, and for series that fit the 0-1 scale (see ``decide_scales``) the median,
+    """Per series code: usable samples (finite, >= 0), how many are above 0 and how many above
+    FRACTION_CEILING; for series that fit the 0-1 scale (see ``decide_scales``) also the median,
     BUSY_QUANTILE ("upper"), min and max ("top") of their values up to the ceiling and their
-    first/last timestamp in ns (only where they can matter: quantiles are the costly part)."""
+    first/last timestamp in ns. Only the fitting series' rows go through pandas: usually none."""
     with np.errstate(invalid="ignore"):
         usable = (code >= 0) & np.isfinite(values) & (values >= 0)
-    above = usable & (values > FRACTION_CEILING)
+        above = usable & (values > FRACTION_CEILING)
+        positive = usable & (values > 0)
     stats = pd.DataFrame(
         {
             "size": np.bincount(code[usable], minlength=n_series),
+            "positive": np.bincount(code[positive], minlength=n_series),
             "above": np.bincount(code[above], minlength=n_series),
         }
     )
-    frame = pd.DataFrame({"code": code[usable], "value": values[usable], "ts": stamps[usable]})
-    stats["max"] = frame.groupby("code")["value"].max().reindex(range(n_series))
-    fits = stats.index[(stats["size"] > 0) & (stats["above"] <= GLITCH_SHARE * stats["size"])]
-    small = frame[frame["code"].isin(fits) & (frame["value"] <= FRACTION_CEILING)]
+    fits = (stats["size"] > 0) & (stats["above"] <= GLITCH_SHARE * stats["size"])
+    rows = np.flatnonzero(usable & ~above & fits.to_numpy()[np.clip(code, 0, None)])
+    stamps, missing = timestamps_ns(raw.iloc[rows])
+    small = pd.DataFrame({"code": code[rows], "value": values[rows]})
     grouped = small.groupby("code")["value"]
     spread = grouped.agg(median="median", min="min", top="max")
     spread["upper"] = grouped.quantile(BUSY_QUANTILE)
-    dated = small[small["ts"] != _MISSING_TS].groupby("code")["ts"].agg(first="min", last="max")
-    return stats.join(spread).join(dated)
+    dated = pd.DataFrame({"code": code[rows][~missing], "ts": stamps[~missing]})
+    span = dated.groupby("code")["ts"].agg(first="min", last="max")
+    return stats.join(spread).join(span)
 
 
 def decide_scales(
     raw: pd.DataFrame,
     declared: pd.DataFrame,
     etl_cfg: Mapping[str, Any],
+    codes: SeriesCodes | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Decide the scale of every series of ``raw`` (contracts.RAW_COLUMNS, one file).
 
     ``declared``: resource_id, metric, declared_scale (SCALE_* or None) per series, from the
     source names. ``etl_cfg`` needs percent_metrics and fraction_scale.
     Returns the per-series table (SCALE_COLUMNS; every keyed series, non-percentage ones with an
-    empty scale) and a boolean mask of the raw rows to multiply by 100.
+    empty scale) and a boolean mask of the raw rows to multiply by 100. ``codes``: the rows'
+    series codes when the caller has them (ingest does), else they are computed.
     """
-    codes = series_codes(raw)
+    codes = series_codes(raw) if codes is None else codes
     n_met = max(len(codes.metric_names), 1)
     n_series = len(codes.resource_names) * n_met
     present = np.unique(codes.code[codes.code >= 0])
@@ -135,11 +139,13 @@ def decide_scales(
 
     percent = table["metric"].isin(list(etl_cfg["percent_metrics"])).to_numpy()
     values = raw["value"].to_numpy(dtype="float64")
-    stamps, missing = timestamps_ns(raw)
-    stamps = np.where(missing, _MISSING_TS, stamps)
-    stats = _series_stats(codes.code, values, stamps, n_series).reindex(present)
+    # Only percentage rows are judged: the others get code -1 here.
+    percent_names = np.isin(codes.metric_names, list(etl_cfg["percent_metrics"]))
+    judged_rows = np.append(percent_names, False)[codes.row_metric]
+    judged_code = np.where(judged_rows, codes.code, -1)
+    stats = _series_stats(judged_code, values, raw, n_series).reindex(present)
     # All zeros read the same on either scale: nothing to decide.
-    has_values = ((stats["size"] > 0) & (stats["max"] > 0)).to_numpy()
+    has_values = (stats["positive"] > 0).to_numpy()
     fits = has_values & (stats["above"] <= GLITCH_SHARE * stats["size"]).to_numpy()
     busy = fits & (stats["median"] > 0).to_numpy() & (stats["upper"] >= BUSY_LEVEL).to_numpy()
     busy &= ((stats["top"] - stats["min"]) >= BUSY_RANGE).to_numpy()

@@ -79,10 +79,20 @@ class SeriesCodes:
     resource_names: np.ndarray
     metric_names: np.ndarray
     row_metric: np.ndarray  # metric code per row (-1 = missing)
+    row_resource: np.ndarray  # resource code per row (-1 = missing)
 
     def names(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n_met = max(len(self.metric_names), 1)
         return self.resource_names[codes // n_met], self.metric_names[codes % n_met]
+
+    @classmethod
+    def from_codes(
+        cls, rid: np.ndarray, rid_names: np.ndarray, met: np.ndarray, met_names: np.ndarray
+    ) -> SeriesCodes:
+        """From per-row resource and metric codes (-1 = missing) and their names."""
+        keyed = (rid >= 0) & (met >= 0)
+        code = np.where(keyed, rid * max(len(met_names), 1) + met, -1).astype("int64")
+        return cls(code, rid < 0, met < 0, rid_names, met_names, met, rid)
 
 
 def _factorize_text(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -101,9 +111,7 @@ def _factorize_text(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 def series_codes(raw: pd.DataFrame) -> SeriesCodes:
     rid, rid_names = _factorize_text(raw["resource_id"])
     met, met_names = _factorize_text(raw["metric"])
-    keyed = (rid >= 0) & (met >= 0)
-    code = np.where(keyed, rid * max(len(met_names), 1) + met, -1)
-    return SeriesCodes(code, rid < 0, met < 0, rid_names, met_names, met)
+    return SeriesCodes.from_codes(rid, rid_names, met, met_names)
 
 
 def timestamps_ns(raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
