@@ -60,7 +60,7 @@ def panel_from_local_files(cfg: Mapping[str, Any]) -> pd.DataFrame:
 
     frames = []
     for path in ingest.list_input_files(cfg["data"]["path"]):
-        raw = ingest.read_input_file(path, cfg["data"])
+        raw = ingest.read_input_file(path, cfg["data"], cfg["etl"])
         kept = validate.validate_rows(raw, cfg["etl"], path.name).kept
         clean = resample.resample_series(kept, cfg["etl"])
         frames.append(build_features(clean, target=cfg["forecast"]["target"]))
