@@ -560,3 +560,23 @@ def test_cloudwatch_fractions_with_epoch_ms_end_up_canonical_and_0_100(tmp_path)
     assert "fraction_scale_converted" in table.loc["memory_utilization", "flags"].split(";")
     assert table.loc["memory_utilization", "rows_rescaled"] == len(truth["mem"])
     assert table["rows_in"].sum() == counts["rows_in"]
+
+
+def test_series_file_named_as_a_prometheus_ratio_is_converted_alone(tmp_path, cfg):
+    stamps = pd.date_range("2024-05-01", periods=48, freq="h")
+    ratio = np.linspace(0.2, 0.8, len(stamps))
+    text = "timestamp,value\n" + "".join(f"{t},{v}\n" for t, v in zip(stamps, ratio, strict=True))
+    path = write(tmp_path / "node1_instance_node_cpu_utilisation_rate5m.csv", text)
+    result = ingest.ingest_file(path, cfg["data"], cfg["etl"])
+    series = result.series.iloc[0]
+    assert (series["metric"], series["scale"], series["scale_evidence"]) == (
+        "cpu_utilization",
+        "fraction",
+        "name",
+    )
+    np.testing.assert_allclose(result.raw["value"], ratio * 100)
+    # The same values under a name that declares nothing: one series alone is no evidence.
+    plain = write(tmp_path / "node1_cpu.csv", text)
+    alone = ingest.ingest_file(plain, cfg["data"], cfg["etl"])
+    assert alone.series["scale"].tolist() == ["ambiguous"]
+    np.testing.assert_allclose(alone.raw["value"], ratio)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from capforecast import metric_names
+from capforecast import metric_names, quality
 from capforecast.config import validated_config
 from capforecast.contracts import CANONICAL_METRICS
 from capforecast.errors import ConfigError
@@ -202,3 +204,19 @@ def test_bad_metric_name_config_names_the_key(data, etl, key, detail):
         validated_config({"data": {"source": "local", "path": "x", **data}, "etl": etl})
     assert f"'{key}" in str(info.value)
     assert detail in str(info.value)
+
+
+def test_quality_table_marks_only_metrics_the_run_cannot_judge():
+    table = pd.DataFrame(
+        {
+            "metric": ["cpu_utilization", "queue_depth", "status_check_failed", "null"],
+            "flags": ["long_gaps", np.nan, "", "duplicates"],
+        }
+    )
+    marked = quality.mark_unclassified(table, ["cpu_utilization", "queue_depth"])
+    assert marked["flags"].tolist() == [
+        "long_gaps",
+        "",
+        "unclassified_metric",
+        "duplicates;unclassified_metric",
+    ]
