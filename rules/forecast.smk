@@ -143,7 +143,15 @@ rule combine_forecasts:
     params:
         forecast=config["forecast"],
         percent_metrics=config["etl"]["percent_metrics"],
-        code=code_hash("selection", "calibration"),
+        code=code_hash(
+            "selection",
+            "calibration",
+            "evaluate",
+            "backtest",
+            "metrics",
+            "train",
+            "panel",
+        ),
     script:
         "../scripts/combine_forecasts.py"
 

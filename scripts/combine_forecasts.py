@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from capforecast import calibration, selection, train
+from capforecast.evaluate import combine_selected
 from capforecast.panel import series_bounds
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 
@@ -15,13 +15,13 @@ def main(smk) -> None:
     keys = pd.concat(candidates.values())[["series_id", "resource_id", "metric"]]
     keys = keys.drop_duplicates("series_id")
     bounds = series_bounds(keys, smk.params.percent_metrics)
-    chosen = pd.read_parquet(smk.input.selection)
-    selected = selection.combine_final_forecasts(candidates, chosen, bounds=bounds)
-    table = pd.read_parquet(smk.input.calibration)
-    if smk.params.forecast["calibrate"] and len(table):
-        selected = calibration.apply_interval_scaling(
-            selected, table, train.model_quantiles(smk.params.forecast), bounds=bounds
-        )
+    selected = combine_selected(
+        candidates,
+        pd.read_parquet(smk.input.selection),
+        pd.read_parquet(smk.input.calibration),
+        smk.params.forecast,
+        bounds=bounds,
+    )
     selected = selected.drop(columns=["resource_id", "metric"], errors="ignore").merge(
         keys, on="series_id", how="left", validate="many_to_one"
     )

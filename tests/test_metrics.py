@@ -198,3 +198,34 @@ def test_relative_geometric_mean_handles_zeros_and_missing_series_explicitly():
 def test_quantile_levels_read_from_columns():
     frame = pd.DataFrame(columns=["mean", "q0.9", "q0.02", "q0.5", "quality"])
     assert quantile_levels(frame) == (0.02, 0.5, 0.9)
+
+
+def test_leaderboard_counts_fallbacks_of_every_model_and_of_selected():
+    rows = []
+    for sid, window in (("a|m", 0), ("a|m", 1), ("b|m", 0), ("b|m", 1)):
+        for model, used in (
+            ("seasonal_naive_weekly", "seasonal_naive_daily (fallback: too_short)"),
+            ("theta", "theta"),
+            ("selected", "theta+seasonal_naive_daily (fallback: too_short)"),
+        ):
+            fell = sid == "a|m" or model == "theta"
+            rows.append(
+                {
+                    "model": model,
+                    "series_id": sid,
+                    "window": window,
+                    "is_selection_window": False,
+                    "mase": 1.0,
+                    "wql": 1.0,
+                    "coverage_p10_p90": 0.8,
+                    "n_points": 24,
+                    "bias": 0.0,
+                    "fit_seconds": 0.1,
+                    "model_used": used if fell else model,
+                    "flags": "",
+                }
+            )
+    board = leaderboard(pd.DataFrame(rows), baseline="theta").set_index("model")
+    assert board.loc["seasonal_naive_weekly", "n_fallback"] == 2
+    assert board.loc["selected", "n_fallback"] == 2
+    assert board.loc["theta", "n_fallback"] == 0

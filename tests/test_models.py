@@ -53,6 +53,7 @@ CHEAP_MODELS = [
     "seasonal_naive_daily",
     "seasonal_naive_weekly",
     "predict_linear",
+    "seasonal_median",
     "autoets",
     "autotheta",
     "theta",
@@ -60,6 +61,7 @@ CHEAP_MODELS = [
 ]
 MODEL_CFG = {
     "predict_linear_window_hours": 24,
+    "seasonal_median": {"seasons": 7, "error_seasons": 28},
     "prophet": {"growth": "auto", "weekly_seasonality": "auto", "daily_seasonality": True},
     "autogluon": {
         "hyperparameters": {"SeasonalNaive": {}, "ETS": {}},
@@ -439,7 +441,7 @@ def test_odd_series_are_flagged_never_dropped(name):
     assert_contract(out, request)
     used = out.groupby("series_id")["model_used"].first()
     assert used["b|short30h"] == (
-        "naive (fallback: too_short)" if name != "predict_linear" else "predict_linear"
+        "predict_linear" if name == "predict_linear" else "naive (fallback: too_short)"
     )
     constant = out.loc[out["series_id"] == "d|constant"]
     assert used["d|constant"] == "naive (constant)"
@@ -749,3 +751,101 @@ def test_autoets_season_part_follows_the_seasonality_test():
     MODEL_REGISTRY["autoets"](request_for(history, fitted_models=store, bounds={}), MODEL_CFG)
     assert store[("autoets", "daily|x")][2] == "A"
     assert store[("autoets", "noise|x")][2] == "N"
+
+
+# ---------------------------------------------------------------------------------------------
+# Gaps, recently constant series, seasonal median
+
+
+def test_fill_missing_takes_the_value_one_season_earlier():
+    values = np.array([1.0, 2.0, 3.0, 4.0, np.nan, np.nan, 7.0, np.nan, np.nan, np.nan])
+    # Season 3: position 4 takes position 1 (2.0), 5 takes 2 (3.0), 7 takes 4 (now 2.0) ...
+    assert fill_missing(values, 3).tolist() == [1, 2, 3, 4, 2, 3, 7, 2, 3, 7]
+    # Without a season the same gaps are straight lines, then the last value is carried.
+    assert fill_missing(values).tolist() == [1, 2, 3, 4, 5, 6, 7, 7, 7, 7]
+    # A gap in the first season has nothing a season earlier: interpolated.
+    assert fill_missing(np.array([1.0, np.nan, 3.0, 4.0, 5.0, 6.0]), 3).tolist() == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
+
+
+def test_a_day_long_gap_does_not_send_weekly_models_to_their_fallback():
+    rng = np.random.default_rng(3)
+    values = seasonal_values(16 * 24, 40, 8, 0.0, 1, rng)
+    gapped = values.copy()
+    gapped[-5 * 24 : -4 * 24] = np.nan  # one day missing inside the last two weeks
+    mostly_missing = values.copy()
+    mostly_missing[: 10 * 24] = np.nan
+    mostly_missing[10 * 24 :: 2] = np.nan  # spans 16 days but only 3 observed
+    history = pd.concat(
+        [
+            series_frame("a|gap", gapped),
+            series_frame("b|sparse", np.r_[np.full(2, 40.0), mostly_missing[2:]]),
+        ],
+        ignore_index=True,
+    )
+    request = request_for(history, horizon=168)
+    routes = route_series(request, "seasonal_naive_weekly")
+    assert (routes["a|gap"].model, routes["a|gap"].flag) == ("seasonal_naive_weekly", None)
+    # The span alone is not enough: half of what the model needs must be observed.
+    assert routes["b|sparse"].flag == FLAG_TOO_SHORT
+    out = MODEL_REGISTRY["seasonal_naive_weekly"](request, MODEL_CFG)
+    gap_rows = out[out["series_id"] == "a|gap"]
+    # The forecast repeats the last week; its missing day (steps 48-71) was filled from the
+    # same day one week earlier, not drawn as a straight line.
+    forecast = gap_rows["mean"].to_numpy()
+    assert np.allclose(forecast[:48], values[-7 * 24 : -5 * 24])
+    assert np.allclose(forecast[48:72], values[-12 * 24 : -11 * 24])
+
+
+def test_a_recently_constant_series_keeps_its_value_as_median_and_the_model_upper_tail():
+    rng = np.random.default_rng(5)
+    busy = seasonal_values(10 * 24, 40, 20, 0.0, 3, rng)
+    stopped = np.r_[busy, np.zeros(30)]  # drained: exactly 0 for the last 30 hours
+    almost = np.r_[busy, np.zeros(20)]  # 20 hours are not a day
+    history = pd.concat(
+        [series_frame("a|stopped", stopped), series_frame("b|almost", almost)], ignore_index=True
+    )
+    request = request_for(history, horizon=48, quantiles=(0.1, 0.5, 0.9))
+    out = MODEL_REGISTRY["theta"](request, MODEL_CFG)
+    pinned = out[out["series_id"] == "a|stopped"]
+    assert (pinned["model_used"] == "theta (constant_recently)").all()
+    assert (pinned[["mean", "q0.1", "q0.5"]] == 0.0).all().all()
+    # The upper tail still allows the workload to come back.
+    assert pinned["q0.9"].max() > 10.0
+    other = out[out["series_id"] == "b|almost"]
+    assert (other["model_used"] == "theta").all() and other["mean"].abs().max() > 1.0
+
+
+def test_seasonal_median_ignores_one_off_bursts_and_widens_with_the_lead():
+    from capforecast.models.profiles import seasonal_median_values
+
+    rng = np.random.default_rng(11)
+    days = 35
+    profile = 20 + 10 * np.sin(2 * np.pi * np.arange(24) / 24)
+    y = np.tile(profile, days) + rng.normal(0, 1, days * 24)
+    y[-30:-26] = 95.0  # a four-hour burst yesterday
+    y[-60:-50] = np.nan  # and a gap
+    point, quantiles = seasonal_median_values(y, 24, 7, 72, (0.1, 0.5, 0.9), 28)
+    # The burst does not repeat: the point forecast stays on the daily profile.
+    assert np.abs(point - np.tile(profile, 3)).max() < 2.0
+    width = quantiles[0.9] - quantiles[0.1]
+    assert (width > 0).all()
+    assert (quantiles[0.1] <= point + 1e-9).all() and (point <= quantiles[0.9] + 1e-9).all()
+
+
+def test_seasonal_median_votes_every_weekday_once():
+    from capforecast.models.profiles import seasonal_median_values
+
+    # Five busy weekdays at 60 %, a weekend at 1 %: the history ends on the Sunday.
+    week = np.r_[np.full(5 * 24, 60.0), np.full(2 * 24, 1.0)]
+    y = np.tile(week, 4)
+    point, quantiles = seasonal_median_values(y, 24, 7, 168, (0.1, 0.5, 0.9), 28)
+    assert np.allclose(point, 60.0)
+    # Its own errors at each lead day include the weekend drops: the lower tail reaches them.
+    assert quantiles[0.1].min() < 30.0

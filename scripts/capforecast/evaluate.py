@@ -121,3 +121,71 @@ def leaderboard_with_peers(
     )
     board["is_peer"] = board["model"].isin(set(peer_predictions["model"]))
     return board
+
+
+def forecast_in_memory(
+    panel: pd.DataFrame,
+    cfg: Mapping[str, Any],
+    models: list[str] | None = None,
+    *,
+    n_jobs: int = 1,
+) -> tuple[Evaluation, pd.DataFrame]:
+    """The forecast stage of the workflow in one call: backtest, select, refit, combine.
+
+    ``panel`` is a feature panel (``series_id, resource_id, metric, timestamp, y``); ``cfg`` the
+    validated config; ``models`` defaults to ``models.enabled``. Returns the evaluation and the
+    final forecasts (``model = "selected"``, calibrated as the workflow does). For notebooks and
+    tests that want the product's forecast without running Snakemake.
+    """
+    from capforecast.models import MODEL_REGISTRY
+    from capforecast.panel import series_bounds
+    from capforecast.train import fit_forecast
+
+    names = list(models or cfg["models"]["enabled"])
+    history = panel[["series_id", "timestamp", "y"]]
+    bounds = series_bounds(panel, cfg["etl"]["percent_metrics"])
+    predictions = backtest_models(
+        history, {name: MODEL_REGISTRY[name] for name in names}, cfg, bounds=bounds, n_jobs=n_jobs
+    )
+    evaluation = evaluate_backtests(
+        predictions,
+        history,
+        backtest_cfg=cfg["backtest"],
+        forecast_cfg=cfg["forecast"],
+        selection_cfg=cfg["selection"],
+        bounds=bounds,
+    )
+    candidates = {
+        name: fit_forecast(
+            name,
+            panel,
+            forecast_cfg=cfg["forecast"],
+            backtest_cfg=cfg["backtest"],
+            models_cfg=cfg["models"],
+            percent_metrics=cfg["etl"]["percent_metrics"],
+            freq=cfg["etl"]["freq"],
+            n_jobs=n_jobs,
+        )
+        for name in names
+    }
+    selected = combine_selected(
+        candidates, evaluation.selection, evaluation.calibration, cfg["forecast"], bounds=bounds
+    )
+    return evaluation, selected
+
+
+def combine_selected(
+    candidates: Mapping[str, pd.DataFrame],
+    chosen: pd.DataFrame,
+    calibration_table: pd.DataFrame,
+    forecast_cfg: Mapping[str, Any],
+    *,
+    bounds: Mapping[str, tuple[float, float | None]],
+) -> pd.DataFrame:
+    """The ``selected`` final forecast: the chosen models combined, then calibrated."""
+    selected = selection.combine_final_forecasts(candidates, chosen, bounds=bounds)
+    if forecast_cfg["calibrate"] and len(calibration_table):
+        selected = calibration.apply_interval_scaling(
+            selected, calibration_table, model_quantiles(forecast_cfg), bounds=bounds
+        )
+    return selected

@@ -14,6 +14,7 @@ import pandas as pd
 
 from capforecast.contracts import quantile_column
 from capforecast.errors import ForecastInputError
+from capforecast.models.base import fell_back
 
 METRIC_COLUMNS: tuple[str, ...] = (
     "model",
@@ -48,6 +49,7 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "n_windows",
     "n_scores",
     "n_flagged",
+    "n_fallback",
     "mase_relgm_series",
     "wql_relgm_series",
 )
@@ -266,7 +268,9 @@ def leaderboard(
     Means and medians are over series x windows; ``*_relgm`` is
     ``relative_geometric_mean`` against ``baseline`` (NaN when the baseline was not run);
     ``coverage_p10_p90`` is the pooled share of actuals inside P10-P90; ``fit_seconds`` is the
-    total fit time over the scored windows; ``n_flagged`` counts scores with any flag.
+    total fit time over the scored windows; ``n_flagged`` counts scores with any flag;
+    ``n_fallback`` counts scores (series x window) where the model, or for ``selected`` one of
+    its components, handed the series to a simpler model (``model_used`` says which and why).
     """
     scored = metrics[~metrics["is_selection_window"].astype(bool)]
     rows = []
@@ -291,6 +295,7 @@ def leaderboard(
                 "n_windows": part["window"].nunique(),
                 "n_scores": len(part),
                 "n_flagged": int((part["flags"].fillna("") != "").sum()),
+                "n_fallback": int(part["model_used"].fillna("").map(fell_back).sum()),
                 "mase_relgm_series": mase_series,
                 "wql_relgm_series": wql_series,
             }

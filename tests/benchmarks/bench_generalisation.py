@@ -85,13 +85,32 @@ SETTINGS = [
 ]
 
 
-def source_digest() -> str:
-    """Digest of the library source: cached candidate predictions are reused only if equal."""
+# What a model's backtest predictions depend on: these modules plus the model's own module.
+BACKTEST_SOURCES = ("backtest.py", "panel.py", "contracts.py", "models/base.py")
+BACKTEST_SOURCES += ("models/fallback.py", "models/stats.py")  # fill and quantile helpers
+
+
+def source_digest(model: str) -> str:
+    """Digest of the code a model's backtest runs: cached predictions are reused only if equal."""
+    from capforecast.models.fallback import _CORE_FUNCTIONS
+
+    package = ROOT / "scripts" / "capforecast"
+    module = _CORE_FUNCTIONS[model][0].removeprefix("capforecast.").replace(".", "/") + ".py"
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "scripts" / "capforecast").rglob("*.py")):
-        digest.update(path.read_bytes())
-    digest.update((ROOT / "config" / "schema.yaml").read_bytes())
+    for name in sorted({*BACKTEST_SOURCES, module}):
+        digest.update((package / name).read_bytes())
     return digest.hexdigest()[:12]
+
+
+def config_digest(cfg: dict, model: str) -> str:
+    """Digest of the settings a model's backtest reads (other models' sections left out)."""
+    models = {
+        key: value
+        for key, value in cfg["models"].items()
+        if key != "enabled" and (key == model or not isinstance(value, dict))
+    }
+    relevant = {"models": models, **{k: cfg[k] for k in ("backtest", "forecast", "etl")}}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def load_panel(setting: Setting) -> tuple[pd.DataFrame, dict]:
@@ -130,8 +149,26 @@ def cached_backtest(
     return predictions, seconds
 
 
-def run_setting(setting: Setting, half: str, models: list[str] | None, peers: list[str]):
+def apply_overrides(cfg: dict, overrides: list[str]) -> None:
+    """``section.key=value`` (value parsed as YAML) over the validated config, for experiments."""
+    for item in overrides:
+        path, _, text = item.partition("=")
+        *parents, leaf = path.split(".")
+        node = cfg
+        for key in parents:
+            node = node[key]
+        node[leaf] = yaml.safe_load(text)
+
+
+def run_setting(
+    setting: Setting,
+    half: str,
+    models: list[str] | None,
+    peers: list[str],
+    overrides: list[str] = (),
+):
     panel, cfg = load_panel(setting)
+    apply_overrides(cfg, list(overrides))
     panel = half_panel(panel, setting.dataset, half)
     cfg["backtest"].update(windows=setting.windows, horizon=setting.horizon, step=None)
     cfg["forecast"]["quantiles"] = list(QUANTILES)
@@ -139,17 +176,16 @@ def run_setting(setting: Setting, half: str, models: list[str] | None, peers: li
     bounds = series_bounds(panel, cfg["etl"]["percent_metrics"])
     candidates = models or list(cfg["models"]["enabled"])
     tag = f"{setting.dataset}_h{setting.horizon}_k{setting.windows}_{half}"
-    config_digest = hashlib.sha256(
-        json.dumps(
-            {k: cfg[k] for k in ("models", "backtest", "forecast", "etl")}, sort_keys=True
-        ).encode()
-    ).hexdigest()[:8]
-    code = f"{source_digest()}{config_digest}"
     peer_cfg = {**cfg, "models": {**cfg["models"], "max_history_hours": None}}
     predictions, seconds = {}, {}
     for name in candidates:
         predictions[name], seconds[name] = cached_backtest(
-            f"{tag}_{name}_{code}", history, name, MODEL_REGISTRY[name], cfg, bounds
+            f"{tag}_{name}_{source_digest(name)}{config_digest(cfg, name)}",
+            history,
+            name,
+            MODEL_REGISTRY[name],
+            cfg,
+            bounds,
         )
         print(f"# {tag} {name}: {seconds[name]:.1f} s", file=sys.stderr)
     for name in peers:
@@ -180,7 +216,6 @@ def run_setting(setting: Setting, half: str, models: list[str] | None, peers: li
     board.insert(0, "half", half)
     board.insert(0, "horizon", setting.horizon)
     board.insert(0, "dataset", setting.dataset)
-    board["n_fallback"] = board.get("n_fallback", pd.Series(0, index=board.index))
     return board
 
 
@@ -252,7 +287,15 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=None, help="candidates (default: config)")
     parser.add_argument("--peers", nargs="+", default=list(PEER_REGISTRY))
     parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        help="config overrides for experiments (section.key=yaml); never with --write-readme",
+    )
     args = parser.parse_args()
+    if args.write_readme and args.set:
+        parser.error("--write-readme reports the default configuration: drop --set")
     logging.basicConfig(level=logging.WARNING)
     os.chdir(ROOT)
     boards = []
@@ -260,7 +303,7 @@ def main() -> None:
         if setting.dataset not in args.datasets or setting.horizon not in args.horizons:
             continue
         for half in args.halves:
-            boards.append(run_setting(setting, half, args.models, args.peers))
+            boards.append(run_setting(setting, half, args.models, args.peers, args.set))
     board = pd.concat(boards, ignore_index=True)
     OUT.mkdir(parents=True, exist_ok=True)
     board.to_csv(OUT / "generalisation_leaderboard.csv", index=False)

@@ -77,8 +77,9 @@ def finalize_forecast(frame: pd.DataFrame, request: ForecastRequest) -> pd.DataF
 
 # Flags appended to ``model_used`` as "<model> (<flag>)" so a reader sees why a series was not
 # forecast by the requested model.
-FLAG_TOO_SHORT = "fallback: too_short"
-FLAG_MODEL_FAILED = "fallback: model_failed"
+FALLBACK = "fallback"
+FLAG_TOO_SHORT = f"{FALLBACK}: too_short"
+FLAG_MODEL_FAILED = f"{FALLBACK}: model_failed"
 FLAG_CONSTANT = "constant"
 FLAG_RECENTLY_CONSTANT = "constant_recently"
 FLAG_NO_DATA = "no_data"
@@ -87,6 +88,11 @@ FLAG_NO_DATA = "no_data"
 def model_used_label(model: str, flag: str | None = None) -> str:
     """``model`` alone, or ``"model (flag)"`` when the series was routed or special-cased."""
     return model if not flag else f"{model} ({flag})"
+
+
+def fell_back(model_used: str) -> bool:
+    """Whether a ``model_used`` label (or several joined by ``+``/``;``) records a fallback."""
+    return f"({FALLBACK}:" in str(model_used)
 
 
 def base_model_name(model_used: str) -> str:
