@@ -72,13 +72,15 @@ def test_statistical_peers_beat_seasonal_naive(leaderboard):
 
 
 def test_empirical_quantiles_beat_the_same_models_normal_intervals(leaderboard):
-    # Same point forecasts family, quantile shape from the residuals: lower WQL.
+    # Same fitted model, quantile shape from the residuals and the median as point: lower WQL,
+    # and a point forecast at least as close as the mean.
     assert (
         leaderboard.loc["autotheta", "wql_relgm"]
         < leaderboard.loc["autotheta_default", "wql_relgm"]
     )
-    assert leaderboard.loc["autotheta", "mase_relgm"] == pytest.approx(
-        leaderboard.loc["autotheta_default", "mase_relgm"]
+    assert (
+        leaderboard.loc["autotheta", "mase_relgm"]
+        <= leaderboard.loc["autotheta_default", "mase_relgm"]
     )
 
 

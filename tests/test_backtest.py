@@ -17,6 +17,7 @@ from capforecast.backtest import (
     run_backtest,
     skipped_table,
 )
+from capforecast.config import validated_config
 from capforecast.contracts import quantile_column, series_id
 from capforecast.errors import ConfigError, ForecastInputError, InputDataError
 from capforecast.models import MODEL_REGISTRY
@@ -25,6 +26,9 @@ from capforecast.panel import series_bounds, to_panel
 
 QUANTILES = (0.1, 0.5, 0.9)
 START = pd.Timestamp("2026-01-01", tz="UTC")
+
+# The models section with every schema default (what the workflow passes to a model).
+SCHEMA_MODELS = validated_config({})["models"]
 
 
 def hourly_series(sid: str, values: np.ndarray, start: pd.Timestamp = START) -> pd.DataFrame:
@@ -254,7 +258,9 @@ def test_autoets_form_reuse_does_not_leak_later_data():
     hours = np.arange(24 * 9)
     values = 50 + 8 * np.sin(2 * np.pi * hours / 24) + rng.normal(0, 1, hours.size)
     panel = hourly_series("a|cpu_utilization", values)
-    kwargs = dict(windows=3, horizon=24, step=24, quantiles=QUANTILES, season=24)
+    kwargs = dict(
+        windows=3, horizon=24, step=24, quantiles=QUANTILES, season=24, model_cfg=SCHEMA_MODELS
+    )
     before = run_backtest(panel, MODEL_REGISTRY["autoets"], "autoets", **kwargs)
     cutoff = before.loc[before["window"] == 1, "cutoff"].iloc[0]
     changed = panel.copy()
@@ -390,6 +396,7 @@ def test_real_models_run_through_the_backtest():
             season=24,
             bounds=bounds,
             selection_windows=1,
+            model_cfg=SCHEMA_MODELS,
         )
         assert len(predictions) == 2 * 3 * 24 and skipped_table(predictions).empty
         values = predictions[[quantile_column(q) for q in QUANTILES]].to_numpy()

@@ -61,7 +61,8 @@ CHEAP_MODELS = [
 ]
 MODEL_CFG = {
     "predict_linear_window_hours": 24,
-    "seasonal_median": {"seasons": 7, "error_seasons": 28},
+    "seasonal_median": {"seasons": 7, "error_seasons": 14},
+    "intervals": "empirical",
     "prophet": {"growth": "auto", "weekly_seasonality": "auto", "daily_seasonality": True},
     "autogluon": {
         "hyperparameters": {"SeasonalNaive": {}, "ETS": {}},
@@ -325,14 +326,16 @@ def test_statsforecast_quantiles_take_their_shape_from_the_residuals():
     fitted = AutoETS(season_length=24, model="ANA").fit(y=y)
     quantiles = (0.1, 0.5, 0.9, 0.98)
     _, normal = stats.series_quantiles(fitted, y, 24, quantiles, "normal")
-    mean, empirical = stats.series_quantiles(fitted, y, 24, quantiles)
+    point, empirical = stats.series_quantiles(fitted, y, 24, quantiles, "empirical")
+    mean = np.asarray(fitted.predict(h=24)["mean"])
     residuals = y - fitted.predict_in_sample()["fitted"]
     residuals = residuals[np.isfinite(residuals)]
-    centre = np.median(residuals)
-    # Step 1: exactly the residual quantiles around the point forecast; the median is the point.
-    assert np.allclose(empirical[0.5], mean)
+    # Step 1: exactly the residual quantiles around the model's mean; the point forecast is the
+    # median (the mean moved by the median residual: below it, the bursts skew the residuals).
+    assert np.allclose(point, empirical[0.5])
+    assert np.isclose(point[0], mean[0] + np.median(residuals))
     for q in (0.1, 0.9, 0.98):
-        assert np.isclose(empirical[q][0], mean[0] + np.quantile(residuals, q) - centre)
+        assert np.isclose(empirical[q][0], mean[0] + np.quantile(residuals, q))
     # The bursts inflate a normal sigma: the empirical P10-P90 is much narrower, the P98 wider.
     assert (empirical[0.9] - empirical[0.1])[0] < 0.5 * (normal[0.9] - normal[0.1])[0]
     assert empirical[0.98][0] > normal[0.98][0]
@@ -355,7 +358,7 @@ def test_heavy_tailed_series_get_lower_pinball_loss_with_empirical_quantiles():
 
     from statsforecast.models import Theta
 
-    normal = stats.statsforecast_forecast(request, Theta(season_length=24), intervals="normal")
+    normal = stats.statsforecast_forecast(request, Theta(season_length=24), "normal")
     assert pinball(MODEL_REGISTRY["theta"](request, MODEL_CFG)) < pinball(normal)
 
 

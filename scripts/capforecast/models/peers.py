@@ -37,7 +37,7 @@ def _statsforecast_peer(
     name: str, make: Callable[[ForecastRequest], Any]
 ) -> Callable[[ForecastRequest, dict[str, Any]], pd.DataFrame]:
     def peer(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
-        out = statsforecast_forecast(request, make(request), intervals="normal")
+        out = statsforecast_forecast(request, make(request), "normal")
         return finalize_forecast(out.assign(model_used=name), request)
 
     peer.__name__ = name
