@@ -920,3 +920,39 @@ def test_html_report_is_self_contained_without_code(executed: dict[str, Path], n
     # opens offline: no script or stylesheet from anywhere else
     assert not re.findall(r'<(?:script|link)[^>]*\b(?:src|href)="(?:https?:)?//', html)
     assert "jp-Notebook" in html  # still JupyterLab's styling
+
+
+def test_fallbacks_are_named_in_the_forecast_report() -> None:
+    metrics = pd.DataFrame(
+        {
+            "model": ["seasonal_naive_weekly"] * 3 + ["theta"],
+            "series_id": ["a|cpu_utilization", "a|cpu_utilization", "b|cpu_utilization", "a|x"],
+            "window": [1, 2, 1, 1],
+            "is_selection_window": [False, False, False, False],
+            "model_used": [
+                "seasonal_naive_daily (fallback: too_short)",
+                "seasonal_naive_daily (fallback: too_short)",
+                "seasonal_naive_weekly",
+                "theta",
+            ],
+        }
+    )
+    forecasts = pd.DataFrame(
+        {
+            "model": ["prophet", "prophet", "selected"],
+            "series_id": ["a|cpu_utilization"] * 3,
+            "timestamp": pd.date_range("2026-01-01", periods=3, freq="h", tz="UTC"),
+            "model_used": ["seasonal_naive_daily (fallback: model_failed)"] * 2 + ["theta"],
+        }
+    )
+    table = report.fallback_table(metrics, forecasts)
+    assert table[["stage", "model", "series_id"]].values.tolist() == [
+        ["backtest", "seasonal_naive_weekly", "a|cpu_utilization"],
+        ["final", "prophet", "a|cpu_utilization"],
+    ]
+    assert table["windows"].iloc[0] == 2
+    board = pd.DataFrame(
+        {"model": ["seasonal_naive_weekly", "theta"], "n_fallback": [2, 0], "wql_relgm": [1, 1]}
+    )
+    assert "seasonal_naive_weekly (2)" in report.backtest_headline(board, forecasts)
+    assert report.fallback_table(metrics.iloc[2:], forecasts.iloc[2:]).empty

@@ -24,6 +24,7 @@ from capforecast.config import load_config, validated_config
 from capforecast.contracts import quantile_column, series_id
 from capforecast.errors import InputDataError
 from capforecast.metrics import quantile_levels
+from capforecast.models.base import fell_back
 
 SELECTED_MODEL = "selected"
 # Findings that need more capacity; the others are right-sizing or nothing to do.
@@ -495,7 +496,43 @@ def backtest_headline(leaderboard: pd.DataFrame, forecasts: pd.DataFrame) -> str
             f"Final forecast: {final['series_id'].nunique()} series, "
             f"{format_timestamp(times.min())} to {format_timestamp(times.max())}{used}."
         )
+    if "n_fallback" in leaderboard and leaderboard["n_fallback"].fillna(0).sum() > 0:
+        counts = leaderboard[leaderboard["n_fallback"].fillna(0) > 0]
+        pairs = zip(counts["model"], counts["n_fallback"], strict=True)
+        named = ", ".join(f"{model} ({int(n)})" for model, n in pairs)
+        lines.append(
+            f"Fallbacks (series x windows a model handed to a simpler one): {named}; "
+            "listed under Fallbacks."
+        )
     return "\n\n".join(lines)
+
+
+FALLBACK_COLUMNS: tuple[str, ...] = ("stage", "model", "series_id", "model_used", "windows")
+
+
+def fallback_table(metrics: pd.DataFrame, forecasts: pd.DataFrame) -> pd.DataFrame:
+    """Every model x series a model handed to a simpler one (``FALLBACK_COLUMNS``).
+
+    ``stage`` is ``backtest`` (scored windows of ``metrics``; ``windows`` counts them) or
+    ``final`` (the refit forecasts). ``model_used`` names what ran and why (e.g.
+    ``seasonal_naive_daily (fallback: too_short)``). The leaderboard's ``n_fallback`` counts the
+    backtest rows.
+    """
+    frames = []
+    if len(metrics) and "model_used" in metrics:
+        scored = metrics[~metrics["is_selection_window"].astype(bool)]
+        fell = scored[scored["model_used"].fillna("").map(fell_back)]
+        backtest = fell.groupby(["model", "series_id", "model_used"]).size()
+        frames.append(backtest.rename("windows").reset_index().assign(stage="backtest"))
+    if len(forecasts) and "model_used" in forecasts:
+        final = forecasts.drop_duplicates(["model", "series_id"])
+        final = final[final["model_used"].fillna("").map(fell_back)]
+        columns = ["model", "series_id", "model_used"]
+        frames.append(final[columns].assign(stage="final", windows=np.nan))
+    if not frames:
+        return pd.DataFrame(columns=list(FALLBACK_COLUMNS))
+    table = pd.concat(frames, ignore_index=True)[list(FALLBACK_COLUMNS)]
+    return table.sort_values(["stage", "model", "series_id"], ignore_index=True)
 
 
 def per_series_errors(metrics: pd.DataFrame) -> pd.DataFrame:
