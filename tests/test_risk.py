@@ -164,17 +164,31 @@ def test_zero_width_ramp_eta_is_the_exact_crossing_hour():
     assert cpu["eta_p50"].tz is not None
 
 
-def test_fan_ramp_etas_follow_the_quantiles_and_the_day_table():
+def test_fan_ramp_breach_by_t_combines_the_comonotone_bound_and_independent_days():
     ramp = 50.0 + 0.4 * np.arange(120)
     sd = 4.0
     forecasts = fan("r1", CPU, ramp, sd)
     tables = breach_probabilities(forecasts, {CPU: {"warning": 70, "critical": 80}})
-    eta = first_crossings(tables.per_step, "critical").iloc[0]
-    # With linear interpolation between stored levels, P(X >= c) >= 1 - p exactly when the
-    # stored quantile q_p reaches c: the ETAs are the hours q0.9, q0.5 and q0.1 reach 80.
+    step = tables.per_step
+    exceed = step["p_exceed_critical"].to_numpy()
+    # No history: max(comonotone, days as independent blocks), computed here by hand.
+    comonotone = np.maximum.accumulate(exceed)
+    expected, survived = [], 1.0
+    for day in range(5):
+        part = exceed[24 * day : 24 * (day + 1)]
+        expected.extend(1.0 - survived * (1.0 - np.maximum.accumulate(part)))
+        survived *= 1.0 - part.max()
+    expected = np.maximum(comonotone, expected)
+    assert np.allclose(step["p_breach_critical"], expected)
+    assert (step["p_breach_critical"] >= comonotone - 1e-12).all()
+    assert step["recurrence_critical"].isna().all()
+    eta = first_crossings(step, "critical").iloc[0]
+    # Never later than the hour the stored quantile reaches 80 (the comonotone bound's ETA) ...
     for prob, level in ((0.1, 0.9), (0.5, 0.5), (0.9, 0.1)):
         hour = int(np.argmax(ramp + Z[level] * sd >= 80))
-        assert eta[f"eta_p{round(prob * 100)}"] == START + hour * HOUR
+        assert eta[f"eta_p{round(prob * 100)}"] <= START + hour * HOUR
+    # ... and the P50 ETA is where the combined probability first reaches 0.5.
+    assert eta["eta_p50"] == START + int(np.argmax(expected >= 0.5)) * HOUR
     # The day of the median crossing is the first day whose P(breach by end of day) >= 0.5.
     daily = tables.daily.set_index("day")["p_breach_critical"]
     median_day = eta["eta_p50"].floor("D")
@@ -182,6 +196,39 @@ def test_fan_ramp_etas_follow_the_quantiles_and_the_day_table():
     assert daily[median_day - pd.Timedelta(days=1)] < 0.5
     assert list(tables.daily.columns[:3]) == ["resource_id", "metric", "day"]
     assert daily.is_monotonic_increasing
+
+
+def test_a_weekly_recurring_breach_is_not_argued_away_by_the_fan():
+    # Pegged for a few hours every week of the last four; the fan spreads that over the hours.
+    hours = pd.date_range(START - pd.Timedelta(days=28), START - HOUR, freq="h")
+    values = np.full(len(hours), 30.0)
+    values[np.arange(len(hours)) % 168 == 100] = 100.0
+    history = pd.DataFrame(
+        {"resource_id": "r1", "metric": CPU, "timestamp": hours, "value": values}
+    )
+    forecasts = fan("r1", CPU, np.full(168, 40.0), 15.0)
+    levels = {CPU: {"warning": 70, "critical": 90}}
+    without = breach_probabilities(forecasts, levels).per_step
+    with_history = breach_probabilities(forecasts, levels, history=history).per_step
+    assert (with_history["recurrence_critical"] == 1.0).all()
+    week = with_history["p_breach_critical"].iloc[-1]
+    # mean(days, recurrence 1.0 over a whole week): at least a half, above the fan alone.
+    assert week >= 0.5 and week > without["p_breach_critical"].iloc[-1]
+    # Half of the weeks: the recurrence estimate is 1 - 0.5 ** (elapsed weeks).
+    values[(np.arange(len(hours)) // 168) % 2 == 0] = 30.0  # weeks 1 and 3 of 4 stay calm
+    half = history.assign(value=values)
+    step = breach_probabilities(forecasts, levels, history=half).per_step
+    assert (step["recurrence_critical"] == 0.5).all()
+    days = breach_probabilities(forecasts, levels).per_step["p_breach_critical"].iloc[-1]
+    assert step["p_breach_critical"].iloc[-1] == pytest.approx(max(days, (days + 0.5) / 2))
+    # A series that never reached it has recurrence 0: the fan alone, halved, but never below
+    # the comonotone lower bound.
+    calm = history.assign(value=30.0)
+    step = breach_probabilities(forecasts, levels, history=calm).per_step
+    assert (step["recurrence_critical"] == 0.0).all()
+    comonotone = step["p_exceed_critical"].cummax()
+    assert (step["p_breach_critical"] >= comonotone - 1e-12).all()
+    assert step["p_breach_critical"].iloc[-1] <= without["p_breach_critical"].iloc[-1]
 
 
 def test_interior_probabilities_interpolate_between_stored_levels():
@@ -1020,3 +1067,26 @@ def test_pegged_bitbrains_vms_are_never_downsized():
     idle_delta = per_resource.loc[IDLE_VM, "monthly_cost_delta_usd"]
     assert idle_delta < 0
     assert result.summary["total_monthly_savings_usd"] == pytest.approx(-idle_delta, abs=0.01)
+
+
+def test_right_sizing_never_goes_below_the_peak_of_the_last_four_weeks():
+    # A big.4x forecast idle at 2 % CPU and memory; three weeks ago its memory peaked at 25 %
+    # (4 GiB of 16). On the forecast alone the cheapest fit is tight.1x (3 GiB): 133 % of it.
+    hours = 21 * 24
+    memory = np.where(np.arange(hours) == 24, 25.0, 2.0)
+    forecasts, _, table = one_resource(flat(2), flat(2), instance_type="big.4x")
+    past = pd.concat(
+        [history("r1", CPU, [2.0], hours=hours), history("r1", MEM, memory, hours=hours)]
+    )
+    report = assess_risk(forecasts, past, table, config()).risk_report
+    mem = row(report, "r1", MEM)
+    assert mem["finding"] == "over_provisioned" and mem["sizing"] == "downsize"
+    # 4 GiB plus the 10 % buffer must stay under the 70 % target: mid.2x (8 GiB) is cheapest.
+    assert mem["recommended_instance_type"] == "mid.2x"
+    # Five weeks ago is outside the lookback: the same peak then no longer holds the size up.
+    old = np.where(np.arange(35 * 24) == 24, 25.0, 2.0)
+    past = pd.concat(
+        [history("r1", CPU, [2.0], hours=35 * 24), history("r1", MEM, old, hours=35 * 24)]
+    )
+    report = assess_risk(forecasts, past, table, config()).risk_report
+    assert row(report, "r1", MEM)["recommended_instance_type"] == "tight.1x"

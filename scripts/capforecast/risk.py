@@ -588,8 +588,9 @@ def _resource_findings(series: pd.DataFrame) -> pd.Series:
 def _sizing_demand(
     series: pd.DataFrame, inventory: pd.DataFrame, findings: pd.Series
 ) -> pd.DataFrame:
-    """Per live resource: type, capacities, finding and per sizing dimension its P90 peak (NaN
-    when not observed), whether it is short (needs capacity) and pegged; see ``right_size``.
+    """Per live resource: type, capacities, finding and per sizing dimension its peak demand
+    (the forecast P90 peak, or the lookback's observed peak when higher; NaN when not
+    observed), whether it is short (needs capacity) and pegged; see ``right_size``.
 
     Resources whose series all stopped reporting (decommissioned) are not sized: there is no
     current demand to size them for.
@@ -604,7 +605,9 @@ def _sizing_demand(
         rows = live[live["metric"] == metric].set_index("resource_id")
         dim = _dimension(metric)
         short = rows["metric_finding"].isin(NEEDS_CAPACITY) | rows["saturated"]
-        demand[f"{dim}_peak_p90"] = ids.map(rows["peak_p90"])
+        # Sized on the larger of the forecast P90 peak and the lookback's observed peak.
+        peak = np.fmax(rows["peak_p90"], rows["lookback_peak"].fillna(rows["peak_p90"]))
+        demand[f"{dim}_peak_p90"] = ids.map(peak)
         demand[f"{dim}_short"] = ids.isin(rows.index[short.to_numpy()])
         demand[f"{dim}_pegged"] = ids.isin(rows.index[rows["saturated"].to_numpy()])
     pegged = live["saturated"] | live["pegged_in_history"]
@@ -747,8 +750,8 @@ def _summary(
             float(capacity["monthly_cost_delta_usd"].dropna().sum()), 2
         ),
         "assumptions": {
-            "breach_by_t": "max over s <= t of P(X_s >= threshold): comonotone paths, a lower "
-            "bound of the independent-steps probability",
+            "breach_by_t": "max(comonotone lower bound, mean(days as independent blocks, "
+            "share of the last 4 weeks that reached the threshold)); see risk_probability",
             "tails": "exponential upper tail beyond the outermost quantile, linear lower tail",
             "risk_score": "0 none, 1 P(warn)>=0.2, 2 P(warn)>=0.5, 3 P(crit)>=0.2, "
             "4 P(crit)>=0.5 or act_by passed",
@@ -790,7 +793,8 @@ def assess_risk(
     fan["resource_id"] = fan["resource_id"].astype(str)
     service_of = dict(zip(inventory["resource_id"], inventory["service"], strict=True))
     thresholds_for = make_thresholds_for(settings, service_of)
-    tables = breach_probabilities(fan, thresholds_for, samples=samples)
+    observed = clean_history(history, settings.statistic)
+    tables = breach_probabilities(fan, thresholds_for, samples=samples, history=observed)
     points = fan_points(fan, levels)
     rules = HistoryRules(
         percent_metrics=settings.percent_metrics,
@@ -799,7 +803,6 @@ def assess_risk(
         statistic=settings.statistic,
         min_history_hours=settings.min_history_hours,
     )
-    observed = clean_history(history, settings.statistic)
     evidence = history_evidence(observed, rules, quality)
     forecast_start = points.groupby(_KEYS)["timestamp"].min().max()
 

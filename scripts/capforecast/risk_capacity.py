@@ -44,6 +44,10 @@ from capforecast.errors import ForecastInputError
 from capforecast.rightsizing import HOURS_PER_MONTH
 
 RECENT_WINDOW_HOURS = 168
+# Right-sizing never goes below the highest hourly value of this lookback (as AWS Compute
+# Optimizer sizes on its lookback maximum): a forecast median that has drifted low (an idle
+# week) must not shrink a VM below what it used a few weeks ago.
+LOOKBACK_PEAK_HOURS = 4 * 168
 PEGGED_SHARE = 0.1
 PEGGED_RUN_HOURS = 6
 SATURATION_REASON = "demand_hidden_by_ceiling"
@@ -142,7 +146,8 @@ def history_evidence(
     rules: HistoryRules,
     quality: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Per series: observed_max, last_observed, history_hours, recent_pegged_share,
+    """Per series: observed_max, lookback_peak (max of the last ``LOOKBACK_PEAK_HOURS``),
+    last_observed, history_hours, recent_pegged_share,
     longest_pegged_run_hours, pegged_history_share, too_short, saturated, pegged_in_history
     (see the module docstring).
 
@@ -172,6 +177,9 @@ def history_evidence(
         (recent["value_max"] >= rules.pegged_level).reset_index(drop=True),
         rules.freq,
     )
+    lookback = frame[frame["timestamp"] > last - pd.Timedelta(hours=LOOKBACK_PEAK_HOURS)]
+    lookback_peak = lookback.groupby(keys)["value"].max().rename("lookback_peak").reset_index()
+    out = out.merge(lookback_peak, on=keys, how="left")
     out = out.merge(share.rename("recent_pegged_share").reset_index(), on=keys, how="left")
     out = out.merge(runs.rename("longest_pegged_run_hours").reset_index(), on=keys, how="left")
     out["longest_pegged_run_hours"] = out["longest_pegged_run_hours"].astype(float) * step_hours

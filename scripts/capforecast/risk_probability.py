@@ -25,16 +25,31 @@ Probabilities below 1e-12 are reported as 0.
 Breach means ``X >= threshold`` (not ``>``): forecasts of percentage metrics are clipped at 100,
 so "reaching 100 %" must count as full.
 
-From per-step to "breach by t" (the comonotone assumption)
-    ``P(breach by t) = max_{s <= t} P(X_s >= c)``. This is exact when the paths are perfectly
-    rank-correlated (each path sits at the same quantile level u at every step: it breaches by
-    t iff u >= min_s p*_s). For any joint distribution, ``P(union of events) >= max of their
-    probabilities`` (Fréchet bound), so the value is a *lower bound*, in particular of the
-    independent-steps figure ``1 - prod_s (1 - P_s)``. It is used because a quantile fan carries
-    no information on the joint law, hourly forecast errors are strongly autocorrelated (a level
-    shift persists for days), and independent steps would drive any threshold inside the fan to
-    ``P ~ 1`` over a 168-step horizon (0.95 ** 168 ~ 0.0002). It also makes the median ETA the
-    first time the forecast median reaches the threshold, which is what people read off a fan.
+From per-step to "breach by t"
+    A quantile fan gives the distribution of each hour, not how the hours move together, yet
+    a breach is about the maximum over the horizon. Three estimates, combined:
+
+    * comonotone: ``max_{s <= t} P(X_s >= c)``, exact when every path keeps one quantile level
+      for the whole horizon and, whatever the joint law, a lower bound (Frechet) of the
+      probability of the union. The result never goes below it.
+    * days as independent blocks: hours of one day share their error (comonotone within a day,
+      ``FAN_BLOCK_HOURS``), days are independent: ``1 - prod_days (1 - max_{s in day, s <= t}
+      P(X_s >= c))``. A VM that pegs its CPU for a few hours on most days has a small
+      probability at every single hour and a high one over a week.
+    * recurrence: the share of the series' last ``RECURRENCE_BLOCKS`` weeks (blocks of
+      ``RECURRENCE_BLOCK_HOURS`` before its forecast start, those with data) in which it reached
+      the threshold, spread over the horizon at a constant rate:
+      ``1 - (1 - r) ** (elapsed / block)``.
+
+    ``P(breach by t) = max(comonotone, mean(days, recurrence))`` (days alone where the series
+    has no history). The forecast drives a breach the series has never had (a trend into its
+    ceiling reaches 1 through the lower bound); a breach that recurs every week is not argued
+    away by a fan that spreads it over hours. On four cut dates of the Bitbrains development set
+    (477 series, 40 breaches in the following week), with the forecasts of the time, the
+    comonotone bound alone had Brier 0.040 and F1 0.60 against 0.017 and 0.89 for "last week's
+    peak over the threshold"; this combination 0.015 and 0.91. The decision backtest
+    (``make decision-backtest``) measures it against those rules on every run.
+
     When sample paths are given, the empirical fraction of paths whose running maximum reached
     the threshold is used instead, which needs no such assumption.
 """
@@ -57,6 +72,10 @@ SAMPLE_COLUMNS: tuple[str, ...] = ("resource_id", "metric", "timestamp", "sample
 ETA_PROBABILITIES: tuple[float, ...] = (0.1, 0.5, 0.9)
 # Threshold levels listed first in outputs (any other level name a caller supplies follows).
 STANDARD_LEVELS: tuple[str, ...] = ("warning", "critical")
+# See the module docstring, "From per-step to breach by t".
+FAN_BLOCK_HOURS = 24
+RECURRENCE_BLOCK_HOURS = 168
+RECURRENCE_BLOCKS = 4
 # Probabilities are compared with this slack so that an exact 0.5 from interpolation counts.
 _PROB_TOLERANCE = 1e-9
 _NEGLIGIBLE = 1e-12
@@ -72,7 +91,9 @@ class BreachTables:
     """Breach probabilities of every series.
 
     per_step: resource_id, metric, timestamp, method, and per level name L:
-      ``p_exceed_L`` = P(X_t >= threshold), ``p_breach_L`` = P(breach by t) (non-decreasing).
+      ``p_exceed_L`` = P(X_t >= threshold), ``p_breach_L`` = P(breach by t) (non-decreasing),
+      and for fans ``recurrence_L``, the share of recent weeks the series reached it (NaN
+      without history).
     daily: resource_id, metric, day (UTC midnight), ``p_breach_L`` = P(breach by the end of day).
     """
 
@@ -272,11 +293,74 @@ def _sample_per_step(
     return out
 
 
+def recurrence(
+    history: pd.DataFrame,
+    thresholds: pd.DataFrame,
+    names: tuple[str, ...],
+    starts: pd.Series,
+) -> pd.DataFrame:
+    """Per series and level: the share of its last ``RECURRENCE_BLOCKS`` weeks that reached it.
+
+    history: observed bins (resource_id, metric, timestamp, value). starts: forecast start per
+    (resource_id, metric) (a Series on that MultiIndex); blocks of ``RECURRENCE_BLOCK_HOURS``
+    end there, newest first. Blocks without observations do not count; a series without any
+    gets NaN.
+    """
+    block = pd.Timedelta(hours=RECURRENCE_BLOCK_HOURS)
+    out = thresholds[list(SERIES_KEYS)].copy()
+    for name in names:
+        out[f"recurrence_{name}"] = np.nan
+    if history is None or history.empty:
+        return out
+    frame = history[[*SERIES_KEYS, "timestamp", "value"]].copy()
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    start = pd.MultiIndex.from_frame(frame[list(SERIES_KEYS)]).map(starts.to_dict().get)
+    frame["start"] = pd.to_datetime(pd.Series(start, index=frame.index), utc=True)
+    frame["block"] = (frame["start"] - frame["timestamp"] - pd.Timedelta(1, "ns")) // block
+    frame = frame[(frame["block"] >= 0) & (frame["block"] < RECURRENCE_BLOCKS)]
+    peaks = frame.groupby([*SERIES_KEYS, "block"], as_index=False)["value"].max()
+    peaks = peaks.merge(thresholds, on=list(SERIES_KEYS), how="inner")
+    for name in names:
+        reached = (peaks["value"] >= peaks[name]).astype(float).where(peaks[name].notna())
+        share = reached.groupby([peaks[k] for k in SERIES_KEYS]).mean()
+        share = share.rename(f"recurrence_{name}").reset_index()
+        out = out.drop(columns=f"recurrence_{name}").merge(share, on=list(SERIES_KEYS), how="left")
+    return out
+
+
+def _breach_by_step(per_step: pd.DataFrame, name: str, freq: pd.Timedelta) -> pd.Series:
+    """P(breach ``name`` by t) of a fan: see the module docstring."""
+    exceed = per_step[f"p_exceed_{name}"]
+    by_series = per_step.groupby(list(SERIES_KEYS), sort=False)
+    comonotone = by_series[f"p_exceed_{name}"].cummax()
+    elapsed = by_series.cumcount() + 1  # steps since the forecast start, this one included
+    day = (elapsed - 1) // max(1, round(pd.Timedelta(hours=FAN_BLOCK_HOURS) / freq))
+    keys = [per_step[k] for k in SERIES_KEYS]
+    within_day = exceed.groupby([*keys, day]).cummax()
+    # Probability that no earlier day of the horizon breached: prod of (1 - day max) before it.
+    days_table = exceed.groupby([*keys, day]).max().rename("day_max").reset_index()
+    days_table.columns = [*SERIES_KEYS, "day", "day_max"]
+    survival = (1.0 - days_table["day_max"]).groupby([days_table[k] for k in SERIES_KEYS]).cumprod()
+    days_table["no_breach_before"] = (
+        survival.groupby([days_table[k] for k in SERIES_KEYS]).shift(1).fillna(1.0)
+    )
+    lookup = per_step[list(SERIES_KEYS)].assign(day=day.to_numpy())
+    before = lookup.merge(days_table, on=[*SERIES_KEYS, "day"], how="left")["no_breach_before"]
+    days = 1.0 - before.to_numpy() * (1.0 - within_day.to_numpy())
+    days = pd.Series(days, index=per_step.index)
+    rate = per_step[f"recurrence_{name}"]
+    weeks = elapsed * (freq / pd.Timedelta(hours=RECURRENCE_BLOCK_HOURS))
+    recurring = 1.0 - (1.0 - rate) ** weeks
+    estimate = ((days + recurring) / 2.0).where(rate.notna(), days)
+    return np.fmax(comonotone, estimate).where(exceed.notna())
+
+
 def breach_probabilities(
     forecasts: pd.DataFrame,
     thresholds_for: ThresholdsFor | Mapping[str, Mapping[str, float]],
     *,
     samples: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
 ) -> BreachTables:
     """Per-timestep and per-day breach probabilities of every series' thresholds.
 
@@ -287,6 +371,8 @@ def breach_probabilities(
       ``p_exceed_<name>`` and ``p_breach_<name>`` columns (NaN for series without it).
     samples: optional sample paths (resource_id, metric, timestamp, sample, value); series found
       there use the empirical fraction of paths instead of the quantile fan.
+    history: observed bins (resource_id, metric, timestamp, value) before the forecasts, for
+      the recurrence estimate (without it, fans use the comonotone and day-block estimates).
     """
     fan, levels = selected_forecasts(forecasts)
     keys = fan[list(SERIES_KEYS)].drop_duplicates(ignore_index=True)
@@ -295,17 +381,27 @@ def breach_probabilities(
         keys = pd.concat([keys, sample_keys]).drop_duplicates(ignore_index=True)
     thresholds, names = _threshold_table(keys, thresholds_for)
     per_step = _fan_per_step(fan, levels, thresholds, names)
+    starts = per_step.groupby(list(SERIES_KEYS))["timestamp"].min()
+    per_step = per_step.merge(
+        recurrence(history, thresholds, names, starts), on=list(SERIES_KEYS), how="left"
+    )
+    freq = _step(per_step)
     for name in names:
-        per_step[f"p_breach_{name}"] = per_step.groupby(list(SERIES_KEYS), sort=False)[
-            f"p_exceed_{name}"
-        ].cummax()
+        per_step[f"p_breach_{name}"] = _breach_by_step(per_step, name, freq)
     if samples is not None and len(samples):
         from_paths = _sample_per_step(samples, thresholds, names)
         covered = pd.MultiIndex.from_frame(from_paths[list(SERIES_KEYS)].drop_duplicates())
         keep = ~pd.MultiIndex.from_frame(per_step[list(SERIES_KEYS)]).isin(covered)
-        per_step = pd.concat([per_step[keep], from_paths[per_step.columns]], ignore_index=True)
+        from_paths = from_paths.reindex(columns=per_step.columns)
+        per_step = pd.concat([per_step[keep], from_paths], ignore_index=True)
     per_step = per_step.sort_values([*SERIES_KEYS, "timestamp"], ignore_index=True)
     return BreachTables(per_step=per_step, daily=daily_breach(per_step, names), levels=names)
+
+
+def _step(per_step: pd.DataFrame) -> pd.Timedelta:
+    """The forecast grid step (the most common gap between consecutive rows of a series)."""
+    gaps = per_step.groupby(list(SERIES_KEYS), sort=False)["timestamp"].diff().dropna()
+    return gaps.mode().iloc[0] if len(gaps) else pd.Timedelta(hours=1)
 
 
 def daily_breach(per_step: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
