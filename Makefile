@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test venv lint unit workflow chromium lock benchmark decision-backtest clean
+.PHONY: run test venv lint unit workflow chromium lock benchmark bench-accuracy bench-intervals decision-backtest clean
 
 run: venv
 	$(BIN)/snakemake --cores $(CORES)
@@ -46,7 +46,16 @@ lint: venv
 
 benchmark: venv
 	$(BIN)/python tests/benchmarks/bench_etl.py
-	$(BIN)/python tests/benchmarks/bench_forecast_accuracy.py
+	$(BIN)/python tests/benchmarks/bench_forecast_speed.py
+
+# Forecast accuracy on real datasets (NAB, Bitbrains; tuning and held-out halves) next to the
+# untouched peers; regenerates the README table. Predictions are cached in tests/benchmarks/out.
+bench-accuracy: venv
+	$(BIN)/python tests/benchmarks/bench_generalisation.py --write-readme
+
+# The quantile methods compared on the same windows (empirical, ConformalIntervals, scaling).
+bench-intervals: venv
+	$(BIN)/python tests/benchmarks/bench_generalisation.py --intervals --write-readme
 
 # Decision backtest: the workflow on 4 cuts of the Bitbrains development set, scored against the
 # week after each cut; regenerates the README table (CPU heavy: one whole workflow run per cut).

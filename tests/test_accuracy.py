@@ -1,7 +1,8 @@
 """Reduced accuracy benchmark on the real NAB fixture: the ordering must hold.
 
 The full protocol (all 19 series, Prophet and AutoGluon included) is
-tests/benchmarks/bench_forecast_accuracy.py; this runs the fast peers on every series.
+tests/benchmarks/bench_generalisation.py (make bench-accuracy); this runs the fast peers on every
+series.
 """
 
 from __future__ import annotations

@@ -102,6 +102,9 @@ def validated_config(
         raise ConfigError(_key_path(err), shown)
     cfg = _fill_defaults(cfg, schema)
     _check_semantics(cfg)
+    if cfg["backtest"]["horizon"] is None:
+        # The schema's documented default: backtest at the horizon that is forecast.
+        cfg["backtest"]["horizon"] = cfg["forecast"]["horizon"]
     return sorted_keys(cfg)
 
 
