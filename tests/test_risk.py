@@ -1090,3 +1090,23 @@ def test_right_sizing_never_goes_below_the_peak_of_the_last_four_weeks():
     )
     report = assess_risk(forecasts, past, table, config()).risk_report
     assert row(report, "r1", MEM)["recommended_instance_type"] == "tight.1x"
+
+
+@pytest.mark.parametrize(
+    ("metric", "short"),
+    [
+        (NET, True),  # bytes moved rising past anything seen: more load
+        ("request_latency", True),
+        ("memory_available_bytes", False),  # free memory rising: good news
+        ("aws_ec2_cpu_credit_balance", False),  # unclassified: direction unknown
+    ],
+)
+def test_growth_past_the_observed_peak_is_a_shortage_only_for_demand_metrics(metric, short):
+    forecasts, past, table = one_resource(flat(30), flat(30))
+    rising = 1000.0 + 10.0 * np.arange(96)
+    forecasts = pd.concat([forecasts, fan("r1", metric, rising)])
+    past = pd.concat([past, history("r1", metric, [800.0, 1000.0], hours=48)])
+    series = row(assess_risk(forecasts, past, table, config()).risk_report, "r1", metric)
+    assert series["headroom_pct"] < 0 and series["trend_per_day"] > 0
+    assert bool(series["metric_finding"] == "under_provisioned") is short
+    assert bool(series["metric_risk_score"] == 1) is short

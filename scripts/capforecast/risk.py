@@ -95,6 +95,17 @@ from capforecast.risk_probability import (
 )
 
 STOPPED = "stopped_reporting"
+# Metrics without thresholds whose growth past anything seen means more load on the resource.
+DEMAND_METRICS: frozenset[str] = frozenset(
+    {
+        "network_in_bytes",
+        "network_out_bytes",
+        "disk_read_bytes",
+        "disk_write_bytes",
+        "request_count",
+        "request_latency",
+    }
+)
 FINDINGS: tuple[str, ...] = (
     "at_risk",
     "under_provisioned",
@@ -424,8 +435,15 @@ def _classify(
         np.where(has_levels, "critical_points", "ceiling_points"),
         "observed_max_pct",
     )
+    # Growth past the observed peak is a shortage only for demand metrics (bytes moved,
+    # requests, latency): free memory rising is good news, and a metric the run could not
+    # classify has no known direction.
+    demand = out["metric"].isin(DEMAND_METRICS).to_numpy()
     beyond_seen = (
-        ~has_levels & (np.nan_to_num(out["headroom_pct"], nan=1.0) < 0) & (out["trend_per_day"] > 0)
+        demand
+        & ~has_levels
+        & (np.nan_to_num(out["headroom_pct"], nan=1.0) < 0)
+        & (out["trend_per_day"] > 0)
     ).to_numpy()
 
     # Only a critical ETA inside the lead time makes a series at risk; a warning ETA inside it
