@@ -4,16 +4,13 @@ import pandas as pd
 
 from capforecast import quality as quality_table
 from capforecast.contracts import QUARANTINE_COLUMNS
+from capforecast.csv_tables import read_csv_table
 from capforecast.errors import CapForecastError
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 
 
 def main(smk) -> None:
-    # Only empty cells are missing: ids and metric names such as "NA" or "null" are names.
-    quality = pd.concat(
-        [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in smk.input.quality],
-        ignore_index=True,
-    )
+    quality = pd.concat([read_csv_table(p) for p in smk.input.quality], ignore_index=True)
     quality = quality_table.mark_unclassified(quality, smk.params.known_metrics)
     quality_table.log_unclassified(quality)
     quarantined = [pd.read_parquet(p) for p in smk.input.quarantine]
@@ -24,7 +21,7 @@ def main(smk) -> None:
         else pd.DataFrame({c: pd.Series(dtype="object") for c in QUARANTINE_COLUMNS})
     )
     reconciliation = pd.concat(
-        [pd.read_csv(p) for p in smk.input.reconciliation], ignore_index=True
+        [read_csv_table(p) for p in smk.input.reconciliation], ignore_index=True
     )
     unbalanced = reconciliation[~reconciliation["balanced"].astype(bool)]
     if len(unbalanced):

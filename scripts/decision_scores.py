@@ -5,13 +5,14 @@ import json
 import pandas as pd
 
 from capforecast import decision, decision_report, holdout
+from capforecast.csv_tables import read_csv_table
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 
 
 def main(smk) -> None:
     settings = smk.params.settings
     cut = holdout.cut_from_config(settings["cut"])
-    accounting = pd.concat([pd.read_csv(p) for p in smk.input.holdout_reconciliation])
+    accounting = pd.concat([read_csv_table(p) for p in smk.input.holdout_reconciliation])
     counted = ("rows_in", "rows_kept", "rows_quarantined", "rows_beyond_horizon")
     result = decision.score_decisions(
         pd.read_parquet(smk.input.risk_report),

@@ -5,6 +5,7 @@ import json
 import pandas as pd
 
 from capforecast import risk
+from capforecast.csv_tables import read_csv_table
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 
 
@@ -12,7 +13,7 @@ def main(smk) -> None:
     forecasts = pd.read_parquet(smk.input.forecasts)
     history = pd.concat([pd.read_parquet(p) for p in smk.input.clean], ignore_index=True)
     resources = pd.read_parquet(smk.input.resources)
-    quality = pd.read_csv(smk.input.quality)
+    quality = read_csv_table(smk.input.quality)
     result = risk.assess_risk(forecasts, history, resources, smk.params.config, quality=quality)
     ensure_parent(*smk.output)
     result.risk_report.to_parquet(smk.output.report_parquet, index=False)

@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from capforecast.csv_tables import read_csv_table
+
 HOW_TO_RUN = (
     "This run used all data, so there is nothing to score its calls against. To see how the "
     "calls hold up, run a decision backtest: set `data.history_end` to a past instant (e.g. "
@@ -83,8 +85,8 @@ def report_section(decision_dir: str | Path | None) -> str:
         return HOW_TO_RUN
     folder = Path(decision_dir)
     summary = json.loads((folder / "summary.json").read_text())
-    scores = pd.read_csv(folder / "series_scores.csv")
-    check = pd.read_csv(folder / "rightsizing_check.csv")
+    scores = read_csv_table(folder / "series_scores.csv")
+    check = read_csv_table(folder / "rightsizing_check.csv")
     counts = summary["series"]
     not_scored = {k: v for k, v in counts.items() if k != "scored"}
     parts = [

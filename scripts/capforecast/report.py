@@ -22,6 +22,7 @@ from pandas.io.formats.style import Styler
 
 from capforecast.config import load_config, validated_config
 from capforecast.contracts import quantile_column, series_id
+from capforecast.csv_tables import read_csv_table
 from capforecast.errors import InputDataError
 from capforecast.metrics import quantile_levels
 from capforecast.models.base import fell_back
@@ -99,7 +100,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise InputDataError(str(path), "file not found; run the workflow stage that writes it")
     if path.suffix == ".csv":
-        return pd.read_csv(path)
+        return read_csv_table(path)
     return pd.read_parquet(path)
 
 
