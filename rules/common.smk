@@ -18,7 +18,7 @@ except CapForecastError as err:
 
 
 PACKAGE_DIR = Path(workflow.basedir) / "scripts" / "capforecast"
-SHARED_MODULES = ("__init__", "contracts", "errors", "config", "rulekit")
+SHARED_MODULES = ("__init__", "contracts", "errors", "config", "rulekit", "csv_tables")
 
 
 def code_hash(*modules):

@@ -23,6 +23,7 @@ rule ingest_partition:
             "metric_names.yaml",
             "scale",
             "validate",
+            "capacity",
         ),
     script:
         "../scripts/ingest_partition.py"
@@ -40,7 +41,7 @@ rule ingest_resources:
         "../envs/etl.yaml"
     params:
         catalogue=config["catalogue"],
-        code=code_hash("ingest"),
+        code=code_hash("ingest", "capacity"),
     script:
         "../scripts/ingest_resources.py"
 

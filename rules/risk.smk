@@ -29,7 +29,9 @@ rule risk_report:
         config=lambda wildcards: {
             key: config[key] for key in ("risk", "catalogue", "etl", "forecast")
         },
-        code=code_hash("risk", "risk_probability", "risk_capacity", "rightsizing"),
+        code=code_hash(
+            "risk", "risk_probability", "risk_capacity", "rightsizing", "capacity"
+        ),
     script:
         "../scripts/risk_report.py"
 

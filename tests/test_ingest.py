@@ -11,7 +11,7 @@ import pytest
 
 from capforecast import ingest, quality, resample, validate
 from capforecast.config import validated_config
-from capforecast.contracts import INGEST_SERIES_COLUMNS, RAW_COLUMNS, RESOURCE_COLUMNS
+from capforecast.contracts import INGEST_SERIES_COLUMNS, RAW_COLUMNS, RESOURCE_TABLE_COLUMNS
 from capforecast.errors import ConfigError, InputDataError
 
 
@@ -237,7 +237,7 @@ def test_resources_table_filled_from_catalogue(tmp_path, catalogue):
         "i-3,,batch,3\n"
     )
     table = ingest.read_resources_table(write(tmp_path / "res.csv", text), catalogue)
-    assert tuple(table.columns) == RESOURCE_COLUMNS
+    assert tuple(table.columns) == RESOURCE_TABLE_COLUMNS
     by_id = table.set_index("resource_id")
     assert by_id.loc["i-1", "vcpu"] == catalogue["m5.large"]["vcpu"]
     assert by_id.loc["i-1", "memory_gib"] == catalogue["m5.large"]["memory_gib"]
@@ -272,7 +272,7 @@ def test_complete_resources_adds_unlisted_resources(tmp_path, catalogue):
         catalogue,
     )
     done = ingest.complete_resources(table, ["i-2", "i-1", "i-2"])
-    assert tuple(done.columns) == RESOURCE_COLUMNS
+    assert tuple(done.columns) == RESOURCE_TABLE_COLUMNS
     assert list(done["resource_id"]) == ["i-1", "i-2"]
     assert list(done["service"]) == ["web", ingest.UNASSIGNED_SERVICE]
     assert np.isnan(done["vcpu"].iloc[1])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import io
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -39,8 +40,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from capforecast import scale, timestamps
-from capforecast.contracts import INGEST_SERIES_COLUMNS, RAW_COLUMNS, RESOURCE_COLUMNS
+from capforecast import capacity, scale, timestamps
+from capforecast.contracts import INGEST_SERIES_COLUMNS, RAW_COLUMNS, RESOURCE_TABLE_COLUMNS
 from capforecast.errors import InputDataError
 from capforecast.metric_names import (
     MATCH_CANONICAL,
@@ -55,9 +56,40 @@ from capforecast.validate import SeriesCodes
 
 LOG = logging.getLogger(__name__)
 
-CSV_SUFFIXES = (".csv",)
+# Compressed CSV (name.csv.gz, name.csv.zst) is read through pyarrow's codec of that name.
+CSV_COMPRESSIONS: dict[str, str | None] = {
+    ".csv": None,
+    ".csv.gz": "gzip",
+    ".csv.zst": "zstd",
+    ".csv.zstd": "zstd",
+}
+CSV_SUFFIXES = tuple(CSV_COMPRESSIONS)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SUPPORTED_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
+# Cells that mean "no value" in the timestamp and value columns (pandas' default NA strings).
+# Identifier columns never get this treatment: "NA", "null" or "None" there is a name.
+MISSING_TOKENS: frozenset[str] = frozenset(
+    {
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    }
+)
 
 LONG_COLUMNS = ("timestamp", "resource_id", "metric", "value")
 SERIES_COLUMNS = ("timestamp", "value")
@@ -66,47 +98,104 @@ UNASSIGNED_SERVICE = "unassigned"
 SHOWN_IN_LOG = 5  # series named in one log line before "..."
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
+_SUFFIXES_LONGEST_FIRST = sorted(SUPPORTED_SUFFIXES, key=len, reverse=True)
 
 
 # --------------------------------------------------------------------------- listing files
 
 
-def list_input_files(path: str | Path, *, exclude: Iterable[str | Path] = ()) -> list[Path]:
-    """Input files named by ``data.path``: a directory or a glob pattern.
+def data_suffix(file: str | Path) -> str | None:
+    """The data suffix of a file name (``.csv``, ``.csv.gz``, ``.parquet``, ...; case ignored),
+    or None when the file is not one the workflow reads."""
+    name = Path(file).name.lower()
+    return next((s for s in _SUFFIXES_LONGEST_FIRST if name.endswith(s)), None)
 
-    A directory yields its ``*.csv``, ``*.parquet`` and ``*.pq`` files (not recursive, suffix
-    case ignored, other files such as a README are not data and are skipped). A glob yields every
-    file it matches; a match with an unsupported extension is an error rather than a silent skip,
-    because the user named it. ``exclude`` removes files such as the resources table when it sits
-    in the same directory. The result is sorted so partitions are stable across runs.
+
+def data_stem(file: str | Path) -> str:
+    """The file name without its data suffix (``host1_cpu.csv.gz`` -> ``host1_cpu``)."""
+    name = Path(file).name
+    suffix = data_suffix(file)
+    return name[: len(name) - len(suffix)] if suffix else Path(file).stem
+
+
+@dataclass(frozen=True)
+class InputListing:
+    """What ``data.path`` names: the files to read, and every other entry with the reason it
+    is not read (``contracts.SKIPPED_FILE_COLUMNS``: file, reason), so nothing is left out
+    without a word."""
+
+    files: list[Path]
+    skipped: list[tuple[str, str]]
+
+
+def _skip_reason(entry: Path, excluded: set[Path], named: bool) -> str | None:
+    """Why ``entry`` is not a metrics file to read (None: read it). ``named``: the user named
+    it (a file or a glob match), so an unsupported extension is an error, not a skip."""
+    if entry.resolve() in excluded:
+        return "the resources table (data.resources), read as such"
+    if entry.is_dir():
+        return "a directory: data.path is not searched recursively (a glob such as dir/**/*.csv is)"
+    if not entry.is_file():
+        return "not a regular file"
+    if not named and entry.name.startswith("."):
+        return "hidden file (its name starts with '.')"
+    if data_suffix(entry) is None:
+        if named:
+            _check_suffix(entry)
+        shown = "".join(entry.suffixes[-2:]) or "(none)"
+        return f"unsupported extension '{shown}' (read: {', '.join(SUPPORTED_SUFFIXES)})"
+    return None
+
+
+def scan_input_files(path: str | Path, *, exclude: Iterable[str | Path] = ()) -> InputListing:
+    """Input files named by ``data.path`` (a directory, a file or a glob pattern), and the
+    entries that are not read, with the reason.
+
+    A directory yields its CSV (plain, ``.csv.gz``, ``.csv.zst``) and parquet (``.parquet``,
+    ``.pq``) files, suffix case ignored, not recursively; its other entries (a README, a hidden
+    file, a subdirectory) are listed as skipped. A glob yields every file it matches; a match
+    with an unsupported extension is an error rather than a skip, because the user named it.
+    ``exclude`` names files such as the resources table when it sits in the same directory.
+    Both lists are sorted so partitions are stable across runs.
     """
     text = str(path)
     excluded = {Path(p).resolve() for p in exclude}
     root = Path(text).expanduser()
     if root.is_dir():
-        files = [
-            f for f in root.iterdir() if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES
-        ]
+        entries, named = list(root.iterdir()), False
     elif root.is_file():
-        files = [root]
+        entries, named = [root], True
     elif _GLOB_CHARS.search(text):
-        files = [Path(p) for p in glob.glob(str(root), recursive=True) if Path(p).is_file()]
+        entries, named = [Path(p) for p in glob.glob(str(root), recursive=True)], True
     else:
         raise InputDataError(text, "no such file or directory (data.path)")
-    files = sorted(f for f in files if f.resolve() not in excluded)
-    for file in files:
-        _check_suffix(file)
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for entry in sorted(entries):
+        reason = _skip_reason(entry, excluded, named)
+        if reason is None:
+            files.append(entry)
+        else:
+            skipped.append((str(entry), reason))
     if not files:
+        shown = "; ".join(f"{Path(f).name}: {r}" for f, r in skipped[:SHOWN_IN_LOG])
         raise InputDataError(
-            text, f"no input files found (expected {', '.join(SUPPORTED_SUFFIXES)} files)"
+            text,
+            f"no input files found (expected {', '.join(SUPPORTED_SUFFIXES)} files)"
+            + (f"; not read: {shown}" if shown else ""),
         )
-    return files
+    return InputListing(files, skipped)
+
+
+def list_input_files(path: str | Path, *, exclude: Iterable[str | Path] = ()) -> list[Path]:
+    """The files :func:`scan_input_files` reads."""
+    return scan_input_files(path, exclude=exclude).files
 
 
 def partition_name(file: str | Path) -> str:
-    """Partition name of one input file: its stem with every character outside [A-Za-z0-9_-]
-    replaced by "_" (safe in paths and Snakemake wildcards)."""
-    name = re.sub(r"[^A-Za-z0-9_-]", "_", Path(file).stem)
+    """Partition name of one input file: its name without the data suffix, with every
+    character outside [A-Za-z0-9_-] replaced by "_" (safe in paths and Snakemake wildcards)."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", data_stem(file))
     return name or "_"
 
 
@@ -130,8 +219,8 @@ def partition_names(files: Iterable[str | Path]) -> dict[str, Path]:
 
 
 def _check_suffix(file: Path) -> None:
-    if file.suffix.lower() not in SUPPORTED_SUFFIXES:
-        shown = file.suffix or "(none)"
+    if data_suffix(file) is None:
+        shown = "".join(file.suffixes[-2:]) or "(none)"
         raise InputDataError(
             str(file),
             f"unsupported extension '{shown}'; expected one of {', '.join(SUPPORTED_SUFFIXES)}",
@@ -139,7 +228,7 @@ def _check_suffix(file: Path) -> None:
 
 
 def _is_csv(file: Path) -> bool:
-    return file.suffix.lower() in CSV_SUFFIXES
+    return data_suffix(file) in CSV_COMPRESSIONS
 
 
 def _row_label(file: Path, index: int) -> str:
@@ -147,21 +236,72 @@ def _row_label(file: Path, index: int) -> str:
     return f"line {index + 2} of the file" if _is_csv(file) else f"0-based index {index}"
 
 
+def _csv_bytes(file: Path) -> bytes:
+    """The text of a CSV file, decompressed (``.csv.gz``, ``.csv.zst``), checked for NUL bytes."""
+    codec = CSV_COMPRESSIONS[str(data_suffix(file))]
+    try:
+        with pa.input_stream(str(file), compression=codec) as stream:
+            data = stream.read()
+    except (pa.ArrowException, OSError) as err:
+        detail = str(err).strip().splitlines()[0]
+        raise InputDataError(
+            str(file), f"not a readable {codec} file (corrupt or truncated): {detail}"
+        ) from None
+    if not data:
+        raise InputDataError(str(file), "empty file (0 bytes)")
+    _check_no_nul(file, data)
+    return data
+
+
+def _check_no_nul(file: Path, data: bytes) -> None:
+    """A NUL byte is never text: CSV parsers end the cell at it (``vm\\x001`` would be read as
+    ``vm``, merging series and cutting values), so it is an error naming its line and column."""
+    at = data.find(b"\x00")
+    if at < 0:
+        return
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise InputDataError(str(file), "UTF-16 text; save the file as UTF-8")
+    line_start = data.rfind(b"\n", 0, at) + 1
+    line = data.count(b"\n", 0, at) + 1
+    header = data.split(b"\n", 1)[0].decode("utf-8-sig", "replace")
+    names = [name.strip().strip('"') for name in header.split(",")]
+    field = data.count(b",", line_start, at)
+    # The column is named only when counting commas finds it (no quoted cell before it).
+    plain = b'"' not in data[line_start:at]
+    column = names[field] if line > 1 and plain and field < len(names) else None
+    raise InputDataError(
+        str(file),
+        f"NUL byte (\\x00) on line {line} of the file: a text file has none (binary or "
+        "corrupt?) and a CSV reader would cut the cell short at it; remove the NUL bytes",
+        column=column,
+        row=line - 1 if line > 1 else None,
+    )
+
+
 def _read_table(file: Path) -> pd.DataFrame:
-    """Read a CSV (every cell as text, blanks as NaN) or parquet file; one-line errors for
-    missing, empty, header-only, corrupt or unsupported files."""
+    """Read a CSV (every cell as text, only blank cells missing) or parquet file; one-line
+    errors for missing, empty, header-only, corrupt or unsupported files."""
     _check_suffix(file)
     if not file.is_file():
         raise InputDataError(str(file), "file not found")
     if file.stat().st_size == 0:
         raise InputDataError(str(file), "empty file (0 bytes)")
     if _is_csv(file):
+        data = _csv_bytes(file)
         try:
             # Text first: numbers and timestamps are parsed afterwards so that a bad cell can be
-            # reported with its row. Blank lines are kept (as empty rows) so that row numbers
-            # match the file; trailing blank lines are not records and are trimmed below.
+            # reported with its row. No NA inference: an id "NA" or "null" is a name (the
+            # timestamp and value columns treat MISSING_TOKENS as blank later). Blank lines are
+            # kept (as empty rows) so that row numbers match the file; trailing blank lines are
+            # not records and are trimmed below.
             table = pd.read_csv(
-                file, dtype=str, skip_blank_lines=False, encoding="utf-8-sig", low_memory=False
+                io.BytesIO(data),
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+                skip_blank_lines=False,
+                encoding="utf-8-sig",
+                low_memory=False,
             )
         except pd.errors.EmptyDataError:
             raise InputDataError(str(file), "empty file (no header line)") from None
@@ -311,6 +451,29 @@ def _text_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return lookup[codes].astype("int64"), np.asarray(names, dtype=object)
 
 
+def _check_identifiers(file: Path, column: str, codes: np.ndarray, names: np.ndarray) -> None:
+    """Identifiers (parquet strings may hold anything) with a NUL byte are an error naming the
+    first row: every CSV reader downstream would cut them short there, merging two series."""
+    bad = np.flatnonzero(["\x00" in str(name) for name in names])
+    if len(bad):
+        row = int(np.flatnonzero(np.isin(codes, bad))[0])
+        raise InputDataError(
+            str(file),
+            f"identifier {names[bad[0]]!r} contains a NUL byte (\\x00) ({_row_label(file, row)}); "
+            "CSV readers cut it short there, merging it with another: remove the NUL bytes",
+            column=column,
+            row=row + 1,
+        )
+
+
+def _blank_missing_tokens(column: pd.Series) -> pd.Series:
+    """Text cells spelling "no value" (MISSING_TOKENS: NA, null, NaN, ...) as NaN, for columns
+    that hold timestamps or numbers; identifier columns keep such text as a name."""
+    if column.dtype != object and not pd.api.types.is_string_dtype(column):
+        return column
+    return column.mask(column.isin(MISSING_TOKENS).to_numpy(dtype=bool))
+
+
 def _from_codes(codes: np.ndarray, names: np.ndarray, index: pd.Index) -> pd.Series:
     """Names per row (object dtype); None where the code is -1, so validation sees them."""
     values = np.append(names, None).astype(object)  # code -1 -> the appended None
@@ -331,7 +494,7 @@ def infer_metric(
     names = names or MetricNameMap.from_config(data_cfg)
     if data_cfg.get("metric"):
         return names.lookup(str(data_cfg["metric"]))
-    stem = Path(file).stem
+    stem = data_stem(file)
     spelled = names.from_stem(stem)
     if spelled is not None:
         return spelled
@@ -403,6 +566,8 @@ def _resolve_long_metrics(
     metric, and build the rows' series codes and the per-series naming table."""
     r_code, r_names = _text_codes(resource)
     s_code, labels = _text_codes(metric)
+    _check_identifiers(file, "resource_id", r_code, r_names)
+    _check_identifiers(file, "metric", s_code, labels)
     resolved = [names.lookup(str(label)) for label in labels]
     canonical = np.array([r.metric for r in resolved], dtype=object)
     n_src = max(len(labels), 1)
@@ -465,6 +630,9 @@ def ingest_file(
     table = _normalise_columns(file, _read_table(file))
     table = _map_columns(file, table, data_cfg.get("columns") or {})
     layout = _choose_layout(file, table, str(data_cfg["format"]))
+    for column in ("timestamp", "value"):
+        table[column] = _blank_missing_tokens(table[column])
+    stem = data_stem(file)
     if layout == "long":
         long = _resolve_long_metrics(file, names, table["resource_id"], table["metric"])
         codes: SeriesCodes | None = long.codes
@@ -474,12 +642,12 @@ def ingest_file(
         keys = pd.DataFrame({"r": resource_id.fillna(""), "m": metric.fillna("")})
     else:
         codes = None
-        resource_id = pd.Series(file.stem, index=table.index, dtype=object)
+        resource_id = pd.Series(stem, index=table.index, dtype=object)
         found = infer_metric(file, data_cfg, names)
         metric = pd.Series(found.metric, index=table.index, dtype=object)
-        source = str(data_cfg.get("metric") or file.stem)
+        source = str(data_cfg.get("metric") or stem)
         naming = pd.DataFrame(
-            [[file.stem, found.metric, source, found.match, found.scale]],
+            [[stem, found.metric, source, found.match, found.scale]],
             columns=["resource_id", "metric", "source_metric", "name_match", "declared_scale"],
         )
         keys = None
@@ -566,19 +734,24 @@ def log_series_notes(file: Path, series: pd.DataFrame) -> None:
 def read_resources_table(
     path: str | Path, catalogue: Mapping[str, Mapping[str, Any]]
 ) -> pd.DataFrame:
-    """Read an optional resources table (CSV or parquet) into contracts.RESOURCE_COLUMNS.
+    """Read an optional resources table (CSV or parquet) into
+    contracts.RESOURCE_TABLE_COLUMNS.
 
     ``resource_id`` is required and unique. vcpu, memory_gib and hourly_price_usd that are absent
     (column or cell) are filled from ``catalogue`` via ``instance_type``; an instance type that
     is not in the catalogue is an error naming the row. A missing service is "unassigned";
-    a missing region stays empty.
+    a missing region stays empty. ``capacity_issue`` says which resources cannot be sized
+    (:mod:`capforecast.capacity`: 0 vCPU, no memory size, ...); they are logged and the run
+    goes on without right-sizing or planning them.
     """
     file = Path(path)
     table = _normalise_columns(file, _read_table(file))
     if "resource_id" not in table.columns:
         raise _missing_columns_error(file, table, ["resource_id"], "resources table")
     out = pd.DataFrame(index=table.index)
-    out["resource_id"] = _text_column(table["resource_id"])
+    id_codes, ids = _text_codes(table["resource_id"])
+    _check_identifiers(file, "resource_id", id_codes, ids)
+    out["resource_id"] = _from_codes(id_codes, ids, table.index)
     missing_id = out["resource_id"].isna().to_numpy()
     if missing_id.any():
         i = int(np.flatnonzero(missing_id)[0])
@@ -597,6 +770,10 @@ def read_resources_table(
     for col in ("service", "instance_type", "region"):
         out[col] = _text_column(table[col]) if col in table.columns else None
     out["service"] = out["service"].where(out["service"].notna(), UNASSIGNED_SERVICE)
+    # "N/A" is no instance type (unless the catalogue has one of that name); service and
+    # region keep such text as a name.
+    no_type = out["instance_type"].isin(MISSING_TOKENS - set(catalogue)).to_numpy(dtype=bool)
+    out["instance_type"] = out["instance_type"].where(~no_type, None)
 
     known = out["instance_type"].isin(list(catalogue)) | out["instance_type"].isna()
     if not known.all():
@@ -611,7 +788,7 @@ def read_resources_table(
         )
     for field in CATALOGUE_FIELDS:
         given = (
-            _parse_values(file, table[field], field)
+            _parse_values(file, _blank_missing_tokens(table[field]), field)
             if field in table.columns
             else pd.Series(np.nan, index=table.index)
         )
@@ -619,19 +796,51 @@ def read_resources_table(
             lambda t, f=field: float(catalogue[t][f]) if isinstance(t, str) else np.nan
         )
         out[field] = given.fillna(lookup).astype("float64")
-    return out.loc[:, list(RESOURCE_COLUMNS)].reset_index(drop=True)
+    out["capacity_issue"] = capacity.capacity_issues(out)
+    _log_capacity_issues(file, out)
+    return out.loc[:, list(RESOURCE_TABLE_COLUMNS)].reset_index(drop=True)
+
+
+def _log_capacity_issues(file: Path, table: pd.DataFrame) -> None:
+    """One WARNING per capacity issue, naming its resources and their rows."""
+    for code, what in (
+        (capacity.CAPACITY_IMPOSSIBLE, "a vCPU or memory size of 0 or less, or infinite"),
+        (capacity.CAPACITY_UNKNOWN, "no vCPU or memory size and no catalogued instance type"),
+    ):
+        rows = np.flatnonzero((table["capacity_issue"] == code).to_numpy(dtype=bool))
+        if not len(rows):
+            continue
+        shown = ", ".join(
+            f"{table['resource_id'].iloc[i]!r} ({_row_label(file, int(i))})"
+            for i in rows[:SHOWN_IN_LOG]
+        )
+        more = f", ... (+{len(rows) - SHOWN_IN_LOG})" if len(rows) > SHOWN_IN_LOG else ""
+        LOG.warning(
+            "%s: %d resource(s) with %s: %s%s; they get no right-sizing and no capacity plan "
+            "(quality flag and reason code %s)",
+            file,
+            len(rows),
+            what,
+            shown,
+            more,
+            code,
+        )
 
 
 def complete_resources(
     resources: pd.DataFrame | None, seen_resource_ids: Iterable[str]
 ) -> pd.DataFrame:
-    """The resources table plus one row (service "unassigned", other fields empty) for every
-    resource seen in the data but absent from the table, so later stages can join on it."""
+    """The resources table (contracts.RESOURCE_TABLE_COLUMNS) plus one row (service
+    "unassigned", other fields empty) for every resource seen in the data but absent from the
+    table, so later stages can join on it."""
     listed = [] if resources is None else list(resources["resource_id"])
     extra = sorted({str(r) for r in seen_resource_ids if r is not None} - set(listed))
     out = pd.DataFrame({"resource_id": pd.Series(listed + extra, dtype=object)})
-    for col in RESOURCE_COLUMNS[1:]:
-        given = [] if resources is None else list(resources[col])
+    for col in RESOURCE_TABLE_COLUMNS[1:]:
+        if resources is None:
+            given = []
+        else:
+            given = list(resources[col]) if col in resources.columns else [None] * len(listed)
         if col in CATALOGUE_FIELDS:
             out[col] = pd.to_numeric(pd.Series(given + [np.nan] * len(extra)), errors="coerce")
             out[col] = out[col].astype("float64")
@@ -639,4 +848,4 @@ def complete_resources(
             fill = UNASSIGNED_SERVICE if col == "service" else None
             column = pd.Series(given + [fill] * len(extra), dtype=object)
             out[col] = column.where(column.notna(), None)
-    return out.loc[:, list(RESOURCE_COLUMNS)]
+    return out.loc[:, list(RESOURCE_TABLE_COLUMNS)]

@@ -27,8 +27,9 @@ The decision follows the resource's finding from the risk stage, never the other
   type does not set (e.g. disk). Never a smaller or cheaper type.
 * ``downsize``: the resource is over-provisioned (every observed dimension): the cheapest type
   that fits, when it is cheaper than the current one; else ``keep`` (``no_cheaper_type``).
-* ``keep``: anything else. ``unsized``: no instance type, no known capacity, or neither CPU nor
-  memory observed.
+* ``keep``: anything else. ``unsized``: an impossible or unknown capacity in the resources table
+  (``capacity_impossible`` / ``capacity_unknown``, see :mod:`capforecast.capacity`), no
+  instance type, or neither CPU nor memory observed.
 
 ``monthly_cost_delta_usd = (new - current hourly price) x 730``. ``sizing_note`` holds
 ``code: explanation`` parts joined by ``"; "``; the codes also go to the reason codes.
@@ -42,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from capforecast.capacity import capacity_note
 from capforecast.errors import ForecastInputError
 
 HOURS_PER_MONTH = 730.0
@@ -112,15 +114,15 @@ def _observed_peaks(resource: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _unsized_reason(resource: Mapping[str, Any], peaks: Mapping[str, float]) -> str | None:
+    # A capacity problem found at ingest comes first: its code is the resource's quality flag.
+    flagged = resource.get("capacity_issue")
+    if isinstance(flagged, str) and flagged:
+        return capacity_note(resource) or flagged
     if resource.get("instance_type") is None or pd.isna(resource.get("instance_type")):
         return "instance_type_unknown: right-sizing needs an instance type"
-    for column, unit in DIMENSIONS.values():
-        capacity = pd.to_numeric(resource.get(column), errors="coerce")
-        if not capacity > 0:
-            return (
-                f"capacity_unknown: the resources table gives {capacity:g} {unit} for"
-                f" {resource['instance_type']}"
-            )
+    unusable = capacity_note(resource)
+    if unusable is not None:
+        return unusable
     if not peaks:
         return "no_cpu_or_memory_forecast: neither CPU nor memory is observed"
     return None

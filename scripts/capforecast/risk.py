@@ -614,9 +614,9 @@ def _sizing_demand(
     current demand to size them for.
     """
     live = series[~series["stopped_reporting"]]
-    demand = inventory[inventory["resource_id"].isin(set(live["resource_id"]))][
-        ["resource_id", "instance_type", "vcpu", "memory_gib", "hourly_price_usd"]
-    ].copy()
+    columns = ["resource_id", "instance_type", "vcpu", "memory_gib", "hourly_price_usd"]
+    columns += [c for c in ("capacity_issue",) if c in inventory.columns]
+    demand = inventory[inventory["resource_id"].isin(set(live["resource_id"]))][columns].copy()
     ids = demand["resource_id"]
     demand["finding"] = ids.map(findings)
     for metric in (CPU, MEMORY):

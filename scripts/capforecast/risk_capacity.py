@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from capforecast.capacity import capacity_issues
 from capforecast.errors import ForecastInputError
 from capforecast.rightsizing import HOURS_PER_MONTH
 
@@ -293,7 +294,11 @@ def _one_service(
     pegged: set[tuple[str, str]],
 ) -> dict[str, object]:
     row: dict[str, object] = {"service": service, "current_instances": len(members)}
-    sized = members[members["instance_type"].notna()]
+    typed = members[members["instance_type"].notna()]
+    # An instance whose capacity is impossible or unknown (0 vCPU, say) has no demand in vCPU or
+    # GiB: it is left out of the plan, and the note names it.
+    issues = capacity_issues(typed)
+    sized = typed[issues.isna().to_numpy()]
     row["instances_with_forecasts"] = int(points["resource_id"].nunique())
     notes: list[str] = []
     silent = len(members) - row["instances_with_forecasts"]
@@ -302,11 +307,19 @@ def _one_service(
             f"{silent} instance(s) without a live CPU or memory forecast (stopped reporting or"
             " not observed): no demand counted for them"
         )
+    for code, group in typed.groupby(issues, sort=True):
+        ids = sorted(map(str, group["resource_id"]))
+        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        notes.append(f"{code}: {len(ids)} instance(s) left out of the plan ({shown})")
     if sized.empty:
         row.update(
             instance_type=None, advice="unknown", recommended_instances=np.nan, saturated=False
         )
-        notes.append("no instance type: capacity in vCPU/GiB unknown, no instance count advice")
+        notes.append(
+            "no instance type: capacity in vCPU/GiB unknown, no instance count advice"
+            if typed.empty
+            else "no instance with a usable capacity: no instance count advice"
+        )
         row["note"] = "; ".join(notes)
         return row
     unit_type = _modal_type(sized["instance_type"])
