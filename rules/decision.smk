@@ -8,7 +8,8 @@ rule holdout_span:
     output:
         span=HOLDOUT_SPAN,
     log:
-        "results/logs/holdout/span.log",
+        # Not in results/logs/holdout/: a metrics file named span.csv logs there.
+        "results/logs/holdout_span.log",
     conda:
         "../envs/etl.yaml"
     params:

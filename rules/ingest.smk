@@ -36,7 +36,8 @@ rule ingest_resources:
     output:
         resources="results/resources.parquet",
     log:
-        "results/logs/ingest/resources.log",
+        # Not in results/logs/ingest/: a metrics file named resources.csv logs there.
+        "results/logs/ingest_resources.log",
     conda:
         "../envs/etl.yaml"
     params:

@@ -406,3 +406,28 @@ def test_cloudwatch_export_with_fractions_and_an_unclassified_metric(tmp_path):
     assert (cpu_rows["metric_finding"] != "over_provisioned").all()
     credit_rows = risk.xs("aws_ec2_cpu_credit_balance", level="metric")
     assert credit_rows["metric_reason_codes"].str.contains("no_threshold").all()
+
+
+def test_no_two_jobs_write_one_file_whatever_the_input_files_are_called(tmp_path):
+    """Input files named like the workflow's own files (resources.csv, span.csv, quality.csv)
+    must not make two jobs write one output or log: the ingest log of a metrics file named
+    resources.csv overwrote the resources table's log, and span.csv the span check's."""
+    data = tmp_path / "input"
+    data.mkdir()
+    for stem in ("resources", "span", "quality", "ingest_resources", "holdout_span"):
+        (data / f"{stem}.csv").write_text("timestamp,value\n2024-05-01 00:00:00,1\n")
+    cfg = yaml.safe_load((CONFIGS / "tiny_local.yaml").read_text())
+    cfg["data"].update(path=str(data), metric="cpu_utilization", history_end="2024-05-01")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "-n", "--configfile", str(config))
+    written = [
+        path.strip()
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if re.match(r"^\s+(output|log|benchmark): ", line)
+        for path in line.split(": ", 1)[1].split(", ")
+    ]
+    assert "results/logs/ingest/resources.log" in written  # the metrics file's own log
+    assert "results/logs/holdout/span.log" in written
+    duplicates = sorted({path for path in written if written.count(path) > 1})
+    assert duplicates == []
