@@ -42,6 +42,8 @@ def code_hash(*modules):
 
 
 SYNTHETIC_DIR = "results/synthetic"
+# Which input file each series comes from; the model rules wait for it (rules/ingest.smk).
+SERIES_INDEX = "results/series_index.parquet"
 
 
 def _partition_sources():

@@ -47,7 +47,26 @@ rule ingest_resources:
         "../scripts/ingest_resources.py"
 
 
+# One series, one file: a series in two input files stops the run here, before any model.
+rule series_index:
+    input:
+        series=expand_partitions("results/raw/{partition}.series.parquet"),
+    output:
+        index=SERIES_INDEX,
+    log:
+        "results/logs/series_index.log",
+    conda:
+        "../envs/etl.yaml"
+    params:
+        partitions=PARTITIONS,
+        sources=[PARTITION_SOURCES[p] for p in PARTITIONS],
+        code=code_hash("series_index"),
+    script:
+        "../scripts/series_index.py"
+
+
 rule ingest:
     input:
         expand_partitions("results/raw/{partition}.parquet"),
         rules.ingest_resources.output,
+        rules.series_index.output,

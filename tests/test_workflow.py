@@ -228,10 +228,11 @@ def test_one_partition_change_reruns_only_that_partition(tmp_path):
     assert jobs.get("quality") == 1
     assert jobs.get("leaderboard") == 1
     assert jobs.get("risk_report") == 1
+    assert jobs.get("series_index") == 1
     assert "generate_service" not in jobs
-    assert sum(jobs.values()) == 1 + 1 + 1 + 1 + 1 + 2 + 1 + 2 + 1 + 1 + 1
-    # ingest, clean, features (one partition), ingest_resources, quality, 2 backtests,
-    # leaderboard, 2 final fits, combine, risk_report (+ the `risk` target itself)
+    assert sum(jobs.values()) == 1 + 1 + 1 + 1 + 1 + 1 + 2 + 1 + 2 + 1 + 1 + 1
+    # ingest, clean, features (one partition), ingest_resources, series_index, quality,
+    # 2 backtests, leaderboard, 2 final fits, combine, risk_report (+ the `risk` target itself)
 
     snakemake(workdir, "--cores", "2", "--configfile", str(cfg), "risk")
     after = {

@@ -111,6 +111,28 @@ def quantile_column(q: float) -> str:
     return f"q{q:g}"
 
 
+SERIES_ID_SEPARATOR = "|"
+
+
 def series_id(resource_id: str, metric: str) -> str:
-    """Stable identifier of one series (resource x metric)."""
-    return f"{resource_id}|{metric}"
+    """Stable identifier of one series (resource x metric): ``resource_id|metric``.
+
+    Metric names never contain the separator (they are canonical or sanitised to ``[a-z0-9_]``
+    by :mod:`capforecast.metric_names`), so an id splits at its last ``|``
+    (:func:`split_series_id`) and distinct pairs give distinct ids even when a resource id
+    contains ``|``: resource ``a|b`` + metric ``m`` is ``a|b|m``, while resource ``a`` + metric
+    ``b|m`` cannot exist (that metric is read as ``b_m``). A metric with the separator is
+    refused rather than allowed to make an id ambiguous.
+    """
+    if SERIES_ID_SEPARATOR in metric:
+        raise ValueError(
+            f"metric {metric!r} contains {SERIES_ID_SEPARATOR!r}, the series-id separator; "
+            "metric names are canonical or sanitised (capforecast.metric_names)"
+        )
+    return f"{resource_id}{SERIES_ID_SEPARATOR}{metric}"
+
+
+def split_series_id(series: str) -> tuple[str, str]:
+    """(resource_id, metric) of an id built by :func:`series_id`."""
+    resource_id, _, metric = series.rpartition(SERIES_ID_SEPARATOR)
+    return resource_id, metric

@@ -54,14 +54,18 @@ def panel_from_local_files(cfg: Mapping[str, Any]) -> pd.DataFrame:
     """Ingest, validate, resample and build features for every file of ``data.path`` in memory.
 
     The same steps as the workflow's per-partition rules, for notebooks, benchmarks and tests
-    that want a model panel without running Snakemake.
+    that want a model panel without running Snakemake; like the workflow, a series found in two
+    files is an error (:mod:`capforecast.series_index`).
     """
-    from capforecast import ingest, resample, validate
+    from capforecast import ingest, resample, series_index, validate
 
     frames = []
+    records = {}
     for path in ingest.list_input_files(cfg["data"]["path"]):
-        raw = ingest.read_input_file(path, cfg["data"], cfg["etl"])
-        kept = validate.validate_rows(raw, cfg["etl"], path.name).kept
+        result = ingest.ingest_file(path, cfg["data"], cfg["etl"])
+        records[str(path)] = (path, result.series)
+        kept = validate.validate_rows(result.raw, cfg["etl"], path.name).kept
         clean = resample.resample_series(kept, cfg["etl"])
         frames.append(build_features(clean, target=cfg["forecast"]["target"]))
+    series_index.series_index(records)
     return pd.concat(frames, ignore_index=True)

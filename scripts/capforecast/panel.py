@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from capforecast.contracts import series_id as make_series_id
+from capforecast.contracts import split_series_id
 from capforecast.errors import ConfigError, InputDataError
 
 PANEL_COLUMNS: tuple[str, ...] = ("series_id", "timestamp", "y")
@@ -82,8 +83,9 @@ def to_panel(
 
 
 def metric_of(series: str) -> str:
-    """Metric part of a series id built by ``contracts.series_id`` ("resource|metric")."""
-    return series.rsplit("|", 1)[-1]
+    """Metric part of a series id built by ``contracts.series_id`` ("resource|metric"; the
+    resource id may itself contain "|", the metric never does)."""
+    return split_series_id(series)[1]
 
 
 def series_bounds(panel_meta: pd.DataFrame, percent_metrics: Iterable[str]) -> Bounds:
