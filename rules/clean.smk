@@ -24,7 +24,14 @@ rule clean_partition:
         history_end=config["data"]["history_end"],
         source_file=lambda wildcards: PARTITION_SOURCES[wildcards.partition],
         code=code_hash(
-            "validate", "resample", "quality", "holdout", "metric_names", "scale"
+            "validate",
+            "value_limits",
+            "timestamps",
+            "resample",
+            "quality",
+            "holdout",
+            "metric_names",
+            "scale",
         ),
     script:
         "../scripts/clean_partition.py"

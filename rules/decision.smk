@@ -34,7 +34,9 @@ rule holdout_partition:
         etl=config["etl"],
         cut=cut_settings(),
         source_file=lambda wildcards: PARTITION_SOURCES[wildcards.partition],
-        code=code_hash("holdout", "validate", "resample", "quality"),
+        code=code_hash(
+            "holdout", "validate", "value_limits", "timestamps", "resample", "quality"
+        ),
     script:
         "../scripts/holdout_partition.py"
 
@@ -67,7 +69,9 @@ rule decision_scores:
         "../envs/etl.yaml"
     params:
         settings=decision_settings(),
-        code=code_hash("holdout", "decision", "decision_report", "rightsizing", "models"),
+        code=code_hash(
+            "holdout", "decision", "decision_report", "rightsizing", "models"
+        ),
     script:
         "../scripts/decision_scores.py"
 

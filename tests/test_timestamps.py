@@ -136,3 +136,83 @@ def test_timestamp_unit_is_validated():
         validated_config({"data": {"source": "local", "path": "x", "timestamp_unit": "sec"}})
     with pytest.raises(ConfigError, match=r"data\.timestamp_unit.*local only"):
         validated_config({"data": {"timestamp_unit": "ms"}})
+
+
+# ------------------------------------------------------ timestamps at the edges (quarantined)
+LOW = pd.Timestamp("1677-09-21 00:12:44", tz="UTC")  # stand-ins for instants pandas cannot hold
+HIGH = pd.Timestamp("2262-04-11 23:47:16", tz="UTC")
+
+
+def test_stand_ins_are_the_module_constants():
+    from capforecast import timestamps
+
+    assert (timestamps.UNREPRESENTABLE_LOW, timestamps.UNREPRESENTABLE_HIGH) == (LOW, HIGH)
+
+
+@pytest.mark.parametrize(
+    ("cell", "read_as"),
+    [
+        ("9999-12-31", HIGH),  # the usual "no end date" placeholder
+        ("2262-04-12 00:00:00", HIGH),  # one day past pandas' last instant
+        ("2300-01-01T00:00:00+02:00", HIGH),
+        ("0001-01-01T00:00:00Z", LOW),
+        ("1677-09-20 23:59:59", LOW),
+    ],
+)
+def test_iso_dates_beyond_pandas_range_are_read_as_stand_ins(tmp_path, data_cfg, cell, read_as):
+    cells = [str(t.tz_localize(None)) for t in STAMPS]
+    cells[2] = cell
+    raw = ingest.read_input_file(series_csv(tmp_path / "cpu_a.csv", cells), data_cfg)
+    assert raw["timestamp"].iloc[2] == read_as
+    others = raw["timestamp"].drop(index=2)
+    assert list(others) == [t for i, t in enumerate(STAMPS) if i != 2]
+
+
+@pytest.mark.parametrize(
+    ("cells", "unit", "stray", "read_as"),
+    [
+        # auto: a 0 (unset clock) or a small counter among epoch seconds is read in seconds
+        ([*epochs("s")[:3], "0"], "auto", 3, pd.Timestamp("1970-01-01", tz="UTC")),
+        ([*epochs("ms")[:3], "2024"], "auto", 3, pd.Timestamp("1970-01-01 00:00:02.024", tz="UTC")),
+        # a number no unit can hold among plausible ones
+        ([*epochs("s")[:3], "99999999999999999"], "s", 3, HIGH),
+        (["-99999999999999999", *epochs("ms")[1:]], "ms", 0, LOW),
+    ],
+)
+def test_stray_epoch_numbers_are_read_not_refused(tmp_path, data_cfg, cells, unit, stray, read_as):
+    path = series_csv(tmp_path / "cpu_a.csv", cells)
+    raw = ingest.read_input_file(path, {**data_cfg, "timestamp_unit": unit})
+    assert raw["timestamp"].iloc[stray] == read_as
+    assert raw["timestamp"].drop(index=stray).isin(STAMPS).all()
+
+
+@pytest.mark.parametrize("tz", [None, "UTC", "Europe/Amsterdam"])
+def test_wide_parquet_datetimes_beyond_range_are_read_as_stand_ins(tmp_path, data_cfg, tz):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    moments = [dt.datetime(2024, 5, 1), dt.datetime(9999, 12, 31), dt.datetime(1, 1, 1)]
+    column = pa.array(moments, pa.timestamp("us", tz=tz))
+    path = tmp_path / "cpu_a.parquet"
+    pq.write_table(pa.table({"timestamp": column, "value": [1.0, 2.0, 3.0]}), path)
+    raw = ingest.read_input_file(path, {**data_cfg, "naive_timezone": "Europe/Amsterdam"})
+    # Arrow stores tz-aware values as UTC instants; naive ones are read in data.naive_timezone.
+    first = pd.Timestamp("2024-05-01", tz="UTC" if tz else "Europe/Amsterdam").tz_convert("UTC")
+    assert list(raw["timestamp"]) == [first, HIGH, LOW]
+
+
+@pytest.mark.parametrize(
+    ("cells", "unit"),
+    [
+        (["9999-12-31", "9999-12-30"], "auto"),
+        (["0001-01-01T00:00:00Z"], "iso"),
+        (["99999999999999999", "99999999999999998"], "s"),
+    ],
+)
+def test_a_column_with_no_representable_timestamp_is_an_error(tmp_path, data_cfg, cells, unit):
+    path = series_csv(tmp_path / "cpu_a.csv", cells)
+    message = error_of(path, {**data_cfg, "timestamp_unit": unit})
+    assert "1677-09-21 .. 2262-04-11" in message and "row 1" in message
+    assert "expected ISO 8601" not in message

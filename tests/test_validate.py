@@ -9,6 +9,7 @@ import pytest
 from capforecast import ingest, quality, resample, validate
 from capforecast.config import validated_config
 from capforecast.contracts import QUARANTINE_COLUMNS, RAW_COLUMNS
+from capforecast.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +248,201 @@ def test_nab_fixture_validates_resamples_and_reconciles(nab_dir, etl):
         assert len(table) == 1
         assert table["rows_in"].iloc[0] == len(source)
         assert table["expected_bins"].iloc[0] == len(clean)
+
+
+# ------------------------------------------------ physical limits and the plausible window
+FIVE_MINUTES = 300  # seconds between the samples of raw_frame series below
+
+
+def five_minute_rows(rid: str, metric: str, values: list[float]) -> list[tuple]:
+    return [(5 * i, rid, metric, v) for i, v in enumerate(values)]
+
+
+@pytest.mark.parametrize(
+    ("metric", "impossible", "possible"),
+    [
+        # byte counters: 1e12 B/s x 300 s = 3e14 per sample
+        ("network_in_bytes", 1.7976931348623157e308, 2.9e14),
+        ("disk_write_bytes", 3.1e14, 2.9e14),
+        ("network_out_bytes", 1e300, 7.5e10),
+        # counts: 1e9 per second x 300 s = 3e11 per sample
+        ("request_count", 3.5e11, 2.5e11),
+        # any other metric, named or not: 1e18
+        ("memory_available_bytes", 1.7e308, 9e17),
+        ("queue_depth", 1.1e18, 1e17),
+        ("request_latency", 1e200, 5e4),
+    ],
+)
+def test_values_no_metric_can_have_are_quarantined(etl, metric, impossible, possible):
+    values = [1.0, possible, impossible, 2.0, impossible]
+    result = validate.validate_rows(raw_frame(five_minute_rows("i-1", metric, values)), etl, "f")
+    assert result.quarantine[["row", "reason"]].values.tolist() == [
+        [2, "above_physical_limit"],
+        [4, "above_physical_limit"],
+    ]
+    assert result.quarantine["value"].tolist() == [impossible, impossible]
+    assert result.kept["value"].tolist() == [1.0, possible, 2.0]
+    clean = resample.resample_series(result.kept, etl)
+    assert np.isfinite(clean[["value", "value_max"]].to_numpy()).all()
+
+
+def test_percentages_keep_their_own_reason_above_every_limit(etl):
+    rows = five_minute_rows("i-1", "cpu_utilization", [50.0, 1.7e308, 104.0])
+    result = validate.validate_rows(raw_frame(rows), etl, "f")
+    assert result.quarantine["reason"].tolist() == ["percent_above_range"]
+    assert result.kept["value"].tolist() == [50.0, 100.0]  # 104 within tolerance: repaired
+
+
+@pytest.mark.parametrize(
+    ("step_seconds", "value", "kept"),
+    [
+        (300, 5e14, False),  # 5-minute samples: at most 3e14
+        (3600, 5e14, True),  # hourly sums: at most 3.6e15
+        (3600, 4e15, False),
+        (0.1, 9e11, True),  # sub-second samples: never below one second's worth (per-second rates)
+        (0.1, 1.1e12, False),
+    ],
+)
+def test_byte_ceiling_grows_with_the_series_sample_period(etl, step_seconds, value, kept):
+    stamps = [T0 + pd.Timedelta(seconds=step_seconds * i) for i in range(6)]
+    raw = pd.DataFrame(
+        {
+            "timestamp": pd.Series(stamps, dtype="datetime64[ns, UTC]"),
+            "resource_id": "i-1",
+            "metric": "disk_read_bytes",
+            "value": [1e6, 2e6, value, 3e6, 4e6, 5e6],
+        }
+    )
+    reasons = validate.quarantine_reasons(raw, etl).tolist()
+    assert reasons == [None, None, None if kept else "above_physical_limit", None, None, None]
+
+
+def test_single_sample_series_uses_the_modelling_step_as_its_period(etl):
+    # No step to measure: the sample stands for one etl.freq bin (1 h: 3.6e15 bytes).
+    rows = [(0, "i-1", "network_in_bytes", 3.5e15), (0, "i-2", "network_in_bytes", 3.7e15)]
+    reasons = validate.quarantine_reasons(raw_frame(rows), etl).tolist()
+    assert reasons == [None, "above_physical_limit"]
+
+
+def test_value_limits_are_configurable_per_metric_kind():
+    etl = validated_config(
+        {
+            "etl": {
+                "value_limits": {
+                    "byte_metrics": ["network_in_bytes", "nic_rx"],
+                    "max_bytes_per_second": 1.25e9,  # a 10 Gbit/s fleet
+                    "count_metrics": ["request_count", "jobs"],
+                    "max_counts_per_second": 1000,
+                    "max_value": 1e12,
+                }
+            }
+        }
+    )["etl"]
+    rows = [
+        *five_minute_rows("i-1", "nic_rx", [1e9, 3.8e11, 3.7e11]),  # 1.25e9 x 300 = 3.75e11
+        *five_minute_rows("i-1", "jobs", [10.0, 3.1e5, 2.9e5]),  # 1000 x 300 = 3e5
+        *five_minute_rows("i-1", "disk_write_bytes", [1.0, 1.1e12, 9e11]),  # no longer bytes
+    ]
+    reasons = validate.quarantine_reasons(raw_frame(rows), etl).tolist()
+    limit = "above_physical_limit"
+    assert reasons == [None, limit, None, None, limit, None, None, limit, None]
+
+
+@pytest.mark.parametrize(
+    ("minutes", "outside"),
+    [
+        (None, False),  # the series' own samples
+        (-(pd.Timestamp("2024-05-01") - pd.Timestamp("1970-01-01")).total_seconds() / 60, True),
+        (
+            -(pd.Timestamp("2024-05-01") - pd.Timestamp("1999-12-31 23:59")).total_seconds() / 60,
+            True,
+        ),
+        (-(pd.Timestamp("2024-05-01") - pd.Timestamp("2000-01-01")).total_seconds() / 60, False),
+        ((pd.Timestamp("2100-01-01") - pd.Timestamp("2024-05-01")).total_seconds() / 60, False),
+        (
+            (pd.Timestamp("2100-01-01 00:01") - pd.Timestamp("2024-05-01")).total_seconds() / 60,
+            True,
+        ),
+        ((pd.Timestamp("2262-04-11") - pd.Timestamp("2024-05-01")).total_seconds() / 60, True),
+    ],
+)
+def test_timestamps_outside_the_window_are_quarantined_and_the_grid_stays_bounded(
+    etl, minutes, outside
+):
+    rows = five_minute_rows("i-1", "cpu_utilization", [10.0, 20.0, 30.0])
+    if minutes is not None:
+        rows.append((minutes, "i-1", "cpu_utilization", 40.0))
+    result = validate.validate_rows(raw_frame(rows), etl, "f")
+    expected = [[3, "timestamp_outside_window"]] if outside else []
+    assert result.quarantine[["row", "reason"]].values.tolist() == expected
+    assert result.counts["rows_in"] == result.counts["rows_kept"] + len(expected)
+    clean = resample.resample_series(result.kept, etl)
+    first, last = result.kept["timestamp"].min(), result.kept["timestamp"].max()
+    assert len(clean) == (last.floor("1h") - first.floor("1h")) // pd.Timedelta("1h") + 1
+    assert len(clean) <= 876_600 + 1  # never more bins than the window holds
+
+
+def test_window_is_fixed_config_not_the_clock(schema):
+    """A rerun next month gives the same result: the window is two fixed instants of the
+    config, and a future-dated sample is quarantined only when timestamp_max says so."""
+    etl_schema = schema["properties"]["etl"]["properties"]
+    assert etl_schema["timestamp_min"]["default"] == "2000-01-01T00:00:00Z"
+    assert etl_schema["timestamp_max"]["default"] == "2100-01-01T00:00:00Z"
+    next_year = (pd.Timestamp.now(tz="UTC") - T0).total_seconds() / 60 + 365 * 24 * 60
+    rows = [(0, "i-1", "cpu_utilization", 1.0), (next_year, "i-1", "cpu_utilization", 2.0)]
+    default = validated_config({})["etl"]
+    assert validate.quarantine_reasons(raw_frame(rows), default).tolist() == [None, None]
+    with pytest.raises(ConfigError, match=r"synthetic\.start"):  # the synthetic fleet is 2026
+        validated_config({"etl": {"timestamp_max": "2024-06-01"}})
+    local = validated_config(
+        {"data": {"source": "local", "path": "x"}, "etl": {"timestamp_max": "2024-06-01"}}
+    )["etl"]
+    assert validate.quarantine_reasons(raw_frame(rows), local).tolist() == [
+        None,
+        "timestamp_outside_window",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "pattern"),
+    [
+        ("nab-aws-cloudwatch", "*_network_in_*.csv"),
+        ("nab-aws-cloudwatch", "*disk_write_bytes*.csv"),
+        ("nab-aws-cloudwatch", "*NetworkIn.csv"),
+        ("nab-aws-cloudwatch", "elb_request_count*.csv"),
+        ("bitbrains-rnd", "long/*.parquet"),
+    ],
+)
+def test_real_byte_and_count_samples_are_all_kept_with_headroom(project_root, fixture, pattern):
+    """The default ceilings never quarantine real data: every byte and count sample of the
+    vendored CloudWatch and Bitbrains traces is kept, the largest at least 1000x below it."""
+    from capforecast import value_limits
+
+    cfg = validated_config({"data": {"source": "local", "path": "x"}})
+    files = sorted((project_root / "tests" / "data" / fixture).glob(pattern))
+    assert files
+    limits = cfg["etl"]["value_limits"]
+    rate_of = {m: limits["max_bytes_per_second"] for m in limits["byte_metrics"]}
+    rate_of.update({m: limits["max_counts_per_second"] for m in limits["count_metrics"]})
+    if fixture == "bitbrains-rnd":
+        # Already the raw long format (what ingest writes for it); reading only the byte rows
+        # keeps this test at a second rather than the seven that ingesting 6M rows takes.
+        import pyarrow.dataset as ds
+
+        rows = ds.field("metric").isin(list(rate_of))
+        raw = ds.dataset([str(f) for f in files]).to_table(filter=rows).to_pandas()
+    else:
+        raw = pd.concat([ingest.read_input_file(f, cfg["data"]) for f in files])
+    raw = raw[raw["metric"].isin(list(rate_of))].reset_index(drop=True)
+    assert len(raw) > 1000
+    reasons = validate.quarantine_reasons(raw, cfg["etl"])
+    assert reasons.isna().all(), reasons.value_counts()
+    top = int(raw["value"].idxmax())
+    codes = validate.series_codes(raw)
+    stamps, _ = validate.timestamps_ns(raw)
+    periods = value_limits.sample_periods_seconds(
+        codes.code, stamps, codes.code == codes.code[top], 3600.0
+    )
+    assert periods[int(codes.code[top])] == FIVE_MINUTES
+    ceiling = rate_of[raw.at[top, "metric"]] * FIVE_MINUTES
+    assert raw.at[top, "value"] * 1000 < ceiling

@@ -9,18 +9,39 @@ from __future__ import annotations
 
 import copy
 import datetime
+import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pandas as pd
 import yaml
 
 from capforecast import metric_names
+from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError
 from capforecast.holdout import parse_history_end
+from capforecast.timestamps import timestamp_window
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+# Quantiles every stage reads: the median (point, bias, risk) and P10-P90 (coverage, calibration).
+REQUIRED_QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
+_YAML_BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off"})
+# Scientific notation YAML 1.1 (PyYAML, Snakemake) reads as text: 1e9, 1.0e9 (it wants 1.0e+9).
+_YAML11_EXPONENT = re.compile(r"([+-]?\d+)(\.\d*)?[eE]([+-]?)(\d+)")
+
+
+def _is_integer(checker: Any, instance: Any) -> bool:
+    # JSON Schema counts 24.0 as an integer; range(), periods= and window counts do not.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -72,7 +93,7 @@ def _allowed(error: jsonschema.ValidationError) -> str:
     if error.validator in {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}:
         return f"must satisfy {error.validator} {error.validator_value}"
     if error.validator == "type":
-        return f"expected type {error.validator_value}"
+        return f"expected type {error.validator_value}{_type_hint(error)}"
     if error.validator == "required":
         return "missing required key"
     if error.validator == "pattern":
@@ -81,6 +102,58 @@ def _allowed(error: jsonschema.ValidationError) -> str:
         # e.g. "must match ^[a-z][a-z0-9_]*$; or expected type object"
         return "; or ".join(dict.fromkeys(_allowed(sub) for sub in error.context))
     return error.message
+
+
+def _type_hint(error: jsonschema.ValidationError) -> str:
+    """Why a value YAML read one way is not the type the key needs, when YAML is the cause."""
+    value = error.instance
+    expected = (
+        {error.validator_value}
+        if isinstance(error.validator_value, str)
+        else set(error.validator_value)
+    )
+    if "integer" in expected and isinstance(value, float) and value.is_integer():
+        return f" ({value!r} is a float: write {int(value)})"
+    if expected & {"number", "integer"} and isinstance(value, str) and _is_number_text(value):
+        exponent = _YAML11_EXPONENT.fullmatch(value.strip())
+        if exponent:
+            whole, fraction, sign, power = exponent.groups()
+            return (
+                f" (YAML 1.1 reads {value} as text: it needs a '.' and a signed exponent; write "
+                f"{whole}{fraction or '.0'}e{sign or '+'}{power})"
+            )
+        return " (a number in quotes is text: drop the quotes)"
+    if "string" in expected and isinstance(value, bool):
+        return " (YAML reads unquoted yes/no/on/off/true/false as a boolean: quote it)"
+    if "boolean" in expected and isinstance(value, str) and value.lower() in _YAML_BOOLEAN_WORDS:
+        return " (write true or false without quotes)"
+    return ""
+
+
+def _is_number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _non_finite_key(value: Any, path: str = "") -> str | None:
+    """Dotted path of the first NaN or infinite number in ``value`` (YAML .nan, .inf), if any:
+    JSON Schema bounds let them through (NaN fails no comparison)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "<root>"
+    if isinstance(value, Mapping):
+        items = ((f"{path}.{key}" if path else str(key), item) for key, item in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", item) for i, item in enumerate(value))
+    else:
+        return None
+    for sub_path, item in items:
+        found = _non_finite_key(item, sub_path)
+        if found is not None:
+            return found
+    return None
 
 
 def validated_config(
@@ -92,7 +165,10 @@ def validated_config(
     """
     schema = schema or load_schema()
     cfg = dates_as_text(copy.deepcopy(dict(config or {})))
-    validator = jsonschema.Draft202012Validator(schema)
+    non_finite = _non_finite_key(cfg)
+    if non_finite is not None:
+        raise ConfigError(non_finite, "not a finite number (.nan and .inf are not allowed)")
+    validator = _Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         err = errors[0]
@@ -101,10 +177,10 @@ def validated_config(
         shown = f"value {value!r} is invalid; {detail}" if value is not None else detail
         raise ConfigError(_key_path(err), shown)
     cfg = _fill_defaults(cfg, schema)
-    _check_semantics(cfg)
     if cfg["backtest"]["horizon"] is None:
         # The schema's documented default: backtest at the horizon that is forecast.
         cfg["backtest"]["horizon"] = cfg["forecast"]["horizon"]
+    _check_semantics(cfg)
     return sorted_keys(cfg)
 
 
@@ -141,7 +217,22 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
     data = cfg["data"]
     if data["source"] == "local" and not data.get("path"):
         raise ConfigError("data.path", "required when data.source is 'local'")
-    parse_history_end(data.get("history_end"), cfg["etl"]["freq"])
+    for key in ("etl.freq", "synthetic.freq"):
+        _positive_step(cfg, key)
+    _check_etl_freq(cfg["etl"]["freq"])
+    low, high = timestamp_window(cfg["etl"])
+    history_end = parse_history_end(data.get("history_end"), cfg["etl"]["freq"])
+    if history_end is not None and not low <= history_end <= high:
+        raise ConfigError(
+            "data.history_end",
+            f"{history_end.isoformat()} is outside etl.timestamp_min .. etl.timestamp_max "
+            f"({low.isoformat()} .. {high.isoformat()})",
+        )
+    if data["source"] == "synthetic":
+        _check_synthetic_window(cfg["synthetic"], low, high)
+    _check_metric_patterns(data["metric_patterns"])
+    _check_quantiles(cfg["forecast"])
+    _check_holidays(cfg["models"]["prophet"]["holidays"])
     _check_input_mapping(data)
     metric_names.check_config(cfg)
     for metric, levels in cfg["risk"]["thresholds"].items():
@@ -167,6 +258,96 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError("synthetic.services", f"duplicate service names: {', '.join(dupes)}")
+    # Imported here: capforecast.risk reads the schema through this module. Its threshold
+    # check merges each service override over the metric's global levels, as the risk stage does.
+    from capforecast.risk import risk_settings
+
+    risk_settings(cfg)
+
+
+def _positive_step(cfg: Mapping[str, Any], key: str) -> pd.Timedelta:
+    section, name = key.split(".")
+    text = cfg[section][name]
+    try:
+        return pd.Timedelta(text)
+    except (ValueError, OverflowError):
+        raise ConfigError(key, f"{text!r} is too long an interval") from None
+
+
+def _check_etl_freq(freq: str) -> None:
+    """The modelling step must divide a day: bins are aligned to the epoch and the daily models
+    count whole steps per day (7min would give a 'daily' season of 206 steps, 24 h 2 min)."""
+    step, day = pd.Timedelta(freq), pd.Timedelta(days=1)
+    if step > day or day % step:
+        raise ConfigError("etl.freq", f"{freq!r} does not divide a day; e.g. 5min, 15min, 1h")
+
+
+def _check_synthetic_window(
+    synthetic: Mapping[str, Any], low: pd.Timestamp, high: pd.Timestamp
+) -> None:
+    """The generated history is a real calendar span inside the plausible window (else every
+    sample would be quarantined as timestamp_outside_window)."""
+    try:
+        start = pd.Timestamp(synthetic["start"])
+    except (ValueError, OverflowError):
+        start = pd.NaT
+    if pd.isna(start):
+        raise ConfigError("synthetic.start", f"{synthetic['start']!r} is not a date")
+    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+    end = start + pd.Timedelta(days=int(synthetic["days"]))
+    if start < low or end > high:
+        raise ConfigError(
+            "synthetic.start",
+            f"{synthetic['start']} + {synthetic['days']} days is outside etl.timestamp_min .. "
+            f"etl.timestamp_max ({low.isoformat()} .. {high.isoformat()})",
+        )
+
+
+def _check_metric_patterns(patterns: list[Mapping[str, Any]]) -> None:
+    for i, entry in enumerate(patterns):
+        try:
+            re.compile(entry["pattern"])
+        except re.error as err:
+            raise ConfigError(
+                f"data.metric_patterns[{i}].pattern",
+                f"{entry['pattern']!r} is not a valid regular expression: {err}",
+            ) from None
+
+
+def _check_quantiles(forecast: Mapping[str, Any]) -> None:
+    """The required levels are there, and no two levels share a column name (q0.1 style)."""
+    levels = {round(float(q), 9) for q in forecast["quantiles"]}
+    missing = [q for q in REQUIRED_QUANTILES if q not in levels]
+    if missing:
+        raise ConfigError(
+            "forecast.quantiles",
+            f"must include {', '.join(map(str, REQUIRED_QUANTILES))} (missing "
+            f"{', '.join(map(str, missing))}): the median is the point forecast of bias and "
+            "risk, P10-P90 the interval whose coverage is scored and calibrated",
+        )
+    columns: dict[str, float] = {}
+    for key in ("quantiles", "extra_quantiles"):
+        for q in forecast[key]:
+            column = quantile_column(q)
+            if columns.setdefault(column, q) != q:
+                raise ConfigError(
+                    f"forecast.{key}",
+                    f"{q!r} and {columns[column]!r} would share the column {column}; "
+                    "levels must differ in their first 6 significant digits",
+                )
+
+
+def _check_holidays(holidays: list[Mapping[str, Any]]) -> None:
+    for i, holiday in enumerate(holidays):
+        try:
+            stamp = pd.Timestamp(holiday["date"])
+        except (ValueError, TypeError, OverflowError):
+            stamp = pd.NaT
+        if pd.isna(stamp):
+            raise ConfigError(
+                f"models.prophet.holidays[{i}].date",
+                f"{holiday['date']!r} is not a date; e.g. 2024-12-25",
+            )
 
 
 def _check_input_mapping(data: Mapping[str, Any]) -> None:

@@ -8,13 +8,22 @@ they are under every setting. Epoch times are UTC by definition; naive ISO times
 
 Errors name the file, the column and the first offending row; ``where(i)`` describes 0-based
 data row ``i`` (CSV line or parquet index), as :mod:`capforecast.ingest` counts rows.
+
+Instants pandas cannot hold (``datetime64[ns]`` spans 1677-09-21 .. 2262-04-11), written as
+well-formed dates (``9999-12-31``, ``0001-01-01``), epoch numbers or wide parquet datetimes, are
+read as the nearest instant it can hold (``UNREPRESENTABLE_LOW`` / ``_HIGH``): the raw partition
+keeps one row per input row and validation quarantines them as outside the plausible window
+(``etl.timestamp_min`` .. ``etl.timestamp_max``, see :func:`timestamp_window`). A column none of
+whose timestamps pandas can hold is an error (the unit or the column is wrong, not a few rows).
 """
 
 from __future__ import annotations
 
+import datetime
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +45,11 @@ PLAUSIBLE_END_NS = pd.Timestamp("2100-01-01", tz="UTC").value
 _OFFSET_RE = r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
 _NUMBER_RE = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 _ISO_EXAMPLE = "expected ISO 8601 such as 2024-01-31 13:05:00 or 2024-01-31T13:05:00+02:00"
+# Stand-ins for instants before / after what datetime64[ns] holds (whole seconds inside it).
+UNREPRESENTABLE_LOW = pd.Timestamp.min.ceil("s").tz_localize("UTC")
+UNREPRESENTABLE_HIGH = pd.Timestamp.max.floor("s").tz_localize("UTC")
+_RANGE_TEXT = f"{UNREPRESENTABLE_LOW:%Y-%m-%d} .. {UNREPRESENTABLE_HIGH:%Y-%m-%d}"
+WINDOW_KEYS = ("timestamp_min", "timestamp_max")
 
 Where = Callable[[int], str]
 
@@ -52,6 +66,103 @@ def check_timezone(name: str) -> str:
 
 def _error(file: Path, problem: str, row: int | None = None) -> InputDataError:
     return InputDataError(str(file), problem, column=COLUMN, row=None if row is None else row + 1)
+
+
+def timestamp_window(etl_cfg: Mapping[str, Any]) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """``etl.timestamp_min`` and ``etl.timestamp_max`` as UTC instants (naive text is UTC).
+
+    ConfigError names the key when a bound is no instant, lies beyond what pandas can hold or
+    the two are out of order. Both bounds are inside the unrepresentable stand-ins, so rows read
+    as those are always outside the window.
+    """
+    bounds = []
+    for key in WINDOW_KEYS:
+        value = etl_cfg[key]
+        try:
+            stamp = pd.Timestamp(value)
+        except (ValueError, TypeError, OverflowError):
+            raise ConfigError(
+                f"etl.{key}",
+                f"{value!r} is not an ISO 8601 instant pandas can hold ({_RANGE_TEXT}), "
+                "e.g. 2000-01-01T00:00:00Z",
+            ) from None
+        if pd.isna(stamp):
+            raise ConfigError(f"etl.{key}", f"{value!r} is not an instant")
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        if not UNREPRESENTABLE_LOW < stamp < UNREPRESENTABLE_HIGH:
+            raise ConfigError(f"etl.{key}", f"{value!r} is outside {_RANGE_TEXT}")
+        bounds.append(stamp)
+    low, high = bounds
+    if low >= high:
+        raise ConfigError(
+            "etl.timestamp_max", f"{etl_cfg['timestamp_max']!r} is not after etl.timestamp_min"
+        )
+    return low, high
+
+
+def _direction_beyond_range(cell: Any) -> int:
+    """-1 / +1 when ``cell`` is a well-formed ISO 8601 date before / after what pandas holds,
+    else 0 (text that is no date at all, or a date pandas could hold)."""
+    try:
+        moment = datetime.datetime.fromisoformat(str(cell))
+    except ValueError:
+        return 0
+    if moment.tzinfo is not None:
+        try:
+            moment = moment.astimezone(datetime.UTC).replace(tzinfo=None)
+        except OverflowError:  # year 1 or 9999 with an offset: beyond range all the same
+            moment = moment.replace(tzinfo=None)
+    if moment < UNREPRESENTABLE_LOW.tz_localize(None).to_pydatetime():
+        return -1
+    if moment > UNREPRESENTABLE_HIGH.tz_localize(None).to_pydatetime():
+        return 1
+    return 0
+
+
+def _fill_beyond_range(
+    file: Path, where: Where, column: pd.Series, parsed: pd.Series, beyond: np.ndarray
+) -> pd.Series:
+    """``parsed`` with the stand-ins where ``beyond`` is -1 / +1; an error naming the first row
+    when no present timestamp of the column is one pandas can hold."""
+    if not beyond.any():
+        return parsed
+    present = column.notna().to_numpy()
+    if not (present & (beyond == 0)).any():
+        i = int(np.flatnonzero(beyond)[0])
+        raise _error(
+            file,
+            f"timestamp {column.iloc[i]!r} ({where(i)}) is outside {_RANGE_TEXT}, and so is "
+            "every other timestamp of the column; check the column and data.timestamp_unit",
+            i,
+        )
+    out = parsed.copy()
+    out[beyond < 0] = UNREPRESENTABLE_LOW
+    out[beyond > 0] = UNREPRESENTABLE_HIGH
+    return out
+
+
+def _datetime_beyond_range(column: pd.Series) -> np.ndarray:
+    """-1 / +1 per cell of a datetime column (any resolution) before / after what ns holds."""
+    values = column.dt.tz_convert("UTC").dt.tz_localize(None) if column.dt.tz else column
+    # Compared in whole seconds: casting microseconds of year 9999 to ns would overflow.
+    stamps = values.to_numpy().astype("datetime64[s]")
+    low = np.datetime64(UNREPRESENTABLE_LOW.tz_localize(None), "s")
+    high = np.datetime64(UNREPRESENTABLE_HIGH.tz_localize(None), "s")
+    return np.where(stamps < low, -1, np.where(stamps > high, 1, 0))
+
+
+def _datetime_column(
+    file: Path, where: Where, column: pd.Series, tz: str, series_keys: pd.DataFrame | None
+) -> pd.Series:
+    """A datetime column (any resolution; naive ones in ``tz``) as datetime64[ns, UTC]."""
+    beyond = _datetime_beyond_range(column)
+    inside = column.mask(beyond != 0)
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        parsed = inside.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    else:
+        naive = inside.astype("datetime64[ns]")
+        parsed = _localise(file, where, naive, tz, series_keys).astype("datetime64[ns, UTC]")
+    return _fill_beyond_range(file, where, column, parsed, beyond)
 
 
 def _localise(
@@ -116,23 +227,34 @@ def _parse_iso(
         naive = pd.to_datetime(text[~aware], format="ISO8601", errors="coerce")
         keys = None if series_keys is None else series_keys[~aware]
         parsed[~aware] = _localise(file, where, naive, tz, keys)
-    bad = parsed.isna() & text.notna()
+    bad = (parsed.isna() & text.notna()).to_numpy()
+    beyond = np.zeros(len(text), dtype="int8")
     if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        problem = f"unparseable timestamp {column.iloc[i]!r} ({where(i)}); {_ISO_EXAMPLE}"
-        raise _error(file, problem, i)
-    return parsed
+        # A well-formed date pandas cannot hold (9999-12-31) is a value to quarantine, not a
+        # format error; what is still unread after that is.
+        beyond[bad] = [_direction_beyond_range(cell) for cell in text[bad]]
+        unreadable = bad & (beyond == 0)
+        if unreadable.any():
+            i = int(np.flatnonzero(unreadable)[0])
+            problem = f"unparseable timestamp {column.iloc[i]!r} ({where(i)}); {_ISO_EXAMPLE}"
+            raise _error(file, problem, i)
+    return _fill_beyond_range(file, where, text, parsed, beyond)
 
 
 def _epoch_unit(file: Path, where: Where, numbers: np.ndarray, present: np.ndarray) -> str:
-    """The one unit that puts every number in [1990, 2100), or an error naming the row."""
+    """The unit of the first number that lands in [1990, 2100) in some unit; an error naming
+    the row when no number does, or when one lands there only in another unit.
+
+    A number that fits no unit (0 from an unset clock, a stray counter) is read in the column's
+    unit: it is an implausible instant, which validation quarantines, not a reason to stop.
+    """
     rows = np.flatnonzero(present)
     fits = {
         unit: (numbers[rows] * per >= PLAUSIBLE_START_NS) & (numbers[rows] * per < PLAUSIBLE_END_NS)
         for unit, per in EPOCH_UNITS.items()
     }
-    unit = next((u for u, ok in fits.items() if ok[0]), None)
-    if unit is None:
+    fits_some = np.logical_or.reduce(list(fits.values()))
+    if not fits_some.any():
         i = int(rows[0])
         raise _error(
             file,
@@ -140,14 +262,18 @@ def _epoch_unit(file: Path, where: Where, numbers: np.ndarray, present: np.ndarr
             f"2100 ({where(i)}); set data.timestamp_unit (or iso for dates written as numbers)",
             i,
         )
-    if not fits[unit].all():
-        i = int(rows[np.flatnonzero(~fits[unit])[0]])
-        other = next((u for u, ok in fits.items() if ok[np.searchsorted(rows, i)]), None)
-        seen = f"looks like epoch {other}" if other else "fits no epoch unit"
+    first = int(np.flatnonzero(fits_some)[0])
+    unit = next(u for u, ok in fits.items() if ok[first])
+    other_unit = fits_some & ~fits[unit]
+    if other_unit.any():
+        at = int(np.flatnonzero(other_unit)[0])
+        i = int(rows[at])
+        other = next(u for u, ok in fits.items() if ok[at])
         raise _error(
             file,
-            f"epoch time {numbers[i]:.15g} ({where(i)}) {seen}, but row {int(rows[0]) + 1} is "
-            f"epoch {unit}; one unit per column (set data.timestamp_unit to force one)",
+            f"epoch time {numbers[i]:.15g} ({where(i)}) looks like epoch {other}, but row "
+            f"{int(rows[first]) + 1} is epoch {unit}; one unit per column (set "
+            "data.timestamp_unit to force one)",
             i,
         )
     return unit
@@ -189,16 +315,27 @@ def _parse_epoch(file: Path, where: Where, cells: pd.Series, unit: str) -> pd.Se
     if unit == UNIT_AUTO:
         unit = _epoch_unit(file, where, floats, present)
     per = EPOCH_UNITS[unit]
-    overflow = present & (np.abs(np.nan_to_num(floats)) > np.iinfo("int64").max // per)
-    if overflow.any():
-        i = int(np.flatnonzero(overflow)[0])
-        raise _error(file, f"epoch time {floats[i]:.15g} {unit} is out of range ({where(i)})", i)
+    with np.errstate(invalid="ignore"):
+        beyond = np.where(
+            floats < UNREPRESENTABLE_LOW.value / per,
+            -1,
+            np.where(floats > UNREPRESENTABLE_HIGH.value / per, 1, 0),
+        )
+    if not (present & (beyond == 0)).any():
+        i = int(np.flatnonzero(present)[0])
+        raise _error(
+            file,
+            f"epoch time {floats[i]:.15g} {unit} is out of range ({where(i)}): outside "
+            f"{_RANGE_TEXT}, like every timestamp of the column; check data.timestamp_unit",
+            i,
+        )
+    inside = present & (beyond == 0)
     if ints is not None:
-        ns = ints[present] * per
+        ns = ints[inside] * per
     else:
-        ns = np.rint(floats[present] * (per / 1000)).astype("int64") * 1000
-    out[present] = pd.to_datetime(ns, unit="ns", utc=True)
-    return out
+        ns = np.rint(floats[inside] * (per / 1000)).astype("int64") * 1000
+    out[inside] = pd.to_datetime(ns, unit="ns", utc=True)
+    return _fill_beyond_range(file, where, cells, out, beyond)
 
 
 def parse_timestamps(
@@ -212,11 +349,8 @@ def parse_timestamps(
 ) -> pd.Series:
     """Timestamps as datetime64[ns, UTC]; empty cells stay NaT, anything unreadable is an
     error naming the file, the column and the row."""
-    if isinstance(column.dtype, pd.DatetimeTZDtype):
-        return column.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    if pd.api.types.is_datetime64_dtype(column):
-        naive = column.astype("datetime64[ns]")
-        return _localise(file, where, naive, tz, series_keys).astype("datetime64[ns, UTC]")
+    if isinstance(column.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(column):
+        return _datetime_column(file, where, column, tz, series_keys)
     numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
     if numeric:
         if unit == UNIT_ISO:

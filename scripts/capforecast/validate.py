@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from capforecast.contracts import QUARANTINE_COLUMNS, RAW_COLUMNS
+from capforecast.timestamps import timestamp_window
+from capforecast.value_limits import above_physical_limit, rows_of_metrics
 
 SERIES_KEYS = ["resource_id", "metric"]
 COUNT_COLUMNS = (
@@ -28,20 +30,24 @@ COUNT_COLUMNS = (
 
 # Quarantine reasons, in the order they are checked: a row gets the first one that applies.
 REASON_MISSING_TIMESTAMP = "missing_timestamp"
+REASON_TIMESTAMP_OUTSIDE_WINDOW = "timestamp_outside_window"
 REASON_MISSING_RESOURCE_ID = "missing_resource_id"
 REASON_MISSING_METRIC = "missing_metric"
 REASON_MISSING_VALUE = "missing_value"
 REASON_NON_FINITE = "non_finite"
 REASON_NEGATIVE = "negative_value"
 REASON_PERCENT_ABOVE_RANGE = "percent_above_range"
+REASON_ABOVE_PHYSICAL_LIMIT = "above_physical_limit"
 REASONS = (
     REASON_MISSING_TIMESTAMP,
+    REASON_TIMESTAMP_OUTSIDE_WINDOW,
     REASON_MISSING_RESOURCE_ID,
     REASON_MISSING_METRIC,
     REASON_MISSING_VALUE,
     REASON_NON_FINITE,
     REASON_NEGATIVE,
     REASON_PERCENT_ABOVE_RANGE,
+    REASON_ABOVE_PHYSICAL_LIMIT,
 )
 
 PERCENT_CEILING = 100.0
@@ -124,35 +130,55 @@ def timestamps_ns(raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _percent_rows(codes: SeriesCodes, etl_cfg: Mapping[str, Any]) -> np.ndarray:
-    percent = set(etl_cfg.get("percent_metrics") or [])
-    is_percent_name = np.array([str(n) in percent for n in codes.metric_names], dtype=bool)
-    return np.append(is_percent_name, False)[codes.row_metric]  # code -1 -> appended False
+    return rows_of_metrics(
+        codes.metric_names, codes.row_metric, etl_cfg.get("percent_metrics") or []
+    )
 
 
 def quarantine_reasons(raw: pd.DataFrame, etl_cfg: Mapping[str, Any]) -> pd.Series:
     """Reason each raw row must be quarantined (None for rows that can be kept)."""
     codes = series_codes(raw)
-    _, ts_missing = timestamps_ns(raw)
-    return pd.Series(_reasons(raw, codes, ts_missing, etl_cfg), index=raw.index, dtype=object)
+    ts, ts_missing = timestamps_ns(raw)
+    return pd.Series(_reasons(raw, codes, ts, ts_missing, etl_cfg), index=raw.index, dtype=object)
 
 
 def _reasons(
-    raw: pd.DataFrame, codes: SeriesCodes, ts_missing: np.ndarray, etl_cfg: Mapping[str, Any]
+    raw: pd.DataFrame,
+    codes: SeriesCodes,
+    ts: np.ndarray,
+    ts_missing: np.ndarray,
+    etl_cfg: Mapping[str, Any],
 ) -> np.ndarray:
     values = raw["value"].to_numpy(dtype="float64")
     ceiling = PERCENT_CEILING + float(etl_cfg.get("percent_repair_tolerance", 5.0))
+    low, high = timestamp_window(etl_cfg)
+    outside_window = ~ts_missing & ((ts < low.value) | (ts > high.value))
+    above_limit = above_physical_limit(
+        values,
+        series=codes.code,
+        stamps=ts,
+        timed=(codes.code >= 0) & ~ts_missing & ~outside_window,
+        metric_names=codes.metric_names,
+        row_metric=codes.row_metric,
+        limits=etl_cfg["value_limits"],
+        freq_seconds=pd.Timedelta(etl_cfg["freq"]).total_seconds(),
+    )
     with np.errstate(invalid="ignore"):
         checks = [
             ts_missing,
+            outside_window,
             codes.resource_missing,
             codes.metric_missing,
             np.isnan(values),
             np.isinf(values),
             values < 0,
             _percent_rows(codes, etl_cfg) & (values > ceiling),
+            above_limit,
         ]
-    reasons = np.select(checks, list(REASONS), default="")
-    return np.where(reasons == "", None, reasons).astype(object)
+    # Select small integer codes, not the reason strings: a fixed-width text array of every
+    # row's reason cost more than all the checks together.
+    first_reason = np.select(checks, list(range(1, len(REASONS) + 1)), default=0)
+    return np.array([None, *REASONS], dtype=object)[first_reason]
 
 
 def _segment_cummax(values: np.ndarray, segment_start: np.ndarray) -> np.ndarray:
@@ -182,8 +208,10 @@ def validate_rows(
 ) -> ValidationResult:
     """Check every raw row (contracts.RAW_COLUMNS) of one file.
 
-    Quarantined: missing timestamp / resource_id / metric / value, +-inf, negative values,
-    percentages above 100 + etl.percent_repair_tolerance. Repaired (kept, clipped to 100):
+    Quarantined: missing timestamp, timestamp outside etl.timestamp_min .. timestamp_max,
+    missing resource_id / metric / value, +-inf, negative values, percentages above
+    100 + etl.percent_repair_tolerance, values above their metric's physical ceiling
+    (etl.value_limits, :mod:`capforecast.value_limits`). Repaired (kept, clipped to 100):
     percentages in (100, 100 + tolerance]. Duplicate (resource_id, metric, timestamp) rows are
     averaged into one; they count as kept and as ``duplicates``. Rows out of time order within
     their series are counted as ``unsorted_rows``; the kept frame is sorted.
@@ -192,7 +220,7 @@ def validate_rows(
     n = len(raw)
     codes = series_codes(raw)
     ts, ts_missing = timestamps_ns(raw)
-    reasons = _reasons(raw, codes, ts_missing, etl_cfg)
+    reasons = _reasons(raw, codes, ts, ts_missing, etl_cfg)
     quarantined = np.not_equal(reasons, None)
     keyed = codes.code >= 0
     values = raw["value"].to_numpy(dtype="float64").copy()
