@@ -7,12 +7,16 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from capforecast.config import validated_config  # noqa: E402
 from capforecast.errors import CapForecastError  # noqa: E402
+from capforecast import history_check as cf_history_check  # noqa: E402
 from capforecast import ingest as cf_ingest  # noqa: E402
 from capforecast.models import MODEL_FAMILY  # noqa: E402
 
 try:
     # Validate against config/schema.yaml and fill its defaults before any job is planned.
     config = validated_config(config)
+    if config["data"]["source"] == "synthetic":
+        # Its history length is known now; local data is checked by the first model jobs.
+        cf_history_check.check_synthetic(config)
 except CapForecastError as err:
     raise WorkflowError(f"Invalid configuration: {err}")
 

@@ -29,7 +29,9 @@ rule backtest_baseline:
     threads: 1
     params:
         **FORECAST_PARAMS,
-        code=code_hash("panel", "backtest", "evaluate", "train", "models"),
+        code=code_hash(
+            "panel", "backtest", "evaluate", "train", "models", "history_check"
+        ),
     script:
         "../scripts/backtest_model.py"
 
@@ -101,7 +103,7 @@ rule forecast_baseline:
     threads: 1
     params:
         **FORECAST_PARAMS,
-        code=code_hash("panel", "train", "models"),
+        code=code_hash("panel", "train", "models", "history_check"),
     script:
         "../scripts/forecast_model.py"
 
@@ -137,6 +139,8 @@ rule combine_forecasts:
         forecasts=expand("results/forecast/models/{model}.parquet", model=MODELS),
         selection=rules.leaderboard.output.selection,
         calibration=rules.leaderboard.output.calibration,
+        # Series whose rows were all quarantined get NaN rows flagged no_data from it.
+        quality=rules.quality.output.quality,
     output:
         forecasts="results/forecast/forecasts.parquet",
     log:
@@ -154,6 +158,7 @@ rule combine_forecasts:
             "metrics",
             "train",
             "panel",
+            "no_data",
         ),
     script:
         "../scripts/combine_forecasts.py"

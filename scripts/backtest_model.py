@@ -2,7 +2,7 @@
 
 import time
 
-from capforecast import backtest, train
+from capforecast import backtest, history_check, train
 from capforecast.evaluate import backtest_models
 from capforecast.models import MODEL_REGISTRY
 from capforecast.panel import series_bounds
@@ -18,6 +18,7 @@ def main(smk) -> None:
         "etl": {"freq": smk.params.freq},
     }
     panel = train.load_panel(smk.input.features)
+    history_check.check_panel(panel, smk.params.backtest, smk.params.freq)
     start = time.perf_counter()
     predictions = backtest_models(
         panel[["series_id", "timestamp", "y"]],

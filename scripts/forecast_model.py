@@ -4,13 +4,15 @@ The same `capforecast.train.fit_forecast` runs inside the SageMaker container
 (`python -m capforecast.train`), so local and remote training cannot drift apart.
 """
 
-from capforecast import train
+from capforecast import history_check, train
 from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
 
 
 def main(smk) -> None:
     model = smk.wildcards.model
     panel = train.load_panel(smk.input.features)
+    # The backtest of this run needs it too: fail now rather than after this fit.
+    history_check.check_panel(panel, smk.params.backtest, smk.params.freq)
     with timed(f"fit {model} on {panel['series_id'].nunique()} series"):
         forecast = train.fit_forecast(
             model,
