@@ -6,6 +6,7 @@ import pandas as pd
 
 from capforecast import holdout, quality, resample
 from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
+from capforecast.spreadsheet import write_csv
 
 
 def main(smk) -> None:
@@ -27,9 +28,9 @@ def main(smk) -> None:
         )
     ensure_parent(*smk.output)
     clean.to_parquet(smk.output.clean, index=False)
-    table.to_csv(smk.output.quality, index=False)
+    write_csv(table, smk.output.quality)
     result.quarantine.to_parquet(smk.output.quarantine, index=False)
-    reconciliation.to_csv(smk.output.reconciliation, index=False)
+    write_csv(reconciliation, smk.output.reconciliation)
     LOG.info(
         "%s: rows in %d, kept %d (repaired %d), quarantined %d, held back %d; "
         "%d series, %d flagged too_short",

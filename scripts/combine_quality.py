@@ -7,6 +7,7 @@ from capforecast.contracts import QUARANTINE_COLUMNS
 from capforecast.csv_tables import read_csv_table
 from capforecast.errors import CapForecastError
 from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.spreadsheet import write_csv
 
 
 def main(smk) -> None:
@@ -29,9 +30,9 @@ def main(smk) -> None:
             f"row counts do not reconcile for {', '.join(unbalanced['source_file'])}"
         )
     ensure_parent(*smk.output)
-    quality.to_csv(smk.output.quality, index=False)
+    write_csv(quality, smk.output.quality)
     quarantine.to_parquet(smk.output.quarantine, index=False)
-    reconciliation.to_csv(smk.output.reconciliation, index=False)
+    write_csv(reconciliation, smk.output.reconciliation)
     totals = reconciliation[["rows_in", "rows_kept", "rows_repaired", "rows_quarantined"]].sum()
     LOG.info("fleet rows: %s; %d series", totals.to_dict(), len(quality))
 

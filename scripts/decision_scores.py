@@ -7,6 +7,7 @@ import pandas as pd
 from capforecast import decision, decision_report, holdout
 from capforecast.csv_tables import read_csv_table
 from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.spreadsheet import write_csv
 
 
 def main(smk) -> None:
@@ -28,9 +29,9 @@ def main(smk) -> None:
     )
     ensure_parent(*smk.output)
     iso = "%Y-%m-%dT%H:%M:%SZ"
-    result.series_scores.to_csv(smk.output.series_scores, index=False, date_format=iso)
-    result.summary.to_csv(smk.output.summary, index=False)
-    result.rightsizing.to_csv(smk.output.rightsizing, index=False)
+    write_csv(result.series_scores, smk.output.series_scores, date_format=iso)
+    write_csv(result.summary, smk.output.summary)
+    write_csv(result.rightsizing, smk.output.rightsizing)
     with open(smk.output.summary_json, "w") as fh:
         json.dump(result.summary_json, fh, indent=2)
     LOG.info("decision backtest %s:\n%s", cut.history_end.isoformat(), result.summary.to_string())

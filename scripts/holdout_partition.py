@@ -6,6 +6,7 @@ import pandas as pd
 
 from capforecast import holdout
 from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.spreadsheet import write_csv
 
 
 def main(smk) -> None:
@@ -17,7 +18,7 @@ def main(smk) -> None:
     )
     ensure_parent(*smk.output)
     actuals.to_parquet(smk.output.actuals, index=False)
-    accounting.to_csv(smk.output.reconciliation, index=False)
+    write_csv(accounting, smk.output.reconciliation)
     row = accounting.iloc[0]
     LOG.info(
         "%s: %d rows in [%s, %s): kept %d, quarantined %d; %d rows beyond the horizon",

@@ -6,6 +6,7 @@ from capforecast import train
 from capforecast.evaluate import evaluate_backtests
 from capforecast.panel import series_bounds
 from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.spreadsheet import write_csv
 
 
 def main(smk) -> None:
@@ -21,7 +22,7 @@ def main(smk) -> None:
     )
     ensure_parent(*smk.output)
     result.metrics.to_parquet(smk.output.metrics, index=False)
-    result.leaderboard.to_csv(smk.output.leaderboard, index=False)
+    write_csv(result.leaderboard, smk.output.leaderboard)
     result.selection.to_parquet(smk.output.selection, index=False)
     result.selected_predictions.to_parquet(smk.output.selected_predictions, index=False)
     result.calibration.to_parquet(smk.output.calibration, index=False)

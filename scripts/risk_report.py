@@ -7,6 +7,7 @@ import pandas as pd
 from capforecast import risk
 from capforecast.csv_tables import read_csv_table
 from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.spreadsheet import write_csv
 
 
 def main(smk) -> None:
@@ -17,9 +18,9 @@ def main(smk) -> None:
     result = risk.assess_risk(forecasts, history, resources, smk.params.config, quality=quality)
     ensure_parent(*smk.output)
     result.risk_report.to_parquet(smk.output.report_parquet, index=False)
-    result.risk_report.to_csv(smk.output.report_csv, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    write_csv(result.risk_report, smk.output.report_csv, date_format="%Y-%m-%dT%H:%M:%SZ")
     result.daily_breach.to_parquet(smk.output.daily_breach, index=False)
-    result.service_capacity.to_csv(smk.output.service_capacity, index=False)
+    write_csv(result.service_capacity, smk.output.service_capacity)
     with open(smk.output.summary, "w") as fh:
         json.dump(result.summary, fh, indent=2, default=str)
     LOG.info("findings: %s", result.summary["findings"])

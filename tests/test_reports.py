@@ -27,6 +27,7 @@ from capforecast.contracts import (
     series_id,
 )
 from capforecast.errors import InputDataError
+from capforecast.escape import markdown_text
 from capforecast.features import build_features
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -396,7 +397,7 @@ def test_risk_headline_names_first_action_and_counts() -> None:
     # Earliest act_by wins the "first action", even though another row has a higher score.
     first = risk.loc[risk["act_by"].idxmin()]
     assert first["resource_id"] != report.ranked_risks(risk).iloc[0]["resource_id"]
-    assert f"**{first['resource_id']} {first['metric']}**" in text
+    assert f"**{markdown_text(first['resource_id'])} {markdown_text(first['metric'])}**" in text
     assert first["act_by"].strftime("%Y-%m-%d %H:%M UTC") in text
     # "At risk" is the at_risk finding; under-provisioned resources are counted apart.
     assert "**1 resource at risk**" in text
@@ -476,9 +477,9 @@ def test_backtest_headline_ranks_models_by_the_relgm_ratios() -> None:
         }
     )
     text = report.backtest_headline(board, make_forecasts(make_clean()))
-    assert "Best single model by WQL relgm: **ratio_best**" in text
-    assert "by MASE relgm: **mase_best** (MASE relgm 0.600)" in text
-    assert "near_zero" not in text and "wql_mean" not in text
+    assert "Best single model by WQL relgm: **ratio\\_best**" in text
+    assert "by MASE relgm: **mase\\_best** (MASE relgm 0.600)" in text
+    assert markdown_text("near_zero") not in text and "wql_mean" not in text
     assert report.leaderboard_table(board)["model"].tolist()[:2] == ["selected", "ratio_best"]
 
 
@@ -517,7 +518,8 @@ def test_full_risk_report_ranks_by_metric_score_and_flags_overdue_action() -> No
     text = report.risk_headline(overdue)
     stamp = (FORECAST_START - pd.Timedelta(hours=3)).strftime("%Y-%m-%d %H:%M UTC")
     assert f"First action **now** (act-by {stamp} has passed)" in text
-    assert f"**{overdue.loc[row, 'resource_id']} {overdue.loc[row, 'metric']}**" in text
+    named = [markdown_text(overdue.loc[row, c]) for c in ("resource_id", "metric")]
+    assert f"**{named[0]} {named[1]}**" in text
     # Thresholds come from the report's own columns (the config passed is ignored).
     levels = report.threshold_lookup(risk, {"thresholds": {}})
     assert levels["i-db-1|memory_utilization"] == {"warning": 80.0, "critical": 95.0}
@@ -710,13 +712,13 @@ def test_backtest_headline_and_error_boxplots() -> None:
     text = report.backtest_headline(make_leaderboard(), forecasts)
     assert "over 6 series x 2 windows" in text
     assert (
-        "Best single model by WQL relgm: **auto_ets** (WQL relgm 0.750, MASE relgm 0.820)" in text
+        "Best single model by WQL relgm: **auto\\_ets** (WQL relgm 0.750, MASE relgm 0.820)" in text
     )
     assert (
         "Selected forecast** over 6 series x 2 windows: WQL relgm 0.620, MASE relgm 0.710" in text
     )
     assert f"Final forecast: {clean.groupby(['resource_id', 'metric']).ngroups} series" in text
-    assert "auto_ets (6)" in text
+    assert "auto\\_ets (6)" in text  # names from the data are escaped Markdown
 
     metrics = make_metrics()
     fig = report.error_boxplots(metrics)
@@ -898,7 +900,7 @@ def test_capacity_risk_report_says_what_to_do_first(executed: dict[str, Path]) -
         if "text/markdown" in o.get("data", {})
     ]
     headline = markdown[0]
-    assert f"{first['resource_id']} {first['metric']}" in headline
+    assert f"{markdown_text(first['resource_id'])} {markdown_text(first['metric'])}" in headline
     assert first["act_by"].strftime("%Y-%m-%d %H:%M UTC") in headline
     assert "i-gone-1" not in headline and "1 resource stopped reporting" in headline
     html = to_html(executed["capacity_risk"])
@@ -954,5 +956,5 @@ def test_fallbacks_are_named_in_the_forecast_report() -> None:
     board = pd.DataFrame(
         {"model": ["seasonal_naive_weekly", "theta"], "n_fallback": [2, 0], "wql_relgm": [1, 1]}
     )
-    assert "seasonal_naive_weekly (2)" in report.backtest_headline(board, forecasts)
+    assert "seasonal\\_naive\\_weekly (2)" in report.backtest_headline(board, forecasts)
     assert report.fallback_table(metrics.iloc[2:], forecasts.iloc[2:]).empty

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from capforecast.csv_tables import read_csv_table
+from capforecast.escape import markdown_text
 
 HOW_TO_RUN = (
     "This run used all data, so there is nothing to score its calls against. To see how the "
@@ -65,13 +66,21 @@ def rightsizing_markdown(counts: Mapping[str, int]) -> str:
     )
 
 
+def _markdown_cell(value: Any) -> str:
+    """Text (ids, names, times read back as text) escaped; numbers as they print."""
+    return markdown_text(value) if isinstance(value, str) else str(value)
+
+
 def _table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return ""
-    cells = frame.astype(object).where(frame.notna(), "-")
-    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    cells = frame.astype(object).where(frame.notna(), None)
+    head = "| " + " | ".join(map(_markdown_cell, frame.columns)) + " |"
     rule = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join(map(str, row)) + " |" for row in cells.itertuples(index=False)]
+    body = [
+        "| " + " | ".join("-" if v is None else _markdown_cell(v) for v in row) + " |"
+        for row in cells.itertuples(index=False)
+    ]
     return "\n".join([head, rule, *body])
 
 

@@ -4,6 +4,10 @@ Every function is pure: it takes the frames the workflow wrote and returns a Dat
 markdown string or a matplotlib ``Figure`` (built without pyplot, so nothing leaks between cells
 and any backend works). Figure functions never raise on empty input: they return a figure that
 says "no data", because an empty table is a normal outcome (e.g. no resource at risk).
+
+Values from the data (ids, metric, service and file names) are shown literally: headlines
+interpolate them through ``escape.markdown_text``, ``styled`` tables through
+``escape.html_text``, figures through ``escape.plot_text`` (see :mod:`capforecast.escape`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from capforecast.config import load_config, validated_config
 from capforecast.contracts import quantile_column, series_id
 from capforecast.csv_tables import read_csv_table
 from capforecast.errors import InputDataError
+from capforecast.escape import html_text, markdown_text, plot_text
 from capforecast.metrics import quantile_levels
 from capforecast.models.base import fell_back
 
@@ -171,18 +176,23 @@ def format_timestamp(value: Any) -> str:
 
 
 def styled(table: pd.DataFrame, highlight: Mapping[str, Any] | None = None) -> Styler:
-    """HTML-ready view: readable numbers and UTC times, no index.
+    """HTML-ready view: readable numbers and UTC times, no index; text cells and column names
+    escaped (a Styler writes them into the page as they are).
 
     ``highlight`` = {column: value} shades the rows where ``column == value``
     (e.g. the selected model in the leaderboard).
     """
     formats: dict[str, Any] = {}
     for column in table.columns:
-        if pd.api.types.is_datetime64_any_dtype(table[column]):
+        values = table[column]
+        if pd.api.types.is_datetime64_any_dtype(values):
             formats[column] = format_timestamp
-        elif pd.api.types.is_float_dtype(table[column]):
+        elif pd.api.types.is_float_dtype(values):
             formats[column] = format_number
+        elif not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+            formats[column] = html_text
     styler = table.style.format(formats, na_rep="-").hide(axis="index")
+    styler = styler.format_index(html_text, axis="columns")
     if highlight:
         (column, value), *_ = highlight.items()
 
@@ -221,6 +231,12 @@ def _grid(n_panels: int, ncols: int, panel_size: tuple[float, float]) -> tuple[F
     fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
     axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n_panels)]
     return fig, axes
+
+
+def data_legend(ax: Axes, handles: Sequence[Any], names: Sequence[Any]) -> None:
+    """Legend whose entries are data values (metric names): shown literally, and given
+    explicitly because matplotlib leaves out labels that start with "_"."""
+    ax.legend(list(handles), [plot_text(name) for name in names], fontsize=8)
 
 
 def _naive_utc(values: pd.Series | pd.Index) -> np.ndarray:
@@ -298,7 +314,7 @@ def quality_headline(quality: pd.DataFrame, reconciliation: pd.DataFrame | None 
     ]
     if t["flagged_series"]:
         top = flag_counts(quality).head(3)
-        common = ", ".join(f"{r.flag} ({r.series})" for r in top.itertuples())
+        common = ", ".join(f"{markdown_text(r.flag)} ({r.series})" for r in top.itertuples())
         lines.append(
             f"**{t['flagged_series']} series flagged** (look at these first); "
             f"most common: {common}."
@@ -370,7 +386,8 @@ def gaps_figure(quality: pd.DataFrame, top: int = 15) -> Figure:
         right.text(0.5, 0.5, "no gaps", ha="center", va="center")
         right.set_axis_off()
     else:
-        right.barh(worst["series_id"][::-1], worst["longest_gap_bins"][::-1], color="#c44e52")
+        labels = [plot_text(sid) for sid in worst["series_id"][::-1]]
+        right.barh(labels, worst["longest_gap_bins"][::-1], color="#c44e52")
         right.set(xlabel="longest gap (hourly bins)", title=f"Longest gaps (top {len(worst)})")
         right.tick_params(axis="y", labelsize=8)
     return fig
@@ -389,7 +406,7 @@ def value_distribution_figure(clean: pd.DataFrame, ncols: int = 3) -> Figure:
     fig, axes = _grid(len(metrics), ncols, (4.2, 2.8))
     for ax, metric in zip(axes, metrics, strict=True):
         ax.hist(values.loc[values["metric"] == metric, "value"], bins=40, color="#55a868")
-        ax.set_title(metric, fontsize=10)
+        ax.set_title(plot_text(metric), fontsize=10)
         ax.set_ylabel("hourly bins")
     return fig
 
@@ -401,7 +418,7 @@ def quarantine_reasons_figure(quarantine: pd.DataFrame) -> Figure:
         return empty_figure("no rows quarantined", title="Quarantine reasons")
     fig = Figure(figsize=(7, 0.5 * len(counts) + 1.5), layout="constrained")
     ax = fig.add_subplot()
-    ax.barh(counts["reason"][::-1], counts["rows"][::-1], color="#8172b3")
+    ax.barh([plot_text(r) for r in counts["reason"][::-1]], counts["rows"][::-1], color="#8172b3")
     ax.set(xlabel="rows", title="Quarantined rows by reason")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
@@ -464,7 +481,7 @@ def backtest_headline(leaderboard: pd.DataFrame, forecasts: pd.DataFrame) -> str
     if not candidates.empty and ranking:
         best = candidates.iloc[0]
         line = (
-            f"Best single model by {_score_name(ranking[0])}: **{best['model']}** "
+            f"Best single model by {_score_name(ranking[0])}: **{markdown_text(best['model'])}** "
             f"({_scores_text(best, ranking)})"
         )
         if len(ranking) > 1:
@@ -472,7 +489,7 @@ def backtest_headline(leaderboard: pd.DataFrame, forecasts: pd.DataFrame) -> str
             other = candidates.sort_values([ranking[1], "model"], na_position="last").iloc[0]
             if other["model"] != best["model"]:
                 line += (
-                    f"; by {_score_name(ranking[1])}: **{other['model']}** "
+                    f"; by {_score_name(ranking[1])}: **{markdown_text(other['model'])}** "
                     f"({_scores_text(other, ranking[1:])})"
                 )
         if ranking[0].endswith("_relgm"):
@@ -482,7 +499,7 @@ def backtest_headline(leaderboard: pd.DataFrame, forecasts: pd.DataFrame) -> str
             )
         lines.append(line + ".")
     elif not candidates.empty:
-        lines.append(f"Best single model: **{candidates.iloc[0]['model']}**.")
+        lines.append(f"Best single model: **{markdown_text(candidates.iloc[0]['model'])}**.")
     final = forecasts[forecasts["model"] == SELECTED_MODEL] if "model" in forecasts else forecasts
     if final.empty:
         lines.append("**No final forecast rows** (model `selected`).")
@@ -492,7 +509,9 @@ def backtest_headline(leaderboard: pd.DataFrame, forecasts: pd.DataFrame) -> str
         used = ""
         if "model_used" in final:
             per_series = final.groupby("series_id")["model_used"].first().value_counts()
-            used = "; models used: " + ", ".join(f"{m} ({n})" for m, n in per_series.items())
+            used = "; models used: " + ", ".join(
+                f"{markdown_text(m)} ({n})" for m, n in per_series.items()
+            )
         lines.append(
             f"Final forecast: {final['series_id'].nunique()} series, "
             f"{format_timestamp(times.min())} to {format_timestamp(times.max())}{used}."
@@ -500,7 +519,7 @@ def backtest_headline(leaderboard: pd.DataFrame, forecasts: pd.DataFrame) -> str
     if "n_fallback" in leaderboard and leaderboard["n_fallback"].fillna(0).sum() > 0:
         counts = leaderboard[leaderboard["n_fallback"].fillna(0) > 0]
         pairs = zip(counts["model"], counts["n_fallback"], strict=True)
-        named = ", ".join(f"{model} ({int(n)})" for model, n in pairs)
+        named = ", ".join(f"{markdown_text(model)} ({int(n)})" for model, n in pairs)
         lines.append(
             f"Fallbacks (series x windows a model handed to a simpler one): {named}; "
             "listed under Fallbacks."
@@ -533,6 +552,8 @@ def fallback_table(metrics: pd.DataFrame, forecasts: pd.DataFrame) -> pd.DataFra
     if not frames:
         return pd.DataFrame(columns=list(FALLBACK_COLUMNS))
     table = pd.concat(frames, ignore_index=True)[list(FALLBACK_COLUMNS)]
+    # A count (missing for the final stage), shown as such rather than as a float.
+    table["windows"] = table["windows"].astype("Int64")
     return table.sort_values(["stage", "model", "series_id"], ignore_index=True)
 
 
@@ -560,7 +581,7 @@ def error_boxplots(metrics: pd.DataFrame) -> Figure:
     for ax, column in zip(axes, values, strict=True):
         data = [errors.loc[errors["model"] == m, column].dropna().to_numpy() for m in models]
         positive = [d[d > 0] for d in data]
-        ax.boxplot(positive, tick_labels=models, showfliers=True)
+        ax.boxplot(positive, tick_labels=[plot_text(m) for m in models], showfliers=True)
         if any(len(d) for d in positive):
             ax.set_yscale("log")
         ax.set_title(f"{column.upper()} per series (lower is better)")
@@ -688,7 +709,7 @@ def plot_fan(
         ax.axvline(_naive_utc(pd.Series([p50]))[0], color="#c0392b", lw=1.5, label="ETA P50")
     if history.empty and forecast.empty:
         ax.text(0.5, 0.5, NO_DATA, ha="center", va="center", transform=ax.transAxes)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(plot_text(title), fontsize=9)
     ax.tick_params(axis="x", rotation=30, labelsize=7)
     ax.set_xlabel("UTC", fontsize=7)
 
@@ -736,7 +757,7 @@ def fan_chart_figure(
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         axes[0].legend(handles, labels, fontsize=7, loc="upper left")
-    fig.suptitle(title)
+    fig.suptitle(plot_text(title))
     return fig
 
 
@@ -852,7 +873,7 @@ def risk_headline(risk: pd.DataFrame) -> str:
     else:
         extra = []
         if "service" in first and pd.notna(first["service"]):
-            extra.append(f"service {first['service']}")
+            extra.append(f"service {markdown_text(first['service'])}")
         score = row_score_column(risk)
         if score in first and pd.notna(first[score]):
             extra.append(f"risk {int(first[score])}/4")
@@ -870,8 +891,8 @@ def risk_headline(risk: pd.DataFrame) -> str:
         basis = ACT_BY_BASIS.get(str(first.get("act_by_basis")))
         lines.append(
             f"First action {when}: "
-            f"**{first['resource_id']} {first['metric']}** ({', '.join(extra)})."
-            + (f" Act-by = {basis}." if basis else "")
+            f"**{markdown_text(first['resource_id'])} {markdown_text(first['metric'])}** "
+            f"({', '.join(extra)})." + (f" Act-by = {basis}." if basis else "")
         )
     stopped = resources_with(STOPPED)
     if stopped:
@@ -963,7 +984,7 @@ def breach_heatmap(matrix: pd.DataFrame, title: str = "P(breach critical) per da
         vmax=1,
         interpolation="nearest",
     )
-    ax.set_yticks(range(n_rows), [str(r) for r in matrix.index], fontsize=8)
+    ax.set_yticks(range(n_rows), [plot_text(r) for r in matrix.index], fontsize=8)
     ax.set_xticks(range(n_days), [d.strftime("%m-%d") for d in matrix.columns], fontsize=8)
     ax.tick_params(axis="x", rotation=45)
     ax.set_xlabel("day (UTC)")
@@ -1130,7 +1151,13 @@ def findings_figure(risk: pd.DataFrame) -> Figure:
     colours = {"0": "#9bc53d", "1": "#f0c808", "2": "#f08a4b", "3": "#d7263d", "4": "#7a0c1b"}
     for column in table.columns:
         colour = colours.get(column.removeprefix("score "), "0.5")
-        ax.bar(table.index, table[column], bottom=bottom, label=column, color=colour)
+        ax.bar(
+            [plot_text(f) for f in table.index],
+            table[column],
+            bottom=bottom,
+            label=plot_text(column),
+            color=colour,
+        )
         bottom += table[column].to_numpy()
     ax.set(ylabel=findings_unit(risk), title="Findings by risk score")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -1170,11 +1197,10 @@ def samples_per_hour_figure(raw: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(10, 3.2), layout="constrained")
     ax = fig.add_subplot()
     x = _naive_utc(pd.Series(counts.index))
-    for metric in counts.columns:
-        ax.plot(x, counts[metric].fillna(0), lw=1, label=str(metric))
+    lines = [ax.plot(x, counts[metric].fillna(0), lw=1)[0] for metric in counts.columns]
     ax.set(ylabel="samples per hour", xlabel="UTC", title="Raw samples per hour")
     ax.tick_params(axis="x", rotation=30, labelsize=8)
-    ax.legend(fontsize=8)
+    data_legend(ax, lines, counts.columns)
     return fig
 
 
@@ -1205,7 +1231,7 @@ def clean_series_figure(clean: pd.DataFrame, series_ids: Sequence[str]) -> Figur
         ax.scatter(x[filled], part["value"].to_numpy()[filled], s=8, color="#dd8452", zorder=3)
         for t in x[part["is_gap"].astype(bool).to_numpy()]:
             ax.axvspan(t, t + np.timedelta64(1, "h"), color="0.85", lw=0)
-        ax.set_title(sid, fontsize=9)
+        ax.set_title(plot_text(sid), fontsize=9)
         ax.tick_params(axis="x", rotation=30, labelsize=7)
     fig.suptitle("Cleaned series: filled points orange, gaps grey")
     return fig
@@ -1233,8 +1259,7 @@ def hourly_profile_figure(features: pd.DataFrame) -> Figure:
     scaled = profile / profile.mean()
     fig = Figure(figsize=(8, 3.2), layout="constrained")
     ax = fig.add_subplot()
-    for metric in scaled.columns:
-        ax.plot(scaled.index, scaled[metric], marker="o", ms=3, label=str(metric))
+    lines = [ax.plot(scaled.index, scaled[m], marker="o", ms=3)[0] for m in scaled.columns]
     ax.set(xlabel="hour of day (UTC)", ylabel="mean / overall mean", title="Daily profile")
-    ax.legend(fontsize=8)
+    data_legend(ax, lines, scaled.columns)
     return fig
