@@ -9,6 +9,7 @@ from capforecast.config import validated_config  # noqa: E402
 from capforecast.errors import CapForecastError  # noqa: E402
 from capforecast import history_check as cf_history_check  # noqa: E402
 from capforecast import ingest as cf_ingest  # noqa: E402
+from capforecast import partitions as cf_partitions  # noqa: E402
 from capforecast.models import MODEL_FAMILY  # noqa: E402
 
 try:
@@ -62,7 +63,8 @@ def _partition_sources():
         exclude = [config["data"]["resources"]] if config["data"]["resources"] else []
         files = cf_ingest.list_input_files(config["data"]["path"], exclude=exclude)
         return {
-            name: str(path) for name, path in cf_ingest.partition_names(files).items()
+            name: str(path)
+            for name, path in cf_partitions.partition_names(files).items()
         }
     except CapForecastError as err:
         raise WorkflowError(f"Cannot list the input files: {err}")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import ingest, quality, resample, validate
+from capforecast import ingest, partitions, quality, resample, validate
 from capforecast.config import validated_config
 from capforecast.contracts import INGEST_SERIES_COLUMNS, RAW_COLUMNS, RESOURCE_TABLE_COLUMNS
 from capforecast.errors import ConfigError, InputDataError
@@ -72,23 +72,6 @@ def test_list_input_files_nothing_found_names_the_path(tmp_path):
         ingest.list_input_files(str(missing))
     with pytest.raises(InputDataError, match="no input files"):
         ingest.list_input_files(str(tmp_path / "*.parquet"))
-
-
-def test_partition_name_replaces_unsafe_characters():
-    assert ingest.partition_name(Path("d/iio_us-east-1_i-a2eb1cd9_NetworkIn.csv")) == (
-        "iio_us-east-1_i-a2eb1cd9_NetworkIn"
-    )
-    assert ingest.partition_name(Path("my file.v2 (copy).parquet")) == "my_file_v2__copy_"
-
-
-def test_partition_names_maps_names_and_rejects_collisions(tmp_path):
-    files = [tmp_path / "a-1.csv", tmp_path / "b.csv"]
-    assert ingest.partition_names(files) == {"a-1": files[0], "b": files[1]}
-    clash = [tmp_path / "a b.csv", tmp_path / "a_b.csv"]
-    with pytest.raises(InputDataError, match=r"a_b\.csv.*'a_b'.*a b\.csv"):
-        ingest.partition_names(clash)
-    with pytest.raises(InputDataError, match="partition name 'x'"):
-        ingest.partition_names([tmp_path / "x.csv", tmp_path / "x.parquet"])
 
 
 # --------------------------------------------------------------------------- reading
@@ -313,7 +296,7 @@ def nab_data_cfg(cfg) -> dict:
 def test_nab_fixture_ingests_every_file_and_row(nab_dir, nab_data_cfg):
     files = ingest.list_input_files(str(nab_dir))
     assert len(files) == 19
-    assert len(ingest.partition_names(files)) == 19
+    assert len(partitions.partition_names(files)) == 19
     total = 0
     for file in files:
         raw = ingest.read_input_file(file, nab_data_cfg)

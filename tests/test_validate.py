@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import ingest, quality, resample, validate
+from capforecast import ingest, partitions, quality, resample, validate
 from capforecast.config import validated_config
 from capforecast.contracts import QUARANTINE_COLUMNS, RAW_COLUMNS
 from capforecast.errors import ConfigError
@@ -229,7 +229,7 @@ def test_nab_fixture_validates_resamples_and_reconciles(nab_dir, etl):
         raw = ingest.read_input_file(file, data_cfg)
         source = pd.read_csv(file)
         result = validate.validate_rows(raw, etl, str(file))
-        recon = quality.file_reconciliation(result, str(file), ingest.partition_name(file))
+        recon = quality.file_reconciliation(result, str(file), partitions.partition_name(file))
         assert recon["rows_in"].iloc[0] == len(source) and bool(recon["balanced"].iloc[0])
         assert result.counts["duplicates"] == source["timestamp"].duplicated().sum()
         assert result.counts["rows_quarantined"] == 0  # NAB has no empty or negative values

@@ -192,29 +192,6 @@ def list_input_files(path: str | Path, *, exclude: Iterable[str | Path] = ()) ->
     return scan_input_files(path, exclude=exclude).files
 
 
-def partition_name(file: str | Path) -> str:
-    """Partition name of one input file: its name without the data suffix, with every
-    character outside [A-Za-z0-9_-] replaced by "_" (safe in paths and Snakemake wildcards)."""
-    name = re.sub(r"[^A-Za-z0-9_-]", "_", data_stem(file))
-    return name or "_"
-
-
-def partition_names(files: Iterable[str | Path]) -> dict[str, Path]:
-    """Partition name -> file, raising when two files map to the same name
-    (e.g. ``a b.csv`` and ``a_b.csv``, or ``x.csv`` and ``x.parquet``)."""
-    names: dict[str, Path] = {}
-    for file in map(Path, files):
-        name = partition_name(file)
-        if name in names:
-            raise InputDataError(
-                str(file),
-                f"partition name '{name}' is also the name of {names[name]}; "
-                "rename one of the two files",
-            )
-        names[name] = file
-    return names
-
-
 # --------------------------------------------------------------------------- reading tables
 
 
