@@ -23,7 +23,16 @@ except CapForecastError as err:
 
 
 PACKAGE_DIR = Path(workflow.basedir) / "scripts" / "capforecast"
-SHARED_MODULES = ("__init__", "contracts", "errors", "config", "rulekit", "csv_tables")
+# csv_tables/spreadsheet: how every CSV the workflow writes or reads back is encoded.
+SHARED_MODULES = (
+    "__init__",
+    "contracts",
+    "errors",
+    "config",
+    "rulekit",
+    "csv_tables",
+    "spreadsheet",
+)
 
 
 def code_hash(*modules):
