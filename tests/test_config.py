@@ -174,6 +174,18 @@ LOCAL = "data:\n  source: local\n  path: x\n"
             "unknown key",
         ),
         ("etl: {value_limits: {max_bytes: 1}}", "etl.value_limits.max_bytes", "unknown key"),
+        # ceilings that would let sums overflow, metrics with two kinds of ceiling
+        ("etl: {value_limits: {max_value: 1.7e+308}}", "etl.value_limits.max_value", "maximum"),
+        (
+            "etl: {value_limits: {count_metrics: [request_count, network_in_bytes]}}",
+            "etl.value_limits.count_metrics",
+            "'network_in_bytes' is already in etl.value_limits.byte_metrics",
+        ),
+        (
+            "etl: {value_limits: {byte_metrics: [cpu_utilization]}}",
+            "etl.value_limits.byte_metrics",
+            "already in etl.percent_metrics",
+        ),
         # YAML 1.1 floats read as text
         (
             "risk: {thresholds: {request_count: {warning: 1.0e9, critical: 2.0e+9}}}",

@@ -173,6 +173,7 @@ def test_iso_dates_beyond_pandas_range_are_read_as_stand_ins(tmp_path, data_cfg,
     [
         # auto: a 0 (unset clock) or a small counter among epoch seconds is read in seconds
         ([*epochs("s")[:3], "0"], "auto", 3, pd.Timestamp("1970-01-01", tz="UTC")),
+        (["0", *epochs("s")[1:]], "auto", 0, pd.Timestamp("1970-01-01", tz="UTC")),
         ([*epochs("ms")[:3], "2024"], "auto", 3, pd.Timestamp("1970-01-01 00:00:02.024", tz="UTC")),
         # a number no unit can hold among plausible ones
         ([*epochs("s")[:3], "99999999999999999"], "s", 3, HIGH),

@@ -230,6 +230,7 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
         )
     if data["source"] == "synthetic":
         _check_synthetic_window(cfg["synthetic"], low, high)
+    _check_metric_kinds(cfg["etl"])
     _check_metric_patterns(data["metric_patterns"])
     _check_quantiles(cfg["forecast"])
     _check_holidays(cfg["models"]["prophet"]["holidays"])
@@ -301,6 +302,20 @@ def _check_synthetic_window(
             f"{synthetic['start']} + {synthetic['days']} days is outside etl.timestamp_min .. "
             f"etl.timestamp_max ({low.isoformat()} .. {high.isoformat()})",
         )
+
+
+def _check_metric_kinds(etl: Mapping[str, Any]) -> None:
+    """A metric has one kind: listed twice, one ceiling would silently override the other."""
+    kind_of: dict[str, str] = {}
+    for key, metrics in (
+        ("etl.percent_metrics", etl["percent_metrics"]),
+        ("etl.value_limits.byte_metrics", etl["value_limits"]["byte_metrics"]),
+        ("etl.value_limits.count_metrics", etl["value_limits"]["count_metrics"]),
+    ):
+        for metric in metrics:
+            other = kind_of.setdefault(metric, key)
+            if other != key:
+                raise ConfigError(key, f"{metric!r} is already in {other}; a metric has one kind")
 
 
 def _check_metric_patterns(patterns: list[Mapping[str, Any]]) -> None:
