@@ -139,6 +139,8 @@ rule combine_forecasts:
         forecasts=expand("results/forecast/models/{model}.parquet", model=MODELS),
         selection=rules.leaderboard.output.selection,
         calibration=rules.leaderboard.output.calibration,
+        # Series whose rows were all quarantined get NaN rows flagged no_data from it.
+        quality=rules.quality.output.quality,
     output:
         forecasts="results/forecast/forecasts.parquet",
     log:
@@ -156,6 +158,7 @@ rule combine_forecasts:
             "metrics",
             "train",
             "panel",
+            "no_data",
         ),
     script:
         "../scripts/combine_forecasts.py"

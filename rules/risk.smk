@@ -30,7 +30,12 @@ rule risk_report:
             key: config[key] for key in ("risk", "catalogue", "etl", "forecast")
         },
         code=code_hash(
-            "risk", "risk_probability", "risk_capacity", "rightsizing", "capacity"
+            "risk",
+            "risk_probability",
+            "risk_capacity",
+            "rightsizing",
+            "capacity",
+            "no_data",
         ),
     script:
         "../scripts/risk_report.py"

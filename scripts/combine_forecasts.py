@@ -2,6 +2,8 @@
 
 import pandas as pd
 
+from capforecast import no_data
+from capforecast.csv_tables import read_csv_table
 from capforecast.evaluate import combine_selected
 from capforecast.panel import series_bounds
 from capforecast.rulekit import LOG, ensure_parent, run_rule
@@ -26,11 +28,17 @@ def main(smk) -> None:
         keys, on="series_id", how="left", validate="many_to_one"
     )
     selected["model"] = "selected"
+    # Series that kept no row never reached a model: NaN rows flagged none (no_data).
+    empty = no_data.forecast_rows(read_csv_table(smk.input.quality), selected)
+    selected = pd.concat([selected, empty], ignore_index=True)
     combined = pd.concat([selected, *candidates.values()], ignore_index=True)
     ensure_parent(smk.output.forecasts)
     combined.to_parquet(smk.output.forecasts, index=False)
     LOG.info(
-        "%d series; models: %s", selected["series_id"].nunique(), sorted(combined["model"].unique())
+        "%d series (%d without data); models: %s",
+        selected["series_id"].nunique(),
+        empty["series_id"].nunique(),
+        sorted(combined["model"].unique()),
     )
 
 

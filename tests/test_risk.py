@@ -743,6 +743,7 @@ def test_a_series_silent_for_longer_than_the_gap_stopped_reporting(lag):
         "over_provisioned": 0,
         "optimized": 1,
         "stopped_reporting": 1,
+        "no_data": 0,
     }
     assert sum(summary["risk_scores"].values()) == summary["scored_resources"] == 1
     assert summary["stopped_series"] == 2
@@ -987,6 +988,7 @@ def test_summary_counts_at_risk_by_finding_and_savings_from_over_provisioned_onl
         "over_provisioned": 1,
         "optimized": 0,
         "stopped_reporting": 1,
+        "no_data": 0,
     }
     assert {top["resource_id"] for top in summary["top_at_risk"]} == {"a1"}
     assert row(result.risk_report, "u1", CPU)["p_breach_critical"] == 0

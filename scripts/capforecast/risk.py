@@ -54,6 +54,10 @@ same inputs give the same outputs):
   score 0, no act_by, never sized, never in the daily breach table, the capacity plan or the
   "at risk" counts; the summary lists it. A shorter lag is a live series (reason
   ``reporting_lag_<N>h``), scored normally.
+* no_data: a series without one usable row (every row quarantined; its forecast rows are NaN,
+  see ``capforecast.no_data``): metric_finding ``no_data``, score 0, never sized, planned or
+  in the daily breach table; the resource's finding when it has no other series, and reason
+  code ``<dim>_no_data`` on every row of its resource; the summary counts and lists it.
 * saturated: pegged at the ceiling (see ``risk_capacity``): reason ``demand_hidden_by_ceiling``,
   the forecast is a lower bound of the true demand.
 
@@ -73,7 +77,8 @@ import numpy as np
 import pandas as pd
 
 from capforecast.config import load_schema
-from capforecast.errors import ConfigError
+from capforecast.errors import ConfigError, ForecastInputError
+from capforecast.no_data import NO_DATA, all_nan_series
 from capforecast.rightsizing import NEEDS_CAPACITY, note_codes, resource_inventory, right_size
 from capforecast.risk_capacity import (
     CPU,
@@ -112,7 +117,10 @@ FINDINGS: tuple[str, ...] = (
     "over_provisioned",
     "optimized",
     STOPPED,
+    NO_DATA,
 )
+# Findings that are listed but never scored, ranked, sized or planned.
+UNSCORED: tuple[str, ...] = (STOPPED, NO_DATA)
 SHORT_HISTORY_HOURS = 7 * 24
 TOO_SHORT_CONFIDENCE_CAP = 0.5
 FULL_LEVEL = "full"
@@ -688,6 +696,56 @@ def _per_resource(series: pd.DataFrame, findings: pd.Series, sizing: pd.DataFram
     )
 
 
+def _with_no_data_rows(
+    report: pd.DataFrame,
+    empty: pd.DataFrame,
+    inventory: pd.DataFrame,
+    thresholds_for: ThresholdsFor,
+    forecast_start: pd.Timestamp,
+) -> pd.DataFrame:
+    """The report plus one row per series without data (``empty``: resource_id, metric):
+    metric_finding ``no_data``, nothing scored, sized or planned. The resource columns come
+    from the resource's other rows, else say ``no_data`` (unsized); every row of the resource
+    names its dimensions without data in ``reason_codes`` (``memory_no_data``)."""
+    if empty.empty:
+        return report
+    rows = empty.merge(inventory[["resource_id", "service", "instance_type"]], on=["resource_id"])
+    levels = [thresholds_for(r, m) or {} for r, m in rows[_KEYS].itertuples(index=False)]
+    rows = rows.assign(
+        warning_threshold=[lv.get("warning", np.nan) for lv in levels],
+        critical_threshold=[lv.get("critical", np.nan) for lv in levels],
+        metric_finding=NO_DATA,
+        metric_risk_score=0,
+        metric_reason_codes=NO_DATA,
+        act_now=False,
+        saturated=False,
+        pegged_in_history=False,
+        history_hours=0.0,
+        forecast_start=forecast_start,
+        forecast_end=report["forecast_end"].max(),
+    )
+    shared = ["finding", "risk_score", "first_to_run_out", "sizing"]
+    shared += ["recommended_instance_type", "monthly_cost_delta_usd", "reason_codes"]
+    rows = rows.join(
+        report.drop_duplicates("resource_id").set_index("resource_id")[shared], on="resource_id"
+    )
+    alone = rows["finding"].isna()
+    rows.loc[alone, ["finding", "risk_score", "sizing"]] = [NO_DATA, 0, "unsized"]
+    rows.loc[alone, "reason_codes"] = ""
+    out = pd.concat([report, rows], ignore_index=True)
+    dims = rows.assign(_rank=rows["metric"].map(_dimension_rank)).sort_values(["_rank", "metric"])
+    codes = dims.groupby("resource_id")["metric"].agg(
+        lambda metrics: ";".join(f"{_dimension(m)}_{NO_DATA}" for m in metrics)
+    )
+    extra = out["resource_id"].map(codes)
+    out["reason_codes"] = [
+        ";".join(part for part in (str(base), more) if part) if isinstance(more, str) else base
+        for base, more in zip(out["reason_codes"].fillna(""), extra, strict=True)
+    ]
+    out["risk_score"] = out["risk_score"].astype("int64")
+    return out
+
+
 def _iso(value: Any) -> str | None:
     return None if pd.isna(value) else pd.Timestamp(value).isoformat()
 
@@ -729,9 +787,10 @@ def _summary(
     is the at_risk finding; savings come from over-provisioned resources only.
     """
     resources = report.drop_duplicates("resource_id")
-    scored = resources[resources["finding"] != STOPPED]
-    live_rows = report[report["metric_finding"] != STOPPED]
+    scored = resources[~resources["finding"].isin(UNSCORED)]
+    live_rows = report[~report["metric_finding"].isin(UNSCORED)]
     stopped = resources[resources["finding"] == STOPPED]
+    no_data = report[report["metric_finding"] == NO_DATA].sort_values(_KEYS)
     top = report[report["metric_finding"] == "at_risk"].head(settings.top_n)
     deltas = scored["monthly_cost_delta_usd"]
     savings = deltas[(scored["finding"] == "over_provisioned") & (deltas < 0)]
@@ -747,7 +806,8 @@ def _summary(
         "risk_scores": {str(s): int((scored["risk_score"] == s).sum()) for s in range(5)},
         "saturated_series": int(live_rows["saturated"].sum()),
         "act_now_series": int(live_rows["act_now"].sum()),
-        "stopped_series": int(len(report) - len(live_rows)),
+        "stopped_series": int((report["metric_finding"] == STOPPED).sum()),
+        "no_data_series": len(no_data),
         "top_at_risk": [_top_row(row) for row in top.to_dict("records")],
         "stopped_reporting": [
             {
@@ -758,6 +818,7 @@ def _summary(
             }
             for row in stopped.sort_values("resource_id").to_dict("records")
         ],
+        "no_data": no_data[_KEYS].to_dict("records"),
         # "+ 0.0" turns the -0.0 of an empty sum into 0.0 in the JSON.
         "total_monthly_savings_usd": round(float(-savings.sum()), 2) + 0.0,
         "total_monthly_cost_delta_usd": round(float(deltas.dropna().sum()), 2) + 0.0,
@@ -809,6 +870,11 @@ def assess_risk(
     fan, levels = selected_forecasts(forecasts)
     inventory = resource_inventory(resources, set(map(str, fan["resource_id"])), settings.catalogue)
     fan["resource_id"] = fan["resource_id"].astype(str)
+    # Series without data (every row quarantined: NaN forecasts) get a no_data row, no score.
+    empty = all_nan_series(fan, list(levels.values()))
+    fan = fan[~pd.MultiIndex.from_frame(fan[_KEYS]).isin(pd.MultiIndex.from_frame(empty))]
+    if fan.empty:
+        raise ForecastInputError("forecasts: every selected forecast is NaN (no series has data)")
     service_of = dict(zip(inventory["resource_id"], inventory["service"], strict=True))
     thresholds_for = make_thresholds_for(settings, service_of)
     observed = clean_history(history, settings.statistic)
@@ -834,6 +900,7 @@ def assess_risk(
         buffer_pct=settings.buffer_pct,
     )
     report = series.merge(_per_resource(series, findings, sizing), on="resource_id", how="left")
+    report = _with_no_data_rows(report, empty, inventory, thresholds_for, forecast_start)
     report = report.sort_values(
         ["risk_score", "act_by", "resource_id", "metric"],
         ascending=[False, True, True, True],
