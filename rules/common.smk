@@ -152,10 +152,12 @@ DECISION_OUTPUTS = {
 
 
 def cut_settings():
-    """The settings that define the cut (capforecast.holdout.cut_from_config reads them)."""
+    """The settings that define the cut (capforecast.holdout.cut_from_config reads them) and
+    the plausible window the data's span is measured in."""
+    etl_keys = ("freq", "timestamp_min", "timestamp_max")
     return {
         "data": {"history_end": config["data"]["history_end"]},
-        "etl": {"freq": config["etl"]["freq"]},
+        "etl": {key: config["etl"][key] for key in etl_keys},
         "forecast": {"horizon": config["forecast"]["horizon"]},
     }
 

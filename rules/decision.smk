@@ -14,7 +14,7 @@ rule holdout_span:
         "../envs/etl.yaml"
     params:
         cut=cut_settings(),
-        code=code_hash("holdout", "validate", "resample", "quality"),
+        code=code_hash("holdout", "validate", "timestamps", "resample", "quality"),
     script:
         "../scripts/holdout_span.py"
 

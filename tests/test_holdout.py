@@ -12,6 +12,7 @@ from capforecast import holdout
 from capforecast.config import validated_config
 from capforecast.errors import ConfigError
 from capforecast.quality import file_reconciliation
+from capforecast.timestamps import timestamp_window
 
 ETL = validated_config({})["etl"]
 START = pd.Timestamp("2026-03-01", tz="UTC")
@@ -129,3 +130,26 @@ def test_a_raw_table_without_timestamps_cannot_be_cut():
         holdout.check_cut(
             holdout.Cut(CUT, pd.Timedelta("1h"), 24), holdout.data_span({"vm-1": empty})
         )
+
+
+@pytest.mark.parametrize(
+    "strays",
+    [
+        ["2262-04-11 23:47:16"],  # how ingest reads 9999-12-31
+        ["1970-01-01", "2100-01-02"],
+        ["1677-09-21 00:12:44", "2262-04-11 23:47:16", "1999-12-31 23:59:00"],
+    ],
+)
+def test_timestamps_outside_the_window_do_not_move_the_span_the_cut_is_checked_on(strays):
+    """Validation quarantines them, so they must not look like history or actuals either."""
+    raw = raw_frame()
+    stray_rows = raw.iloc[: len(strays)].assign(
+        timestamp=pd.to_datetime(strays).tz_localize("UTC").astype("datetime64[ns, UTC]")
+    )
+    with_strays = pd.concat([raw, stray_rows], ignore_index=True)
+    window = timestamp_window(ETL)
+    assert holdout.data_span({"vm-1": with_strays}, window) == holdout.data_span({"vm-1": raw})
+    assert holdout.data_span({"vm-1": with_strays}) != holdout.data_span({"vm-1": raw})
+    too_late = holdout.Cut(START + pd.Timedelta(days=4, hours=1), pd.Timedelta("1h"), 24)
+    with pytest.raises(ConfigError, match=r"leaves 23 h of data after it"):
+        holdout.check_cut(too_late, holdout.data_span({"vm-1": with_strays}, window))

@@ -179,12 +179,20 @@ class DataSpan:
     end: pd.Timestamp
 
 
-def data_span(raws: Mapping[str, pd.DataFrame]) -> DataSpan | None:
-    """Span of the raw timestamps of all partitions (None when no row has a timestamp)."""
+def data_span(
+    raws: Mapping[str, pd.DataFrame], window: tuple[pd.Timestamp, pd.Timestamp] | None = None
+) -> DataSpan | None:
+    """Span of the raw timestamps of all partitions (None when no row has a timestamp).
+
+    With ``window`` (etl.timestamp_min/max), only timestamps inside it count: a 9999-12-31
+    placeholder, which validation quarantines, must not look like data after the cut.
+    """
     starts, ends = [], []
     for raw in raws.values():
         stamps, missing = timestamps_ns(raw)
         stamps = stamps[~missing]
+        if window is not None:
+            stamps = stamps[(stamps >= window[0].value) & (stamps <= window[1].value)]
         if stamps.size:
             starts.append(int(stamps.min()))
             ends.append(int(stamps.max()))
