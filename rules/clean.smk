@@ -46,6 +46,8 @@ rule quality:
         reconciliation=expand_partitions(
             "results/quality/partitions/{partition}.reconciliation.csv"
         ),
+        # Resources with an impossible or unknown capacity flag their series.
+        resources=rules.ingest_resources.output.resources,
     output:
         quality=report(
             "results/quality/data_quality.csv",
@@ -58,6 +60,7 @@ rule quality:
             caption="../report/reconciliation.rst",
             category="Data quality",
         ),
+        skipped_files="results/quality/skipped_files.csv",
     log:
         "results/logs/quality.log",
     conda:
@@ -65,7 +68,9 @@ rule quality:
     params:
         # Metrics the run can judge (canonical, percentages, thresholds): others are flagged.
         known_metrics=cf_metric_names.known_metrics(config),
-        code=code_hash("quality", "metric_names", "scale"),
+        # Entries of data.path that are not read, with the reason (rules/common.smk).
+        skipped_files=SKIPPED_FILES,
+        code=code_hash("quality", "metric_names", "scale", "capacity"),
     script:
         "../scripts/combine_quality.py"
 

@@ -60,8 +60,13 @@ SYNTHETIC_DIR = "results/synthetic"
 SERIES_INDEX = "results/series_index.parquet"
 
 
+# Entries of data.path that are not read, with the reason (results/quality/skipped_files.csv).
+SKIPPED_FILES = []
+
+
 def _partition_sources():
-    """Partition name -> the file it is ingested from (a service or an input file)."""
+    """Partition name -> the file it is ingested from (a service or an input file); what
+    data.path holds but is not read goes to SKIPPED_FILES."""
     if config["data"]["source"] == "synthetic":
         return {
             svc["name"]: f"{SYNTHETIC_DIR}/{svc['name']}.parquet"
@@ -70,7 +75,9 @@ def _partition_sources():
     try:
         # A resources table kept next to the metrics is not a metrics file.
         exclude = [config["data"]["resources"]] if config["data"]["resources"] else []
-        files = cf_ingest.list_input_files(config["data"]["path"], exclude=exclude)
+        listing = cf_ingest.scan_input_files(config["data"]["path"], exclude=exclude)
+        SKIPPED_FILES.extend(list(entry) for entry in listing.skipped)
+        files = listing.files
         return {
             name: str(path)
             for name, path in cf_partitions.partition_names(files).items()
@@ -219,6 +226,7 @@ def report_sources():
             "quality": rules.quality.output.quality,
             "quarantine": rules.quality.output.quarantine,
             "reconciliation": rules.quality.output.reconciliation,
+            "skipped_files": rules.quality.output.skipped_files,
             "clean": expand_partitions("results/clean/{partition}.parquet"),
         },
         "forecast_backtest": {

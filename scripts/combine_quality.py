@@ -14,6 +14,8 @@ def main(smk) -> None:
     quality = pd.concat([read_csv_table(p) for p in smk.input.quality], ignore_index=True)
     quality = quality_table.mark_unclassified(quality, smk.params.known_metrics)
     quality_table.log_unclassified(quality)
+    quality = quality_table.mark_capacity_issues(quality, pd.read_parquet(smk.input.resources))
+    skipped = quality_table.skipped_files_table(smk.params.skipped_files)
     quarantined = [pd.read_parquet(p) for p in smk.input.quarantine]
     quarantined = [q for q in quarantined if len(q)]
     quarantine = (
@@ -33,8 +35,14 @@ def main(smk) -> None:
     write_csv(quality, smk.output.quality)
     quarantine.to_parquet(smk.output.quarantine, index=False)
     write_csv(reconciliation, smk.output.reconciliation)
+    write_csv(skipped, smk.output.skipped_files)
     totals = reconciliation[["rows_in", "rows_kept", "rows_repaired", "rows_quarantined"]].sum()
-    LOG.info("fleet rows: %s; %d series", totals.to_dict(), len(quality))
+    LOG.info(
+        "fleet rows: %s; %d series; %d entries of data.path not read",
+        totals.to_dict(),
+        len(quality),
+        len(skipped),
+    )
 
 
 run_rule(main, snakemake)

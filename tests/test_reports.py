@@ -354,6 +354,9 @@ def build_results_tree(root: Path) -> Path:
     ].sum()
     recon["balanced"] = [True, False]
     recon.to_csv(results / "quality" / "reconciliation.csv", index=False)
+    pd.DataFrame({"file": ["data/README.md"], "reason": ["unsupported extension '.md'"]}).to_csv(
+        results / "quality" / "skipped_files.csv", index=False
+    )
 
     make_leaderboard().to_csv(results / "backtest" / "leaderboard.csv", index=False)
     make_metrics().to_parquet(results / "backtest" / "metrics.parquet", index=False)
@@ -906,6 +909,14 @@ def test_capacity_risk_report_says_what_to_do_first(executed: dict[str, Path]) -
     html = to_html(executed["capacity_risk"])
     stopped_section = html[html.index("Stopped reporting") :]
     assert "i-gone-1" in stopped_section[: stopped_section.index("Top risks")]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group(NOTEBOOK_GROUP)
+def test_data_quality_report_lists_the_files_it_did_not_read(executed: dict[str, Path]) -> None:
+    html = to_html(executed["data_quality"])
+    section = html[html.index("Files not read") :]
+    assert "data/README.md" in section and "unsupported extension" in section
 
 
 @pytest.mark.slow

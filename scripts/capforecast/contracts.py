@@ -91,6 +91,9 @@ QUALITY_COLUMNS: tuple[str, ...] = (
     "flags",
 )
 
+# Entries of data.path that are not read, and why: results/quality/skipped_files.csv
+SKIPPED_FILE_COLUMNS: tuple[str, ...] = ("file", "reason")
+
 # Quarantined raw rows: results/quality/quarantine.parquet
 QUARANTINE_COLUMNS: tuple[str, ...] = (
     "source_file",

@@ -7,13 +7,14 @@ were quarantined (flag ``all_quarantined``), so nothing vanishes between ingest 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from capforecast.contracts import QUALITY_COLUMNS
+from capforecast.capacity import CAPACITY_ISSUES
+from capforecast.contracts import QUALITY_COLUMNS, SKIPPED_FILE_COLUMNS
 from capforecast.metric_names import SCALE_FRACTION
 from capforecast.resample import DEFAULT_FREQ, freq_nanoseconds
 from capforecast.scale import AMBIGUOUS
@@ -257,6 +258,37 @@ def log_unclassified(table: pd.DataFrame) -> int:
     if len(flagged):
         LOG.warning("%d series flagged %s", len(flagged), UNCLASSIFIED)
     return len(flagged)
+
+
+def mark_capacity_issues(table: pd.DataFrame, resources: pd.DataFrame) -> pd.DataFrame:
+    """The quality table with the capacity issue of each series' resource as a flag
+    (``capacity_impossible`` / ``capacity_unknown``, from ``results/resources.parquet``, see
+    :mod:`capforecast.capacity`): such resources get no right-sizing and no capacity plan."""
+    if "capacity_issue" not in resources.columns:
+        return table
+    issue_of = resources.set_index(resources["resource_id"].astype(str))["capacity_issue"]
+    issues = table["resource_id"].astype(str).map(issue_of)
+    flags = table["flags"]
+    for code in CAPACITY_ISSUES:
+        flagged = issues == code
+        flags = _add_flag(flags, flagged, code)
+        if flagged.any():
+            LOG.warning(
+                "%d series of %d resource(s) flagged %s: no right-sizing, no capacity plan",
+                int(flagged.sum()),
+                table.loc[flagged, "resource_id"].nunique(),
+                code,
+            )
+    return table.assign(flags=flags)
+
+
+def skipped_files_table(skipped: Iterable[Sequence[str]]) -> pd.DataFrame:
+    """Entries of ``data.path`` that were not read (contracts.SKIPPED_FILE_COLUMNS), one WARNING
+    naming them, so that no file is left out without a word."""
+    table = pd.DataFrame([list(entry) for entry in skipped], columns=list(SKIPPED_FILE_COLUMNS))
+    for entry in table.itertuples(index=False):
+        LOG.warning("not read: %s (%s)", entry.file, entry.reason)
+    return table.astype(object)
 
 
 def file_reconciliation(
