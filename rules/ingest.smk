@@ -15,7 +15,15 @@ rule ingest_partition:
     params:
         data=config["data"],
         # Only what the 0-1 scale check reads: other etl settings must not rerun ingest.
-        etl={key: config["etl"][key] for key in ("percent_metrics", "fraction_scale")},
+        etl={
+            key: config["etl"][key]
+            for key in (
+                "percent_metrics",
+                "fraction_scale",
+                "timestamp_min",
+                "timestamp_max",
+            )
+        },
         code=code_hash(
             "ingest",
             "timestamps",

@@ -256,3 +256,23 @@ def test_quality_table_flags_and_counts_conversions(etl):
     assert "fraction_scale_converted" in q.loc[("i-1", "cpu_utilization"), "flags"].split(";")
     assert q.loc[("i-2", "cpu_utilization"), "rows_rescaled"] == 0
     assert "fraction_scale_ambiguous" in q.loc[("i-2", "cpu_utilization"), "flags"].split(";")
+
+
+@pytest.mark.parametrize(
+    ("stray", "inside_wide_window"),
+    [("1970-01-01", True), ("1999-06-30", True), ("2262-04-11 23:47:16", False)],
+)
+def test_a_stray_timestamp_outside_the_window_is_no_evidence_of_a_long_span(
+    etl, stray, inside_wide_window
+):
+    """Two hours of 0-1 data stay ambiguous when one extra sample sits in 1970 or 2262:
+    validation quarantines that sample, so it must not stretch the span the rule needs."""
+    cpu, mem = busy_vm()
+    raw = frame_of({("i-1", "cpu_utilization"): cpu[:24], ("i-1", "memory_utilization"): mem[:24]})
+    extra = raw.iloc[:1].assign(timestamp=pd.Timestamp(stray, tz="UTC"))
+    with_stray = pd.concat([raw, extra], ignore_index=True)
+    assert set(decide(with_stray, etl)["scale"]) == {"ambiguous"}
+    # In a window that holds it, the same sample is a real one and makes the span long.
+    wide = validated_config({"etl": {"timestamp_min": "1678-01-01", "timestamp_max": "2262-04-11"}})
+    expected = {"fraction"} if inside_wide_window else {"ambiguous"}
+    assert set(decide(with_stray, wide["etl"])["scale"]) == expected

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from capforecast.metric_names import SCALE_FRACTION, SCALE_PERCENT
+from capforecast.timestamps import timestamp_window
 from capforecast.validate import PERCENT_CEILING, SeriesCodes, series_codes, timestamps_ns
 
 MODE_AUTO = "auto"
@@ -86,12 +87,18 @@ SCALE_COLUMNS: tuple[str, ...] = (
 
 
 def _series_stats(
-    code: np.ndarray, values: np.ndarray, raw: pd.DataFrame, n_series: int
+    code: np.ndarray,
+    values: np.ndarray,
+    raw: pd.DataFrame,
+    n_series: int,
+    window: tuple[pd.Timestamp, pd.Timestamp],
 ) -> pd.DataFrame:
     """Per series code: usable samples (finite, >= 0), how many are above 0 and how many above
     FRACTION_CEILING; for series that fit the 0-1 scale (see ``decide_scales``) also the median,
     BUSY_QUANTILE ("upper"), min and max ("top") of their values up to the ceiling and their
-    first/last timestamp in ns. Only the fitting series' rows go through pandas: usually none."""
+    first/last timestamp in ns inside ``window`` (etl.timestamp_min/max: a stray 1970 sample,
+    which validation quarantines, must not make two hours of data span decades). Only the
+    fitting series' rows go through pandas: usually none."""
     with np.errstate(invalid="ignore"):
         usable = (code >= 0) & np.isfinite(values) & (values >= 0)
         above = usable & (values > FRACTION_CEILING)
@@ -110,7 +117,8 @@ def _series_stats(
     grouped = small.groupby("code")["value"]
     spread = grouped.agg(median="median", min="min", top="max")
     spread["upper"] = grouped.quantile(BUSY_QUANTILE)
-    dated = pd.DataFrame({"code": code[rows][~missing], "ts": stamps[~missing]})
+    dated = ~missing & (stamps >= window[0].value) & (stamps <= window[1].value)
+    dated = pd.DataFrame({"code": code[rows][dated], "ts": stamps[dated]})
     span = dated.groupby("code")["ts"].agg(first="min", last="max")
     return stats.join(spread).join(span)
 
@@ -124,7 +132,8 @@ def decide_scales(
     """Decide the scale of every series of ``raw`` (contracts.RAW_COLUMNS, one file).
 
     ``declared``: resource_id, metric, declared_scale (SCALE_* or None) per series, from the
-    source names. ``etl_cfg`` needs percent_metrics and fraction_scale.
+    source names. ``etl_cfg`` needs percent_metrics, fraction_scale, timestamp_min and
+    timestamp_max.
     Returns the per-series table (SCALE_COLUMNS; every keyed series, non-percentage ones with an
     empty scale) and a boolean mask of the raw rows to multiply by 100. ``codes``: the rows'
     series codes when the caller has them (ingest does), else they are computed.
@@ -143,7 +152,8 @@ def decide_scales(
     percent_names = np.isin(codes.metric_names, list(etl_cfg["percent_metrics"]))
     judged_rows = np.append(percent_names, False)[codes.row_metric]
     judged_code = np.where(judged_rows, codes.code, -1)
-    stats = _series_stats(judged_code, values, raw, n_series).reindex(present)
+    window = timestamp_window(etl_cfg)
+    stats = _series_stats(judged_code, values, raw, n_series, window).reindex(present)
     # All zeros read the same on either scale: nothing to decide.
     has_values = (stats["positive"] > 0).to_numpy()
     fits = has_values & (stats["above"] <= GLITCH_SHARE * stats["size"]).to_numpy()
