@@ -35,9 +35,10 @@ def chromium() -> str:
     return binary
 
 
-def screenshot(chromium: str, html: Path, png: Path, profile: Path) -> subprocess.CompletedProcess:
-    """Headless screenshot with no network side channels (sync, updates, QUIC)."""
-    command = [
+def headless(chromium: str, html: Path, profile: Path, *options: str) -> list[str]:
+    """Command opening ``html`` in headless Chromium with no network side channels (sync,
+    updates, QUIC) and its own profile directory."""
+    return [
         chromium,
         "--headless",
         "--no-sandbox",
@@ -48,11 +49,26 @@ def screenshot(chromium: str, html: Path, png: Path, profile: Path) -> subproces
         "--disable-component-update",
         "--disable-sync",
         f"--user-data-dir={profile}",
-        f"--screenshot={png}",
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        *options,
         html.resolve().as_uri(),
     ]
+
+
+def screenshot(chromium: str, html: Path, png: Path, profile: Path) -> subprocess.CompletedProcess:
+    """Headless screenshot of the page as a reader sees it."""
+    command = headless(
+        chromium, html, profile, f"--screenshot={png}", f"--window-size={WINDOW[0]},{WINDOW[1]}"
+    )
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def rendered_dom(chromium: str, html: Path, profile: Path) -> str:
+    """The page's DOM after it loaded and its scripts and event handlers ran (a payload that
+    became live has acted by then: an image's onerror fires before the load event)."""
+    command = headless(chromium, html, profile, "--virtual-time-budget=5000", "--dump-dom")
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0 and "<body" in run.stdout, run.stderr[-2000:]
+    return run.stdout
 
 
 @pytest.mark.slow

@@ -8,6 +8,10 @@ pandas' Styler, figures by matplotlib's Agg backend: the real parts, no stand-in
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import matplotlib.cbook
 import pandas as pd
@@ -264,3 +268,24 @@ def test_metric_legends_keep_names_that_matplotlib_would_hide() -> None:
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend == [plot_text("$\\foo$"), "_hidden"]
     assert set(_drawn(fig)) >= {"$\\foo$", "_hidden"}
+
+
+def test_figures_stay_text_under_a_matplotlibrc_that_asks_for_tex(tmp_path) -> None:
+    """A user's matplotlibrc with ``text.usetex: True`` would send ids (and every label) to
+    LaTeX, which is not even installed here; the report module keeps figures as text."""
+    (tmp_path / "matplotlibrc").write_text("text.usetex: True\n")
+    script = (
+        "import io\n"
+        "import pandas as pd\n"
+        "from capforecast import report\n"
+        "day = pd.Timestamp('2026-09-01')\n"
+        "matrix = pd.DataFrame({day: [0.5, 0.9]}, index=['$\\\\foo$', 'a$b'])\n"
+        "report.breach_heatmap(matrix).savefig(io.BytesIO(), format='png', dpi=10)\n"
+        "print('drawn')\n"
+    )
+    env = {**os.environ, "MATPLOTLIBRC": str(tmp_path), "MPLBACKEND": "Agg"}
+    env["PYTHONPATH"] = str(Path(report.__file__).parents[1])
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "drawn", run.stderr[-1500:]

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -83,6 +84,11 @@ FLAGGED_SERIES_COLUMNS: tuple[str, ...] = (
 INNER_BAND: tuple[float, float] = (0.1, 0.9)
 OUTER_BAND: tuple[float, float] = (0.02, 0.98)
 NO_DATA = "no data"
+
+# Figures draw data strings as text (escape.plot_text keeps mathtext off them); a matplotlibrc
+# with text.usetex would hand every label, ids included, to LaTeX instead. Global because tick
+# labels are made at draw time, after the figure functions return.
+matplotlib.rcParams["text.usetex"] = False
 
 
 # --------------------------------------------------------------------------------------------
