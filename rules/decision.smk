@@ -70,7 +70,12 @@ rule decision_scores:
     params:
         settings=decision_settings(),
         code=code_hash(
-            "holdout", "decision", "decision_report", "rightsizing", "models"
+            "holdout",
+            "decision",
+            "decision_report",
+            "rightsizing",
+            "models",
+            "no_data",
         ),
     script:
         "../scripts/decision_scores.py"

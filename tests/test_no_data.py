@@ -121,3 +121,30 @@ def test_a_fleet_of_only_nan_forecasts_is_a_one_line_error():
     inventory = resources(("r1", "web", "mid.2x"), ("r2", "web", None))
     with pytest.raises(ForecastInputError, match="every selected forecast is NaN"):
         assess_risk(nan, history("r1", CPU, [1.0]), inventory, config())
+
+
+@pytest.mark.parametrize("resource", ["vm-b", "vm-e"])  # with and without actuals after the cut
+def test_the_decision_backtest_counts_a_series_without_data_as_not_scored(resource):
+    import test_decision as case
+
+    from capforecast import decision
+
+    report = case.risk_report()
+    empty = report["resource_id"] == resource
+    report.loc[empty, ["metric_finding", "p_breach_critical", "eta_p50"]] = [
+        "no_data",
+        np.nan,
+        pd.NaT,
+    ]
+    table = decision.series_scores(
+        report,
+        case.history(),
+        case.actuals(),
+        case.CUT,
+        percent_metrics=[CPU, MEM],
+        statistic="mean",
+        predict_linear_window_hours=24,
+    ).set_index("resource_id")
+    assert table.loc[resource, "not_scored_reason"] == "no_data"
+    assert not table.loc[resource, "scored"]
+    assert table["scored"].sum() == (3 if resource == "vm-b" else 4)

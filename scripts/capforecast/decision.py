@@ -24,8 +24,9 @@ late) over true breaches the method gave an ETA for. Undefined ratios (no alert,
 NaN, never 0.
 
 Series that cannot be scored are counted, not dropped: ``no_actuals`` (no actual bin in the
-window: the series stopped reporting) and ``no_call`` (actuals but no row in the risk report:
-the series started after the cut).
+window: the series stopped reporting), ``no_call`` (actuals but no row in the risk report:
+the series started after the cut) and ``no_data`` (its history had no usable row, so the risk
+report has no forecast to call on).
 
 Right-sizing: every resource whose recommended instance type differs from its current one is
 checked against the window's actual peak on each observed dimension (CPU, memory), moved in
@@ -45,6 +46,7 @@ import pandas as pd
 
 from capforecast.holdout import Cut
 from capforecast.models.baselines import linear_trend_values
+from capforecast.no_data import NO_DATA
 from capforecast.rightsizing import catalogue_frame, resource_inventory
 
 SERIES_KEYS = ["resource_id", "metric"]
@@ -293,8 +295,12 @@ def series_scores(
     out = out.join(last_week_peak_rule(history, critical, cut, statistic))
 
     has_call = out.index.isin(calls.index)
+    # A series without data (every row quarantined) has no forecast, so no call to score.
+    no_data = out["metric_finding"].eq(NO_DATA).to_numpy()
     out["not_scored_reason"] = np.select(
-        [~has_call, out["actual_bins"].to_numpy() == 0], ["no_call", "no_actuals"], ""
+        [~has_call, no_data, out["actual_bins"].to_numpy() == 0],
+        ["no_call", NO_DATA, "no_actuals"],
+        "",
     )
     out["scored"] = out["not_scored_reason"] == ""
     out["call_at_risk"] = out["metric_finding"].eq("at_risk")
