@@ -68,25 +68,14 @@ README_START = "<!-- bench-generalisation:start -->"
 README_END = "<!-- bench-generalisation:end -->"
 INTERVALS_START = "<!-- bench-intervals:start -->"
 INTERVALS_END = "<!-- bench-intervals:end -->"
-# How the quantiles of `selected` are made: the default against statsforecast's
-# ConformalIntervals for the statsforecast models, each with and without the split-conformal
-# scaling of `selected` (forecast.calibrate). ConformalIntervals needs two windows of the
-# horizon after two seasons of training, more than the default two weeks at H = 168, so those
-# variants (and the default's twin) see four weeks.
-INTERVAL_VARIANTS = {
-    "empirical + scaling (default)": [],
-    "empirical, no scaling": ["forecast.calibrate=false"],
-    "empirical + scaling, 4 weeks": ["models.max_history_hours=672"],
-    "ConformalIntervals + scaling, 4 weeks": [
-        "models.intervals=conformal",
-        "models.max_history_hours=672",
-    ],
-    "ConformalIntervals, no scaling, 4 weeks": [
-        "models.intervals=conformal",
-        "models.max_history_hours=672",
-        "forecast.calibrate=false",
-    ],
-}
+# How quantiles are made, compared on the same windows: each statsforecast model with its
+# empirical quantiles (the default), statsforecast's ConformalIntervals and its normal intervals,
+# all on four weeks of history (ConformalIntervals needs two windows of the horizon after two
+# seasons of training: more than the default two weeks at H = 168); and `selected` with and
+# without its split-conformal scaling (forecast.calibrate).
+INTERVAL_MODELS = ("theta", "autoets", "mstl")
+INTERVAL_METHODS = ("empirical", "conformal", "normal")
+INTERVAL_HISTORY = "models.max_history_hours=672"
 
 
 @dataclass(frozen=True)
@@ -130,7 +119,8 @@ def config_digest(cfg: dict, model: str) -> str:
         for key, value in cfg["models"].items()
         if key != "enabled" and (key == model or not isinstance(value, dict))
     }
-    relevant = {"models": models, **{k: cfg[k] for k in ("backtest", "forecast", "etl")}}
+    etl = {key: cfg["etl"][key] for key in ("freq", "percent_metrics")}
+    relevant = {"models": models, "etl": etl, **{k: cfg[k] for k in ("backtest", "forecast")}}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -304,26 +294,37 @@ def write_readme(summary: pd.DataFrame, board: pd.DataFrame) -> None:
 
 
 def run_interval_variants(args: argparse.Namespace) -> pd.DataFrame:
-    """`selected` under each of ``INTERVAL_VARIANTS`` on the same windows (candidates only)."""
+    """WQL relgm and coverage of each way of making quantiles, on the same windows."""
     rows = []
-    for variant, overrides in INTERVAL_VARIANTS.items():
-        for setting in SETTINGS:
-            if setting.dataset not in args.datasets or setting.horizon not in args.horizons:
-                continue
-            for half in args.halves:
+
+    def add(setting: Setting, half: str, what: str, method: str, row: pd.Series) -> None:
+        rows.append(
+            {
+                "dataset": setting.dataset,
+                "H": setting.horizon,
+                "half": half,
+                "forecast": what,
+                "quantiles": method,
+                "WQL relgm": row["wql_relgm"],
+                "coverage P10-P90": row["coverage_p10_p90"],
+                "MASE relgm": row["mase_relgm"],
+            }
+        )
+
+    for setting in SETTINGS:
+        if setting.dataset not in args.datasets or setting.horizon not in args.horizons:
+            continue
+        for half in args.halves:
+            for model in INTERVAL_MODELS:
+                for method in INTERVAL_METHODS:
+                    overrides = [f"models.intervals={method}", INTERVAL_HISTORY]
+                    board = run_setting(setting, half, [model], [BASELINE], overrides)
+                    add(setting, half, model, method, board.set_index("model").loc[model])
+            for calibrate in (True, False):
+                overrides = [f"forecast.calibrate={str(calibrate).lower()}"]
                 board = run_setting(setting, half, args.models, [BASELINE], overrides)
-                sel = board.set_index("model").loc["selected"]
-                rows.append(
-                    {
-                        "variant": variant,
-                        "dataset": setting.dataset,
-                        "H": setting.horizon,
-                        "half": half,
-                        "MASE relgm": sel["mase_relgm"],
-                        "WQL relgm": sel["wql_relgm"],
-                        "coverage P10-P90": sel["coverage_p10_p90"],
-                    }
-                )
+                method = "default + scaling" if calibrate else "default, no scaling"
+                add(setting, half, "selected", method, board.set_index("model").loc["selected"])
     return pd.DataFrame(rows)
 
 
@@ -338,7 +339,7 @@ def main() -> None:
     parser.add_argument(
         "--intervals",
         action="store_true",
-        help="compare the interval methods of INTERVAL_VARIANTS instead (README block too)",
+        help="compare the ways of making quantiles instead (README block too)",
     )
     parser.add_argument(
         "--set",
