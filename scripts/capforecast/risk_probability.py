@@ -38,8 +38,8 @@ From per-step to "breach by t"
       probability at every single hour and a high one over a week.
     * recurrence: the share of the series' last ``RECURRENCE_BLOCKS`` weeks (blocks of
       ``RECURRENCE_BLOCK_HOURS`` before its forecast start, those with data) in which it reached
-      the threshold, spread over the horizon at a constant rate:
-      ``1 - (1 - r) ** (elapsed / block)``.
+      the threshold, spread over the horizon: ``r * elapsed / block`` within the first block
+      (the day of a weekly peak is unknown), ``1 - (1 - r) ** (elapsed / block)`` beyond it.
 
     ``P(breach by t) = max(comonotone, mean(days, recurrence))`` (days alone where the series
     has no history). The forecast drives a breach the series has never had (a trend into its
@@ -350,7 +350,10 @@ def _breach_by_step(per_step: pd.DataFrame, name: str, freq: pd.Timedelta) -> pd
     days = pd.Series(days, index=per_step.index)
     rate = per_step[f"recurrence_{name}"]
     weeks = elapsed * (freq / pd.Timedelta(hours=RECURRENCE_BLOCK_HOURS))
-    recurring = 1.0 - (1.0 - rate) ** weeks
+    # Within the first block the breach time is uniform (a weekly peak could fall on any day);
+    # beyond it, blocks are independent. Both give ``rate`` after exactly one block.
+    recurring = np.where(weeks <= 1.0, rate * weeks, 1.0 - (1.0 - rate) ** weeks)
+    recurring = pd.Series(recurring, index=per_step.index)
     estimate = ((days + recurring) / 2.0).where(rate.notna(), days)
     return np.fmax(comonotone, estimate).where(exceed.notna())
 
