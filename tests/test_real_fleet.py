@@ -56,6 +56,21 @@ def cpu_panel(cfg, project_root):
     return panel[panel["metric"] == "cpu_utilization"].reset_index(drop=True)
 
 
+def weekly_naive_backtest(history: pd.DataFrame, cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two day-ahead windows of the weekly seasonal naive: predictions and its leaderboard."""
+    predictions = run_backtest(
+        history,
+        MODEL_REGISTRY["seasonal_naive_weekly"],
+        "seasonal_naive_weekly",
+        windows=2,
+        horizon=24,
+        quantiles=(0.1, 0.5, 0.9),
+        model_cfg=cfg["models"],
+    )
+    scores = score_predictions(predictions, history, 24, [0.1, 0.5, 0.9])
+    return predictions, leaderboard(scores, baseline="seasonal_naive_weekly")
+
+
 def test_a_month_boundary_gap_does_not_disable_the_weekly_models(cfg, cpu_panel):
     history = cpu_panel[cpu_panel["timestamp"] <= AFTER_GAP]
     history = history[["series_id", "timestamp", "y"]].reset_index(drop=True)
@@ -67,18 +82,9 @@ def test_a_month_boundary_gap_does_not_disable_the_weekly_models(cfg, cpu_panel)
     assert (recent.groupby("series_id")["y"].count() < 2 * weekly).all()
     assert all(p.span >= 2 * weekly for p in profiles.values())
 
-    predictions = run_backtest(
-        history,
-        MODEL_REGISTRY["seasonal_naive_weekly"],
-        "seasonal_naive_weekly",
-        windows=2,
-        horizon=24,
-        quantiles=(0.1, 0.5, 0.9),
-        model_cfg=cfg["models"],
-    )
+    predictions, board = weekly_naive_backtest(history, cfg)
     assert set(predictions["model_used"]) == {"seasonal_naive_weekly"}
-    scores = score_predictions(predictions, history, 24, [0.1, 0.5, 0.9])
-    assert leaderboard(scores, baseline="seasonal_naive_weekly")["n_fallback"].tolist() == [0]
+    assert board["n_fallback"].tolist() == [0]
 
     # The final AutoGluon fit on the capped history keeps every series.
     cap = history_cap(
@@ -95,17 +101,7 @@ def test_too_short_real_series_are_counted_as_fallbacks(cfg, cpu_panel):
     # Ten days are not two weeks: the weekly naive hands every series to the daily one, and says so.
     history = cpu_panel[cpu_panel["timestamp"] <= AFTER_GAP]
     history = history.groupby("series_id").tail(10 * 24)[["series_id", "timestamp", "y"]]
-    predictions = run_backtest(
-        history.reset_index(drop=True),
-        MODEL_REGISTRY["seasonal_naive_weekly"],
-        "seasonal_naive_weekly",
-        windows=2,
-        horizon=24,
-        quantiles=(0.1, 0.5, 0.9),
-        model_cfg=cfg["models"],
-    )
-    scores = score_predictions(predictions, history, 24, [0.1, 0.5, 0.9])
-    board = leaderboard(scores, baseline="seasonal_naive_weekly")
+    _, board = weekly_naive_backtest(history.reset_index(drop=True), cfg)
     assert board["n_fallback"].tolist() == [2 * len(VMS)]
 
 
