@@ -218,9 +218,11 @@ def test_a_weekly_recurring_breach_is_not_argued_away_by_the_fan():
     values[(np.arange(len(hours)) // 168) % 2 == 0] = 30.0  # weeks 1 and 3 of 4 stay calm
     half = history.assign(value=values)
     step = breach_probabilities(forecasts, levels, history=half).per_step
-    assert (step["recurrence_critical"] == 0.5).all()
+    # Weeks 0 and 2 back reached it, 1 and 3 did not; week k back weighs 0.7 ** k.
+    share = (1 + 0.7**2) / (1 + 0.7 + 0.7**2 + 0.7**3)
+    assert step["recurrence_critical"].to_numpy() == pytest.approx(share)
     days = breach_probabilities(forecasts, levels).per_step["p_breach_critical"].iloc[-1]
-    assert step["p_breach_critical"].iloc[-1] == pytest.approx(max(days, (days + 0.5) / 2))
+    assert step["p_breach_critical"].iloc[-1] == pytest.approx(max(days, (days + share) / 2))
     # A series that never reached it has recurrence 0: the fan alone, halved, but never below
     # the comonotone lower bound.
     calm = history.assign(value=30.0)
@@ -412,8 +414,9 @@ def test_right_sizing_picks_the_cheapest_adequate_type_with_exact_cost():
     # Peak + 10 % buffer at most 70 % needs >= 0.629 vCPU and >= 3.77 GiB: tight.1x (3 GiB)
     # fails; small.2x (2 vCPU 22 %, 4 GiB 66 %) at 0.04 $/h is the cheapest that fits, cheaper
     # than the smaller lean.1x (0.045 $/h).
+    # (The step limit is lowered here: small.2x keeps a quarter of big.4x's memory.)
     forecasts, past, table = one_resource(flat(10), flat(15), instance_type="big.4x")
-    result = assess_risk(forecasts, past, table, config())
+    result = assess_risk(forecasts, past, table, config(downsize_floor=0.1))
     cpu = row(result.risk_report, "r1", CPU)
     assert cpu["finding"] == "over_provisioned"
     assert cpu["recommended_instance_type"] == "small.2x"
@@ -880,7 +883,7 @@ def test_right_sizing_keeps_the_buffer_above_the_forecast_peak(buffer_pct, expec
     # 4 GiB is under the 70 % target alone but 74.8 % with a 10 % buffer; mid.2x's 8 GiB
     # (34 %, 37.4 % with the buffer) is the cheapest that keeps it.
     forecasts, past, table = one_resource(flat(10), flat(17), instance_type="big.4x")
-    cfg = config(buffer_pct=buffer_pct)
+    cfg = config(buffer_pct=buffer_pct, downsize_floor=0.1)
     cpu = row(assess_risk(forecasts, past, table, cfg).risk_report, "r1", CPU)
     assert cpu["finding"] == "over_provisioned" and cpu["sizing"] == "downsize"
     assert cpu["recommended_instance_type"] == expected
@@ -979,7 +982,7 @@ def test_summary_counts_at_risk_by_finding_and_savings_from_over_provisioned_onl
         pd.concat([forecasts, stopped_fc]),
         pd.concat([past, stopped_past]),
         pd.concat([table, stopped_table]),
-        config(),
+        config(downsize_floor=0.1),
     )
     summary = result.summary
     assert summary["findings"] == {
@@ -1005,7 +1008,8 @@ BITBRAINS = Path(__file__).resolve().parent / "data" / "bitbrains-rnd"
 # The m5.2xlarge VMs of the issue, pegged at 100 % CPU a fifth to a quarter of the time, and an
 # idle m5.4xlarge that right-sizing should shrink.
 PEGGED_VMS = ("bb-vm055", "bb-vm067", "bb-vm069", "bb-vm071")
-IDLE_VM = "bb-vm027"
+# Idle for its first six weeks (CPU and memory under 4 % at the 99th percentile), m5.xlarge.
+IDLE_VM = "bb-vm111"
 TRACE_START = pd.Timestamp("2013-07-01", tz="UTC")
 
 
@@ -1080,7 +1084,7 @@ def test_right_sizing_never_goes_below_the_peak_of_the_last_four_weeks():
     past = pd.concat(
         [history("r1", CPU, [2.0], hours=hours), history("r1", MEM, memory, hours=hours)]
     )
-    report = assess_risk(forecasts, past, table, config()).risk_report
+    report = assess_risk(forecasts, past, table, config(downsize_floor=0.1)).risk_report
     mem = row(report, "r1", MEM)
     assert mem["finding"] == "over_provisioned" and mem["sizing"] == "downsize"
     # 4 GiB plus the 10 % buffer must stay under the 70 % target: mid.2x (8 GiB) is cheapest.
@@ -1090,7 +1094,7 @@ def test_right_sizing_never_goes_below_the_peak_of_the_last_four_weeks():
     past = pd.concat(
         [history("r1", CPU, [2.0], hours=35 * 24), history("r1", MEM, old, hours=35 * 24)]
     )
-    report = assess_risk(forecasts, past, table, config()).risk_report
+    report = assess_risk(forecasts, past, table, config(downsize_floor=0.1)).risk_report
     assert row(report, "r1", MEM)["recommended_instance_type"] == "tight.1x"
 
 
@@ -1112,3 +1116,25 @@ def test_growth_past_the_observed_peak_is_a_shortage_only_for_demand_metrics(met
     assert series["headroom_pct"] < 0 and series["trend_per_day"] > 0
     assert bool(series["metric_finding"] == "under_provisioned") is short
     assert bool(series["metric_risk_score"] == 1) is short
+
+
+@pytest.mark.parametrize(
+    ("floor", "expected", "sizing"),
+    [
+        (0.5, "mid.2x", "downsize"),  # keeps half of big.4x's 4 vCPU and 16 GiB
+        (0.25, "small.2x", "downsize"),  # a quarter of the memory is allowed
+        (0.1, "tight.1x", "downsize"),  # the cheapest that fits the idle peak
+        (1.0, "big.4x", "keep"),  # never smaller
+    ],
+)
+def test_a_downsize_keeps_at_least_the_floor_of_every_dimension(floor, expected, sizing):
+    # big.4x idle at 5 % CPU and 10 % memory: tight.1x (0.03 $/h) fits the peak plus buffer.
+    forecasts, past, table = one_resource(flat(5), flat(10), instance_type="big.4x")
+    cfg = config(downsize_floor=floor)
+    cpu = row(assess_risk(forecasts, past, table, cfg).risk_report, "r1", CPU)
+    assert cpu["finding"] == "over_provisioned"
+    assert (cpu["sizing"], cpu["recommended_instance_type"]) == (sizing, expected)
+    new = CATALOGUE[expected]
+    assert new["vcpu"] >= floor * 4 and new["memory_gib"] >= floor * 16
+    if sizing == "keep":
+        assert "downsize_step_limited" in cpu["reason_codes"]

@@ -201,6 +201,7 @@ class RiskSettings:
     target_utilization: float
     buffer_pct: float
     low_water_pct: float
+    downsize_floor: float
     stopped_reporting_hours: float
     percent_metrics: frozenset[str]
     pegged_level: float
@@ -287,6 +288,7 @@ def risk_settings(cfg: Mapping[str, Any]) -> RiskSettings:
         target_utilization=float(risk["target_utilization"]),
         buffer_pct=float(risk["buffer_pct"]),
         low_water_pct=float(risk["low_water_pct"]),
+        downsize_floor=float(risk["downsize_floor"]),
         stopped_reporting_hours=float(risk["stopped_reporting_hours"]),
         percent_metrics=percent,
         pegged_level=float(etl["pegged_level"]),
@@ -898,6 +900,7 @@ def assess_risk(
         settings.catalogue,
         target_utilization=settings.target_utilization,
         buffer_pct=settings.buffer_pct,
+        downsize_floor=settings.downsize_floor,
     )
     report = series.merge(_per_resource(series, findings, sizing), on="resource_id", how="left")
     report = _with_no_data_rows(report, empty, inventory, thresholds_for, forecast_start)

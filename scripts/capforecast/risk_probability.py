@@ -38,7 +38,8 @@ From per-step to "breach by t"
       probability at every single hour and a high one over a week.
     * recurrence: the share of the series' last ``RECURRENCE_BLOCKS`` weeks (blocks of
       ``RECURRENCE_BLOCK_HOURS`` before its forecast start, those with data) in which it reached
-      the threshold, spread over the horizon: ``r * elapsed / block`` within the first block
+      the threshold, recent weeks weighted more (``RECURRENCE_SMOOTHING``), spread over the
+      horizon: ``r * elapsed / block`` within the first block
       (the day of a weekly peak is unknown), ``1 - (1 - r) ** (elapsed / block)`` beyond it.
 
     ``P(breach by t) = max(comonotone, mean(days, recurrence))`` (days alone where the series
@@ -76,6 +77,10 @@ STANDARD_LEVELS: tuple[str, ...] = ("warning", "critical")
 FAN_BLOCK_HOURS = 24
 RECURRENCE_BLOCK_HOURS = 168
 RECURRENCE_BLOCKS = 4
+# Weight of a week in the recurrence share: (1 - alpha) ** age in weeks, i.e. simple exponential
+# smoothing of the weekly "reached it" indicator with alpha 0.3 (the upper end of the 0.1-0.3
+# range used for intermittent series): recent weeks count more, older ones still count.
+RECURRENCE_SMOOTHING = 0.3
 # Probabilities are compared with this slack so that an exact 0.5 from interpolation counts.
 _PROB_TOLERANCE = 1e-9
 _NEGLIGIBLE = 1e-12
@@ -299,7 +304,8 @@ def recurrence(
     names: tuple[str, ...],
     starts: pd.Series,
 ) -> pd.DataFrame:
-    """Per series and level: the share of its last ``RECURRENCE_BLOCKS`` weeks that reached it.
+    """Per series and level: the weighted share of its last ``RECURRENCE_BLOCKS`` weeks that
+    reached it (week ``k`` back weighs ``(1 - RECURRENCE_SMOOTHING) ** k``).
 
     history: observed bins (resource_id, metric, timestamp, value). starts: forecast start per
     (resource_id, metric) (a Series on that MultiIndex); blocks of ``RECURRENCE_BLOCK_HOURS``
@@ -320,9 +326,12 @@ def recurrence(
     frame = frame[(frame["block"] >= 0) & (frame["block"] < RECURRENCE_BLOCKS)]
     peaks = frame.groupby([*SERIES_KEYS, "block"], as_index=False)["value"].max()
     peaks = peaks.merge(thresholds, on=list(SERIES_KEYS), how="inner")
+    weight = (1.0 - RECURRENCE_SMOOTHING) ** peaks["block"].astype(float)
+    by_series = [peaks[k] for k in SERIES_KEYS]
     for name in names:
         reached = (peaks["value"] >= peaks[name]).astype(float).where(peaks[name].notna())
-        share = reached.groupby([peaks[k] for k in SERIES_KEYS]).mean()
+        total = weight.where(reached.notna()).groupby(by_series).sum()
+        share = (reached * weight).groupby(by_series).sum(min_count=1) / total
         share = share.rename(f"recurrence_{name}").reset_index()
         out = out.drop(columns=f"recurrence_{name}").merge(share, on=list(SERIES_KEYS), how="left")
     return out
