@@ -277,9 +277,13 @@ def test_report_section_shows_the_run_s_backtest_or_how_to_run_one(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(result.summary_json))
     text = decision_report.report_section(tmp_path)
     assert "History cut at **2026-01-10T00:00:00+00:00**" in text
-    product = "| capforecast: at_risk | 4 | 2 | 2 | 0.50 | 0.50 | 0.50 | 0.215 | 0.14 | 2.0 (1) |"
+    product = (
+        "| capforecast: at_risk | 4 | 2 | 2 | 1 | 0.500 | 0.500 | 0.500 | 0.2150 | 0.14 | 2.0 (1) |"
+    )
     assert product in text
-    assert "| last week's peak >= critical | 4 | 2 | 1 | 0.00 | 0.00 | 0.00 | 0.750 |" in text
+    assert (
+        "| last week's peak >= critical | 4 | 2 | 1 | 0 | 0.000 | 0.000 | 0.000 | 0.7500 |" in text
+    )
     assert "not scored: no_actuals 1, no_call 1" in text
     # The harmful one; ids and names are escaped Markdown (decision_report shows data literally).
     assert "| r1 | m5\\.xlarge | m5\\.large | 120.0 | 60.0 |" in text

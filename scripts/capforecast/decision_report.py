@@ -35,16 +35,17 @@ def _cell(value: Any, digits: int = 2) -> str:
 def summary_markdown(summary: pd.DataFrame) -> str:
     """The per-method summary (``decision.SUMMARY_COLUMNS``) as a Markdown table."""
     lines = [
-        "| method | series | breached | alerts | precision | recall | F1 | Brier | "
+        "| method | series | breached | alerts | hits | precision | recall | F1 | Brier | "
         "Brier skill | ETA MAE h (n) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary.to_dict("records"):
         eta = f"{_cell(row['eta_mae_hours'], 1)} ({int(row['eta_n'])})" if row["eta_n"] else "-"
         lines.append(
             f"| {row['label']} | {int(row['series'])} | {int(row['breached'])} | "
-            f"{int(row['alerts'])} | {_cell(row['precision'])} | {_cell(row['recall'])} | "
-            f"{_cell(row['f1'])} | {_cell(row['brier'], 3)} | {_cell(row['brier_skill'])} | "
+            f"{int(row['alerts'])} | {int(row['true_positives'])} | {_cell(row['precision'], 3)} | "
+            f"{_cell(row['recall'], 3)} | {_cell(row['f1'], 3)} | {_cell(row['brier'], 4)} | "
+            f"{_cell(row['brier_skill'])} | "
             f"{eta} |"
         )
     return "\n".join(lines)

@@ -160,8 +160,8 @@ def per_cut_markdown(per_cut: pd.DataFrame) -> str:
         "|---|---:|---:|" + "---:|" * (2 * len(names)) + "---:|",
     ]
     for row in per_cut.to_dict("records"):
-        f1 = " | ".join(_f(row[f"f1_{m}"]) for m in names)
-        br = " | ".join(_f(row[f"brier_{m}"], 3) for m in names)
+        f1 = " | ".join(_f(row[f"f1_{m}"], 3) for m in names)
+        br = " | ".join(_f(row[f"brier_{m}"], 4) for m in names)
         label = f"{pd.Timestamp(row['cut']):%Y-%m-%d %H:%M} {row['weekday'][:3]}"
         lines.append(
             f"| {label} | {row['series']} | {row['breached']} | {f1} | {br} | "
