@@ -209,7 +209,13 @@ def decision_targets():
 
 
 def decision_report_inputs():
-    return {"decision_summary": DECISION_OUTPUTS["summary_json"]} if HAS_CUT else {}
+    if not HAS_CUT:
+        return {}
+    return {
+        "decision_summary": DECISION_OUTPUTS["summary_json"],
+        "decision_series_scores": DECISION_OUTPUTS["series_scores"],
+        "decision_rightsizing": DECISION_OUTPUTS["rightsizing"],
+    }
 
 
 REPORT_NAMES = ["data_quality", "forecast_backtest", "capacity_risk"]
@@ -246,6 +252,14 @@ def report_sources():
             **decision_report_inputs(),
         },
     }
+
+
+def report_settings(wildcards):
+    """Validated settings a report shows (papermill parameters): the risk levels the
+    capacity-risk report judged against; the others need none."""
+    if wildcards.report != "capacity_risk":
+        return {}
+    return {key: config["risk"][key] for key in ("thresholds", "service_overrides")}
 
 
 def report_inputs(wildcards):
