@@ -113,15 +113,10 @@ def fleet_settings():
 
 
 def plan_settings():
-    """Settings outside `synthetic` that shape the plan (saturation is calibrated on them)."""
-    return {
-        "etl": {"freq": config["etl"]["freq"]},
-        "forecast": {"horizon": config["forecast"]["horizon"]},
-        "risk": {
-            "thresholds": config["risk"]["thresholds"],
-            "service_overrides": config["risk"]["service_overrides"],
-        },
-    }
+    """Settings outside `synthetic` that shape the plan: the modelling step (the generator's
+    horizon and thresholds are synthetic.* keys, so risk or forecast edits keep the fleet).
+    """
+    return {"etl": {"freq": config["etl"]["freq"]}}
 
 
 def partition_source(wildcards):

@@ -237,6 +237,15 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
     _check_input_mapping(data)
     metric_names.check_config(cfg)
     _check_thresholds(cfg["risk"], cfg["etl"]["percent_metrics"])
+    _check_thresholds(
+        {"thresholds": cfg["synthetic"]["thresholds"], "service_overrides": {}},
+        cfg["etl"]["percent_metrics"],
+        section="synthetic",
+    )
+    if cfg["training"]["backend"] == "sagemaker":
+        raise ConfigError(
+            "training.backend", "sagemaker is not available yet (the AWS work builds it); use local"
+        )
     catalogue = cfg["catalogue"]
     for i, svc in enumerate(cfg["synthetic"]["services"]):
         if svc["instance_type"] not in catalogue:
@@ -251,12 +260,14 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
         raise ConfigError("synthetic.services", f"duplicate service names: {', '.join(dupes)}")
 
 
-def _check_thresholds(risk: Mapping[str, Any], percent_metrics: list[str]) -> None:
+def _check_thresholds(
+    risk: Mapping[str, Any], percent_metrics: list[str], section: str = "risk"
+) -> None:
     """Warning at most critical, and at most 100 for a percentage metric: the global levels
     and each service override merged over them (a level left out is the global one), as the
     risk stage reads them (``capforecast.settings.merged_overrides``)."""
     levels_by_key = {
-        f"risk.thresholds.{metric}": (metric, levels)
+        f"{section}.thresholds.{metric}": (metric, levels)
         for metric, levels in risk["thresholds"].items()
     }
     for service, metrics in risk["service_overrides"].items():
