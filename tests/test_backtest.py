@@ -18,11 +18,12 @@ from capforecast.backtest import (
     skipped_table,
 )
 from capforecast.config import validated_config
-from capforecast.contracts import quantile_column, series_id
+from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError, ForecastInputError, InputDataError
+from capforecast.features import build_features
 from capforecast.models import MODEL_REGISTRY
 from capforecast.models.base import ForecastRequest, finalize_forecast, future_timestamps
-from capforecast.panel import series_bounds, to_panel
+from capforecast.panel import series_bounds
 from capforecast.settings import ModelSettings, model_settings
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -135,33 +136,8 @@ def clean_frame() -> pd.DataFrame:
     )
 
 
-def test_to_panel_builds_series_ids_and_picks_the_target_column():
-    clean = clean_frame()
-    for target, column in (("mean", "value"), ("max", "value_max")):
-        panel = to_panel(clean.iloc[::-1], target)
-        assert list(panel.columns) == ["series_id", "timestamp", "y"]
-        expected = clean.assign(
-            series_id=[
-                series_id(r, m) for r, m in zip(clean["resource_id"], clean["metric"], strict=True)
-            ]
-        ).sort_values(["series_id", "timestamp"])
-        assert panel["series_id"].tolist() == expected["series_id"].tolist()
-        np.testing.assert_array_equal(panel["y"].to_numpy(), expected[column].to_numpy())
-        assert str(panel["timestamp"].dt.tz) == "UTC"
-
-
-def test_to_panel_errors_name_the_problem():
-    clean = clean_frame()
-    with pytest.raises(InputDataError, match="column 'value_max'"):
-        to_panel(clean.drop(columns="value_max"), "max")
-    with pytest.raises(ConfigError, match=r"forecast\.target"):
-        to_panel(clean, "p99")
-    with pytest.raises(InputDataError, match=r"row 6.*duplicate timestamp"):
-        to_panel(pd.concat([clean, clean.iloc[[0]]], ignore_index=True))
-
-
 def test_series_bounds_cap_percent_metrics_only():
-    panel = to_panel(clean_frame())
+    panel = build_features(clean_frame())
     bounds = series_bounds(panel, ["cpu_utilization", "memory_utilization"])
     assert bounds == {
         "i-1|cpu_utilization": (0.0, 100.0),
