@@ -22,13 +22,11 @@ that borrows strength from the whole fleet (config ``selection``):
    average with weights ``exp(-score)`` (inverse geometric relative error), normalised. Quantile
    levels are combined one by one (Vincentisation) and then sorted so they never cross.
 
-Measured on the NAB fixture (19 series, 3 scored windows, one selection window; relative
-geometric means of MASE / WQL against seasonal naive): per-series inverse-error averaging gave
-the `selected` row 0.93 / 0.88, worse than AutoTheta alone, because it ranked on the noise of one
-to three windows and let failing models into the average. This scheme gives 0.66 / 0.73
-(``metric: mase``: 0.63 / 0.72). Without shrinkage it falls back to 0.81 / 0.83; with ``mean``
-in place of ``median`` to 0.92 / 0.86; a mixture of the chosen distributions in place of
-averaging their quantiles widened P10-P90 to 0.88 coverage at 0.86 WQL.
+Why not simpler: per-series inverse-error averaging ranks on the noise of one to three windows
+and lets failing models into the average (it did worse than the best single model on the NAB
+fixture); dropping the shrinkage or combining by ``mean`` lost most of the gain, and a mixture of
+the chosen distributions in place of averaging their quantiles gave too wide intervals. Current
+numbers: the README's measured tables (leaderboard and "Forecast accuracy on real fleets").
 
 Fallbacks, always recorded in a ``reason`` column: a series without any score in ``metric``
 (e.g. WQL undefined on an all-zero series) is ranked on the other metric; a series with no

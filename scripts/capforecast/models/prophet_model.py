@@ -16,17 +16,15 @@ Settings come from the ``models.prophet`` config section:
 * daily seasonality with ``daily_fourier_order`` (11) Fourier pairs: Prophet's default of 4 is
   too smooth for hourly data with one-hour spikes (e.g. a cron job); 11 is the highest order
   24 hourly points per day resolve without a degenerate term.
-* weekly seasonality ``auto``: on only with at least two full weeks of observed values (forcing it
-  on shorter histories gave MASE ~39 on a NAB series, see DESIGN.md); yearly seasonality off
+* weekly seasonality ``auto``: on only with at least two full weeks of observed values (forced
+  on shorter histories, it fits a weekly cycle it has not seen twice); yearly seasonality off
   (histories are weeks long).
 * holidays: the config's list of ``{name, date, lower_window, upper_window}``.
 * quantiles: empirical quantiles of ``uncertainty_samples`` posterior predictive samples (trend
   changes + observation noise); ``mean`` is Prophet's ``yhat``.
 
-On the NAB fixture (relative geometric mean WQL / MASE against seasonal naive, H = 24) these
-settings score 1.06 / 1.19; ``Prophet()`` with its defaults 1.33 / 1.48; this module's earlier
-settings (logistic growth with cap 100 on every percentage, default changepoints and Fourier
-order) 1.66 / 1.97.
+How these settings compare with ``Prophet()`` on its defaults (the ``prophet_default`` peer):
+the README's measured tables ("Forecast accuracy on real fleets", ``make bench-accuracy``).
 
 Workers are forked (the Linux default, also what statsforecast's ``n_jobs`` uses): ``spawn`` and
 ``forkserver`` children re-run the parent's ``__main__``, which for an unguarded Snakemake rule

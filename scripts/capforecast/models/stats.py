@@ -51,8 +51,8 @@ from capforecast.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
-# statsforecast's ETS refuses seasons above 24 (measured, see DESIGN.md): longer seasons get a
-# non-seasonal ETS, flagged in model_used.
+# statsforecast's ETS refuses seasons above 24: longer seasons get a non-seasonal ETS, flagged
+# in model_used.
 MAX_ETS_SEASON = 24
 ALIAS = "model"  # statsforecast column prefix for whichever model runs
 # Error and trend part of the AutoETS search: additive errors, any trend. On the NAB fixture
