@@ -137,15 +137,6 @@ class RiskSettings:
     catalogue: Mapping[str, Mapping[str, Any]]
 
 
-@dataclass(frozen=True)
-class ReportSettings:
-    """``report`` plus the risk levels a report shows (papermill parameters of the notebooks)."""
-
-    top_n: int
-    sample_series: int
-    hide_code: bool
-
-
 def backtest_settings(backtest: Mapping[str, Any]) -> BacktestSettings:
     """From the validated ``backtest`` section."""
     return BacktestSettings(
@@ -273,13 +264,4 @@ def risk_settings(cfg: Mapping[str, Any]) -> RiskSettings:
         freq=pd.Timedelta(etl["freq"]),
         statistic=str(cfg["forecast"]["target"]),
         catalogue=copy.deepcopy(dict(cfg["catalogue"])),
-    )
-
-
-def report_settings(report: Mapping[str, Any]) -> ReportSettings:
-    """From the validated ``report`` section."""
-    return ReportSettings(
-        top_n=int(report["top_n"]),
-        sample_series=int(report["sample_series"]),
-        hide_code=bool(report["hide_code"]),
     )
