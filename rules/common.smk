@@ -23,12 +23,14 @@ except CapForecastError as err:
 
 
 PACKAGE_DIR = Path(workflow.basedir) / "scripts" / "capforecast"
-# csv_tables/spreadsheet: how every CSV the workflow writes or reads back is encoded.
+# csv_tables/spreadsheet: how every CSV the workflow writes or reads back is encoded;
+# settings: the typed settings every stage reads its config through.
 SHARED_MODULES = (
     "__init__",
     "contracts",
     "errors",
     "config",
+    "settings",
     "rulekit",
     "csv_tables",
     "spreadsheet",
