@@ -23,12 +23,14 @@ except CapForecastError as err:
 
 
 PACKAGE_DIR = Path(workflow.basedir) / "scripts" / "capforecast"
-# csv_tables/spreadsheet: how every CSV the workflow writes or reads back is encoded.
+# csv_tables/spreadsheet: how every CSV the workflow writes or reads back is encoded;
+# settings: the typed settings every stage reads its config through.
 SHARED_MODULES = (
     "__init__",
     "contracts",
     "errors",
     "config",
+    "settings",
     "rulekit",
     "csv_tables",
     "spreadsheet",
@@ -113,15 +115,10 @@ def fleet_settings():
 
 
 def plan_settings():
-    """Settings outside `synthetic` that shape the plan (saturation is calibrated on them)."""
-    return {
-        "etl": {"freq": config["etl"]["freq"]},
-        "forecast": {"horizon": config["forecast"]["horizon"]},
-        "risk": {
-            "thresholds": config["risk"]["thresholds"],
-            "service_overrides": config["risk"]["service_overrides"],
-        },
-    }
+    """Settings outside `synthetic` that shape the plan: the modelling step (the generator's
+    horizon and thresholds are synthetic.* keys, so risk or forecast edits keep the fleet).
+    """
+    return {"etl": {"freq": config["etl"]["freq"]}}
 
 
 def partition_source(wildcards):
@@ -209,7 +206,13 @@ def decision_targets():
 
 
 def decision_report_inputs():
-    return {"decision_summary": DECISION_OUTPUTS["summary_json"]} if HAS_CUT else {}
+    if not HAS_CUT:
+        return {}
+    return {
+        "decision_summary": DECISION_OUTPUTS["summary_json"],
+        "decision_series_scores": DECISION_OUTPUTS["series_scores"],
+        "decision_rightsizing": DECISION_OUTPUTS["rightsizing"],
+    }
 
 
 REPORT_NAMES = ["data_quality", "forecast_backtest", "capacity_risk"]
@@ -246,6 +249,14 @@ def report_sources():
             **decision_report_inputs(),
         },
     }
+
+
+def report_settings(wildcards):
+    """Validated settings a report shows (papermill parameters): the risk levels the
+    capacity-risk report judged against; the others need none."""
+    if wildcards.report != "capacity_risk":
+        return {}
+    return {key: config["risk"][key] for key in ("thresholds", "service_overrides")}
 
 
 def report_inputs(wildcards):

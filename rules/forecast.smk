@@ -70,7 +70,6 @@ rule leaderboard:
             category="Forecast accuracy",
         ),
         selection="results/backtest/selection.parquet",
-        selected_predictions="results/backtest/selected_predictions.parquet",
         calibration="results/backtest/calibration.parquet",
     log:
         "results/logs/backtest/leaderboard.log",

@@ -22,6 +22,7 @@ rule render_report:
         top_n=config["report"]["top_n"],
         sample_series=config["report"]["sample_series"],
         hide_code=config["report"]["hide_code"],
+        settings=report_settings,
         code=code_hash("report", "report_html", "escape", "decision_report"),
     script:
         "../scripts/render_report.py"

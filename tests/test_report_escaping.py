@@ -29,6 +29,7 @@ from hostile_payloads import (
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from nbconvert.filters.markdown_mistune import markdown2html_mistune
+from test_decision import decision_inputs
 from test_reports import (
     FORECAST_START,
     make_clean,
@@ -187,7 +188,7 @@ def test_decision_section_tables_show_hostile_ids_literally(tmp_path) -> None:
             "call_at_risk": False,
         }
     ).to_csv(tmp_path / "series_scores.csv", index=False)
-    html = markdown2html_mistune(decision_report.report_section(tmp_path))
+    html = markdown2html_mistune(decision_report.report_section(decision_inputs(tmp_path)))
     assert live_injections(html) == []
     _methods, harmful, missed = table_cells(html)
     for table in (harmful, missed):

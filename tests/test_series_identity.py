@@ -18,6 +18,7 @@ from capforecast.config import validated_config
 from capforecast.contracts import series_id, split_series_id
 from capforecast.errors import InputDataError
 from capforecast.panel import metric_of, series_bounds
+from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
 HOSTILE_RESOURCES = ("a|b", "a", "|", "||x", "a|", "vm 1", "x,y", "日本", "=cmd()", "NA", "0012")
 METRICS = ("cpu_utilization", "b_cpu_utilization", "m")
@@ -94,9 +95,9 @@ def test_a_separator_in_resource_ids_keeps_series_apart_from_file_to_forecast(tm
     forecast = train.fit_forecast(
         "seasonal_naive_daily",
         panel,
-        forecast_cfg=cfg["forecast"],
-        backtest_cfg=cfg["backtest"],
-        models_cfg=cfg["models"],
+        forecast_cfg=forecast_settings(cfg["forecast"]),
+        backtest_cfg=backtest_settings(cfg["backtest"]),
+        models_cfg=model_settings(cfg["models"]),
         percent_metrics=cfg["etl"]["percent_metrics"],
     )
     credited = forecast.groupby(["resource_id", "metric"])["mean"].min().to_dict()

@@ -153,6 +153,20 @@ def test_reproducible_outputs(synthetic_run, tmp_path):
         pd.testing.assert_frame_equal(first, second)
 
 
+def test_a_risk_threshold_edit_keeps_the_generated_fleet(synthetic_run, tmp_path):
+    """The generator is calibrated on synthetic.thresholds / synthetic.horizon: editing
+    risk.thresholds reruns the risk stage only, not generation and everything after it."""
+    shutil.copytree(
+        synthetic_run, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("locks")
+    )
+    cfg = yaml.safe_load((CONFIGS / "tiny_synthetic.yaml").read_text())
+    cfg["risk"] = {"thresholds": {"cpu_utilization": {"warning": 60, "critical": 85}}}
+    config = tmp_path / "thresholds.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(tmp_path, "--configfile", str(config), "risk")
+    assert jobs == {"risk_report": 1, "risk": 1}
+
+
 def test_target_max_forecasts_the_hourly_peaks(synthetic_run, tmp_path):
     """`forecast.target: max` reruns the feature panels (and only them, up to features) and the
     panel's y becomes each hour's maximum instead of its mean."""

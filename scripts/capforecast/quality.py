@@ -16,7 +16,7 @@ import pandas as pd
 from capforecast.capacity import CAPACITY_ISSUES
 from capforecast.contracts import QUALITY_COLUMNS, SKIPPED_FILE_COLUMNS
 from capforecast.metric_names import SCALE_FRACTION
-from capforecast.resample import DEFAULT_FREQ, freq_nanoseconds
+from capforecast.resample import freq_nanoseconds
 from capforecast.scale import AMBIGUOUS
 from capforecast.validate import SERIES_KEYS, ValidationResult, series_codes, timestamps_ns
 
@@ -25,8 +25,6 @@ SHOWN_SERIES = 5  # resource ids named in a warning before "..."
 LOW_COVERAGE = 0.8  # coverage below this share of expected bins is flagged low_coverage
 PEGGED_SHARE = 0.05  # more than this share of samples at the ceiling is flagged pegged
 IRREGULAR_SHARE = 0.05  # more than this share of off-median raw steps is flagged irregular
-DEFAULT_MIN_HISTORY_HOURS = 72.0
-DEFAULT_PEGGED_LEVEL = 99.0
 # Integer counts per series derived from the regular grid.
 GRID_COUNT_COLUMNS: tuple[str, ...] = (
     "expected_bins",
@@ -127,7 +125,7 @@ def _observed_span(kept: pd.DataFrame, etl_cfg: Mapping[str, Any]) -> pd.DataFra
     columns = [*SERIES_KEYS, "first_timestamp", "last_timestamp", "pegged_fraction"]
     if len(kept) == 0:
         return pd.DataFrame(columns=columns)
-    level = float(etl_cfg.get("pegged_level", DEFAULT_PEGGED_LEVEL))
+    level = float(etl_cfg["pegged_level"])
     is_percent = kept["metric"].isin(list(etl_cfg.get("percent_metrics") or []))
     pegged = (is_percent & (kept["value"] >= level)).astype("float64")
     frame = kept[[*SERIES_KEYS, "timestamp"]].assign(pegged=pegged)
@@ -199,8 +197,8 @@ def quality_table(
     flag all_quarantined. source_metric, rows_rescaled and the fraction_scale_* flags come from
     ``ingest_series``, the ingest record of the file (:class:`capforecast.ingest.IngestResult`).
     """
-    freq_hours = freq_nanoseconds(str(etl_cfg.get("freq", DEFAULT_FREQ))) / 3.6e12
-    min_history = float(etl_cfg.get("min_history_hours", DEFAULT_MIN_HISTORY_HOURS))
+    freq_hours = freq_nanoseconds(str(etl_cfg["freq"])) / 3.6e12
+    min_history = float(etl_cfg["min_history_hours"])
     counts = validation.series_counts
     table = counts.merge(_grid_stats(clean), on=SERIES_KEYS, how="left")
     table = table.merge(_observed_span(validation.kept, etl_cfg), on=SERIES_KEYS, how="left")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from capforecast.contracts import quantile_column
+from capforecast.settings import ModelSettings
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class ForecastRequest:
 # Output of every model: series_id, timestamp, mean, one column per quantile
 # (contracts.quantile_column), and ``model_used`` (the model that actually produced the row,
 # different from the requested one when a series was too short and fell back).
-ModelFn = Callable[[ForecastRequest, dict[str, Any]], pd.DataFrame]
+ModelFn = Callable[[ForecastRequest, ModelSettings], pd.DataFrame]
 
 
 def forecast_columns(quantiles: tuple[float, ...] | list[float]) -> list[str]:

@@ -43,6 +43,7 @@ from capforecast.models.base import (
     quantile_frame,
     steps_per,
 )
+from capforecast.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ def flat_forecast(profile: SeriesProfile, request: ForecastRequest, value: float
 
 def forecast_with_fallback(
     request: ForecastRequest,
-    model_cfg: dict[str, Any],
+    model_cfg: ModelSettings,
     model_name: str,
     cores: dict[str, CoreFn] | None = None,
 ) -> pd.DataFrame:
@@ -365,7 +366,7 @@ def _run_core(
     sids: list[str],
     trimmed: pd.DataFrame,
     request: ForecastRequest,
-    model_cfg: dict[str, Any],
+    model_cfg: ModelSettings,
     profiles: dict[str, SeriesProfile],
 ) -> dict[str, pd.DataFrame]:
     """Run one core on a subset of series and check its output per series."""
