@@ -32,6 +32,7 @@ INGEST_SERIES_COLUMNS: tuple[str, ...] = (
     "scale",  # percent | fraction (converted x100) | ambiguous (0-1 values read as percent) | ""
     "scale_evidence",  # name | values | config | "" (non-percent metrics)
     "rows_rescaled",  # non-missing values multiplied by 100
+    "ids_trimmed",  # the resource id or metric name had surrounding whitespace in some rows
 )
 
 # Resources table: results/raw/resources.parquet

@@ -150,6 +150,7 @@ def _flags(table: pd.DataFrame) -> pd.Series:
         "quarantined_rows": table["rows_quarantined"] > 0,
         "fraction_scale_converted": table["scale"] == SCALE_FRACTION,
         "fraction_scale_ambiguous": table["scale"] == AMBIGUOUS,
+        "id_whitespace_trimmed": table["ids_trimmed"],
     }
     names = pd.Series("", index=table.index, dtype=object)
     for name, mask in checks.items():
@@ -168,10 +169,10 @@ def _add_flag(flags: pd.Series, mask: pd.Series, name: str) -> pd.Series:
 def _ingest_columns(counts: pd.DataFrame, ingest_series: pd.DataFrame | None) -> pd.DataFrame:
     """source_metric, rows_rescaled and the scale decision of every series, from the ingest
     record (contracts.INGEST_SERIES_COLUMNS); without one, names and values are as in the data."""
-    columns = [*SERIES_KEYS, "source_metric", "rows_rescaled", "scale"]
+    columns = [*SERIES_KEYS, "source_metric", "rows_rescaled", "scale", "ids_trimmed"]
     if ingest_series is None:
         return counts[SERIES_KEYS].assign(
-            source_metric=counts["metric"], rows_rescaled=0, scale=""
+            source_metric=counts["metric"], rows_rescaled=0, scale="", ids_trimmed=False
         )[columns]
     return ingest_series[columns]
 
@@ -206,6 +207,7 @@ def quality_table(
     table = table.merge(_ingest_columns(counts, ingest_series), on=SERIES_KEYS, how="left")
     table["source_metric"] = table["source_metric"].fillna(table["metric"])
     table["rows_rescaled"] = pd.to_numeric(table["rows_rescaled"]).fillna(0).astype("int64")
+    table["ids_trimmed"] = table["ids_trimmed"].astype("boolean").fillna(False).astype(bool)
 
     for col in GRID_COUNT_COLUMNS:
         table[col] = pd.to_numeric(table[col]).fillna(0).astype("int64")
