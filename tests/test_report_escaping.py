@@ -17,6 +17,8 @@ import matplotlib.cbook
 import pandas as pd
 import pytest
 from hostile_payloads import (
+    BIDI_CONTROLS,
+    BIDI_PAYLOADS,
     DISPLAY_PAYLOADS,
     HTML_PAYLOADS,
     MARKDOWN_PAYLOADS,
@@ -67,6 +69,17 @@ def test_html_text_shows_markup_as_characters(payload: str) -> None:
     assert live_injections(html) == []
     assert shown_text(html) == as_shown(payload)
     assert html_text(payload).count("<") == 0 and html_text(payload).count('"') == 0
+
+
+@pytest.mark.parametrize("payload", BIDI_PAYLOADS)
+def test_bidi_controls_show_as_visible_marks_everywhere(payload: str) -> None:
+    marks = [f"<U+{ord(c):04X}>" for c in payload if c in BIDI_CONTROLS]
+    assert marks  # every payload holds at least one
+    for escaped in (html_text(payload), markdown_text(payload), plot_text(payload)):
+        assert not BIDI_CONTROLS.intersection(escaped)
+    assert shown_text(f"<p>{html_text(payload)}</p>") == as_shown(payload)
+    drawn = plot_text(payload)
+    assert [m for m in marks if m in drawn] == marks
 
 
 @pytest.mark.parametrize("payload", (*TEX_PAYLOADS, "50$ and 60$", "a\\$b", "no dollar"))
