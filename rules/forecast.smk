@@ -29,9 +29,7 @@ rule backtest_baseline:
     threads: 1
     params:
         **FORECAST_PARAMS,
-        code=code_hash(
-            "panel", "backtest", "evaluate", "train", "models", "history_check"
-        ),
+        code=script_digest("backtest_model.py"),
     script:
         "../scripts/backtest_model.py"
 
@@ -79,9 +77,7 @@ rule leaderboard:
     params:
         **FORECAST_PARAMS,
         selection=config["selection"],
-        code=code_hash(
-            "panel", "train", "evaluate", "metrics", "selection", "calibration"
-        ),
+        code=script_digest("leaderboard.py"),
     script:
         "../scripts/leaderboard.py"
 
@@ -103,7 +99,7 @@ rule forecast_baseline:
     threads: 1
     params:
         **FORECAST_PARAMS,
-        code=code_hash("panel", "train", "models", "history_check"),
+        code=script_digest("forecast_model.py"),
     script:
         "../scripts/forecast_model.py"
 
@@ -150,16 +146,7 @@ rule combine_forecasts:
     params:
         forecast=config["forecast"],
         percent_metrics=config["etl"]["percent_metrics"],
-        code=code_hash(
-            "selection",
-            "calibration",
-            "evaluate",
-            "backtest",
-            "metrics",
-            "train",
-            "panel",
-            "no_data",
-        ),
+        code=script_digest("combine_forecasts.py"),
     script:
         "../scripts/combine_forecasts.py"
 

@@ -24,15 +24,7 @@ rule ingest_partition:
                 "timestamp_max",
             )
         },
-        code=code_hash(
-            "ingest",
-            "timestamps",
-            "metric_names",
-            "metric_names.yaml",
-            "scale",
-            "validate",
-            "capacity",
-        ),
+        code=script_digest("ingest_partition.py"),
     script:
         "../scripts/ingest_partition.py"
 
@@ -50,7 +42,7 @@ rule ingest_resources:
         "../envs/etl.yaml"
     params:
         catalogue=config["catalogue"],
-        code=code_hash("ingest", "capacity"),
+        code=script_digest("ingest_resources.py"),
     script:
         "../scripts/ingest_resources.py"
 
@@ -68,7 +60,7 @@ rule series_index:
     params:
         partitions=PARTITIONS,
         sources=[PARTITION_SOURCES[p] for p in PARTITIONS],
-        code=code_hash("series_index"),
+        code=script_digest("series_index.py"),
     script:
         "../scripts/series_index.py"
 

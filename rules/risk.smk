@@ -29,14 +29,7 @@ rule risk_report:
         config=lambda wildcards: {
             key: config[key] for key in ("risk", "catalogue", "etl", "forecast")
         },
-        code=code_hash(
-            "risk",
-            "risk_probability",
-            "risk_capacity",
-            "rightsizing",
-            "capacity",
-            "no_data",
-        ),
+        code=script_digest("risk_report.py"),
     script:
         "../scripts/risk_report.py"
 
