@@ -10,7 +10,7 @@ from capforecast import code_digest as cf_code_digest  # noqa: E402
 from capforecast import history_check as cf_history_check  # noqa: E402
 from capforecast import ingest as cf_ingest  # noqa: E402
 from capforecast import partitions as cf_partitions  # noqa: E402
-from capforecast.models import MODEL_FAMILY  # noqa: E402
+from capforecast.models import MODEL_FAMILY, model_settings  # noqa: E402
 
 try:
     # Validate against config/schema.yaml and fill its defaults before any job is planned.
@@ -41,6 +41,12 @@ def script_digest(script, notebook=None):
     return cf_code_digest.script_digest(
         *files, package_dir=PACKAGE_DIR, root=workflow.basedir
     )
+
+
+def config_keys(section, *keys):
+    """Only these keys of a config section, for a rule whose script reads no others (editing
+    another key must not rerun it)."""
+    return {key: config[section][key] for key in keys}
 
 
 SYNTHETIC_DIR = "results/synthetic"

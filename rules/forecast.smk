@@ -2,10 +2,13 @@
 # every model, selection without peeking, and final forecasts refit on the full history.
 
 FEATURES = expand_partitions("results/features/{partition}.parquet")
-FORECAST_PARAMS = dict(
+# Each rule gets the settings its script reads, no more: editing one model's settings reruns
+# that model's jobs only (and what depends on them), not every model's backtest.
+MODEL_PARAMS = dict(
+    # The history check reads every backtest key, the backtest itself all of them.
     backtest=config["backtest"],
-    forecast=config["forecast"],
-    models=config["models"],
+    # The shared model settings and this model's own (capforecast.models.model_settings).
+    models=lambda wildcards: model_settings(config["models"], wildcards.model),
     percent_metrics=config["etl"]["percent_metrics"],
     freq=config["etl"]["freq"],
 )
@@ -28,7 +31,9 @@ rule backtest_baseline:
         "../envs/statsforecast.yaml"
     threads: 1
     params:
-        **FORECAST_PARAMS,
+        **MODEL_PARAMS,
+        # The models' quantile levels (capforecast.train.model_quantiles).
+        forecast=config_keys("forecast", "quantiles", "extra_quantiles"),
         code=script_digest("backtest_model.py"),
     script:
         "../scripts/backtest_model.py"
@@ -75,8 +80,11 @@ rule leaderboard:
     conda:
         "../envs/statsforecast.yaml"
     params:
-        **FORECAST_PARAMS,
+        # The MASE season, the scored quantiles, calibration on or off, the selection.
+        backtest=config_keys("backtest", "season"),
+        forecast=config_keys("forecast", "quantiles", "extra_quantiles", "calibrate"),
         selection=config["selection"],
+        percent_metrics=config["etl"]["percent_metrics"],
         code=script_digest("leaderboard.py"),
     script:
         "../scripts/leaderboard.py"
@@ -98,7 +106,9 @@ rule forecast_baseline:
         "../envs/statsforecast.yaml"
     threads: 1
     params:
-        **FORECAST_PARAMS,
+        **MODEL_PARAMS,
+        # The quantile levels and the horizon of the refit.
+        forecast=config_keys("forecast", "horizon", "quantiles", "extra_quantiles"),
         code=script_digest("forecast_model.py"),
     script:
         "../scripts/forecast_model.py"
@@ -144,7 +154,7 @@ rule combine_forecasts:
     conda:
         "../envs/statsforecast.yaml"
     params:
-        forecast=config["forecast"],
+        forecast=config_keys("forecast", "quantiles", "extra_quantiles", "calibrate"),
         percent_metrics=config["etl"]["percent_metrics"],
         code=script_digest("combine_forecasts.py"),
     script:

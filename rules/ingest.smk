@@ -13,7 +13,18 @@ rule ingest_partition:
     conda:
         "../envs/etl.yaml"
     params:
-        data=config["data"],
+        # What capforecast.ingest.ingest_file reads: data.history_end, data.resources or the
+        # source must not rerun ingest (the cut is made when cleaning).
+        data=config_keys(
+            "data",
+            "format",
+            "columns",
+            "metric",
+            "metric_patterns",
+            "metric_names",
+            "naive_timezone",
+            "timestamp_unit",
+        ),
         # Only what the 0-1 scale check reads: other etl settings must not rerun ingest.
         etl={
             key: config["etl"][key]
