@@ -7,7 +7,7 @@ import pytest
 from test_models import panel, request_for
 
 from capforecast.config import validated_config
-from capforecast.models import MODEL_REGISTRY, model_settings
+from capforecast.models import MODEL_REGISTRY, MODEL_SETTINGS, model_settings
 from capforecast.train import fit_forecast
 
 
@@ -76,6 +76,8 @@ def test_a_model_reads_no_key_outside_its_settings(name):
     history = panel(days=10)
     MODEL_REGISTRY[name](request_for(history), section)
     assert section.read <= set(model_settings(models, name)), section.read
+    # The reads are seen: each model reads its own settings.
+    assert set(MODEL_SETTINGS.get(name, ())) <= section.read
 
 
 @pytest.mark.parametrize("name", ["prophet", "autogluon"])
