@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from capforecast.code_digest import digest_files, import_closure, script_digest
 
@@ -146,3 +147,11 @@ def test_rule_scripts_reach_the_modules_they_use():
         SCRIPTS / "render_report.py", ROOT / "notebooks" / "data_quality.ipynb"
     )
     assert "code_digest.py" not in closure(*SCRIPTS.glob("*.py"))
+
+
+def test_the_profile_reruns_on_changed_params_and_code():
+    """The digests are params: a profile that left out the params trigger would ignore them."""
+    profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
+    triggers = profile.get("rerun-triggers")
+    # Unset means Snakemake's default: every trigger.
+    assert triggers is None or {"params", "code", "input", "mtime"} <= set(triggers)
