@@ -23,7 +23,9 @@ rule render_report:
         sample_series=config["report"]["sample_series"],
         hide_code=config["report"]["hide_code"],
         settings=report_settings,
-        code=code_hash("report", "report_html", "escape", "decision_report"),
+        code=lambda wildcards: script_digest(
+            "render_report.py", notebook=f"notebooks/{wildcards.report}.ipynb"
+        ),
     script:
         "../scripts/render_report.py"
 
