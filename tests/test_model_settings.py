@@ -6,29 +6,22 @@ import pandas as pd
 import pytest
 from test_models import panel, request_for
 
+from capforecast import settings
 from capforecast.config import validated_config
 from capforecast.models import MODEL_REGISTRY, MODEL_SETTINGS, model_settings
 from capforecast.train import fit_forecast
 
 
-class ReadKeys(dict):
-    """A config section that records which keys are read (``[key]``, ``get``, ``in``)."""
+class ReadFields:
+    """Model settings that record which fields (= `models` keys) a model reads."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.read: set[str] = set()
+    def __init__(self, wrapped: settings.ModelSettings) -> None:
+        object.__setattr__(self, "_wrapped", wrapped)
+        object.__setattr__(self, "read", set())
 
-    def __getitem__(self, key):
-        self.read.add(key)
-        return super().__getitem__(key)
-
-    def get(self, key, default=None):
-        self.read.add(key)
-        return super().get(key, default)
-
-    def __contains__(self, key):
-        self.read.add(key)
-        return super().__contains__(key)
+    def __getattr__(self, name: str):
+        self.read.add(name)
+        return getattr(self._wrapped, name)
 
 
 def models_section() -> dict:
@@ -72,7 +65,7 @@ def test_each_model_gets_the_shared_settings_and_its_own():
 def test_a_model_reads_no_key_outside_its_settings(name):
     """The model functions read only their settings (wrapped so every read is seen)."""
     models = models_section()
-    section = ReadKeys(models)
+    section = ReadFields(settings.model_settings(models))
     history = panel(days=10)
     MODEL_REGISTRY[name](request_for(history), section)
     assert section.read <= set(model_settings(models, name)), section.read
@@ -84,7 +77,7 @@ def test_a_model_reads_no_key_outside_its_settings(name):
 def test_slow_models_read_only_their_settings_where_the_routing_does(name):
     """Series too short for them: the checks before routing read the model's own section."""
     models = models_section()
-    section = ReadKeys(models)
+    section = ReadFields(settings.model_settings(models))
     history = panel(days=1)
     MODEL_REGISTRY[name](request_for(history.groupby("series_id").head(12)), section)
     assert section.read <= set(model_settings(models, name)), section.read
@@ -92,6 +85,7 @@ def test_slow_models_read_only_their_settings_where_the_routing_does(name):
 
 @pytest.mark.parametrize("name", [*FAST, "theta"])
 def test_the_refit_is_the_same_with_the_narrowed_settings(name):
+    cfg = validated_config({"forecast": {"horizon": 24}})
     models = models_section()
     history = panel(days=10)
     history["resource_id"] = history["series_id"].str.split("|").str[0]
@@ -101,9 +95,9 @@ def test_the_refit_is_the_same_with_the_narrowed_settings(name):
         out = fit_forecast(
             name,
             history,
-            forecast_cfg={"horizon": 24, "quantiles": [0.1, 0.5, 0.9], "extra_quantiles": []},
-            backtest_cfg={"season": 24},
-            models_cfg=section,
+            forecast_cfg=settings.forecast_settings(cfg["forecast"]),
+            backtest_cfg=settings.backtest_settings(cfg["backtest"]),
+            models_cfg=settings.model_settings(section),
             percent_metrics=["cpu_utilization"],
         )
         return out.drop(columns=["fit_seconds"])

@@ -13,7 +13,7 @@ they change); builders take those sections, which are parts of the validated con
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,13 +106,15 @@ class SeasonalMedianSettings:
 class ModelSettings:
     """``models``: what every forecaster may read (see ``capforecast.models.base.ModelFn``)."""
 
-    enabled: tuple[str, ...]
-    predict_linear_window_hours: int
-    intervals: str
+    # A model rule is given only the keys its model reads (capforecast.models.model_settings):
+    # the others are None there. The whole section gives them all.
+    enabled: tuple[str, ...] | None
+    predict_linear_window_hours: int | None
+    intervals: str | None
     max_history_hours: int | None
-    seasonal_median: SeasonalMedianSettings
-    prophet: ProphetSettings
-    autogluon: AutoGluonSettings
+    seasonal_median: SeasonalMedianSettings | None
+    prophet: ProphetSettings | None
+    autogluon: AutoGluonSettings | None
 
 
 @dataclass(frozen=True)
@@ -208,19 +210,26 @@ def autogluon_settings(autogluon: Mapping[str, Any]) -> AutoGluonSettings:
 
 
 def model_settings(models: Mapping[str, Any]) -> ModelSettings:
-    """From the validated ``models`` section."""
+    """From the validated ``models`` section, whole or as narrowed for one model's rule by
+    ``capforecast.models.model_settings`` (keys left out there are None here)."""
     max_history = models["max_history_hours"]
+
+    def given(key: str, build: Callable[[Any], Any]) -> Any:
+        return build(models[key]) if key in models else None
+
     return ModelSettings(
-        enabled=tuple(models["enabled"]),
-        predict_linear_window_hours=int(models["predict_linear_window_hours"]),
-        intervals=str(models["intervals"]),
+        enabled=given("enabled", tuple),
+        predict_linear_window_hours=given("predict_linear_window_hours", int),
+        intervals=given("intervals", str),
         max_history_hours=None if max_history is None else int(max_history),
-        seasonal_median=SeasonalMedianSettings(
-            seasons=int(models["seasonal_median"]["seasons"]),
-            error_seasons=int(models["seasonal_median"]["error_seasons"]),
+        seasonal_median=given(
+            "seasonal_median",
+            lambda section: SeasonalMedianSettings(
+                seasons=int(section["seasons"]), error_seasons=int(section["error_seasons"])
+            ),
         ),
-        prophet=prophet_settings(models["prophet"]),
-        autogluon=autogluon_settings(models["autogluon"]),
+        prophet=given("prophet", prophet_settings),
+        autogluon=given("autogluon", autogluon_settings),
     )
 
 
