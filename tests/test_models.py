@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from capforecast.config import validated_config
-from capforecast.contracts import quantile_column
+from capforecast.contracts import FLAG_NO_DATA, model_used_label, quantile_column
 from capforecast.errors import ConfigError
 from capforecast.models import MODEL_FAMILY, MODEL_REGISTRY, ForecastRequest, stats
 from capforecast.models.autogluon_model import (
@@ -25,12 +25,10 @@ from capforecast.models.autogluon_model import (
 from capforecast.models.base import (
     FLAG_CONSTANT,
     FLAG_MODEL_FAILED,
-    FLAG_NO_DATA,
     FLAG_TOO_SHORT,
     base_model_name,
     fill_missing,
     future_timestamps,
-    model_used_label,
     steps_per,
 )
 from capforecast.models.fallback import (

@@ -94,31 +94,21 @@ EVALUATION = BACKTESTS | {"leaderboard", "combine_forecasts"}
 TRAINING = MODEL_JOBS | {"leaderboard", "combine_forecasts"}
 
 # Library file -> jobs whose code digest must change when it changes (the scripts, and the
-# report notebooks, that import it directly or not). Most modules reach the synthetic
-# generator: the generator validates its config with capforecast.config, which imports
-# holdout (and through it resample, quality, validate) and checks risk settings
-# (capforecast.risk); importing any capforecast.models module runs models/__init__.py, which
-# imports every model module. The report notebooks import capforecast.report, which imports
-# capforecast.config too.
+# report notebooks, that import it directly or not). Importing any capforecast.models module
+# runs models/__init__.py, which imports every model module; config.py imports no stage module
+# (the generator validates its config with it, so an ETL or risk edit does not regenerate the
+# fleet).
 ETL = {"ingest_partition", "ingest_resources", "series_index"}
+CUTTING = {"holdout_span", "holdout_partition", "clean_partition", "decision_scores"}
 EXPECTED_CODE: dict[str, set[str]] = {
     **dict.fromkeys(["__init__.py", "errors.py", "rulekit.py"], EVERYTHING),
+    "contracts.py": EVERYTHING - {"series_index"},
     **dict.fromkeys(
-        [
-            "capacity.py",
-            "contracts.py",
-            "metric_names.py",
-            "metric_names.yaml",
-            "scale.py",
-            "timestamps.py",
-            "validate.py",
-            "value_limits.py",
-        ],
-        EVERYTHING - {"series_index"},
+        ["metric_names.py", "metric_names.yaml", "timestamps.py"],
+        EVERYTHING - {"series_index", "risk_report"},
     ),
-    "resample.py": EVERYTHING - ETL,
-    "quality.py": EVERYTHING - ETL - {"features_partition"},
-    "holdout.py": EVERYTHING - ETL - {"features_partition", "quality"},
+    "config.py": GENERATE | TRAINING | REPORTS,
+    "settings.py": TRAINING | REPORTS | {"risk_report", "decision_scores"},
     **dict.fromkeys(
         [
             "models/__init__.py",
@@ -129,15 +119,19 @@ EXPECTED_CODE: dict[str, set[str]] = {
             "models/profiles.py",
             "models/prophet_model.py",
             "models/stats.py",
-            "no_data.py",
-            "rightsizing.py",
         ],
-        GENERATE | TRAINING | {"risk_report", "decision_scores"} | REPORTS,
+        TRAINING | REPORTS | {"decision_scores"},
     ),
+    "capacity.py": ETL - {"series_index"}
+    | CUTTING
+    | {"quality", "features_partition", "risk_report"},
     **dict.fromkeys(
-        ["config.py", "risk.py", "risk_capacity.py", "risk_probability.py"],
-        GENERATE | TRAINING | {"risk_report"} | REPORTS,
+        ["scale.py", "validate.py", "value_limits.py"],
+        ETL - {"series_index"} | CUTTING | {"quality", "features_partition"},
     ),
+    "resample.py": CUTTING | {"quality", "features_partition"},
+    "quality.py": CUTTING | {"quality"},
+    "holdout.py": CUTTING,
     "synth.py": GENERATE,
     "ingest.py": {"ingest_partition", "ingest_resources", "features_partition"},
     "series_index.py": {"series_index", "features_partition"},
@@ -147,6 +141,9 @@ EXPECTED_CODE: dict[str, set[str]] = {
     "train.py": TRAINING,
     **dict.fromkeys(["backtest.py", "calibration.py", "evaluate.py", "selection.py"], EVALUATION),
     "metrics.py": EVALUATION | REPORTS,
+    "no_data.py": {"combine_forecasts", "risk_report", "decision_scores"},
+    **{name: {"risk_report"} for name in ("risk.py", "risk_capacity.py", "risk_probability.py")},
+    "rightsizing.py": {"risk_report", "decision_scores"},
     "csv_tables.py": {"quality", "combine_forecasts", "risk_report", "decision_scores"} | REPORTS,
     "spreadsheet.py": {
         "clean_partition",

@@ -22,8 +22,7 @@ import yaml
 from capforecast import metric_names
 from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError
-from capforecast.holdout import parse_history_end
-from capforecast.timestamps import timestamp_window
+from capforecast.timestamps import parse_history_end, timestamp_window
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 # Quantiles every stage reads: the median (point, bias, risk) and P10-P90 (coverage, calibration).

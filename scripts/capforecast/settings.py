@@ -25,22 +25,25 @@ class BacktestSettings:
     """``backtest``, with ``horizon`` resolved (``validated_config`` fills it from
     ``forecast.horizon`` when null); ``step`` None = ``horizon``."""
 
-    windows: int
-    horizon: int
+    # None for keys a rule is not given (rules/common.smk config_keys: a rule gets only the
+    # keys it reads); step None is also the config's "= horizon".
+    windows: int | None
+    horizon: int | None
     step: int | None
-    season: int
-    selection_windows: int
+    season: int | None
+    selection_windows: int | None
 
 
 @dataclass(frozen=True)
 class ForecastSettings:
     """``forecast``."""
 
-    horizon: int
-    quantiles: tuple[float, ...]
-    extra_quantiles: tuple[float, ...]
-    target: str
-    calibrate: bool
+    # None for keys a rule is not given (see BacktestSettings).
+    horizon: int | None
+    quantiles: tuple[float, ...] | None
+    extra_quantiles: tuple[float, ...] | None
+    target: str | None
+    calibrate: bool | None
 
 
 @dataclass(frozen=True)
@@ -139,25 +142,35 @@ class RiskSettings:
     catalogue: Mapping[str, Mapping[str, Any]]
 
 
+def _given(section: Mapping[str, Any], key: str, convert: Callable[[Any], Any]) -> Any:
+    """``section[key]`` converted, or None when the rule was not given the key (a rule's params
+    hold only the keys its script reads, so editing another key does not rerun it)."""
+    return convert(section[key]) if key in section else None
+
+
+def _floats(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
 def backtest_settings(backtest: Mapping[str, Any]) -> BacktestSettings:
-    """From the validated ``backtest`` section."""
+    """From the validated ``backtest`` section, whole or narrowed to the keys a rule reads."""
     return BacktestSettings(
-        windows=int(backtest["windows"]),
-        horizon=int(backtest["horizon"]),
-        step=None if backtest["step"] is None else int(backtest["step"]),
-        season=int(backtest["season"]),
-        selection_windows=int(backtest["selection_windows"]),
+        windows=_given(backtest, "windows", int),
+        horizon=_given(backtest, "horizon", int),
+        step=_given(backtest, "step", lambda step: None if step is None else int(step)),
+        season=_given(backtest, "season", int),
+        selection_windows=_given(backtest, "selection_windows", int),
     )
 
 
 def forecast_settings(forecast: Mapping[str, Any]) -> ForecastSettings:
-    """From the validated ``forecast`` section."""
+    """From the validated ``forecast`` section, whole or narrowed to the keys a rule reads."""
     return ForecastSettings(
-        horizon=int(forecast["horizon"]),
-        quantiles=tuple(float(q) for q in forecast["quantiles"]),
-        extra_quantiles=tuple(float(q) for q in forecast["extra_quantiles"]),
-        target=str(forecast["target"]),
-        calibrate=bool(forecast["calibrate"]),
+        horizon=_given(forecast, "horizon", int),
+        quantiles=_given(forecast, "quantiles", _floats),
+        extra_quantiles=_given(forecast, "extra_quantiles", _floats),
+        target=_given(forecast, "target", str),
+        calibrate=_given(forecast, "calibrate", bool),
     )
 
 

@@ -76,19 +76,13 @@ def finalize_forecast(frame: pd.DataFrame, request: ForecastRequest) -> pd.DataF
 # Helpers shared by the model modules (added with the models; the contract above is unchanged).
 # ---------------------------------------------------------------------------------------------
 
-# Flags appended to ``model_used`` as "<model> (<flag>)" so a reader sees why a series was not
-# forecast by the requested model.
+# Flags appended to ``model_used`` as "<model> (<flag>)" (contracts.model_used_label) so a reader
+# sees why a series was not forecast by the requested model; FLAG_NO_DATA is in contracts.
 FALLBACK = "fallback"
 FLAG_TOO_SHORT = f"{FALLBACK}: too_short"
 FLAG_MODEL_FAILED = f"{FALLBACK}: model_failed"
 FLAG_CONSTANT = "constant"
 FLAG_RECENTLY_CONSTANT = "constant_recently"
-FLAG_NO_DATA = "no_data"
-
-
-def model_used_label(model: str, flag: str | None = None) -> str:
-    """``model`` alone, or ``"model (flag)"`` when the series was routed or special-cased."""
-    return model if not flag else f"{model} ({flag})"
 
 
 def fell_back(model_used: str) -> bool:

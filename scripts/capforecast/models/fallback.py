@@ -26,11 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from capforecast.contracts import quantile_column
+from capforecast.contracts import FLAG_NO_DATA, model_used_label, quantile_column
 from capforecast.models.base import (
     FLAG_CONSTANT,
     FLAG_MODEL_FAILED,
-    FLAG_NO_DATA,
     FLAG_RECENTLY_CONSTANT,
     FLAG_TOO_SHORT,
     ForecastRequest,
@@ -39,7 +38,6 @@ from capforecast.models.base import (
     finalize_forecast,
     forecast_columns,
     future_timestamps,
-    model_used_label,
     quantile_frame,
     steps_per,
 )

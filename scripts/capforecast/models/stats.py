@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from capforecast.contracts import model_used_label
 from capforecast.models.base import (
     ForecastRequest,
     fill_missing,
     future_timestamps,
-    model_used_label,
     quantile_frame,
     steps_per,
 )
