@@ -66,7 +66,7 @@ MODEL_CFG = model_settings(
         "autogluon": {
             **SCHEMA_MODELS["autogluon"],
             "hyperparameters": {"SeasonalNaive": {}, "ETS": {}},
-            "time_limit": 20,
+            "time_limit": 60,  # a cap: two cheap models on a loaded machine
         },
     }
 )
