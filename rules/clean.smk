@@ -23,16 +23,7 @@ rule clean_partition:
         # Raw rows at or after it are held back (counted in the reconciliation).
         history_end=config["data"]["history_end"],
         source_file=lambda wildcards: PARTITION_SOURCES[wildcards.partition],
-        code=code_hash(
-            "validate",
-            "value_limits",
-            "timestamps",
-            "resample",
-            "quality",
-            "holdout",
-            "metric_names",
-            "scale",
-        ),
+        code=script_digest("clean_partition.py"),
     script:
         "../scripts/clean_partition.py"
 
@@ -70,7 +61,7 @@ rule quality:
         known_metrics=cf_metric_names.known_metrics(config),
         # Entries of data.path that are not read, with the reason (rules/common.smk).
         skipped_files=SKIPPED_FILES,
-        code=code_hash("quality", "metric_names", "scale", "capacity"),
+        code=script_digest("combine_quality.py"),
     script:
         "../scripts/combine_quality.py"
 

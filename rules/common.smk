@@ -1,5 +1,4 @@
 # Config validation, partitions and input functions shared by every rule file.
-import hashlib
 import sys
 from pathlib import Path
 
@@ -7,10 +6,11 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from capforecast.config import validated_config  # noqa: E402
 from capforecast.errors import CapForecastError  # noqa: E402
+from capforecast import code_digest as cf_code_digest  # noqa: E402
 from capforecast import history_check as cf_history_check  # noqa: E402
 from capforecast import ingest as cf_ingest  # noqa: E402
 from capforecast import partitions as cf_partitions  # noqa: E402
-from capforecast.models import MODEL_FAMILY  # noqa: E402
+from capforecast.models import MODEL_FAMILY, model_settings  # noqa: E402
 
 try:
     # Validate against config/schema.yaml and fill its defaults before any job is planned.
@@ -22,37 +22,31 @@ except CapForecastError as err:
     raise WorkflowError(f"Invalid configuration: {err}")
 
 
-PACKAGE_DIR = Path(workflow.basedir) / "scripts" / "capforecast"
-# csv_tables/spreadsheet: how every CSV the workflow writes or reads back is encoded.
-SHARED_MODULES = (
-    "__init__",
-    "contracts",
-    "errors",
-    "config",
-    "rulekit",
-    "csv_tables",
-    "spreadsheet",
-)
+SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
+PACKAGE_DIR = SCRIPTS_DIR / "capforecast"
 
 
-def code_hash(*modules):
-    """Digest of the library modules a rule uses (data files given with their suffix).
+def script_digest(script, notebook=None):
+    """Digest of a script in scripts/ and of every library file it can run, i.e. its import
+    closure in capforecast (lazy imports, package __init__ files and data files such as
+    metric_names.yaml included), plus a notebook's imports (path relative to the project).
 
     Snakemake reruns a job when its script changes but not when a module that script imports
-    changes; passing this digest as a param makes library edits trigger the right reruns.
+    changes; passed as the rule's `code` param, this digest makes exactly the rules that run an
+    edited module rerun (capforecast.code_digest; tests/test_rerun_plan.py proves it).
     """
-    digest = hashlib.sha256()
-    for name in (*SHARED_MODULES, *modules):
-        package = PACKAGE_DIR / name
-        files = (
-            sorted(package.rglob("*.py"))
-            if package.is_dir()
-            else [PACKAGE_DIR / (name if Path(name).suffix else f"{name}.py")]
-        )
-        for file in files:
-            digest.update(file.name.encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
+    files = [SCRIPTS_DIR / script]
+    if notebook is not None:
+        files.append(Path(workflow.basedir) / notebook)
+    return cf_code_digest.script_digest(
+        *files, package_dir=PACKAGE_DIR, root=workflow.basedir
+    )
+
+
+def config_keys(section, *keys):
+    """Only these keys of a config section, for a rule whose script reads no others (editing
+    another key must not rerun it)."""
+    return {key: config[section][key] for key in keys}
 
 
 SYNTHETIC_DIR = "results/synthetic"
@@ -113,15 +107,10 @@ def fleet_settings():
 
 
 def plan_settings():
-    """Settings outside `synthetic` that shape the plan (saturation is calibrated on them)."""
-    return {
-        "etl": {"freq": config["etl"]["freq"]},
-        "forecast": {"horizon": config["forecast"]["horizon"]},
-        "risk": {
-            "thresholds": config["risk"]["thresholds"],
-            "service_overrides": config["risk"]["service_overrides"],
-        },
-    }
+    """Settings outside `synthetic` that shape the plan: the modelling step (the generator's
+    horizon and thresholds are synthetic.* keys, so risk or forecast edits keep the fleet).
+    """
+    return {"etl": {"freq": config["etl"]["freq"]}}
 
 
 def partition_source(wildcards):
@@ -209,7 +198,13 @@ def decision_targets():
 
 
 def decision_report_inputs():
-    return {"decision_summary": DECISION_OUTPUTS["summary_json"]} if HAS_CUT else {}
+    if not HAS_CUT:
+        return {}
+    return {
+        "decision_summary": DECISION_OUTPUTS["summary_json"],
+        "decision_series_scores": DECISION_OUTPUTS["series_scores"],
+        "decision_rightsizing": DECISION_OUTPUTS["rightsizing"],
+    }
 
 
 REPORT_NAMES = ["data_quality", "forecast_backtest", "capacity_risk"]
@@ -246,6 +241,14 @@ def report_sources():
             **decision_report_inputs(),
         },
     }
+
+
+def report_settings(wildcards):
+    """Validated settings a report shows (papermill parameters): the risk levels the
+    capacity-risk report judged against; the others need none."""
+    if wildcards.report != "capacity_risk":
+        return {}
+    return {key: config["risk"][key] for key in ("thresholds", "service_overrides")}
 
 
 def report_inputs(wildcards):

@@ -14,7 +14,7 @@ rule holdout_span:
         "../envs/etl.yaml"
     params:
         cut=cut_settings(),
-        code=code_hash("holdout", "validate", "timestamps", "resample", "quality"),
+        code=script_digest("holdout_span.py"),
     script:
         "../scripts/holdout_span.py"
 
@@ -34,9 +34,7 @@ rule holdout_partition:
         etl=config["etl"],
         cut=cut_settings(),
         source_file=lambda wildcards: PARTITION_SOURCES[wildcards.partition],
-        code=code_hash(
-            "holdout", "validate", "value_limits", "timestamps", "resample", "quality"
-        ),
+        code=script_digest("holdout_partition.py"),
     script:
         "../scripts/holdout_partition.py"
 
@@ -69,14 +67,7 @@ rule decision_scores:
         "../envs/etl.yaml"
     params:
         settings=decision_settings(),
-        code=code_hash(
-            "holdout",
-            "decision",
-            "decision_report",
-            "rightsizing",
-            "models",
-            "no_data",
-        ),
+        code=script_digest("decision_scores.py"),
     script:
         "../scripts/decision_scores.py"
 

@@ -12,7 +12,7 @@ rule features_partition:
         "../envs/etl.yaml"
     params:
         target=config["forecast"]["target"],
-        code=code_hash("features"),
+        code=script_digest("features_partition.py"),
     script:
         "../scripts/features_partition.py"
 

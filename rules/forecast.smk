@@ -2,10 +2,13 @@
 # every model, selection without peeking, and final forecasts refit on the full history.
 
 FEATURES = expand_partitions("results/features/{partition}.parquet")
-FORECAST_PARAMS = dict(
+# Each rule gets the settings its script reads, no more: editing one model's settings reruns
+# that model's jobs only (and what depends on them), not every model's backtest.
+MODEL_PARAMS = dict(
+    # The history check reads every backtest key, the backtest itself all of them.
     backtest=config["backtest"],
-    forecast=config["forecast"],
-    models=config["models"],
+    # The shared model settings and this model's own (capforecast.models.model_settings).
+    models=lambda wildcards: model_settings(config["models"], wildcards.model),
     percent_metrics=config["etl"]["percent_metrics"],
     freq=config["etl"]["freq"],
 )
@@ -28,10 +31,10 @@ rule backtest_baseline:
         "../envs/statsforecast.yaml"
     threads: 1
     params:
-        **FORECAST_PARAMS,
-        code=code_hash(
-            "panel", "backtest", "evaluate", "train", "models", "history_check"
-        ),
+        **MODEL_PARAMS,
+        # The models' quantile levels (capforecast.train.model_quantiles).
+        forecast=config_keys("forecast", "quantiles", "extra_quantiles"),
+        code=script_digest("backtest_model.py"),
     script:
         "../scripts/backtest_model.py"
 
@@ -70,18 +73,18 @@ rule leaderboard:
             category="Forecast accuracy",
         ),
         selection="results/backtest/selection.parquet",
-        selected_predictions="results/backtest/selected_predictions.parquet",
         calibration="results/backtest/calibration.parquet",
     log:
         "results/logs/backtest/leaderboard.log",
     conda:
         "../envs/statsforecast.yaml"
     params:
-        **FORECAST_PARAMS,
+        # The MASE season, the scored quantiles, calibration on or off, the selection.
+        backtest=config_keys("backtest", "season"),
+        forecast=config_keys("forecast", "quantiles", "extra_quantiles", "calibrate"),
         selection=config["selection"],
-        code=code_hash(
-            "panel", "train", "evaluate", "metrics", "selection", "calibration"
-        ),
+        percent_metrics=config["etl"]["percent_metrics"],
+        code=script_digest("leaderboard.py"),
     script:
         "../scripts/leaderboard.py"
 
@@ -102,8 +105,10 @@ rule forecast_baseline:
         "../envs/statsforecast.yaml"
     threads: 1
     params:
-        **FORECAST_PARAMS,
-        code=code_hash("panel", "train", "models", "history_check"),
+        **MODEL_PARAMS,
+        # The quantile levels and the horizon of the refit.
+        forecast=config_keys("forecast", "horizon", "quantiles", "extra_quantiles"),
+        code=script_digest("forecast_model.py"),
     script:
         "../scripts/forecast_model.py"
 
@@ -148,18 +153,9 @@ rule combine_forecasts:
     conda:
         "../envs/statsforecast.yaml"
     params:
-        forecast=config["forecast"],
+        forecast=config_keys("forecast", "quantiles", "extra_quantiles", "calibrate"),
         percent_metrics=config["etl"]["percent_metrics"],
-        code=code_hash(
-            "selection",
-            "calibration",
-            "evaluate",
-            "backtest",
-            "metrics",
-            "train",
-            "panel",
-            "no_data",
-        ),
+        code=script_digest("combine_forecasts.py"),
     script:
         "../scripts/combine_forecasts.py"
 

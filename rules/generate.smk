@@ -19,7 +19,7 @@ rule generate_service:
         fleet=fleet_settings(),
         catalogue=config["catalogue"],
         plan_settings=plan_settings(),
-        code=code_hash("synth"),
+        code=script_digest("generate_service.py"),
     script:
         "../scripts/generate_service.py"
 
@@ -36,7 +36,7 @@ rule generate_fleet:
         synthetic=config["synthetic"],
         catalogue=config["catalogue"],
         plan_settings=plan_settings(),
-        code=code_hash("synth"),
+        code=script_digest("generate_fleet.py"),
     script:
         "../scripts/generate_fleet.py"
 

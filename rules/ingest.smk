@@ -13,7 +13,18 @@ rule ingest_partition:
     conda:
         "../envs/etl.yaml"
     params:
-        data=config["data"],
+        # What capforecast.ingest.ingest_file reads: data.history_end, data.resources or the
+        # source must not rerun ingest (the cut is made when cleaning).
+        data=config_keys(
+            "data",
+            "format",
+            "columns",
+            "metric",
+            "metric_patterns",
+            "metric_names",
+            "naive_timezone",
+            "timestamp_unit",
+        ),
         # Only what the 0-1 scale check reads: other etl settings must not rerun ingest.
         etl={
             key: config["etl"][key]
@@ -24,15 +35,7 @@ rule ingest_partition:
                 "timestamp_max",
             )
         },
-        code=code_hash(
-            "ingest",
-            "timestamps",
-            "metric_names",
-            "metric_names.yaml",
-            "scale",
-            "validate",
-            "capacity",
-        ),
+        code=script_digest("ingest_partition.py"),
     script:
         "../scripts/ingest_partition.py"
 
@@ -50,7 +53,7 @@ rule ingest_resources:
         "../envs/etl.yaml"
     params:
         catalogue=config["catalogue"],
-        code=code_hash("ingest", "capacity"),
+        code=script_digest("ingest_resources.py"),
     script:
         "../scripts/ingest_resources.py"
 
@@ -68,7 +71,7 @@ rule series_index:
     params:
         partitions=PARTITIONS,
         sources=[PARTITION_SOURCES[p] for p in PARTITIONS],
-        code=code_hash("series_index"),
+        code=script_digest("series_index.py"),
     script:
         "../scripts/series_index.py"
 

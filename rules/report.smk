@@ -22,7 +22,10 @@ rule render_report:
         top_n=config["report"]["top_n"],
         sample_series=config["report"]["sample_series"],
         hide_code=config["report"]["hide_code"],
-        code=code_hash("report", "report_html", "escape", "decision_report"),
+        settings=report_settings,
+        code=lambda wildcards: script_digest(
+            "render_report.py", notebook=f"notebooks/{wildcards.report}.ipynb"
+        ),
     script:
         "../scripts/render_report.py"
 

@@ -26,17 +26,16 @@ rule risk_report:
     conda:
         "../envs/etl.yaml"
     params:
-        config=lambda wildcards: {
-            key: config[key] for key in ("risk", "catalogue", "etl", "forecast")
+        # What capforecast.risk.risk_settings reads (missing keys take the schema defaults).
+        config={
+            "risk": config["risk"],
+            "catalogue": config["catalogue"],
+            "etl": config_keys(
+                "etl", "percent_metrics", "pegged_level", "min_history_hours", "freq"
+            ),
+            "forecast": config_keys("forecast", "target"),
         },
-        code=code_hash(
-            "risk",
-            "risk_probability",
-            "risk_capacity",
-            "rightsizing",
-            "capacity",
-            "no_data",
-        ),
+        code=script_digest("risk_report.py"),
     script:
         "../scripts/risk_report.py"
 

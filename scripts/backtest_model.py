@@ -7,23 +7,21 @@ from capforecast.evaluate import backtest_models
 from capforecast.models import MODEL_REGISTRY
 from capforecast.panel import series_bounds
 from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
 
 def main(smk) -> None:
     model = smk.wildcards.model
-    cfg = {
-        "backtest": smk.params.backtest,
-        "forecast": smk.params.forecast,
-        "models": smk.params.models,
-        "etl": {"freq": smk.params.freq},
-    }
     panel = train.load_panel(smk.input.features)
     history_check.check_panel(panel, smk.params.backtest, smk.params.freq)
     start = time.perf_counter()
     predictions = backtest_models(
         panel[["series_id", "timestamp", "y"]],
         {model: MODEL_REGISTRY[model]},
-        cfg,
+        backtest_cfg=backtest_settings(smk.params.backtest),
+        forecast_cfg=forecast_settings(smk.params.forecast),
+        models_cfg=model_settings(smk.params.models),
+        freq=smk.params.freq,
         bounds=series_bounds(panel, smk.params.percent_metrics),
         n_jobs=smk.threads,
     )

@@ -7,6 +7,7 @@ from capforecast.csv_tables import read_csv_table
 from capforecast.evaluate import combine_selected
 from capforecast.panel import series_bounds
 from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.settings import forecast_settings
 
 
 def main(smk) -> None:
@@ -21,7 +22,7 @@ def main(smk) -> None:
         candidates,
         pd.read_parquet(smk.input.selection),
         pd.read_parquet(smk.input.calibration),
-        smk.params.forecast,
+        forecast_settings(smk.params.forecast),
         bounds=bounds,
     )
     selected = selected.drop(columns=["resource_id", "metric"], errors="ignore").merge(

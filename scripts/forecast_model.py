@@ -6,6 +6,7 @@ The same `capforecast.train.fit_forecast` runs inside the SageMaker container
 
 from capforecast import history_check, train
 from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
+from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
 
 def main(smk) -> None:
@@ -17,9 +18,9 @@ def main(smk) -> None:
         forecast = train.fit_forecast(
             model,
             panel,
-            forecast_cfg=smk.params.forecast,
-            backtest_cfg=smk.params.backtest,
-            models_cfg=smk.params.models,
+            forecast_cfg=forecast_settings(smk.params.forecast),
+            backtest_cfg=backtest_settings(smk.params.backtest),
+            models_cfg=model_settings(smk.params.models),
             percent_metrics=smk.params.percent_metrics,
             n_jobs=smk.threads,
             model_dir=smk.output.get("models"),

@@ -6,6 +6,7 @@ from capforecast import train
 from capforecast.evaluate import evaluate_backtests
 from capforecast.panel import series_bounds
 from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.settings import backtest_settings, forecast_settings, selection_settings
 from capforecast.spreadsheet import write_csv
 
 
@@ -15,16 +16,15 @@ def main(smk) -> None:
     result = evaluate_backtests(
         predictions,
         panel[["series_id", "timestamp", "y"]],
-        backtest_cfg=smk.params.backtest,
-        forecast_cfg=smk.params.forecast,
-        selection_cfg=smk.params.selection,
+        backtest_cfg=backtest_settings(smk.params.backtest),
+        forecast_cfg=forecast_settings(smk.params.forecast),
+        selection_cfg=selection_settings(smk.params.selection),
         bounds=series_bounds(panel, smk.params.percent_metrics),
     )
     ensure_parent(*smk.output)
     result.metrics.to_parquet(smk.output.metrics, index=False)
     write_csv(result.leaderboard, smk.output.leaderboard)
     result.selection.to_parquet(smk.output.selection, index=False)
-    result.selected_predictions.to_parquet(smk.output.selected_predictions, index=False)
     result.calibration.to_parquet(smk.output.calibration, index=False)
     LOG.info("leaderboard:\n%s", result.leaderboard.to_string(index=False))
 

@@ -9,10 +9,18 @@ from capforecast.report_html import notebook_html
 from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
 
 
-def decision_parameter(smk) -> dict[str, str]:
-    """The run's decision backtest folder, for the report that shows it (capacity risk)."""
-    summary = getattr(smk.input, "decision_summary", None)
-    return {"decision_dir": str(Path(summary).parent.resolve())} if summary else {}
+def declared_inputs(smk) -> dict[str, str | list[str]]:
+    """The files the rule declares (the notebook excepted), as absolute paths."""
+    out: dict[str, str | list[str]] = {}
+    for name, value in smk.input.items():
+        if name == "notebook":
+            continue
+        out[name] = (
+            str(Path(value).resolve())
+            if isinstance(value, str)
+            else [str(Path(v).resolve()) for v in value]
+        )
+    return out
 
 
 def main(smk) -> None:
@@ -23,11 +31,12 @@ def main(smk) -> None:
         papermill.execute_notebook(
             smk.input.notebook,
             smk.output.notebook,
+            # The notebook reads what this rule declares and shows the run's validated settings.
             parameters={
-                "results_dir": str(Path("results").resolve()),
+                "inputs": declared_inputs(smk),
                 "top_n": smk.params.top_n,
                 "sample_series": smk.params.sample_series,
-                **decision_parameter(smk),
+                **smk.params.settings,
             },
             cwd=str(Path.cwd()),
             kernel_name="python3",

@@ -7,6 +7,7 @@ import pandas as pd
 from capforecast import risk
 from capforecast.csv_tables import read_csv_table
 from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.settings import risk_settings
 from capforecast.spreadsheet import write_csv
 
 
@@ -15,7 +16,8 @@ def main(smk) -> None:
     history = pd.concat([pd.read_parquet(p) for p in smk.input.clean], ignore_index=True)
     resources = pd.read_parquet(smk.input.resources)
     quality = read_csv_table(smk.input.quality)
-    result = risk.assess_risk(forecasts, history, resources, smk.params.config, quality=quality)
+    settings = risk_settings(smk.params.config)
+    result = risk.assess_risk(forecasts, history, resources, settings, quality=quality)
     ensure_parent(*smk.output)
     result.risk_report.to_parquet(smk.output.report_parquet, index=False)
     write_csv(result.risk_report, smk.output.report_csv, date_format="%Y-%m-%dT%H:%M:%SZ")

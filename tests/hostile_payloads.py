@@ -54,7 +54,15 @@ FORMULA_PAYLOADS: tuple[str, ...] = (
 )
 HARMLESS_LOOKALIKES: tuple[str, ...] = ("a=b", "i-0abc-1", "x@y", "'plain", "", "O'Brien")
 
-DISPLAY_PAYLOADS: tuple[str, ...] = HTML_PAYLOADS + MARKDOWN_PAYLOADS + TEX_PAYLOADS
+# Bidirectional controls that make a page show an id as another ("Trojan Source").
+BIDI_PAYLOADS: tuple[str, ...] = (
+    "vm-\u202etxt.exe",
+    "\u2066xss\u2069-\u2067b\u2069",
+    "a\u200fb\u200e\u061cc",
+    "\u202a\u202b\u202c\u202d\u2068",
+)
+
+DISPLAY_PAYLOADS: tuple[str, ...] = HTML_PAYLOADS + MARKDOWN_PAYLOADS + TEX_PAYLOADS + BIDI_PAYLOADS
 
 _URL_ATTRIBUTES = {"href", "src", "action", "formaction", "xlink:href", "data", "srcdoc"}
 
@@ -123,8 +131,22 @@ class _Text(HTMLParser):
 
 def as_shown(value: str) -> str:
     """How a page shows ``value``: control characters as spaces, whitespace collapsed."""
-    cleaned = "".join(" " if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 else c for c in value)
+    cleaned = "".join(_shown_character(c) for c in value)
     return " ".join(cleaned.split())
+
+
+def _shown_character(c: str) -> str:
+    """Control characters show as spaces, bidirectional controls as a visible ``<U+202E>``."""
+    if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0:
+        return " "
+    if c in BIDI_CONTROLS:
+        return f"<U+{ord(c):04X}>"
+    return c
+
+
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 
 class _Tables(HTMLParser):

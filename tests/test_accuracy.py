@@ -16,6 +16,12 @@ from capforecast.features import panel_from_local_files
 from capforecast.models import MODEL_REGISTRY
 from capforecast.models.peers import PEER_REGISTRY
 from capforecast.panel import series_bounds
+from capforecast.settings import (
+    backtest_settings,
+    forecast_settings,
+    model_settings,
+    selection_settings,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("accuracy")]
 
@@ -35,15 +41,19 @@ def leaderboard(project_root, nab_dir, monkeypatch_module) -> pd.DataFrame:
     history = panel[["series_id", "timestamp", "y"]]
     bounds = series_bounds(panel, cfg["etl"]["percent_metrics"])
     models = {name: MODEL_REGISTRY[name] for name in MODELS}
-    predictions = backtest_models(history, models, cfg, bounds=bounds, n_jobs=2)
+    stage = dict(
+        backtest_cfg=backtest_settings(cfg["backtest"]),
+        forecast_cfg=forecast_settings(cfg["forecast"]),
+    )
+    run = dict(stage, models_cfg=model_settings(cfg["models"]), freq=cfg["etl"]["freq"])
+    predictions = backtest_models(history, models, **run, bounds=bounds, n_jobs=2)
     peers = {name: PEER_REGISTRY[name] for name in PEERS}
-    peer_predictions = backtest_models(history, peers, cfg, bounds=bounds, n_jobs=2)
+    peer_predictions = backtest_models(history, peers, **run, bounds=bounds, n_jobs=2)
     result = evaluate_backtests(
         predictions,
         history,
-        backtest_cfg=cfg["backtest"],
-        forecast_cfg=cfg["forecast"],
-        selection_cfg=cfg["selection"],
+        **stage,
+        selection_cfg=selection_settings(cfg["selection"]),
         bounds=bounds,
     )
     board = leaderboard_with_peers(

@@ -18,17 +18,19 @@ from capforecast.backtest import (
     skipped_table,
 )
 from capforecast.config import validated_config
-from capforecast.contracts import quantile_column, series_id
+from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError, ForecastInputError, InputDataError
+from capforecast.features import build_features
 from capforecast.models import MODEL_REGISTRY
 from capforecast.models.base import ForecastRequest, finalize_forecast, future_timestamps
-from capforecast.panel import series_bounds, to_panel
+from capforecast.panel import series_bounds
+from capforecast.settings import ModelSettings, model_settings
 
 QUANTILES = (0.1, 0.5, 0.9)
 START = pd.Timestamp("2026-01-01", tz="UTC")
 
-# The models section with every schema default (what the workflow passes to a model).
-SCHEMA_MODELS = validated_config({})["models"]
+# The models settings with every schema default (what the workflow passes to a model).
+SCHEMA_MODELS = model_settings(validated_config({})["models"])
 
 
 def hourly_series(sid: str, values: np.ndarray, start: pd.Timestamp = START) -> pd.DataFrame:
@@ -45,7 +47,7 @@ def _frame(request: ForecastRequest, rows: list[dict]) -> pd.DataFrame:
     return finalize_forecast(pd.DataFrame(rows), request)
 
 
-def seasonal_naive_model(request: ForecastRequest, cfg: dict) -> pd.DataFrame:
+def seasonal_naive_model(request: ForecastRequest, cfg: ModelSettings) -> pd.DataFrame:
     """Test model: repeat the last season; intervals from the seasonal differences' spread."""
     rows = []
     for sid, part in request.history.groupby("series_id"):
@@ -63,11 +65,11 @@ def seasonal_naive_model(request: ForecastRequest, cfg: dict) -> pd.DataFrame:
     return _frame(request, rows)
 
 
-def mean_model(request: ForecastRequest, cfg: dict) -> pd.DataFrame:
+def mean_model(request: ForecastRequest, cfg: ModelSettings) -> pd.DataFrame:
     """Test model: the mean of the whole history (any leaked future value would move it)."""
     rows = []
     for sid, part in request.history.groupby("series_id"):
-        level, spread = part["y"].mean(), part["y"].std() + cfg.get("extra_spread", 0.0)
+        level, spread = part["y"].mean(), part["y"].std()
         stamps = future_timestamps(part["timestamp"].iloc[-1], request.horizon, request.freq)
         for ts in stamps:
             row = {"series_id": sid, "timestamp": ts, "mean": level, "model_used": "mean"}
@@ -134,33 +136,8 @@ def clean_frame() -> pd.DataFrame:
     )
 
 
-def test_to_panel_builds_series_ids_and_picks_the_target_column():
-    clean = clean_frame()
-    for target, column in (("mean", "value"), ("max", "value_max")):
-        panel = to_panel(clean.iloc[::-1], target)
-        assert list(panel.columns) == ["series_id", "timestamp", "y"]
-        expected = clean.assign(
-            series_id=[
-                series_id(r, m) for r, m in zip(clean["resource_id"], clean["metric"], strict=True)
-            ]
-        ).sort_values(["series_id", "timestamp"])
-        assert panel["series_id"].tolist() == expected["series_id"].tolist()
-        np.testing.assert_array_equal(panel["y"].to_numpy(), expected[column].to_numpy())
-        assert str(panel["timestamp"].dt.tz) == "UTC"
-
-
-def test_to_panel_errors_name_the_problem():
-    clean = clean_frame()
-    with pytest.raises(InputDataError, match="column 'value_max'"):
-        to_panel(clean.drop(columns="value_max"), "max")
-    with pytest.raises(ConfigError, match=r"forecast\.target"):
-        to_panel(clean, "p99")
-    with pytest.raises(InputDataError, match=r"row 6.*duplicate timestamp"):
-        to_panel(pd.concat([clean, clean.iloc[[0]]], ignore_index=True))
-
-
 def test_series_bounds_cap_percent_metrics_only():
-    panel = to_panel(clean_frame())
+    panel = build_features(clean_frame())
     bounds = series_bounds(panel, ["cpu_utilization", "memory_utilization"])
     assert bounds == {
         "i-1|cpu_utilization": (0.0, 100.0),
@@ -196,6 +173,7 @@ def test_windows_are_end_aligned_per_series_and_skips_are_recorded():
         quantiles=QUANTILES,
         season=24,
         selection_windows=1,
+        model_cfg=SCHEMA_MODELS,
     )
     assert predictions.groupby("window")["is_selection_window"].first().tolist() == [
         True,
@@ -233,7 +211,9 @@ def test_windows_are_end_aligned_per_series_and_skips_are_recorded():
 def test_changing_data_after_a_cutoff_leaves_that_window_unchanged():
     panel = hourly_series("a", daily_pattern(24 * 6, 40, 8))
     panel = pd.concat([panel, hourly_series("b", daily_pattern(24 * 6, 70, 4, 5))])
-    kwargs = dict(windows=3, horizon=24, step=24, quantiles=QUANTILES, season=24)
+    kwargs = dict(
+        windows=3, horizon=24, step=24, quantiles=QUANTILES, season=24, model_cfg=SCHEMA_MODELS
+    )
     before = run_backtest(panel, mean_model, "mean", **kwargs)
     first_cutoff = before.loc[before["window"] == 0, "cutoff"].iloc[0]
     changed = panel.copy()
@@ -281,7 +261,7 @@ def test_model_sees_history_up_to_the_cutoff_only():
     panel = hourly_series("a", daily_pattern(24 * 5, 40, 8))
     seen = []
 
-    def recording_model(request: ForecastRequest, cfg: dict) -> pd.DataFrame:
+    def recording_model(request: ForecastRequest, cfg: ModelSettings) -> pd.DataFrame:
         seen.append(request.history["timestamp"].max())
         return mean_model(request, cfg)
 
@@ -293,6 +273,7 @@ def test_model_sees_history_up_to_the_cutoff_only():
         horizon=12,
         step=6,
         quantiles=QUANTILES,
+        model_cfg=SCHEMA_MODELS,
     )
     assert seen == list(predictions.groupby("window")["cutoff"].first())
 
@@ -302,7 +283,10 @@ def test_fit_seconds_model_cfg_and_model_omissions():
         [hourly_series(s, daily_pattern(24 * 4, 10 + i, 2)) for i, s in enumerate("abc")]
     )
 
-    def picky_model(request: ForecastRequest, cfg: dict) -> pd.DataFrame:
+    received = []
+
+    def picky_model(request: ForecastRequest, cfg: ModelSettings) -> pd.DataFrame:
+        received.append(cfg)
         out = mean_model(request, cfg)
         return out[out["series_id"] != "c"]
 
@@ -313,7 +297,7 @@ def test_fit_seconds_model_cfg_and_model_omissions():
         windows=2,
         horizon=24,
         quantiles=QUANTILES,
-        model_cfg={"extra_spread": 5.0},
+        model_cfg=SCHEMA_MODELS,
     )
     assert set(predictions["series_id"]) == {"a", "b"}
     skipped = skipped_table(predictions)
@@ -321,12 +305,13 @@ def test_fit_seconds_model_cfg_and_model_omissions():
         ["c", 0, REASON_MODEL_OMITTED],
         ["c", 1, REASON_MODEL_OMITTED],
     ]
-    # model_cfg reached the model: the interval is the history's std plus 5 on each side
+    # model_cfg reached the model, in every window
+    assert len(received) == 2 and all(cfg is SCHEMA_MODELS for cfg in received)
     row = predictions.iloc[0]
     history = panel[
         (panel["series_id"] == row["series_id"]) & (panel["timestamp"] <= row["cutoff"])
     ]
-    np.testing.assert_allclose(row["q0.9"] - row["q0.5"], 0.8 * (history["y"].std() + 5.0))
+    np.testing.assert_allclose(row["q0.9"] - row["q0.5"], 0.8 * history["y"].std())
     per_window = predictions.groupby("window")["fit_seconds"].agg(["min", "max"])
     assert (per_window["min"] == per_window["max"]).all() and (per_window["min"] >= 0).all()
 
@@ -334,7 +319,7 @@ def test_fit_seconds_model_cfg_and_model_omissions():
 def test_bounds_are_applied_and_bad_timestamps_rejected():
     panel = hourly_series("a|cpu_utilization", np.full(24 * 3, 99.0) + np.arange(72) % 2)
 
-    def wide_model(request: ForecastRequest, cfg: dict) -> pd.DataFrame:
+    def wide_model(request: ForecastRequest, cfg: ModelSettings) -> pd.DataFrame:
         out = mean_model(request, cfg)
         out["q0.9"] = out["q0.5"] + 50.0
         return out
@@ -347,10 +332,11 @@ def test_bounds_are_applied_and_bad_timestamps_rejected():
         horizon=24,
         quantiles=QUANTILES,
         bounds=series_bounds(panel, ["cpu_utilization"]),
+        model_cfg=SCHEMA_MODELS,
     )
     assert predictions["q0.9"].max() == 100.0
 
-    def shifted_model(request: ForecastRequest, cfg: dict) -> pd.DataFrame:
+    def shifted_model(request: ForecastRequest, cfg: ModelSettings) -> pd.DataFrame:
         out = mean_model(request, cfg)
         out["timestamp"] = out["timestamp"] + pd.Timedelta("1h")
         return out
@@ -358,7 +344,15 @@ def test_bounds_are_applied_and_bad_timestamps_rejected():
     with pytest.raises(
         ForecastInputError, match=r"model 'shifted' window 0.*outside its test window"
     ):
-        run_backtest(panel, shifted_model, "shifted", windows=1, horizon=24, quantiles=QUANTILES)
+        run_backtest(
+            panel,
+            shifted_model,
+            "shifted",
+            windows=1,
+            horizon=24,
+            quantiles=QUANTILES,
+            model_cfg=SCHEMA_MODELS,
+        )
 
 
 def test_off_grid_timestamps_are_rejected():

@@ -324,3 +324,28 @@ def test_no_object_in_the_schema_accepts_unknown_keys(schema):
         if (fixed_keys and extra is not False) or (not fixed_keys and not isinstance(extra, dict)):
             open_objects.append(path)
     assert open_objects == []
+
+
+def test_sagemaker_backend_is_refused_until_it_exists():
+    with pytest.raises(ConfigError) as info:
+        validated_config({"training": {"backend": "sagemaker"}})
+    message = str(info.value)
+    assert "training.backend" in message and "not available yet" in message
+    assert "\n" not in message
+    assert validated_config({})["training"]["backend"] == "local"
+
+
+def test_the_generator_has_its_own_horizon_and_thresholds():
+    """synthetic.horizon / synthetic.thresholds default to forecast.horizon / risk.thresholds'
+    defaults, and are checked like them."""
+    cfg = validated_config({})
+    assert cfg["synthetic"]["horizon"] == cfg["forecast"]["horizon"]
+    assert cfg["synthetic"]["thresholds"] == cfg["risk"]["thresholds"]
+    with pytest.raises(ConfigError, match=r"synthetic\.thresholds\.cpu_utilization.*exceed"):
+        validated_config(
+            {"synthetic": {"thresholds": {"cpu_utilization": {"warning": 95, "critical": 90}}}}
+        )
+    with pytest.raises(ConfigError, match=r"synthetic\.thresholds\.disk_used_percent\.critical"):
+        validated_config(
+            {"synthetic": {"thresholds": {"disk_used_percent": {"warning": 95, "critical": 120}}}}
+        )

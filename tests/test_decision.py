@@ -256,6 +256,15 @@ def test_rightsizing_check_moves_actual_peaks_to_the_recommended_type():
     }
 
 
+def decision_inputs(folder):
+    """The decision inputs of the capacity-risk report, as its rule declares them."""
+    return {
+        "decision_summary": folder / "summary.json",
+        "decision_series_scores": folder / "series_scores.csv",
+        "decision_rightsizing": folder / "rightsizing_check.csv",
+    }
+
+
 def test_report_section_shows_the_run_s_backtest_or_how_to_run_one(tmp_path):
     resources = sizing_inputs()[1]
     result = decision.score_decisions(
@@ -275,7 +284,7 @@ def test_report_section_shows_the_run_s_backtest_or_how_to_run_one(tmp_path):
         tmp_path / "rightsizing_check.csv", index=False
     )
     (tmp_path / "summary.json").write_text(json.dumps(result.summary_json))
-    text = decision_report.report_section(tmp_path)
+    text = decision_report.report_section(decision_inputs(tmp_path))
     assert "History cut at **2026-01-10T00:00:00+00:00**" in text
     product = (
         "| capforecast: at_risk | 4 | 2 | 2 | 1 | 0.500 | 0.500 | 0.500 | 0.2150 | 0.14 | 2.0 (1) |"
@@ -288,4 +297,4 @@ def test_report_section_shows_the_run_s_backtest_or_how_to_run_one(tmp_path):
     # The harmful one; ids and names are escaped Markdown (decision_report shows data literally).
     assert "| r1 | m5\\.xlarge | m5\\.large | 120.0 | 60.0 |" in text
     assert "Breaches not called at_risk (1, first 1)" in text and "| vm\\-c |" in text
-    assert decision_report.report_section("") == decision_report.HOW_TO_RUN
+    assert decision_report.report_section({}) == decision_report.HOW_TO_RUN

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast.contracts import quantile_column
+from capforecast.config import validated_config
+from capforecast.contracts import FLAG_NO_DATA, model_used_label, quantile_column
 from capforecast.errors import ConfigError
 from capforecast.models import MODEL_FAMILY, MODEL_REGISTRY, ForecastRequest, stats
 from capforecast.models.autogluon_model import (
@@ -24,12 +25,10 @@ from capforecast.models.autogluon_model import (
 from capforecast.models.base import (
     FLAG_CONSTANT,
     FLAG_MODEL_FAILED,
-    FLAG_NO_DATA,
     FLAG_TOO_SHORT,
     base_model_name,
     fill_missing,
     future_timestamps,
-    model_used_label,
     steps_per,
 )
 from capforecast.models.fallback import (
@@ -37,15 +36,15 @@ from capforecast.models.fallback import (
     min_history_steps,
     route_series,
 )
-from capforecast.models.prophet_model import (
-    DEFAULT_CHANGEPOINT_PRIOR_SCALE,
-    DEFAULT_CHANGEPOINT_RANGE,
-    DEFAULT_CHANGEPOINTS,
-    DEFAULT_DAILY_FOURIER_ORDER,
-    build_tasks,
-    choose_growth,
-)
+from capforecast.models.prophet_model import build_tasks, choose_growth
 from capforecast.models.stats import interval_levels
+from capforecast.settings import (
+    AutoGluonSettings,
+    Holiday,
+    ModelSettings,
+    ProphetSettings,
+    model_settings,
+)
 
 QUANTILES = (0.1, 0.5, 0.9)
 START = pd.Timestamp("2026-03-01", tz="UTC")
@@ -59,17 +58,26 @@ CHEAP_MODELS = [
     "theta",
     "mstl",
 ]
-MODEL_CFG = {
-    "predict_linear_window_hours": 24,
-    "seasonal_median": {"seasons": 7, "error_seasons": 14},
-    "intervals": "empirical",
-    "prophet": {"growth": "auto", "weekly_seasonality": "auto", "daily_seasonality": True},
-    "autogluon": {
-        "hyperparameters": {"SeasonalNaive": {}, "ETS": {}},
-        "time_limit": 20,
-        "eval_metric": "SQL",
-    },
-}
+# The schema's models section, with a cheap AutoGluon.
+SCHEMA_MODELS = validated_config({})["models"]
+MODEL_CFG = model_settings(
+    {
+        **SCHEMA_MODELS,
+        "autogluon": {
+            **SCHEMA_MODELS["autogluon"],
+            "hyperparameters": {"SeasonalNaive": {}, "ETS": {}},
+            "time_limit": 60,  # a cap: two cheap models on a loaded machine
+        },
+    }
+)
+
+
+def ag(**overrides) -> AutoGluonSettings:
+    return dataclasses.replace(MODEL_CFG.autogluon, **overrides)
+
+
+def prophet_cfg(**overrides) -> ProphetSettings:
+    return dataclasses.replace(MODEL_CFG.prophet, **overrides)
 
 
 def seasonal_values(n: int, level: float, amplitude: float, slope: float, noise: float, rng):
@@ -240,7 +248,7 @@ def test_predict_linear_fits_only_the_recent_window_and_widens_with_horizon():
     ramp = 20.0 + 2.0 * np.arange(1, 25)  # the last 24 hours climb 2 per step
     history = series_frame("shift", np.concatenate([flat, ramp]) + rng.normal(0, 0.1, 224))
     request = request_for(history, horizon=24, bounds={})
-    out = MODEL_REGISTRY["predict_linear"](request, {"predict_linear_window_hours": 24})
+    out = MODEL_REGISTRY["predict_linear"](request, MODEL_CFG)
     assert np.allclose(np.diff(out["mean"]), 2.0, atol=0.01)
     width = (out["q0.9"] - out["q0.1"]).to_numpy()
     assert (np.diff(width) > 0).all()
@@ -459,7 +467,7 @@ def test_odd_series_are_flagged_never_dropped(name):
 def test_series_a_model_cannot_fit_go_to_the_next_model_flagged():
     request = request_for(odd_panel())
 
-    def model_that_fits_nothing(sub: ForecastRequest, cfg: dict) -> pd.DataFrame:
+    def model_that_fits_nothing(sub: ForecastRequest, cfg: ModelSettings) -> pd.DataFrame:
         return pd.DataFrame(columns=["series_id", "timestamp", "mean"])
 
     out = forecast_with_fallback(
@@ -502,14 +510,14 @@ def no_network(monkeypatch):
 
 def test_pretrained_preset_refused_without_allow_pretrained(no_network):
     with pytest.raises(ConfigError, match="allow_pretrained") as info:
-        check_pretrained({"presets": "bolt_small", "allow_pretrained": False})
+        check_pretrained(ag(presets="bolt_small", allow_pretrained=False))
     assert "chronos-bolt-small" in str(info.value)
     assert "\n" not in str(info.value)
 
 
 def test_fast_training_preset_is_refused_because_it_adds_chronos2_and_toto2(no_network):
     with pytest.raises(ConfigError, match="allow_pretrained") as info:
-        check_pretrained({"presets": "fast_training"})
+        check_pretrained(ag(presets="fast_training"))
     assert "Chronos2" in str(info.value) and "Toto2" in str(info.value)
 
 
@@ -518,23 +526,23 @@ def test_every_autogluon_preset_needs_allow_pretrained(no_network):
 
     for preset in get_predictor_presets():
         with pytest.raises(ConfigError, match="allow_pretrained"):
-            check_pretrained({"presets": preset})
+            check_pretrained(ag(presets=preset))
 
 
 def test_allowed_pretrained_without_local_weights_names_model_path(no_network, tmp_path):
     with pytest.raises(ConfigError, match=r"models\.autogluon\.model_path"):
-        check_pretrained({"presets": "chronos2", "allow_pretrained": True, "model_path": None})
+        check_pretrained(ag(presets="chronos2", allow_pretrained=True, model_path=None))
     with pytest.raises(ConfigError, match=r"models\.autogluon\.model_path.*not a directory"):
         check_pretrained(
-            {"presets": "chronos2", "allow_pretrained": True, "model_path": str(tmp_path / "x")}
+            ag(presets="chronos2", allow_pretrained=True, model_path=str(tmp_path / "x"))
         )
     with pytest.raises(ConfigError, match=r"no weights for autogluon/chronos-bolt-tiny"):
         check_pretrained(
-            {
-                "hyperparameters": {"Chronos": {"model_path": "bolt_tiny"}},
-                "allow_pretrained": True,
-                "model_path": str(tmp_path),
-            }
+            ag(
+                hyperparameters={"Chronos": {"model_path": "bolt_tiny"}},
+                allow_pretrained=True,
+                model_path=str(tmp_path),
+            )
         )
 
 
@@ -542,7 +550,7 @@ def test_allowed_pretrained_points_models_at_local_weights(no_network, tmp_path)
     (tmp_path / "chronos-2-small").mkdir()
     (tmp_path / "Toto-2.0-4m").mkdir()
     resolved = resolve_hyperparameters(
-        {"presets": "medium_quality", "allow_pretrained": True, "model_path": str(tmp_path)}
+        ag(presets="medium_quality", allow_pretrained=True, model_path=str(tmp_path))
     )
     assert resolved["Chronos2"]["model_path"] == str(tmp_path / "chronos-2-small")
     assert resolved["Toto2"]["model_path"] == str(tmp_path / "Toto-2.0-4m")
@@ -557,9 +565,9 @@ def test_default_hyperparameters_need_no_pretrained_weights(no_network):
         "DirectTabular": {},
         "RecursiveTabular": {},
     }
-    assert resolve_hyperparameters({"hyperparameters": default}) == default
+    assert resolve_hyperparameters(ag(hyperparameters=default)) == default
     with pytest.raises(ConfigError, match="allow_pretrained"):
-        check_pretrained({"hyperparameters": None})  # AutoGluon's own default has Chronos2
+        check_pretrained(ag(hyperparameters=None))  # AutoGluon's own default has Chronos2
     jobs = with_local_n_jobs(default, 2)
     assert jobs["ETS"] == {"n_jobs": 2} and jobs["DirectTabular"] == {}
 
@@ -567,7 +575,9 @@ def test_default_hyperparameters_need_no_pretrained_weights(no_network):
 def test_autogluon_model_refuses_before_any_fit(no_network):
     request = request_for(panel(days=3))
     with pytest.raises(ConfigError, match="allow_pretrained"):
-        MODEL_REGISTRY["autogluon"](request, {"autogluon": {"presets": "bolt_small"}})
+        MODEL_REGISTRY["autogluon"](
+            request, dataclasses.replace(MODEL_CFG, autogluon=ag(presets="bolt_small"))
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -585,27 +595,30 @@ def test_prophet_growth_and_weekly_seasonality_per_series():
         history,
         bounds={"bounded|cpu_utilization": (0.0, 100.0), "bytes|network_in_bytes": (0.0, None)},
     )
-    tasks = {t.series_id: t for t in build_tasks(request, {"growth": "auto"}, keep_models=False)}
+    tasks = {
+        t.series_id: t for t in build_tasks(request, prophet_cfg(growth="auto"), keep_models=False)
+    }
     bounded, unbounded = tasks["bounded|cpu_utilization"], tasks["bytes|network_in_bytes"]
     assert (bounded.growth, bounded.cap, bounded.floor) == ("logistic", 100.0, 0.0)
     assert (unbounded.growth, unbounded.cap) == ("linear", None)
     assert bounded.weekly_seasonality and not unbounded.weekly_seasonality
-    forced = build_tasks(request, {"weekly_seasonality": "off"}, keep_models=False)
+    forced = build_tasks(request, prophet_cfg(weekly_seasonality="off"), keep_models=False)
     assert not any(t.weekly_seasonality for t in forced)
 
 
 def test_prophet_logistic_growth_only_near_the_cap_under_auto():
     idle = np.full(100, 0.1)  # a CPU idling at 0.1 %
     busy = np.concatenate([np.full(80, 40.0), np.full(20, 70.0)])  # 90th percentile 70 %
-    assert choose_growth("auto", idle, 0.0, 100.0) == "linear"
-    assert choose_growth("auto", busy, 0.0, 100.0) == "logistic"
+    share = MODEL_CFG.prophet.logistic_min_share  # the schema's 0.5
+    assert choose_growth("auto", idle, 0.0, 100.0, share) == "linear"
+    assert choose_growth("auto", busy, 0.0, 100.0, share) == "logistic"
     # the share is configurable: a 90th percentile of 70 is below 0.8 * 100
     assert choose_growth("auto", busy, 0.0, 100.0, min_share=0.8) == "linear"
     # logistic when asked for it on a bounded series, never without a cap
-    assert choose_growth("logistic", idle, 0.0, 100.0) == "logistic"
-    assert choose_growth("logistic", busy, 0.0, None) == "linear"
-    assert choose_growth("auto", np.full(5, np.nan), 0.0, 100.0) == "linear"
-    assert choose_growth("flat", busy, 0.0, 100.0) == "flat"
+    assert choose_growth("logistic", idle, 0.0, 100.0, share) == "logistic"
+    assert choose_growth("logistic", busy, 0.0, None, share) == "linear"
+    assert choose_growth("auto", np.full(5, np.nan), 0.0, 100.0, share) == "linear"
+    assert choose_growth("flat", busy, 0.0, 100.0, share) == "flat"
 
 
 def test_prophet_trend_and_seasonality_settings_reach_the_tasks():
@@ -620,22 +633,23 @@ def test_prophet_trend_and_seasonality_settings_reach_the_tasks():
         ]
     )
     request = request_for(history)
-    defaults = {t.series_id: t for t in build_tasks(request, {}, keep_models=False)}
+    defaults = {t.series_id: t for t in build_tasks(request, prophet_cfg(), keep_models=False)}
     full, gap = defaults["full|cpu_utilization"], defaults["gappy|cpu_utilization"]
+    schema = SCHEMA_MODELS["prophet"]
     assert (full.n_changepoints, full.changepoint_range, full.changepoint_prior_scale) == (
-        DEFAULT_CHANGEPOINTS,
-        DEFAULT_CHANGEPOINT_RANGE,
-        DEFAULT_CHANGEPOINT_PRIOR_SCALE,
+        schema["n_changepoints"],
+        schema["changepoint_range"],
+        schema["changepoint_prior_scale"],
     )
-    assert full.daily_fourier_order == DEFAULT_DAILY_FOURIER_ORDER
+    assert full.daily_fourier_order == schema["daily_fourier_order"]
     # weekly seasonality needs two full weeks of observed values, not of rows
     assert full.weekly_seasonality and not gap.weekly_seasonality
-    cfg = {
-        "n_changepoints": 10,
-        "changepoint_range": 0.9,
-        "changepoint_prior_scale": 0.05,
-        "daily_fourier_order": 4,
-    }
+    cfg = prophet_cfg(
+        n_changepoints=10,
+        changepoint_range=0.9,
+        changepoint_prior_scale=0.05,
+        daily_fourier_order=4,
+    )
     task = build_tasks(request, cfg, keep_models=False)[0]
     assert (task.n_changepoints, task.changepoint_range, task.changepoint_prior_scale) == (
         10,
@@ -643,7 +657,7 @@ def test_prophet_trend_and_seasonality_settings_reach_the_tasks():
         0.05,
     )
     assert task.daily_fourier_order == 4
-    no_daily = build_tasks(request, {"daily_seasonality": False}, keep_models=False)[0]
+    no_daily = build_tasks(request, prophet_cfg(daily_seasonality=False), keep_models=False)[0]
     assert no_daily.daily_fourier_order == 0
 
 
@@ -656,15 +670,9 @@ def test_prophet_contract_in_parallel_with_holidays():
     # Five series reach Prophet, so two worker processes really run.
     history = pd.concat([odd_panel(), panel(days=10)], ignore_index=True)
     request = dataclasses.replace(request_for(history), n_jobs=2)
-    cfg = {
-        **MODEL_CFG,
-        "prophet": {
-            **MODEL_CFG["prophet"],
-            "holidays": [
-                {"name": "launch", "date": "2026-03-05", "lower_window": 0, "upper_window": 1}
-            ],
-        },
-    }
+    cfg = dataclasses.replace(
+        MODEL_CFG, prophet=prophet_cfg(holidays=(Holiday("launch", "2026-03-05", 0, 1),))
+    )
     out = MODEL_REGISTRY["prophet"](request, cfg)
     assert_contract(out, request)
     used = out.groupby("series_id")["model_used"].first()
@@ -693,15 +701,15 @@ def test_prophet_follows_a_level_shift_late_in_the_history():
 @pytest.mark.slow
 def test_prophet_models_round_trip_through_json(tmp_path):
     from capforecast.models.prophet_model import (
-        fit_prophet_models,
         load_prophet_models,
+        prophet_forecast_and_models,
         save_prophet_models,
     )
 
     request = request_for(panel(days=5))
-    holiday = {"name": "launch", "date": "2026-03-03", "lower_window": 0, "upper_window": 0}
-    cfg = {**MODEL_CFG, "prophet": {**MODEL_CFG["prophet"], "holidays": [holiday]}}
-    models = fit_prophet_models(request, cfg)
+    holiday = Holiday(name="launch", date="2026-03-03", lower_window=0, upper_window=0)
+    cfg = dataclasses.replace(MODEL_CFG, prophet=prophet_cfg(holidays=(holiday,)))
+    _, models = prophet_forecast_and_models(request, cfg)
     assert set(models) == set(request.history["series_id"])
     paths = save_prophet_models(models, tmp_path / "prophet")
     assert len(paths) == len(models) and all(p.exists() for p in paths)
@@ -719,14 +727,12 @@ def test_prophet_models_round_trip_through_json(tmp_path):
 @pytest.mark.slow
 def test_autogluon_contract_with_cheap_models(tmp_path):
     request = request_for(odd_panel())
-    cfg = {**MODEL_CFG, "autogluon": {**MODEL_CFG["autogluon"], "path": str(tmp_path / "ag")}}
-    out = MODEL_REGISTRY["autogluon"](request, cfg)
+    out = MODEL_REGISTRY["autogluon"](request, MODEL_CFG)
     assert_contract(out, request)
     used = out.groupby("series_id")["model_used"].first()
     assert used["a|full"] == "autogluon"
     assert used["d|constant"] == "naive (constant)" and used["e|all_nan"] == "none (no_data)"
     assert used["c|short60h"] == "seasonal_naive_daily (fallback: too_short)"
-    assert (tmp_path / "ag").is_dir()
 
 
 def test_history_cap_never_trims_below_what_a_model_needs():

@@ -20,6 +20,7 @@ from capforecast.metrics import leaderboard, score_predictions
 from capforecast.models import MODEL_REGISTRY
 from capforecast.models.base import ForecastRequest
 from capforecast.models.fallback import history_cap, min_history_steps, profile_series, route_series
+from capforecast.settings import model_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real_fleet")]
 
@@ -65,7 +66,7 @@ def weekly_naive_backtest(history: pd.DataFrame, cfg) -> tuple[pd.DataFrame, pd.
         windows=2,
         horizon=24,
         quantiles=(0.1, 0.5, 0.9),
-        model_cfg=cfg["models"],
+        model_cfg=model_settings(cfg["models"]),
     )
     scores = score_predictions(predictions, history, 24, [0.1, 0.5, 0.9])
     return predictions, leaderboard(scores, baseline="seasonal_naive_weekly")

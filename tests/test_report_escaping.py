@@ -17,6 +17,8 @@ import matplotlib.cbook
 import pandas as pd
 import pytest
 from hostile_payloads import (
+    BIDI_CONTROLS,
+    BIDI_PAYLOADS,
     DISPLAY_PAYLOADS,
     HTML_PAYLOADS,
     MARKDOWN_PAYLOADS,
@@ -29,6 +31,7 @@ from hostile_payloads import (
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from nbconvert.filters.markdown_mistune import markdown2html_mistune
+from test_decision import decision_inputs
 from test_reports import (
     FORECAST_START,
     make_clean,
@@ -66,6 +69,17 @@ def test_html_text_shows_markup_as_characters(payload: str) -> None:
     assert live_injections(html) == []
     assert shown_text(html) == as_shown(payload)
     assert html_text(payload).count("<") == 0 and html_text(payload).count('"') == 0
+
+
+@pytest.mark.parametrize("payload", BIDI_PAYLOADS)
+def test_bidi_controls_show_as_visible_marks_everywhere(payload: str) -> None:
+    marks = [f"<U+{ord(c):04X}>" for c in payload if c in BIDI_CONTROLS]
+    assert marks  # every payload holds at least one
+    for escaped in (html_text(payload), markdown_text(payload), plot_text(payload)):
+        assert not BIDI_CONTROLS.intersection(escaped)
+    assert shown_text(f"<p>{html_text(payload)}</p>") == as_shown(payload)
+    drawn = plot_text(payload)
+    assert [m for m in marks if m in drawn] == marks
 
 
 @pytest.mark.parametrize("payload", (*TEX_PAYLOADS, "50$ and 60$", "a\\$b", "no dollar"))
@@ -187,7 +201,7 @@ def test_decision_section_tables_show_hostile_ids_literally(tmp_path) -> None:
             "call_at_risk": False,
         }
     ).to_csv(tmp_path / "series_scores.csv", index=False)
-    html = markdown2html_mistune(decision_report.report_section(tmp_path))
+    html = markdown2html_mistune(decision_report.report_section(decision_inputs(tmp_path)))
     assert live_injections(html) == []
     _methods, harmful, missed = table_cells(html)
     for table in (harmful, missed):

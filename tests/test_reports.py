@@ -524,7 +524,7 @@ def test_full_risk_report_ranks_by_metric_score_and_flags_overdue_action() -> No
     named = [markdown_text(overdue.loc[row, c]) for c in ("resource_id", "metric")]
     assert f"**{named[0]} {named[1]}**" in text
     # Thresholds come from the report's own columns (the config passed is ignored).
-    levels = report.threshold_lookup(risk, {"thresholds": {}})
+    levels = report.threshold_lookup(risk, {"thresholds": {}, "service_overrides": {}})
     assert levels["i-db-1|memory_utilization"] == {"warning": 80.0, "critical": 95.0}
 
 
@@ -596,7 +596,10 @@ def test_fan_chart_with_only_one_band_available() -> None:
 def test_risk_fan_charts_mark_thresholds_and_eta() -> None:
     clean = make_clean()
     risk = make_risk()
-    cfg = {"thresholds": {"cpu_utilization": {"warning": 70, "critical": 90}}}
+    cfg = {
+        "thresholds": {"cpu_utilization": {"warning": 70, "critical": 90}},
+        "service_overrides": {},
+    }
     fig = report.risk_fan_charts(risk, clean, make_forecasts(clean), top_n=1, risk_cfg=cfg)
     ax = fig.axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
@@ -620,8 +623,14 @@ def test_threshold_lookup_prefers_report_columns_then_service_overrides() -> Non
         "warning": 75.0,
         "critical": 85.0,
     }
-    defaults = report.risk_config(None)["thresholds"]
-    assert defaults["cpu_utilization"] == {"warning": 70, "critical": 90}
+    # A notebook opened by hand shows the schema's levels; the workflow passes the run's.
+    defaults = report.risk_levels(None, None)
+    assert defaults["thresholds"]["cpu_utilization"] == {"warning": 70, "critical": 90}
+    table = report.thresholds_table(report.risk_levels(cfg["thresholds"], cfg["service_overrides"]))
+    assert table.values.tolist() == [
+        ["every service", "cpu_utilization", 70.0, 90.0],
+        ["service db", "cpu_utilization", 50.0, 60.0],
+    ]
 
 
 def test_quality_headline_and_flagged_table() -> None:
@@ -933,6 +942,59 @@ def test_html_report_is_self_contained_without_code(executed: dict[str, Path], n
     # opens offline: no script or stylesheet from anywhere else
     assert not re.findall(r'<(?:script|link)[^>]*\b(?:src|href)="(?:https?:)?//', html)
     assert "jp-Notebook" in html  # still JupyterLab's styling
+
+
+def declared_inputs(results: Path, name: str) -> dict[str, object]:
+    """The inputs the render_report rule declares for report ``name``, as it passes them."""
+    inputs: dict[str, object] = {
+        key: str(results / relative) for key, relative in report.REPORT_INPUTS[name].items()
+    }
+    inputs["clean"] = [str(p) for p in sorted((results / "clean").glob("*.parquet"))]
+    return inputs
+
+
+@pytest.mark.slow
+def test_risk_report_reads_its_declared_inputs_and_shows_the_run_s_thresholds(
+    tmp_path: Path,
+) -> None:
+    """The workflow passes the rule's inputs and the validated risk levels (papermill
+    parameters): under another config's thresholds the page shows those, not the defaults,
+    and no results directory is searched."""
+    results = build_results_tree(tmp_path)
+    thresholds = {
+        "cpu_utilization": {"warning": 61.5, "critical": 83.5},
+        "memory_utilization": {"warning": 72.5, "critical": 91.5},
+    }
+    overrides = {"db": {"cpu_utilization": {"critical": 77.5}}}
+    notebook = execute_notebook(
+        "capacity_risk",
+        tmp_path / "nowhere",  # results_dir: nothing may be read from it
+        tmp_path,
+        inputs=declared_inputs(results, "capacity_risk"),
+        thresholds=thresholds,
+        service_overrides=overrides,
+        top_n=3,
+        sample_series=2,
+    )
+    html = to_html(notebook)
+    section = html[html.index("Thresholds") : html.index("All findings")]
+    for level in ("61.5", "83.5", "72.5", "91.5", "77.5"):
+        assert level in section
+    assert "every service" in section and "service db" in section
+    # No notebook prompts in the page, and wide tables scroll instead of being cut off.
+    assert not re.search(r"In&nbsp;\[|Out\[\d*\]:|In \[\d*\]:", html)
+    assert not re.search(r'class="[^"]*\bjp-(?:In|Out)putPrompt', html)
+    assert "overflow-x: auto" in html
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["data_quality", "forecast_backtest"])
+def test_reports_read_their_declared_inputs(tmp_path: Path, name: str) -> None:
+    results = build_results_tree(tmp_path)
+    notebook = execute_notebook(
+        name, tmp_path / "nowhere", tmp_path, inputs=declared_inputs(results, name)
+    )
+    assert not [o for o in outputs(notebook) if o["output_type"] == "error"]
 
 
 def test_fallbacks_are_named_in_the_forecast_report() -> None:

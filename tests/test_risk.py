@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -22,6 +23,7 @@ from capforecast.risk_probability import (
     exceedance_probability,
     first_crossings,
 )
+from capforecast.settings import RiskSettings, risk_settings
 
 START = pd.Timestamp("2026-09-12", tz="UTC")
 HOUR = pd.Timedelta(hours=1)
@@ -108,7 +110,8 @@ def resources(*rows: tuple[str, str, str | None]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=list(RESOURCE_COLUMNS))
 
 
-def config(**risk) -> dict:
+def config(catalogue: dict | None = None, **risk) -> RiskSettings:
+    """Risk settings of a validated config with these ``risk`` keys and the test catalogue."""
     base = {
         "thresholds": {
             CPU: {"warning": 70, "critical": 80},
@@ -122,7 +125,8 @@ def config(**risk) -> dict:
         "low_water_pct": 20,
     }
     base.update(risk)
-    return {"risk": base, "catalogue": CATALOGUE, "etl": {"freq": "1h", "pegged_level": 99.0}}
+    cfg = validated_config({"risk": base, "etl": {"freq": "1h", "pegged_level": 99.0}})
+    return dataclasses.replace(risk_settings(cfg), catalogue=catalogue or CATALOGUE)
 
 
 def flat(level: float, hours: int = 96) -> np.ndarray:
@@ -626,7 +630,7 @@ def test_instance_type_absent_from_the_catalogue_is_named():
         (
             {CPU: {"warning": -5, "critical": 80}},
             "risk.thresholds.cpu_utilization.warning",
-            "negative",
+            "minimum 0",
         ),
         (
             {MEM: {"warning": 80, "critical": 120}},
@@ -643,11 +647,12 @@ def test_out_of_range_thresholds_are_rejected(thresholds, key, problem):
 
 def test_out_of_range_service_override_is_rejected():
     forecasts, past, table = one_resource(flat(30), flat(30))
-    cfg = config(service_overrides={"web": {CPU: {"critical": 150}}})
     with pytest.raises(
         ConfigError, match=re.escape("risk.service_overrides.web.cpu_utilization.critical")
     ):
-        assess_risk(forecasts, past, table, cfg)
+        assess_risk(
+            forecasts, past, table, config(service_overrides={"web": {CPU: {"critical": 150}}})
+        )
 
 
 # --- live, lagging and stopped series --------------------------------------------------------
@@ -898,11 +903,12 @@ def test_an_unobserved_dimension_does_not_veto_and_is_never_shrunk(
 ):
     # A big.4x idling at 12 % on its only observed dimension (CloudWatch without the agent has
     # no memory): over-provisioned on what is seen; candidates keep the unseen dimension.
-    cfg = config()
-    cfg["catalogue"] = {
-        **CATALOGUE,
-        "mem.2x": {"vcpu": 2, "memory_gib": 16, "hourly_price_usd": 0.12, "family": "mem"},
-    }
+    cfg = config(
+        catalogue={
+            **CATALOGUE,
+            "mem.2x": {"vcpu": 2, "memory_gib": 16, "hourly_price_usd": 0.12, "family": "mem"},
+        }
+    )
     result = assess_risk(
         fan("r1", observed, flat(12)),
         history("r1", observed, [12.0], hours=336),
@@ -914,7 +920,7 @@ def test_an_unobserved_dimension_does_not_veto_and_is_never_shrunk(
     assert f"{missing}_not_observed" in seen["reason_codes"]
     assert f"{missing}_not_shrunk" in seen["reason_codes"]
     assert seen["sizing"] == "downsize" and seen["recommended_instance_type"] == expected
-    assert cfg["catalogue"][expected][capacity] >= CATALOGUE["big.4x"][capacity]
+    assert cfg.catalogue[expected][capacity] >= CATALOGUE["big.4x"][capacity]
     assert seen["monthly_cost_delta_usd"] < 0
     assert f"{missing} not sized" in result.service_capacity.iloc[0]["note"]
 
@@ -1052,7 +1058,9 @@ def test_pegged_bitbrains_vms_are_never_downsized():
     history_weeks, held_back = bitbrains_weeks(ids, weeks=6)
     table = pd.read_csv(BITBRAINS / "resources.csv")
     table = table[table["resource_id"].isin(ids)]
-    result = assess_risk(calm_forecast(history_weeks), history_weeks, table, validated_config({}))
+    result = assess_risk(
+        calm_forecast(history_weeks), history_weeks, table, risk_settings(validated_config({}))
+    )
     per_resource = result.risk_report.drop_duplicates("resource_id").set_index("resource_id")
     cpu = result.risk_report[result.risk_report["metric"] == CPU].set_index("resource_id")
     catalogue = pd.DataFrame(validated_config({})["catalogue"]).T

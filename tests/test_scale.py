@@ -246,7 +246,7 @@ def test_quality_table_flags_and_counts_conversions(etl):
         }
     )
     table, rows = scale.decide_scales(raw, undeclared(raw), etl)
-    series = table.assign(source_metric=table["metric"], name_match="canonical")
+    series = table.assign(source_metric=table["metric"], name_match="canonical", ids_trimmed=False)
     raw = scale.rescale(raw, rows)
     result = validate.validate_rows(raw, etl, "f.csv")
     clean = resample.resample_series(result.kept, etl)

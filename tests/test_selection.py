@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from capforecast.backtest import run_backtest
+from capforecast.config import validated_config
 from capforecast.contracts import quantile_column
-from capforecast.errors import ConfigError
+from capforecast.errors import ConfigError, ForecastInputError
 from capforecast.metrics import RELGM_CLIP, leaderboard, score_predictions
 from capforecast.models.base import ForecastRequest, finalize_forecast, future_timestamps
 from capforecast.selection import (
@@ -20,6 +21,11 @@ from capforecast.selection import (
     final_selection,
     relative_log_scores,
     select_without_peeking,
+)
+from capforecast.settings import (
+    ModelSettings,
+    SelectionSettings,
+    model_settings,
     selection_settings,
 )
 
@@ -27,6 +33,12 @@ QUANTILES = (0.1, 0.5, 0.9)
 START = pd.Timestamp("2026-01-01", tz="UTC")
 HOUR = pd.Timedelta("1h")
 Q_COLUMNS = [quantile_column(q) for q in QUANTILES]
+SCHEMA_SELECTION = validated_config({})["selection"]
+
+
+def settings(**overrides) -> SelectionSettings:
+    """The schema's selection settings with ``overrides``."""
+    return selection_settings({**SCHEMA_SELECTION, **overrides})
 
 
 def constant_predictions(
@@ -95,7 +107,7 @@ def test_selection_uses_only_earlier_windows():
             constant_predictions("B", (1.5, 2.0, 2.5), 4),
         ]
     )
-    cfg = {"selection": {"strategy": "best", "metric": "wql", "top_k": 1}}
+    cfg = settings(strategy="best", metric="wql", top_k=1)
     selected, choices = select_without_peeking(metrics_table(scores), predictions, cfg)
 
     assert set(selected["model"]) == {SELECTED}
@@ -139,7 +151,9 @@ def test_overlapping_windows_are_not_used_before_their_actuals_are_known():
             constant_predictions("B", (1.5, 2.0, 2.5), 3, horizon=4, step=2),
         ]
     )
-    _, choices = select_without_peeking(metrics_table(scores), predictions, {"strategy": "best"})
+    _, choices = select_without_peeking(
+        metrics_table(scores), predictions, settings(strategy="best", metric="wql")
+    )
     by_window = choices.groupby("window").agg(reason=("reason", "first"), n=("n_windows", "max"))
     assert by_window["reason"].tolist() == [REASON_DEFAULT, REASON_DEFAULT, REASON_SCORED]
     assert by_window.loc[2, "n"] == 1  # only window 0 ended by window 2's cutoff
@@ -150,7 +164,7 @@ def test_ensemble_weights_sum_to_one_and_quantiles_are_vincentised_and_monotone(
     # B's quantiles cross (q0.1 above its median): the average must still come out sorted.
     values = {"A": (0.0, 1.0, 2.0), "B": (5.0, 1.5, 4.0), "C": (9.0, 9.0, 9.0)}
     predictions = pd.concat([constant_predictions(m, v, 2) for m, v in values.items()])
-    cfg = {"strategy": "ensemble", "metric": "mase", "top_k": 2, "combination": "mean"}
+    cfg = settings(strategy="ensemble", metric="mase", top_k=2, combination="mean")
     selected, choices = select_without_peeking(metrics_table(scores), predictions, cfg)
     weights = choices.groupby(["series_id", "window"])["weight"].sum()
     assert weights.to_numpy() == pytest.approx(np.ones(len(weights)))
@@ -183,9 +197,13 @@ def test_shrinkage_borrows_the_fleet_record():
         "s3": {"A": 0.1, "B": 1.0},
     }
     metrics = fleet_metrics(scores)
-    own_only = final_selection(metrics, {"strategy": "best", "shrinkage": 0}).set_index("series_id")
+    own_only = final_selection(
+        metrics, settings(strategy="best", metric="wql", shrinkage=0)
+    ).set_index("series_id")
     assert own_only.loc["s1", "model"] == "B"
-    shrunk = final_selection(metrics, {"strategy": "best", "shrinkage": 1}).set_index("series_id")
+    shrunk = final_selection(
+        metrics, settings(strategy="best", metric="wql", shrinkage=1)
+    ).set_index("series_id")
     assert shrunk["model"].to_dict() == {"s1": "A", "s2": "A", "s3": "A"}
     # the score of A on s1: (own relative log score + fleet mean) / (1 + 1), with each window's
     # values relative to the median of the two models (their average)
@@ -223,7 +241,7 @@ def test_copies_of_one_model_count_once():
         ]
     ).assign(model_used=lambda f: f["model_used"].replace({"daily": "seasonal_naive_daily"}))
     scores = {"daily": [0.1, 0.1], "weekly": [0.1, 0.1], "other": [0.3, 0.3]}
-    cfg = {"strategy": "ensemble", "top_k": 2}
+    cfg = settings(strategy="ensemble", metric="wql", top_k=2)
     selected, choices = select_without_peeking(metrics_table(scores), predictions, cfg)
     for window in (0, 1):
         chosen = choices[choices["window"] == window].set_index("model")["weight"]
@@ -236,14 +254,16 @@ def test_median_combination_ignores_one_broken_model():
     values = {"A": (1.0, 2.0, 3.0), "B": (1.5, 2.5, 3.5), "C": (100.0, 200.0, 300.0)}
     scores = {"A": [0.1, 0.1], "B": [0.2, 0.2], "C": [0.3, 0.3]}
     predictions = pd.concat([constant_predictions(m, v, 2) for m, v in values.items()])
-    median, choices = select_without_peeking(metrics_table(scores), predictions, {"top_k": 3})
+    median, choices = select_without_peeking(
+        metrics_table(scores), predictions, settings(metric="wql", top_k=3)
+    )
     window1 = median[median["window"] == 1].iloc[0]
     assert window1[Q_COLUMNS].tolist() == list(values["B"])
     assert window1["mean"] == values["B"][1]
     assert choices.loc[choices["window"] == 1, "weight"].tolist() == pytest.approx([1 / 3] * 3)
     assert set(choices["combination"]) == {"median"}
     mean, _ = select_without_peeking(
-        metrics_table(scores), predictions, {"top_k": 3, "combination": "mean"}
+        metrics_table(scores), predictions, settings(metric="wql", top_k=3, combination="mean")
     )
     assert mean.loc[mean["window"] == 1, "q0.5"].iloc[0] > 2 * values["B"][1]
 
@@ -259,31 +279,30 @@ def test_combine_final_forecasts_follows_the_selection_combination():
     )
     out = combine_final_forecasts(forecasts, selection)
     assert out[Q_COLUMNS].drop_duplicates().values.tolist() == [[2.0, 3.0, 4.0]]
-    legacy = combine_final_forecasts(forecasts, selection.drop(columns="combination"))
-    assert legacy["q0.5"].iloc[0] == pytest.approx((2.0 + 3.0 + 95.0) / 3)
+    mean = combine_final_forecasts(forecasts, selection.assign(combination="mean"))
+    assert mean["q0.5"].iloc[0] == pytest.approx((2.0 + 3.0 + 95.0) / 3)
+    with pytest.raises(ForecastInputError, match="combination"):
+        combine_final_forecasts(forecasts, selection.drop(columns="combination"))
 
 
 def test_missing_metric_falls_back_to_the_other_metric():
     metrics = metrics_table({"A": [0.3], "B": [0.1]})
     metrics["wql"] = np.nan  # e.g. an all-zero series: WQL undefined
-    final = final_selection(metrics, {"strategy": "best", "metric": "wql"})
+    final = final_selection(metrics, settings(strategy="best", metric="wql"))
     assert final[["model", "reason"]].values.tolist() == [["B", REASON_OTHER_METRIC]]
 
 
-def test_selection_settings_reject_unknown_values():
+def test_selection_settings_are_the_schema_defaults_and_invalid_values_fail_validation():
     with pytest.raises(ConfigError, match=r"selection\.strategy.*allowed: best, ensemble"):
-        selection_settings({"selection": {"strategy": "vote"}})
+        validated_config({"selection": {"strategy": "vote"}})
     with pytest.raises(ConfigError, match=r"selection\.combination.*allowed: median, mean"):
-        selection_settings({"selection": {"combination": "mode"}})
-    with pytest.raises(ConfigError, match=r"selection\.shrinkage.*>= 0"):
-        selection_settings({"selection": {"shrinkage": -1}})
-    assert selection_settings({}) == {
-        "strategy": "ensemble",
-        "metric": "wql",
-        "top_k": 3,
-        "shrinkage": 1.0,
-        "combination": "median",
-    }
+        validated_config({"selection": {"combination": "mode"}})
+    with pytest.raises(ConfigError, match=r"selection\.shrinkage.*minimum 0"):
+        validated_config({"selection": {"shrinkage": -1}})
+    # The schema is the one place the defaults live (the metric once drifted to wql here).
+    assert selection_settings(validated_config({})["selection"]) == SelectionSettings(
+        strategy="ensemble", metric="mase", top_k=3, shrinkage=1.0, combination="median"
+    )
 
 
 def final_forecast(series: list[str], q: tuple[float, float, float], horizon: int = 3):
@@ -313,6 +332,7 @@ def test_combine_final_forecasts_weights_falls_back_and_bounds():
             "series_id": ["s1|cpu", "s1|cpu", "s2", "s3", "s3", "s5"],
             "model": ["A", "B", "B", "B", "A", "B"],
             "weight": [0.5, 0.5, 1.0, 0.6, 0.4, 1.0],
+            "combination": "mean",
         }
     )
     out = combine_final_forecasts(forecasts, selection, bounds={"s1|cpu": (0.0, 100.0)})
@@ -336,7 +356,7 @@ def test_combine_final_forecasts_weights_falls_back_and_bounds():
     assert (np.diff(out[Q_COLUMNS].to_numpy(dtype=float), axis=1) >= 0).all()
 
 
-def repeat_day_model(request: ForecastRequest, cfg: dict) -> pd.DataFrame:
+def repeat_day_model(request: ForecastRequest, cfg: ModelSettings) -> pd.DataFrame:
     rows = []
     for sid, part in request.history.groupby("series_id"):
         y = part["y"].to_numpy()
@@ -392,7 +412,14 @@ def test_selected_row_reaches_the_leaderboard_end_to_end():
         ]
     )
     panel.loc[panel["series_id"] == "flat", "y"] += np.random.default_rng(0).normal(0, 1, 24 * 7)
-    kwargs = dict(windows=2, horizon=24, quantiles=QUANTILES, season=24, selection_windows=1)
+    kwargs = dict(
+        windows=2,
+        horizon=24,
+        quantiles=QUANTILES,
+        season=24,
+        selection_windows=1,
+        model_cfg=model_settings(validated_config({})["models"]),
+    )
     predictions = pd.concat(
         [
             run_backtest(panel, repeat_day_model, "seasonal_naive_daily", **kwargs),
@@ -404,7 +431,7 @@ def test_selected_row_reaches_the_leaderboard_end_to_end():
     # series, the other twice as bad there) says nothing about the other series, so rank on
     # each series' own windows (see test_shrinkage_borrows_the_fleet_record for the default).
     selected, choices = select_without_peeking(
-        metrics, predictions, {"strategy": "best", "metric": "mase", "shrinkage": 0}
+        metrics, predictions, settings(strategy="best", metric="mase", shrinkage=0)
     )
     metrics = pd.concat([metrics, score_predictions(selected, panel, 24, QUANTILES)])
     board = leaderboard(metrics).set_index("model")

@@ -313,8 +313,8 @@ def test_missing_samples_follow_missing_rate_and_include_outages(cfg, plan, raw)
 def test_ground_truth_saturation_lies_inside_the_horizon_and_matches_the_plan(cfg, plan):
     truth = json.loads(json.dumps(synth.ground_truth(plan, cfg)))  # JSON round trip
     end = pd.Timestamp(START, tz="UTC") + pd.Timedelta(days=DAYS)
-    horizon = cfg["forecast"]["horizon"] * pd.Timedelta(cfg["etl"]["freq"])
-    thresholds = cfg["risk"]["thresholds"]["cpu_utilization"]
+    horizon = cfg["synthetic"]["horizon"] * pd.Timedelta(cfg["etl"]["freq"])
+    thresholds = cfg["synthetic"]["thresholds"]["cpu_utilization"]
     web = plan.loc[plan["service"] == "web"]
     assert truth["services"]["web"]["instances"] == web["resource_id"].tolist()
     assert truth["services"]["web"]["saturating_metric"] == "cpu_utilization"
@@ -333,8 +333,8 @@ def test_ground_truth_saturation_lies_inside_the_horizon_and_matches_the_plan(cf
 def test_ground_truth_growing_stays_under_critical_within_the_horizon(cfg, plan):
     truth = synth.ground_truth(plan, cfg)
     end = pd.Timestamp(START, tz="UTC") + pd.Timedelta(days=DAYS)
-    horizon = cfg["forecast"]["horizon"] * pd.Timedelta(cfg["etl"]["freq"])
-    critical = cfg["risk"]["thresholds"]["cpu_utilization"]["critical"]
+    horizon = cfg["synthetic"]["horizon"] * pd.Timedelta(cfg["etl"]["freq"])
+    critical = cfg["synthetic"]["thresholds"]["cpu_utilization"]["critical"]
     for rid in truth["services"]["catalog"]["instances"]:
         cpu = truth["resources"][rid]["metrics"]["cpu_utilization"]
         assert cpu["peak_in_horizon"] < critical

@@ -12,6 +12,7 @@ from capforecast.config import validated_config
 from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError
 from capforecast.models.base import trim_history
+from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
 
 def feature_panel(days: int = 10) -> pd.DataFrame:
@@ -44,8 +45,20 @@ def test_trim_history_keeps_the_most_recent_points_of_each_series():
 
 
 def test_model_quantiles_include_extra_levels_and_the_median():
-    levels = train.model_quantiles({"quantiles": [0.9, 0.1], "extra_quantiles": [0.05]})
+    cfg = validated_config({"forecast": {"quantiles": [0.9, 0.1, 0.5], "extra_quantiles": [0.05]}})
+    levels = train.model_quantiles(forecast_settings(cfg["forecast"]))
     assert levels == (0.05, 0.1, 0.5, 0.9)
+    assert train.model_quantiles(forecast_settings(validated_config({})["forecast"])) == (
+        0.02,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        0.75,
+        0.9,
+        0.95,
+        0.98,
+    )
 
 
 def test_fit_forecast_returns_the_contract_and_respects_bounds():
@@ -53,14 +66,14 @@ def test_fit_forecast_returns_the_contract_and_respects_bounds():
     out = train.fit_forecast(
         "seasonal_naive_daily",
         feature_panel(),
-        forecast_cfg=cfg["forecast"],
-        backtest_cfg=cfg["backtest"],
-        models_cfg=cfg["models"],
+        forecast_cfg=forecast_settings(cfg["forecast"]),
+        backtest_cfg=backtest_settings(cfg["backtest"]),
+        models_cfg=model_settings(cfg["models"]),
         percent_metrics=cfg["etl"]["percent_metrics"],
     )
     assert out.groupby("series_id").size().tolist() == [12, 12]
     assert set(out["model"]) == {"seasonal_naive_daily"}
-    for q in train.model_quantiles(cfg["forecast"]):
+    for q in train.model_quantiles(forecast_settings(cfg["forecast"])):
         assert quantile_column(q) in out.columns
     cpu = out[out["metric"] == "cpu_utilization"]
     assert cpu[quantile_column(0.98)].max() <= 100.0
@@ -73,9 +86,9 @@ def test_unknown_model_is_a_config_error():
         train.fit_forecast(
             "arima_deluxe",
             feature_panel(),
-            forecast_cfg=cfg["forecast"],
-            backtest_cfg=cfg["backtest"],
-            models_cfg=cfg["models"],
+            forecast_cfg=forecast_settings(cfg["forecast"]),
+            backtest_cfg=backtest_settings(cfg["backtest"]),
+            models_cfg=model_settings(cfg["models"]),
             percent_metrics=[],
         )
 
@@ -116,9 +129,9 @@ def test_prophet_final_fit_saves_one_json_model_per_series(tmp_path):
     out = train.fit_forecast(
         "prophet",
         panel,
-        forecast_cfg=cfg["forecast"],
-        backtest_cfg=cfg["backtest"],
-        models_cfg=cfg["models"],
+        forecast_cfg=forecast_settings(cfg["forecast"]),
+        backtest_cfg=backtest_settings(cfg["backtest"]),
+        models_cfg=model_settings(cfg["models"]),
         percent_metrics=cfg["etl"]["percent_metrics"],
         model_dir=tmp_path / "prophet",
     )

@@ -153,6 +153,20 @@ def test_reproducible_outputs(synthetic_run, tmp_path):
         pd.testing.assert_frame_equal(first, second)
 
 
+def test_a_risk_threshold_edit_keeps_the_generated_fleet(synthetic_run, tmp_path):
+    """The generator is calibrated on synthetic.thresholds / synthetic.horizon: editing
+    risk.thresholds reruns the risk stage only, not generation and everything after it."""
+    shutil.copytree(
+        synthetic_run, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("locks")
+    )
+    cfg = yaml.safe_load((CONFIGS / "tiny_synthetic.yaml").read_text())
+    cfg["risk"] = {"thresholds": {"cpu_utilization": {"warning": 60, "critical": 85}}}
+    config = tmp_path / "thresholds.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(tmp_path, "--configfile", str(config), "risk")
+    assert jobs == {"risk_report": 1, "risk": 1}
+
+
 def test_target_max_forecasts_the_hourly_peaks(synthetic_run, tmp_path):
     """`forecast.target: max` reruns the feature panels (and only them, up to features) and the
     panel's y becomes each hour's maximum instead of its mean."""
@@ -245,7 +259,8 @@ def test_one_partition_change_reruns_only_that_partition(tmp_path):
 
 
 def test_library_edit_triggers_rerun_of_its_rules(synthetic_run, tmp_path):
-    """Snakemake does not track imported modules; the code digest param makes it."""
+    """Snakemake does not track imported modules; the code digest param makes it (every
+    module in turn: tests/test_rerun_plan.py)."""
     clone = tmp_path / "clone"
     shutil.copytree(
         ROOT, clone, ignore=shutil.ignore_patterns(".venv", "results", ".snakemake", ".git")
@@ -253,8 +268,10 @@ def test_library_edit_triggers_rerun_of_its_rules(synthetic_run, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(synthetic_run / "results", work / "results")
     shutil.copytree(synthetic_run / ".snakemake", work / ".snakemake")
-    resample = clone / "scripts" / "capforecast" / "resample.py"
-    resample.write_text(resample.read_text() + "\n# an edit\n")
+    # Only the feature panels import it (resample.py, say, reaches the generator through
+    # capforecast.config).
+    features = clone / "scripts" / "capforecast" / "features.py"
+    features.write_text(features.read_text() + "\n# an edit\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         [
@@ -267,7 +284,7 @@ def test_library_edit_triggers_rerun_of_its_rules(synthetic_run, tmp_path):
             "--quiet",
             "rules",
             f"--configfile={CONFIGS / 'tiny_synthetic.yaml'}",
-            "clean",
+            "features",
         ],
         capture_output=True,
         text=True,
@@ -275,8 +292,9 @@ def test_library_edit_triggers_rerun_of_its_rules(synthetic_run, tmp_path):
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert re.search(r"clean_partition\s+3", out), out
+    assert re.search(r"features_partition\s+3", out), out
     assert "generate_service" not in out
+    assert "clean_partition" not in out
 
 
 def test_bad_config_names_the_key(tmp_path):

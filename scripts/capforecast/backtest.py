@@ -29,6 +29,7 @@ from capforecast.models.base import (
     trim_history,
 )
 from capforecast.models.fallback import history_cap
+from capforecast.settings import ModelSettings
 
 LOGGER = logging.getLogger(__name__)
 
@@ -319,7 +320,7 @@ def run_backtest(
     season: int = 24,
     bounds: Mapping[str, tuple[float, float | None]] | None = None,
     n_jobs: int = 1,
-    model_cfg: Mapping[str, Any] | None = None,
+    model_cfg: ModelSettings,
     selection_windows: int = 0,
     freq: str = "1h",
     min_train_points: int | None = None,
@@ -346,7 +347,7 @@ def run_backtest(
     levels = tuple(sorted({float(q) for q in quantiles} | {0.5}))
     max_points = history_cap(
         model_name,
-        (model_cfg or {}).get("max_history_hours"),
+        model_cfg.max_history_hours,
         horizon=horizon,
         season=season,
         freq=freq,
@@ -388,7 +389,7 @@ def run_backtest(
             fitted_models=fitted_models,
         )
         started = time.perf_counter()
-        raw = model_fn(request, dict(model_cfg or {}))
+        raw = model_fn(request, model_cfg)
         elapsed = time.perf_counter() - started
         forecast = _checked_forecast(raw, request, model_name, window, cutoffs)
         forecast = forecast[forecast["series_id"].isin(series)]

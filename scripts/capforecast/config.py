@@ -22,8 +22,7 @@ import yaml
 from capforecast import metric_names
 from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError
-from capforecast.holdout import parse_history_end
-from capforecast.timestamps import timestamp_window
+from capforecast.timestamps import parse_history_end, timestamp_window
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 # Quantiles every stage reads: the median (point, bias, risk) and P10-P90 (coverage, calibration).
@@ -236,17 +235,16 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
     _check_holidays(cfg["models"]["prophet"]["holidays"])
     _check_input_mapping(data)
     metric_names.check_config(cfg)
-    for metric, levels in cfg["risk"]["thresholds"].items():
-        if levels["warning"] > levels["critical"]:
-            raise ConfigError(
-                f"risk.thresholds.{metric}",
-                f"warning ({levels['warning']}) must not exceed critical ({levels['critical']})",
-            )
-        if metric in cfg["etl"]["percent_metrics"] and levels["critical"] > 100:
-            raise ConfigError(
-                f"risk.thresholds.{metric}.critical",
-                f"{levels['critical']} is above 100 for a percentage metric",
-            )
+    _check_thresholds(cfg["risk"], cfg["etl"]["percent_metrics"])
+    _check_thresholds(
+        {"thresholds": cfg["synthetic"]["thresholds"], "service_overrides": {}},
+        cfg["etl"]["percent_metrics"],
+        section="synthetic",
+    )
+    if cfg["training"]["backend"] == "sagemaker":
+        raise ConfigError(
+            "training.backend", "sagemaker is not available yet (the AWS work builds it); use local"
+        )
     catalogue = cfg["catalogue"]
     for i, svc in enumerate(cfg["synthetic"]["services"]):
         if svc["instance_type"] not in catalogue:
@@ -259,11 +257,40 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError("synthetic.services", f"duplicate service names: {', '.join(dupes)}")
-    # Imported here: capforecast.risk reads the schema through this module. Its threshold
-    # check merges each service override over the metric's global levels, as the risk stage does.
-    from capforecast.risk import risk_settings
 
-    risk_settings(cfg)
+
+def _check_thresholds(
+    risk: Mapping[str, Any], percent_metrics: list[str], section: str = "risk"
+) -> None:
+    """Warning at most critical, and at most 100 for a percentage metric: the global levels
+    and each service override merged over them (a level left out is the global one), as the
+    risk stage reads them (``capforecast.settings.merged_overrides``)."""
+    levels_by_key = {
+        f"{section}.thresholds.{metric}": (metric, levels)
+        for metric, levels in risk["thresholds"].items()
+    }
+    for service, metrics in risk["service_overrides"].items():
+        for metric, levels in metrics.items():
+            merged = {**risk["thresholds"].get(metric, {}), **levels}
+            key = f"risk.service_overrides.{service}.{metric}"
+            for name in ("warning", "critical"):
+                if name not in merged:
+                    raise ConfigError(
+                        f"{key}.{name}", f"needs a number: {metric} has no global {name} level"
+                    )
+            levels_by_key[key] = (metric, merged)
+    for key, (metric, levels) in levels_by_key.items():
+        for name in ("warning", "critical"):
+            if metric in percent_metrics and levels[name] > 100:
+                raise ConfigError(
+                    f"{key}.{name}", f"{levels[name]:g} is above 100 for a percentage metric"
+                )
+        if levels["warning"] > levels["critical"]:
+            raise ConfigError(
+                key,
+                f"warning ({levels['warning']:g}) must not exceed critical "
+                f"({levels['critical']:g})",
+            )
 
 
 def _positive_step(cfg: Mapping[str, Any], key: str) -> pd.Timedelta:

@@ -32,6 +32,7 @@ INGEST_SERIES_COLUMNS: tuple[str, ...] = (
     "scale",  # percent | fraction (converted x100) | ambiguous (0-1 values read as percent) | ""
     "scale_evidence",  # name | values | config | "" (non-percent metrics)
     "rows_rescaled",  # non-missing values multiplied by 100
+    "ids_trimmed",  # the resource id or metric name had surrounding whitespace in some rows
 )
 
 # Resources table: results/raw/resources.parquet
@@ -139,3 +140,14 @@ def split_series_id(series: str) -> tuple[str, str]:
     """(resource_id, metric) of an id built by :func:`series_id`."""
     resource_id, _, metric = series.rpartition(SERIES_ID_SEPARATOR)
     return resource_id, metric
+
+
+# ``model_used`` of a forecast row: "<model>" or "<model> (<flag>)" when the series was routed or
+# special-cased. Here rather than in models/ so stages that only read forecasts (the risk
+# stage's no-data rows) do not import the forecasting models.
+FLAG_NO_DATA = "no_data"
+
+
+def model_used_label(model: str, flag: str | None = None) -> str:
+    """``model`` alone, or ``"model (flag)"`` when the series was routed or special-cased."""
+    return model if not flag else f"{model} ({flag})"

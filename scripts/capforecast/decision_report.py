@@ -85,18 +85,22 @@ def _table(frame: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body])
 
 
-def report_section(decision_dir: str | Path | None) -> str:
+# The decision outputs the capacity-risk report reads: inputs of its rule (rules/common.smk).
+DECISION_INPUTS = ("decision_summary", "decision_series_scores", "decision_rightsizing")
+
+
+def report_section(inputs: Mapping[str, str | Path] | None) -> str:
     """Markdown for the capacity-risk report: the run's decision backtest, or how to run one.
 
-    ``decision_dir`` holds summary.json, series_scores.csv and rightsizing_check.csv (the
-    ``decision`` target's outputs); empty or None when the run has no held-back actuals.
+    ``inputs`` are the report's inputs; the decision backtest's are ``DECISION_INPUTS``
+    (summary.json, series_scores.csv, rightsizing_check.csv of the ``decision`` target), absent
+    when the run has no held-back actuals.
     """
-    if not decision_dir:
+    if not inputs or DECISION_INPUTS[0] not in inputs:
         return HOW_TO_RUN
-    folder = Path(decision_dir)
-    summary = json.loads((folder / "summary.json").read_text())
-    scores = read_csv_table(folder / "series_scores.csv")
-    check = read_csv_table(folder / "rightsizing_check.csv")
+    summary = json.loads(Path(inputs["decision_summary"]).read_text())
+    scores = read_csv_table(inputs["decision_series_scores"])
+    check = read_csv_table(inputs["decision_rightsizing"])
     counts = summary["series"]
     not_scored = {k: v for k, v in counts.items() if k != "scored"}
     parts = [

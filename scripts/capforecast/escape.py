@@ -15,6 +15,10 @@ has one function, used by every page, table, headline and figure that shows data
   mathtext never parses an id (``$\\foo$`` would raise at draw time, ``a$b$c`` would be
   typeset).
 
+All three show Unicode bidirectional controls (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F,
+U+061C) as visible ``<U+202E>`` marks: in a page they would reorder the characters around them,
+so ``vm\u202etxt.exe`` would read as another id ("Trojan Source").
+
 CSV cells that a spreadsheet would run as formulas are handled by :mod:`capforecast.spreadsheet`.
 """
 
@@ -33,14 +37,22 @@ _HTML_ENTITIES: dict[str, str] = {
 # C0 and C1 control characters (tab, line feed, carriage return included).
 _CONTROL_CHARACTERS = [*range(0x00, 0x20), *range(0x7F, 0xA0)]
 
-_HTML_TABLE = str.maketrans(_HTML_ENTITIES)
+# Bidirectional formatting characters: they reorder the text around them when displayed.
+_BIDI_CONTROLS = [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_BIDI_SHOWN = {code: f"<U+{code:04X}>" for code in _BIDI_CONTROLS}
+
+_HTML_TABLE = str.maketrans(
+    {**_HTML_ENTITIES, **{code: f"&lt;U+{code:04X}&gt;" for code in _BIDI_CONTROLS}}
+)
 _MARKDOWN_TABLE = str.maketrans(
     {
         **{ord(c): " " for c in map(chr, _CONTROL_CHARACTERS)},
         **{c: "\\" + c for c in string.punctuation if c not in _HTML_ENTITIES},
         **_HTML_ENTITIES,
+        **{code: f"&lt;U\\+{code:04X}&gt;" for code in _BIDI_CONTROLS},
     }
 )
+_PLOT_TABLE = str.maketrans({"$": r"\$", **_BIDI_SHOWN})
 
 
 def html_text(value: Any) -> str:
@@ -69,4 +81,4 @@ def _references(whitespace: str) -> str:
 def plot_text(value: Any) -> str:
     """``value`` for a matplotlib text (title, label, tick label, legend entry): shown
     literally, never as mathtext. Escape once, where the text is handed to matplotlib."""
-    return str(value).replace("$", r"\$")
+    return str(value).translate(_PLOT_TABLE)

@@ -13,6 +13,16 @@ import pandas as pd
 
 from capforecast import backtest, calibration, metrics, selection
 from capforecast.models.base import ModelFn
+from capforecast.settings import (
+    BacktestSettings,
+    ForecastSettings,
+    ModelSettings,
+    SelectionSettings,
+    backtest_settings,
+    forecast_settings,
+    model_settings,
+    selection_settings,
+)
 from capforecast.train import model_quantiles
 
 
@@ -29,31 +39,31 @@ class Evaluation:
 def backtest_models(
     history: pd.DataFrame,
     models: Mapping[str, ModelFn],
-    cfg: Mapping[str, Any],
     *,
+    backtest_cfg: BacktestSettings,
+    forecast_cfg: ForecastSettings,
+    models_cfg: ModelSettings,
+    freq: str,
     bounds: Mapping[str, tuple[float, float | None]],
     n_jobs: int = 1,
 ) -> pd.DataFrame:
-    """Run the configured rolling-origin backtest for each model; predictions concatenated.
-
-    ``cfg`` is the validated config (its ``backtest``, ``forecast``, ``models`` and ``etl.freq``).
-    """
-    bt = cfg["backtest"]
+    """Run the configured rolling-origin backtest for each model; predictions concatenated."""
+    bt = backtest_cfg
     frames = [
         backtest.run_backtest(
             history,
             fn,
             name,
-            windows=bt["windows"],
-            horizon=bt["horizon"],
-            step=bt["step"],
-            quantiles=model_quantiles(cfg["forecast"]),
-            season=bt["season"],
+            windows=bt.windows,
+            horizon=bt.horizon,
+            step=bt.step,
+            quantiles=model_quantiles(forecast_cfg),
+            season=bt.season,
             bounds=bounds,
             n_jobs=n_jobs,
-            model_cfg=cfg["models"],
-            selection_windows=bt["selection_windows"],
-            freq=cfg["etl"]["freq"],
+            model_cfg=models_cfg,
+            selection_windows=bt.selection_windows,
+            freq=freq,
         )
         for name, fn in models.items()
     ]
@@ -67,9 +77,9 @@ def evaluate_backtests(
     predictions: pd.DataFrame,
     history: pd.DataFrame,
     *,
-    backtest_cfg: Mapping[str, Any],
-    forecast_cfg: Mapping[str, Any],
-    selection_cfg: Mapping[str, Any],
+    backtest_cfg: BacktestSettings,
+    forecast_cfg: ForecastSettings,
+    selection_cfg: SelectionSettings,
     bounds: Mapping[str, tuple[float, float | None]],
     baseline: str = "seasonal_naive_daily",
 ) -> Evaluation:
@@ -77,11 +87,11 @@ def evaluate_backtests(
 
     ``history`` is the panel (series_id, timestamp, y) the MASE scale is computed from.
     """
-    season, scored_quantiles = backtest_cfg["season"], forecast_cfg["quantiles"]
+    season, scored_quantiles = backtest_cfg.season, list(forecast_cfg.quantiles)
     scores = metrics.score_predictions(predictions, history, season, scored_quantiles)
     selected, choices = selection.select_without_peeking(scores, predictions, selection_cfg)
     table = pd.DataFrame()
-    if forecast_cfg["calibrate"]:
+    if forecast_cfg.calibrate:
         levels = model_quantiles(forecast_cfg)
         # The final forecasts are uncalibrated combinations: fit their scaling on the
         # uncalibrated backtest combinations, before those are calibrated window by window.
@@ -141,27 +151,39 @@ def forecast_in_memory(
     from capforecast.panel import series_bounds
     from capforecast.train import fit_forecast
 
-    names = list(models or cfg["models"]["enabled"])
+    bt, fc, ms = (
+        backtest_settings(cfg["backtest"]),
+        forecast_settings(cfg["forecast"]),
+        model_settings(cfg["models"]),
+    )
+    names = list(models or ms.enabled)
     history = panel[["series_id", "timestamp", "y"]]
     bounds = series_bounds(panel, cfg["etl"]["percent_metrics"])
     predictions = backtest_models(
-        history, {name: MODEL_REGISTRY[name] for name in names}, cfg, bounds=bounds, n_jobs=n_jobs
+        history,
+        {name: MODEL_REGISTRY[name] for name in names},
+        backtest_cfg=bt,
+        forecast_cfg=fc,
+        models_cfg=ms,
+        freq=cfg["etl"]["freq"],
+        bounds=bounds,
+        n_jobs=n_jobs,
     )
     evaluation = evaluate_backtests(
         predictions,
         history,
-        backtest_cfg=cfg["backtest"],
-        forecast_cfg=cfg["forecast"],
-        selection_cfg=cfg["selection"],
+        backtest_cfg=bt,
+        forecast_cfg=fc,
+        selection_cfg=selection_settings(cfg["selection"]),
         bounds=bounds,
     )
     candidates = {
         name: fit_forecast(
             name,
             panel,
-            forecast_cfg=cfg["forecast"],
-            backtest_cfg=cfg["backtest"],
-            models_cfg=cfg["models"],
+            forecast_cfg=fc,
+            backtest_cfg=bt,
+            models_cfg=ms,
             percent_metrics=cfg["etl"]["percent_metrics"],
             freq=cfg["etl"]["freq"],
             n_jobs=n_jobs,
@@ -169,7 +191,7 @@ def forecast_in_memory(
         for name in names
     }
     selected = combine_selected(
-        candidates, evaluation.selection, evaluation.calibration, cfg["forecast"], bounds=bounds
+        candidates, evaluation.selection, evaluation.calibration, fc, bounds=bounds
     )
     return evaluation, selected
 
@@ -178,13 +200,13 @@ def combine_selected(
     candidates: Mapping[str, pd.DataFrame],
     chosen: pd.DataFrame,
     calibration_table: pd.DataFrame,
-    forecast_cfg: Mapping[str, Any],
+    forecast_cfg: ForecastSettings,
     *,
     bounds: Mapping[str, tuple[float, float | None]],
 ) -> pd.DataFrame:
     """The ``selected`` final forecast: the chosen models combined, then calibrated."""
     selected = selection.combine_final_forecasts(candidates, chosen, bounds=bounds)
-    if forecast_cfg["calibrate"] and len(calibration_table):
+    if forecast_cfg.calibrate and len(calibration_table):
         selected = calibration.apply_interval_scaling(
             selected, calibration_table, model_quantiles(forecast_cfg), bounds=bounds
         )

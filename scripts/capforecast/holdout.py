@@ -24,9 +24,9 @@ import pandas as pd
 from capforecast.errors import ConfigError
 from capforecast.quality import RECONCILIATION_COLUMNS, file_reconciliation
 from capforecast.resample import resample_series
+from capforecast.timestamps import HISTORY_END_KEY, parse_history_end
 from capforecast.validate import ValidationResult, timestamps_ns, validate_rows
 
-HISTORY_END_KEY = "data.history_end"
 # Columns of the per-file accounting of the actuals window (results/holdout/*.reconciliation.csv).
 HOLDOUT_RECONCILIATION_COLUMNS: tuple[str, ...] = (
     *RECONCILIATION_COLUMNS,
@@ -54,34 +54,6 @@ class Cut:
     def last_bin(self) -> pd.Timestamp:
         """Start of the last scored bin."""
         return self.actuals_end - self.freq
-
-
-def parse_history_end(value: Any, freq: str) -> pd.Timestamp | None:
-    """``data.history_end`` as a UTC timestamp (None when unset).
-
-    Naive values are UTC. The cut must fall on an ``etl.freq`` bin boundary (bins are aligned to
-    the epoch): otherwise the last history bin and the first actuals bin would each hold part of
-    an hour. Raises ConfigError naming the key.
-    """
-    if value is None:
-        return None
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise ConfigError(
-            HISTORY_END_KEY, f"{value!r} is not an ISO 8601 timestamp (e.g. 2013-09-02T00:00:00Z)"
-        ) from None
-    if pd.isna(stamp):
-        raise ConfigError(HISTORY_END_KEY, f"{value!r} is not a timestamp")
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    step = pd.Timedelta(freq)
-    if stamp.value % step.value:
-        raise ConfigError(
-            HISTORY_END_KEY,
-            f"{stamp.isoformat()} is not on an etl.freq ({freq}) bin boundary; "
-            f"e.g. {stamp.floor(step).isoformat()}",
-        )
-    return stamp
 
 
 def cut_from_config(cfg: Mapping[str, Any]) -> Cut | None:

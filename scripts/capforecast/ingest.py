@@ -428,6 +428,18 @@ def _text_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return lookup[codes].astype("int64"), np.asarray(names, dtype=object)
 
 
+def _untrimmed_spellings(column: pd.Series) -> dict[str, list[str]]:
+    """Name -> the spellings with surrounding whitespace that :func:`_text_codes` read as it
+    (``"vm1 "`` and ``" vm1"`` are ``vm1``: a repair that is counted, never a silent merge)."""
+    spellings: dict[str, list[str]] = {}
+    for raw in pd.unique(column.dropna()):
+        text = str(raw)
+        name = text.strip()
+        if name and text != name:
+            spellings.setdefault(name, []).append(text)
+    return spellings
+
+
 def _check_identifiers(file: Path, column: str, codes: np.ndarray, names: np.ndarray) -> None:
     """Identifiers (parquet strings may hold anything) with a NUL byte are an error naming the
     first row: every CSV reader downstream would cut them short there, merging two series."""
@@ -533,7 +545,9 @@ class _LongMetrics:
     """Long-format naming: canonical metric codes per row and the per-series naming table."""
 
     codes: SeriesCodes
-    naming: pd.DataFrame  # resource_id, metric, source_metric, name_match, declared_scale
+    # resource_id, metric, source_metric, name_match, declared_scale, ids_trimmed
+    naming: pd.DataFrame
+    trimmed: dict[str, list[str]]  # name -> its spellings with surrounding whitespace
 
 
 def _resolve_long_metrics(
@@ -556,6 +570,8 @@ def _resolve_long_metrics(
     m_of_source, m_names = pd.factorize(canonical)
     m_code = np.where(s_code >= 0, np.append(m_of_source, -1)[s_code], -1)
     pair_r, pair_s = np.divmod(pairs, n_src)
+    trimmed_ids = _untrimmed_spellings(resource)
+    trimmed_metrics = _untrimmed_spellings(metric)
     naming = pd.DataFrame(
         {
             "resource_id": r_names[pair_r],
@@ -565,8 +581,11 @@ def _resolve_long_metrics(
             "declared_scale": [resolved[i].scale for i in pair_s],
         }
     )
+    naming["ids_trimmed"] = naming["resource_id"].isin(list(trimmed_ids)) | naming[
+        "source_metric"
+    ].isin(list(trimmed_metrics))
     codes = SeriesCodes.from_codes(r_code, r_names, m_code, np.asarray(m_names, dtype=object))
-    return _LongMetrics(codes, naming)
+    return _LongMetrics(codes, naming, {**trimmed_metrics, **trimmed_ids})
 
 
 def _series_table(
@@ -614,6 +633,7 @@ def ingest_file(
         long = _resolve_long_metrics(file, names, table["resource_id"], table["metric"])
         codes: SeriesCodes | None = long.codes
         naming = long.naming
+        trimmed = long.trimmed
         resource_id = _from_codes(codes.row_resource, codes.resource_names, table.index)
         metric = _from_codes(codes.row_metric, codes.metric_names, table.index)
         keys = pd.DataFrame({"r": resource_id.fillna(""), "m": metric.fillna("")})
@@ -626,7 +646,8 @@ def ingest_file(
         naming = pd.DataFrame(
             [[stem, found.metric, source, found.match, found.scale]],
             columns=["resource_id", "metric", "source_metric", "name_match", "declared_scale"],
-        )
+        ).assign(ids_trimmed=False)
+        trimmed = {}
         keys = None
     parsed = timestamps.parse_timestamps(
         file,
@@ -646,7 +667,27 @@ def ingest_file(
     ).loc[:, list(RAW_COLUMNS)]
     raw, series = _series_table(raw.reset_index(drop=True), naming, etl_cfg, codes)
     log_series_notes(file, series)
+    _log_trimmed(file, trimmed)
     return IngestResult(raw=raw, series=series)
+
+
+def _log_trimmed(file: Path, trimmed: Mapping[str, list[str]]) -> None:
+    """One warning for identifiers read without their surrounding whitespace."""
+    if not trimmed:
+        return
+    shown = [
+        f"{spelling!r} -> {name!r}"
+        for name, spellings in sorted(trimmed.items())
+        for spelling in spellings
+    ]
+    more = len(shown) - SHOWN_IN_LOG
+    LOG.warning(
+        "%s: %d identifiers had surrounding whitespace, removed (names that differ only by it "
+        "are one name; quality flag id_whitespace_trimmed): %s",
+        file,
+        len(shown),
+        ", ".join(shown[:SHOWN_IN_LOG]) + (f", ... (+{more})" if more > 0 else ""),
+    )
 
 
 def read_input_file(

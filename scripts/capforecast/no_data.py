@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from capforecast.contracts import series_id
-from capforecast.models.base import FLAG_NO_DATA, model_used_label
+from capforecast.contracts import FLAG_NO_DATA, model_used_label, series_id
 
 NO_DATA = FLAG_NO_DATA
 NO_DATA_MODEL_USED = model_used_label("none", FLAG_NO_DATA)

@@ -11,75 +11,12 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from capforecast.contracts import series_id as make_series_id
 from capforecast.contracts import split_series_id
-from capforecast.errors import ConfigError, InputDataError
+from capforecast.errors import InputDataError
 
 PANEL_COLUMNS: tuple[str, ...] = ("series_id", "timestamp", "y")
 
-# Which column of the cleaned data holds each forecast target (config forecast.target).
-TARGET_COLUMNS: dict[str, str] = {"mean": "value", "max": "value_max"}
-
 Bounds = dict[str, tuple[float, float | None]]
-
-
-def to_panel(
-    clean_or_features: pd.DataFrame, target: str = "mean", *, source: str = "clean data"
-) -> pd.DataFrame:
-    """Turn cleaned hourly long data into the model panel ``series_id, timestamp, y``.
-
-    ``clean_or_features`` has the columns of ``contracts.CLEAN_COLUMNS`` (``timestamp,
-    resource_id, metric, value, value_max, ...``) or already carries ``series_id`` instead of
-    ``resource_id``/``metric``. ``y`` is ``value`` for target ``mean`` and ``value_max`` for
-    target ``max``; NaN values (long gaps) are kept as NaN so models and metrics see the gap.
-    Timestamps are returned as UTC; rows are sorted by series_id, timestamp.
-
-    Raises ``ConfigError`` for an unknown target and ``InputDataError`` (naming ``source``)
-    for a missing column or a duplicated series x timestamp.
-    """
-    if target not in TARGET_COLUMNS:
-        raise ConfigError(
-            "forecast.target", f"value {target!r} is invalid; allowed: {', '.join(TARGET_COLUMNS)}"
-        )
-    frame = clean_or_features
-    value_column = TARGET_COLUMNS[target]
-    if value_column not in frame.columns:
-        raise InputDataError(source, f"needed for forecast target '{target}'", column=value_column)
-    if "timestamp" not in frame.columns:
-        raise InputDataError(source, "missing", column="timestamp")
-    if "series_id" in frame.columns:
-        ids = frame["series_id"].astype(str)
-    else:
-        for column in ("resource_id", "metric"):
-            if column not in frame.columns:
-                raise InputDataError(source, "missing (or give series_id)", column=column)
-        ids = pd.Series(
-            [
-                make_series_id(str(r), str(m))
-                for r, m in zip(frame["resource_id"], frame["metric"], strict=True)
-            ],
-            index=frame.index,
-            dtype=object,
-        )
-    panel = pd.DataFrame(
-        {
-            "series_id": ids.to_numpy(dtype=object),
-            "timestamp": pd.to_datetime(frame["timestamp"], utc=True).to_numpy(),
-            "y": pd.to_numeric(frame[value_column], errors="coerce").to_numpy(dtype=float),
-        }
-    )
-    panel["timestamp"] = pd.to_datetime(panel["timestamp"], utc=True)
-    duplicated = panel.duplicated(["series_id", "timestamp"])
-    if duplicated.any():
-        row = int(np.flatnonzero(duplicated.to_numpy())[0])
-        raise InputDataError(
-            source,
-            f"duplicate timestamp for series '{panel.at[row, 'series_id']}' "
-            "(clean data has one row per series and bin)",
-            column="timestamp",
-            row=row,
-        )
-    return panel.sort_values(["series_id", "timestamp"], kind="stable").reset_index(drop=True)
 
 
 def metric_of(series: str) -> str:

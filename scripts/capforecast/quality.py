@@ -16,7 +16,7 @@ import pandas as pd
 from capforecast.capacity import CAPACITY_ISSUES
 from capforecast.contracts import QUALITY_COLUMNS, SKIPPED_FILE_COLUMNS
 from capforecast.metric_names import SCALE_FRACTION
-from capforecast.resample import DEFAULT_FREQ, freq_nanoseconds
+from capforecast.resample import freq_nanoseconds
 from capforecast.scale import AMBIGUOUS
 from capforecast.validate import SERIES_KEYS, ValidationResult, series_codes, timestamps_ns
 
@@ -25,8 +25,6 @@ SHOWN_SERIES = 5  # resource ids named in a warning before "..."
 LOW_COVERAGE = 0.8  # coverage below this share of expected bins is flagged low_coverage
 PEGGED_SHARE = 0.05  # more than this share of samples at the ceiling is flagged pegged
 IRREGULAR_SHARE = 0.05  # more than this share of off-median raw steps is flagged irregular
-DEFAULT_MIN_HISTORY_HOURS = 72.0
-DEFAULT_PEGGED_LEVEL = 99.0
 # Integer counts per series derived from the regular grid.
 GRID_COUNT_COLUMNS: tuple[str, ...] = (
     "expected_bins",
@@ -127,7 +125,7 @@ def _observed_span(kept: pd.DataFrame, etl_cfg: Mapping[str, Any]) -> pd.DataFra
     columns = [*SERIES_KEYS, "first_timestamp", "last_timestamp", "pegged_fraction"]
     if len(kept) == 0:
         return pd.DataFrame(columns=columns)
-    level = float(etl_cfg.get("pegged_level", DEFAULT_PEGGED_LEVEL))
+    level = float(etl_cfg["pegged_level"])
     is_percent = kept["metric"].isin(list(etl_cfg.get("percent_metrics") or []))
     pegged = (is_percent & (kept["value"] >= level)).astype("float64")
     frame = kept[[*SERIES_KEYS, "timestamp"]].assign(pegged=pegged)
@@ -152,6 +150,7 @@ def _flags(table: pd.DataFrame) -> pd.Series:
         "quarantined_rows": table["rows_quarantined"] > 0,
         "fraction_scale_converted": table["scale"] == SCALE_FRACTION,
         "fraction_scale_ambiguous": table["scale"] == AMBIGUOUS,
+        "id_whitespace_trimmed": table["ids_trimmed"],
     }
     names = pd.Series("", index=table.index, dtype=object)
     for name, mask in checks.items():
@@ -170,10 +169,10 @@ def _add_flag(flags: pd.Series, mask: pd.Series, name: str) -> pd.Series:
 def _ingest_columns(counts: pd.DataFrame, ingest_series: pd.DataFrame | None) -> pd.DataFrame:
     """source_metric, rows_rescaled and the scale decision of every series, from the ingest
     record (contracts.INGEST_SERIES_COLUMNS); without one, names and values are as in the data."""
-    columns = [*SERIES_KEYS, "source_metric", "rows_rescaled", "scale"]
+    columns = [*SERIES_KEYS, "source_metric", "rows_rescaled", "scale", "ids_trimmed"]
     if ingest_series is None:
         return counts[SERIES_KEYS].assign(
-            source_metric=counts["metric"], rows_rescaled=0, scale=""
+            source_metric=counts["metric"], rows_rescaled=0, scale="", ids_trimmed=False
         )[columns]
     return ingest_series[columns]
 
@@ -199,8 +198,8 @@ def quality_table(
     flag all_quarantined. source_metric, rows_rescaled and the fraction_scale_* flags come from
     ``ingest_series``, the ingest record of the file (:class:`capforecast.ingest.IngestResult`).
     """
-    freq_hours = freq_nanoseconds(str(etl_cfg.get("freq", DEFAULT_FREQ))) / 3.6e12
-    min_history = float(etl_cfg.get("min_history_hours", DEFAULT_MIN_HISTORY_HOURS))
+    freq_hours = freq_nanoseconds(str(etl_cfg["freq"])) / 3.6e12
+    min_history = float(etl_cfg["min_history_hours"])
     counts = validation.series_counts
     table = counts.merge(_grid_stats(clean), on=SERIES_KEYS, how="left")
     table = table.merge(_observed_span(validation.kept, etl_cfg), on=SERIES_KEYS, how="left")
@@ -208,6 +207,7 @@ def quality_table(
     table = table.merge(_ingest_columns(counts, ingest_series), on=SERIES_KEYS, how="left")
     table["source_metric"] = table["source_metric"].fillna(table["metric"])
     table["rows_rescaled"] = pd.to_numeric(table["rows_rescaled"]).fillna(0).astype("int64")
+    table["ids_trimmed"] = table["ids_trimmed"].astype("boolean").fillna(False).astype(bool)
 
     for col in GRID_COUNT_COLUMNS:
         table[col] = pd.to_numeric(table[col]).fillna(0).astype("int64")

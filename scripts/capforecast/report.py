@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from pandas.io.formats.style import Styler
 
-from capforecast.config import load_config, validated_config
+from capforecast.config import validated_config
 from capforecast.contracts import quantile_column, series_id
 from capforecast.csv_tables import read_csv_table
 from capforecast.errors import InputDataError
@@ -127,6 +127,95 @@ def read_partitions(directory: str | Path, exclude: Sequence[str] = ()) -> pd.Da
         raise InputDataError(str(directory), "no parquet partitions found")
     frames = [pd.read_parquet(f).assign(partition=f.stem) for f in files]
     return pd.concat(frames, ignore_index=True)
+
+
+# Where each report's inputs are in a workflow's results directory (rules/common.smk,
+# report_sources). Only for a notebook opened by hand: the workflow passes the files its
+# render_report rule declares (papermill parameter ``inputs``), so nothing is looked up.
+REPORT_INPUTS: dict[str, dict[str, str]] = {
+    "data_quality": {
+        "quality": "quality/data_quality.csv",
+        "quarantine": "quality/quarantine.parquet",
+        "reconciliation": "quality/reconciliation.csv",
+        "skipped_files": "quality/skipped_files.csv",
+        "clean": "clean/*.parquet",
+    },
+    "forecast_backtest": {
+        "leaderboard": "backtest/leaderboard.csv",
+        "metrics": "backtest/metrics.parquet",
+        "forecasts": "forecast/forecasts.parquet",
+        "clean": "clean/*.parquet",
+    },
+    "capacity_risk": {
+        "risk_report": "risk/risk_report.parquet",
+        "daily_breach": "risk/daily_breach.parquet",
+        "service_capacity": "risk/service_capacity.csv",
+        "summary": "risk/summary.json",
+        "forecasts": "forecast/forecasts.parquet",
+        "clean": "clean/*.parquet",
+    },
+}
+
+
+def report_inputs(
+    name: str, inputs: Mapping[str, Any] | None, results_dir: str | Path
+) -> dict[str, Any]:
+    """The files report ``name`` reads: ``inputs`` (what its rule declares) as given; an input
+    it does not name (a notebook opened by hand) from the layout of ``results_dir``."""
+    given = dict(inputs or {})
+    paths: dict[str, Any] = {}
+    for key, relative in REPORT_INPUTS[name].items():
+        if key in given:
+            paths[key] = given[key]
+        elif "*" in relative:
+            paths[key] = sorted(str(p) for p in Path(results_dir).glob(relative))
+        else:
+            paths[key] = str(Path(results_dir) / relative)
+    return {**given, **paths}
+
+
+def read_files(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
+    """Concatenate parquet partitions (one path or a list), adding a ``partition`` column."""
+    files = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+    if not files:
+        raise InputDataError("clean", "no parquet partitions given")
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise InputDataError(
+            str(missing[0]), "file not found; run the workflow stage that writes it"
+        )
+    return pd.concat(
+        [pd.read_parquet(f).assign(partition=f.stem) for f in files], ignore_index=True
+    )
+
+
+def risk_levels(
+    thresholds: Mapping[str, Any] | None, service_overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``{thresholds, service_overrides}`` the risk report shows: the run's (papermill
+    parameters from the validated config), the schema's for a notebook opened by hand."""
+    schema = validated_config({})["risk"]
+    return {
+        "thresholds": dict(schema["thresholds"] if thresholds is None else thresholds),
+        "service_overrides": dict(
+            schema["service_overrides"] if service_overrides is None else service_overrides
+        ),
+    }
+
+
+def thresholds_table(levels: Mapping[str, Any]) -> pd.DataFrame:
+    """``applies_to, metric, warning, critical``: the fleet's levels, then each service's."""
+    rows = [
+        {"applies_to": "every service", "metric": metric, **dict(values)}
+        for metric, values in sorted(levels["thresholds"].items())
+    ]
+    for service, metrics in sorted(levels["service_overrides"].items()):
+        for metric, values in sorted(metrics.items()):
+            merged = {**levels["thresholds"].get(metric, {}), **dict(values)}
+            rows.append({"applies_to": f"service {service}", "metric": metric, **merged})
+    columns = ["applies_to", "metric", "warning", "critical"]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.astype({"warning": float, "critical": float})
 
 
 def read_summary(path: str | Path) -> dict[str, Any]:
@@ -1013,8 +1102,8 @@ def threshold_lookup(
         return out
     columns = {"warning": "warning_threshold", "critical": "critical_threshold"}
     has_columns = set(columns.values()) <= set(risk.columns)
-    defaults = (risk_cfg or {}).get("thresholds", {})
-    overrides = (risk_cfg or {}).get("service_overrides", {})
+    defaults = risk_cfg["thresholds"] if risk_cfg else {}
+    overrides = risk_cfg["service_overrides"] if risk_cfg else {}
     for row in with_series_id(risk).itertuples(index=False):
         if has_columns:
             levels = {k: getattr(row, c) for k, c in columns.items()}
@@ -1027,16 +1116,6 @@ def threshold_lookup(
         if levels:
             out[row.series_id] = levels
     return out
-
-
-def risk_config(config_file: str | Path | None = None) -> dict[str, Any]:
-    """The ``risk`` config section (thresholds) from ``config_file``, else the schema defaults.
-
-    Only used when the risk report does not carry its own threshold columns.
-    """
-    if config_file is not None and Path(config_file).exists():
-        return load_config(config_file)["risk"]
-    return validated_config({})["risk"]
 
 
 def summary_scalars(summary: Mapping[str, Any], prefix: str = "") -> pd.DataFrame:

@@ -19,9 +19,6 @@ import pandas as pd
 
 from capforecast.contracts import CLEAN_COLUMNS
 
-DEFAULT_FREQ = "1h"
-DEFAULT_MAX_FILL_GAP = 3
-
 
 def freq_nanoseconds(freq: str) -> int:
     """Length of one bin of ``freq`` (e.g. "1h", "15min") in nanoseconds."""
@@ -78,8 +75,8 @@ def resample_series(kept: pd.DataFrame, etl_cfg: Mapping[str, Any]) -> pd.DataFr
     """
     if len(kept) == 0:
         return empty_clean_frame()
-    step = freq_nanoseconds(str(etl_cfg.get("freq", DEFAULT_FREQ)))
-    max_fill = int(etl_cfg.get("max_fill_gap", DEFAULT_MAX_FILL_GAP))
+    step = freq_nanoseconds(str(etl_cfg["freq"]))
+    max_fill = int(etl_cfg["max_fill_gap"])
 
     values = kept["value"].to_numpy(dtype="float64")
     if not np.isfinite(values).all():

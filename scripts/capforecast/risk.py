@@ -68,7 +68,6 @@ cost deltas over resources, not rows (the summary does).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +75,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from capforecast.config import load_schema
-from capforecast.errors import ConfigError, ForecastInputError
+from capforecast.errors import ForecastInputError
 from capforecast.no_data import NO_DATA, all_nan_series
 from capforecast.rightsizing import NEEDS_CAPACITY, note_codes, resource_inventory, right_size
 from capforecast.risk_capacity import (
@@ -98,6 +96,7 @@ from capforecast.risk_probability import (
     quantile_at,
     selected_forecasts,
 )
+from capforecast.settings import RiskSettings
 
 STOPPED = "stopped_reporting"
 # Metrics without thresholds whose growth past anything seen means more load on the resource.
@@ -125,7 +124,8 @@ SHORT_HISTORY_HOURS = 7 * 24
 TOO_SHORT_CONFIDENCE_CAP = 0.5
 FULL_LEVEL = "full"
 PERCENT_CEILING = 100.0
-DEFAULT_TOP_N = 10
+# At-risk rows listed in summary.json (README: "the top 10 at-risk rows").
+SUMMARY_TOP_N = 10
 # Dimension names used in reason codes and first_to_run_out; metrics not listed use their name.
 DIMENSION_NAMES: dict[str, str] = {
     CPU: "cpu",
@@ -191,28 +191,6 @@ _DAY = pd.Timedelta(days=1)
 
 
 @dataclass(frozen=True)
-class RiskSettings:
-    """The config values the risk stage uses, with schema defaults filled in and checked."""
-
-    thresholds: Mapping[str, Mapping[str, float]]
-    service_overrides: Mapping[str, Mapping[str, Mapping[str, float]]]
-    lead_time_days: float
-    safety_margin_days: float
-    target_utilization: float
-    buffer_pct: float
-    low_water_pct: float
-    downsize_floor: float
-    stopped_reporting_hours: float
-    percent_metrics: frozenset[str]
-    pegged_level: float
-    min_history_hours: float
-    freq: pd.Timedelta
-    statistic: str
-    catalogue: Mapping[str, Mapping[str, Any]]
-    top_n: int = DEFAULT_TOP_N
-
-
-@dataclass(frozen=True)
 class RiskResult:
     """Everything the risk stage writes (see ``assess_risk``)."""
 
@@ -221,83 +199,6 @@ class RiskResult:
     service_capacity: pd.DataFrame
     summary: dict[str, Any]
     breach_by_step: pd.DataFrame
-
-
-def _section(cfg: Mapping[str, Any], name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
-    """One config section with its schema defaults under the given values (one level deep)."""
-    properties = schema["properties"][name].get("properties", {})
-    defaults = {k: copy.deepcopy(v["default"]) for k, v in properties.items() if "default" in v}
-    return {**defaults, **dict(cfg.get(name) or {})}
-
-
-def _checked_levels(key: str, levels: Mapping[str, Any], percent: bool) -> dict[str, float]:
-    """warning/critical as floats; ConfigError when missing, negative, crossed or above 100 %."""
-    values: dict[str, float] = {}
-    for name in ("warning", "critical"):
-        raw = levels.get(name)
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or not np.isfinite(raw):
-            raise ConfigError(f"{key}.{name}", f"needs a number, got {raw!r}")
-        if raw < 0:
-            raise ConfigError(f"{key}.{name}", f"{raw:g} is negative; thresholds must be >= 0")
-        if percent and raw > PERCENT_CEILING:
-            raise ConfigError(f"{key}.{name}", f"{raw:g} is above 100 for a percentage metric")
-        values[name] = float(raw)
-    if values["warning"] > values["critical"]:
-        raise ConfigError(
-            key,
-            f"warning ({values['warning']:g}) must not exceed critical ({values['critical']:g})",
-        )
-    return values
-
-
-def risk_settings(cfg: Mapping[str, Any]) -> RiskSettings:
-    """Read the ``risk``, ``catalogue``, ``etl``, ``forecast`` (and ``report``) sections.
-
-    Accepts the full validated config or only those sections (the risk rule passes a subset).
-    Threshold levels, including per-service overrides (merged over the global levels of the
-    metric), are checked here: ConfigError names the key.
-    """
-    schema = load_schema()
-    risk = _section(cfg, "risk", schema)
-    etl = _section(cfg, "etl", schema)
-    forecast = _section(cfg, "forecast", schema)
-    report = _section(cfg, "report", schema)
-    catalogue = cfg.get("catalogue") or schema["properties"]["catalogue"]["default"]
-    percent = frozenset(etl["percent_metrics"])
-    thresholds = {
-        metric: _checked_levels(f"risk.thresholds.{metric}", levels or {}, metric in percent)
-        for metric, levels in (risk["thresholds"] or {}).items()
-    }
-    overrides: dict[str, dict[str, dict[str, float]]] = {}
-    for service, metrics in (risk["service_overrides"] or {}).items():
-        if not isinstance(metrics, Mapping):
-            raise ConfigError(
-                f"risk.service_overrides.{service}", "expected {metric: {warning, critical}}"
-            )
-        for metric, levels in metrics.items():
-            merged = {**thresholds.get(metric, {}), **dict(levels or {})}
-            key = f"risk.service_overrides.{service}.{metric}"
-            overrides.setdefault(str(service), {})[metric] = _checked_levels(
-                key, merged, metric in percent
-            )
-    return RiskSettings(
-        thresholds=thresholds,
-        service_overrides=overrides,
-        lead_time_days=float(risk["lead_time_days"]),
-        safety_margin_days=float(risk["safety_margin_days"]),
-        target_utilization=float(risk["target_utilization"]),
-        buffer_pct=float(risk["buffer_pct"]),
-        low_water_pct=float(risk["low_water_pct"]),
-        downsize_floor=float(risk["downsize_floor"]),
-        stopped_reporting_hours=float(risk["stopped_reporting_hours"]),
-        percent_metrics=percent,
-        pegged_level=float(etl["pegged_level"]),
-        min_history_hours=float(etl["min_history_hours"]),
-        freq=pd.Timedelta(etl["freq"]),
-        statistic=str(forecast["target"]),
-        catalogue=catalogue,
-        top_n=int(report.get("top_n", DEFAULT_TOP_N)),
-    )
 
 
 def make_thresholds_for(
@@ -793,7 +694,7 @@ def _summary(
     live_rows = report[~report["metric_finding"].isin(UNSCORED)]
     stopped = resources[resources["finding"] == STOPPED]
     no_data = report[report["metric_finding"] == NO_DATA].sort_values(_KEYS)
-    top = report[report["metric_finding"] == "at_risk"].head(settings.top_n)
+    top = report[report["metric_finding"] == "at_risk"].head(SUMMARY_TOP_N)
     deltas = scored["monthly_cost_delta_usd"]
     savings = deltas[(scored["finding"] == "over_provisioned") & (deltas < 0)]
     return {
@@ -850,7 +751,7 @@ def assess_risk(
     forecasts: pd.DataFrame,
     history: pd.DataFrame,
     resources: pd.DataFrame,
-    cfg: Mapping[str, Any],
+    settings: RiskSettings,
     quality: pd.DataFrame | None = None,
     *,
     samples: pd.DataFrame | None = None,
@@ -859,16 +760,16 @@ def assess_risk(
 
     forecasts: forecasts.parquet (rows with model == "selected" are used; quantile columns
       'q0.1' style). history: cleaned hourly data (``contracts.CLEAN_COLUMNS``). resources:
-      the resources table. cfg: the config (or its risk/catalogue/etl/forecast sections).
+      the resources table. settings: ``capforecast.settings.risk_settings`` of the validated
+      config.
     quality: optional data_quality table (history_hours, pegged_fraction, too_short).
     samples: optional sample paths (resource_id, metric, timestamp, sample, value).
 
     Raises ForecastInputError (empty forecasts, no selected rows, unknown instance type,
-    resources absent from the table) and ConfigError (thresholds negative, crossed, or above
-    100 for percentage metrics). A fleet without memory (or CPU) series is assessed on the
+    resources absent from the table); thresholds were checked by ``validated_config``. A
+    fleet without memory (or CPU) series is assessed on the
     dimensions it has; the reason codes name the missing one.
     """
-    settings = risk_settings(cfg)
     fan, levels = selected_forecasts(forecasts)
     inventory = resource_inventory(resources, set(map(str, fan["resource_id"])), settings.catalogue)
     fan["resource_id"] = fan["resource_id"].astype(str)

@@ -96,17 +96,12 @@ class HistoryRules:
     percent_metrics: frozenset[str]
     pegged_level: float
     freq: pd.Timedelta
-    statistic: str = "mean"  # forecast.target: which hourly statistic the forecast predicts
-    min_history_hours: float = 72.0
+    statistic: str  # forecast.target: which hourly statistic the forecast predicts
+    min_history_hours: float
 
 
 def _ceil(x: float) -> int:
     return math.ceil(x - _CEIL_SLACK)
-
-
-def observed_column(statistic: str) -> str:
-    """History column holding the statistic that was forecast."""
-    return "value_max" if statistic == "max" else "value"
 
 
 def clean_history(history: pd.DataFrame | None, statistic: str) -> pd.DataFrame:

@@ -22,13 +22,11 @@ that borrows strength from the whole fleet (config ``selection``):
    average with weights ``exp(-score)`` (inverse geometric relative error), normalised. Quantile
    levels are combined one by one (Vincentisation) and then sorted so they never cross.
 
-Measured on the NAB fixture (19 series, 3 scored windows, one selection window; relative
-geometric means of MASE / WQL against seasonal naive): per-series inverse-error averaging gave
-the `selected` row 0.93 / 0.88, worse than AutoTheta alone, because it ranked on the noise of one
-to three windows and let failing models into the average. This scheme gives 0.66 / 0.73
-(``metric: mase``: 0.63 / 0.72). Without shrinkage it falls back to 0.81 / 0.83; with ``mean``
-in place of ``median`` to 0.92 / 0.86; a mixture of the chosen distributions in place of
-averaging their quantiles widened P10-P90 to 0.88 coverage at 0.86 WQL.
+Why not simpler: per-series inverse-error averaging ranks on the noise of one to three windows
+and lets failing models into the average (it did worse than the best single model on the NAB
+fixture); dropping the shrinkage or combining by ``mean`` lost most of the gain, and a mixture of
+the chosen distributions in place of averaging their quantiles gave too wide intervals. Current
+numbers: the README's measured tables (leaderboard and "Forecast accuracy on real fleets").
 
 Fallbacks, always recorded in a ``reason`` column: a series without any score in ``metric``
 (e.g. WQL undefined on an all-zero series) is ranked on the other metric; a series with no
@@ -39,17 +37,17 @@ distinct model that forecast it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from capforecast.backtest import assert_no_peeking, earlier_windows
 from capforecast.contracts import quantile_column
-from capforecast.errors import ConfigError, ForecastInputError
+from capforecast.errors import ForecastInputError
 from capforecast.metrics import RELGM_CLIP, quantile_levels
 from capforecast.models.base import base_model_name
 from capforecast.panel import clip_to_bounds
+from capforecast.settings import SelectionSettings
 
 SELECTED = "selected"
 
@@ -73,44 +71,6 @@ REASON_DEFAULT = "no_scores_equal_weight"
 
 COMBINATIONS: tuple[str, ...] = ("median", "mean")
 _OTHER_METRIC = {"mase": "wql", "wql": "mase"}
-_DEFAULTS: dict[str, Any] = {
-    "strategy": "ensemble",
-    "metric": "wql",
-    "top_k": 3,
-    "shrinkage": 1.0,
-    "combination": "median",
-}
-# Selection tables written before the combination was recorded averaged the models.
-_LEGACY_COMBINATION = "mean"
-
-
-def selection_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated ``selection`` settings (defaults filled) from a whole config or its section."""
-    section = cfg.get("selection", cfg) if isinstance(cfg, Mapping) else {}
-    settings = {key: section.get(key, default) for key, default in _DEFAULTS.items()}
-    if settings["strategy"] not in ("best", "ensemble"):
-        raise ConfigError(
-            "selection.strategy",
-            f"value {settings['strategy']!r} is invalid; allowed: best, ensemble",
-        )
-    if settings["metric"] not in _OTHER_METRIC:
-        raise ConfigError(
-            "selection.metric", f"value {settings['metric']!r} is invalid; allowed: mase, wql"
-        )
-    if int(settings["top_k"]) < 1:
-        raise ConfigError("selection.top_k", f"must be at least 1, got {settings['top_k']}")
-    if not float(settings["shrinkage"]) >= 0:
-        raise ConfigError(
-            "selection.shrinkage", f"must be a number >= 0, got {settings['shrinkage']!r}"
-        )
-    if settings["combination"] not in COMBINATIONS:
-        raise ConfigError(
-            "selection.combination",
-            f"value {settings['combination']!r} is invalid; allowed: {', '.join(COMBINATIONS)}",
-        )
-    settings["top_k"] = int(settings["top_k"])
-    settings["shrinkage"] = float(settings["shrinkage"])
-    return settings
 
 
 def relative_log_scores(scored: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -206,7 +166,7 @@ def underlying_models(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def choose_models(
-    scored: pd.DataFrame, available: pd.DataFrame, settings: Mapping[str, Any]
+    scored: pd.DataFrame, available: pd.DataFrame, settings: SelectionSettings
 ) -> pd.DataFrame:
     """Models and weights per series from past scores, among the models that can be used.
 
@@ -216,7 +176,7 @@ def choose_models(
     ``SELECTION_COLUMNS``; ``unavailable_models`` names scored models that had to be passed over
     because they did not forecast the series.
     """
-    metric, combination = settings["metric"], settings["combination"]
+    metric, combination = settings.metric, settings.combination
     pairs = available.drop_duplicates(["series_id", "model"])
     if "used" not in pairs.columns:
         pairs = pairs.assign(used=pairs["model"])
@@ -225,10 +185,10 @@ def choose_models(
     for name, reason in ((metric, REASON_SCORED), (_OTHER_METRIC[metric], REASON_OTHER_METRIC)):
         if scored.empty:
             break
-        scores = shrunk_scores(scored, name, settings["shrinkage"])
+        scores = shrunk_scores(scored, name, settings.shrinkage)
         scores = scores[~scores["series_id"].isin(done)]
         usable = scores.merge(pairs, on=["series_id", "model"], how="inner")
-        weights = rank_weights(usable, settings["strategy"], settings["top_k"], combination)
+        weights = rank_weights(usable, settings.strategy, settings.top_k, combination)
         if weights.empty:
             continue
         passed_over = scores.merge(pairs, on=["series_id", "model"], how="left", indicator=True)
@@ -273,9 +233,8 @@ def combine_weighted(
     present) is summed, since the combination needs every component fit.
     """
     if combination not in COMBINATIONS:
-        raise ConfigError(
-            "selection.combination",
-            f"value {combination!r} is invalid; allowed: {', '.join(COMBINATIONS)}",
+        raise ForecastInputError(
+            f"unknown combination {combination!r}; known: {', '.join(COMBINATIONS)}"
         )
     q_columns = [quantile_column(q) for q in quantile_levels(forecasts)]
     value_columns = ["mean", *q_columns]
@@ -316,7 +275,7 @@ def combine_weighted(
 
 
 def select_without_peeking(
-    metrics: pd.DataFrame, predictions: pd.DataFrame, cfg: Mapping[str, Any]
+    metrics: pd.DataFrame, predictions: pd.DataFrame, settings: SelectionSettings
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Model ``selected`` predictions for every internal window, each chosen without peeking.
 
@@ -332,7 +291,6 @@ def select_without_peeking(
     Returns ``(selected_predictions, choices)``: predictions in the ``run_backtest`` layout
     with ``model = "selected"`` and ``choices`` with ``CHOICE_COLUMNS``.
     """
-    settings = selection_settings(cfg)
     candidates = predictions[predictions["model"] != SELECTED]
     history = metrics[metrics["model"] != SELECTED]
     selected, choices = [], []
@@ -344,7 +302,7 @@ def select_without_peeking(
             history[history["window"].isin(earlier)], underlying_models(current), settings
         )
         combined = combine_weighted(
-            current, weights, ["series_id", "window", "timestamp"], settings["combination"]
+            current, weights, ["series_id", "window", "timestamp"], settings.combination
         )
         selected.append(combined)
         choices.append(weights.assign(window=window))
@@ -363,7 +321,7 @@ def select_without_peeking(
     return selected_predictions.reset_index(drop=True), choice_table.reset_index(drop=True)
 
 
-def final_selection(metrics: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFrame:
+def final_selection(metrics: pd.DataFrame, settings: SelectionSettings) -> pd.DataFrame:
     """Per-series choice for the final forecast from all backtest windows (``SELECTION_COLUMNS``).
 
     Uses every internal window, selection windows included (more evidence; nothing is scored
@@ -372,7 +330,6 @@ def final_selection(metrics: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFra
     one closest to the final fit). The ``combination`` column tells ``combine_final_forecasts``
     how to combine. The rule writes the result to ``results/backtest/selection.parquet``.
     """
-    settings = selection_settings(cfg)
     history = metrics[metrics["model"] != SELECTED]
     latest = history[history["window"] == history.groupby("series_id")["window"].transform("max")]
     chosen = choose_models(history, underlying_models(latest), settings)
@@ -388,16 +345,18 @@ def combine_final_forecasts(
     """The ``model = "selected"`` forecast from each model's final forecast and the selection.
 
     For each series, the selected models' forecasts are combined quantile level by quantile
-    level as the selection's ``combination`` column says (``median``: their median; ``mean``,
-    also for tables without the column: their weighted average; one model under ``best``), then
+    level as the selection's ``combination`` column says (``median``: their median; ``mean``:
+    their weighted average; one model under ``best``), then
     sorted and clipped to ``bounds``. When a selected model has no forecast for a series, the
     weights are renormalised over the selected models that have one; when none has (or the
     series is not in the selection), every model that forecast the series gets equal weight.
     Both cases set ``selection_fallback`` and explain it in ``fallback_reason``.
     """
-    combination = _LEGACY_COMBINATION
-    if "combination" in selection.columns and selection["combination"].notna().any():
-        combination = str(selection["combination"].dropna().iloc[0])
+    if "combination" not in selection.columns:
+        raise ForecastInputError("selection: no 'combination' column (rerun the leaderboard rule)")
+    recorded = selection["combination"].dropna()
+    # An empty selection (no model forecast any series): every series gets equal weights.
+    combination = str(recorded.iloc[0]) if len(recorded) else "mean"
     frames = []
     for model, frame in forecasts_by_model.items():
         if frame is None or frame.empty:

@@ -70,7 +70,7 @@ class Timeline:
     end: pd.Timestamp  # history end = start + days (exclusive); forecasts start here
     freq: pd.Timedelta  # raw sampling interval (synthetic.freq)
     bin: pd.Timedelta  # modelling interval (etl.freq): "hourly" means are taken per bin
-    horizon: pd.Timedelta  # forecast.horizon bins
+    horizon: pd.Timedelta  # synthetic.horizon bins (keep equal to forecast.horizon)
 
     @property
     def search_end(self) -> pd.Timestamp:
@@ -107,7 +107,7 @@ def timeline(cfg: dict[str, Any]) -> Timeline:
         end=start + pd.Timedelta(days=syn["days"]),
         freq=freq,
         bin=bin_width,
-        horizon=cfg["forecast"]["horizon"] * bin_width,
+        horizon=syn["horizon"] * bin_width,
     )
 
 
@@ -289,10 +289,9 @@ def _instance_levels(
     }
 
 
-def _thresholds(cfg: dict[str, Any], service: str, metric: str) -> dict[str, float] | None:
-    """Warning/critical levels of a metric, with the service's override when there is one."""
-    override = cfg["risk"].get("service_overrides", {}).get(service, {}).get(metric)
-    levels = override or cfg["risk"]["thresholds"].get(metric)
+def _thresholds(cfg: dict[str, Any], metric: str) -> dict[str, float] | None:
+    """Warning/critical levels of a metric the fleet is calibrated on (synthetic.thresholds)."""
+    levels = cfg["synthetic"]["thresholds"].get(metric)
     if not levels:
         return None
     return {"warning": float(levels["warning"]), "critical": float(levels["critical"])}
@@ -320,7 +319,12 @@ def _calibrate_growth(
             bins, means = _noise_free_bin_means(row, metric, tl, curve_end)
             row["saturation_time"] = _first_crossing(bins, means, 100.0, row["launch_time"])
     elif scenario == "growing":
-        levels = _thresholds(cfg, svc["name"], CPU) or {"warning": 70.0, "critical": 90.0}
+        levels = _thresholds(cfg, CPU)
+        if levels is None:
+            raise ConfigError(
+                f"synthetic.thresholds.{CPU}",
+                f"service {svc['name']!r} is growing: it grows towards these levels",
+            )
         peak = (levels["warning"] + levels["critical"]) / 2
         for row in rows:
             row["cpu_rate_per_day"] = _rate_to_peak(row, CPU, tl, peak, tl.end + tl.horizon)
@@ -753,7 +757,7 @@ def _resource_truth(row: dict[str, Any], cfg: dict[str, Any], tl: Timeline) -> d
     origin = tl.bin_ceil(min(row["end_time"], tl.end))
     metrics: dict[str, Any] = {}
     for metric in METRICS:
-        levels = _thresholds(cfg, row["service"], metric)
+        levels = _thresholds(cfg, metric)
         if metric not in PERCENT_METRICS and levels is None:
             continue
         bins, means = _noise_free_bin_means(row, metric, tl, tl.search_end)

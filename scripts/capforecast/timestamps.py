@@ -369,3 +369,36 @@ def parse_timestamps(
         mixed = " among epoch numbers" if unit == UNIT_AUTO else f" (data.timestamp_unit is {unit})"
         raise _error(file, f"unparseable timestamp {column.iloc[i]!r}{mixed} ({where(i)})", i)
     return _parse_epoch(file, where, text, unit)
+
+
+# The instant a decision backtest cuts the data at (capforecast.holdout); parsed here so the
+# config check does not import the holdout stage.
+HISTORY_END_KEY = "data.history_end"
+
+
+def parse_history_end(value: Any, freq: str) -> pd.Timestamp | None:
+    """``data.history_end`` as a UTC timestamp (None when unset).
+
+    Naive values are UTC. The cut must fall on an ``etl.freq`` bin boundary (bins are aligned to
+    the epoch): otherwise the last history bin and the first actuals bin would each hold part of
+    an hour. Raises ConfigError naming the key.
+    """
+    if value is None:
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            HISTORY_END_KEY, f"{value!r} is not an ISO 8601 timestamp (e.g. 2013-09-02T00:00:00Z)"
+        ) from None
+    if pd.isna(stamp):
+        raise ConfigError(HISTORY_END_KEY, f"{value!r} is not a timestamp")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    step = pd.Timedelta(freq)
+    if stamp.value % step.value:
+        raise ConfigError(
+            HISTORY_END_KEY,
+            f"{stamp.isoformat()} is not on an etl.freq ({freq}) bin boundary; "
+            f"e.g. {stamp.floor(step).isoformat()}",
+        )
+    return stamp

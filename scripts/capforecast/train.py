@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import yaml
@@ -22,6 +21,14 @@ from capforecast.errors import ConfigError, ForecastInputError
 from capforecast.models.base import ForecastRequest, trim_history
 from capforecast.models.fallback import history_cap
 from capforecast.panel import series_bounds
+from capforecast.settings import (
+    BacktestSettings,
+    ForecastSettings,
+    ModelSettings,
+    backtest_settings,
+    forecast_settings,
+    model_settings,
+)
 
 SAGEMAKER_DEFAULTS = {
     "train": ("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"),
@@ -31,9 +38,9 @@ SAGEMAKER_DEFAULTS = {
 }
 
 
-def model_quantiles(forecast_cfg: Mapping[str, Any]) -> tuple[float, ...]:
+def model_quantiles(forecast_cfg: ForecastSettings) -> tuple[float, ...]:
     """Configured quantiles plus the extra ones the risk stage needs, plus the median."""
-    levels = {*forecast_cfg["quantiles"], *forecast_cfg.get("extra_quantiles", []), 0.5}
+    levels = {*forecast_cfg.quantiles, *forecast_cfg.extra_quantiles, 0.5}
     return tuple(sorted(round(float(q), 6) for q in levels))
 
 
@@ -83,9 +90,9 @@ def fit_forecast(
     model_name: str,
     panel: pd.DataFrame,
     *,
-    forecast_cfg: Mapping[str, Any],
-    backtest_cfg: Mapping[str, Any],
-    models_cfg: Mapping[str, Any],
+    forecast_cfg: ForecastSettings,
+    backtest_cfg: BacktestSettings,
+    models_cfg: ModelSettings,
     percent_metrics: Sequence[str],
     freq: str = "1h",
     n_jobs: int = 1,
@@ -102,9 +109,9 @@ def fit_forecast(
         raise ConfigError("models.enabled", f"unknown model '{model_name}'")
     max_points = history_cap(
         model_name,
-        models_cfg.get("max_history_hours"),
-        horizon=forecast_cfg["horizon"],
-        season=backtest_cfg["season"],
+        models_cfg.max_history_hours,
+        horizon=forecast_cfg.horizon,
+        season=backtest_cfg.season,
         freq=freq,
     )
     if max_points is not None:
@@ -112,9 +119,9 @@ def fit_forecast(
         panel = trim_history(panel, max_points)
     request = build_request(
         panel,
-        horizon=forecast_cfg["horizon"],
+        horizon=forecast_cfg.horizon,
         quantiles=model_quantiles(forecast_cfg),
-        season=backtest_cfg["season"],
+        season=backtest_cfg.season,
         percent_metrics=percent_metrics,
         freq=freq,
         n_jobs=n_jobs,
@@ -126,10 +133,10 @@ def fit_forecast(
             save_prophet_models,
         )
 
-        forecast, fitted = prophet_forecast_and_models(request, dict(models_cfg))
+        forecast, fitted = prophet_forecast_and_models(request, models_cfg)
         save_prophet_models(fitted, model_dir)
     else:
-        forecast = MODEL_REGISTRY[model_name](request, dict(models_cfg))
+        forecast = MODEL_REGISTRY[model_name](request, models_cfg)
     seconds = time.perf_counter() - start
     out = attach_keys(forecast, panel, model_name)
     out["fit_seconds"] = seconds / max(out["series_id"].nunique(), 1)
@@ -182,9 +189,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     forecast = fit_forecast(
         args.model,
         panel,
-        forecast_cfg=cfg["forecast"],
-        backtest_cfg=cfg["backtest"],
-        models_cfg=cfg["models"],
+        forecast_cfg=forecast_settings(cfg["forecast"]),
+        backtest_cfg=backtest_settings(cfg["backtest"]),
+        models_cfg=model_settings(cfg["models"]),
         percent_metrics=cfg["etl"]["percent_metrics"],
         freq=cfg["etl"]["freq"],
         n_jobs=args.n_jobs,

@@ -150,7 +150,7 @@ def _reasons(
     etl_cfg: Mapping[str, Any],
 ) -> np.ndarray:
     values = raw["value"].to_numpy(dtype="float64")
-    ceiling = PERCENT_CEILING + float(etl_cfg.get("percent_repair_tolerance", 5.0))
+    ceiling = PERCENT_CEILING + float(etl_cfg["percent_repair_tolerance"])
     low, high = timestamp_window(etl_cfg)
     outside_window = ~ts_missing & ((ts < low.value) | (ts > high.value))
     above_limit = above_physical_limit(

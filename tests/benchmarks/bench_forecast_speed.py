@@ -45,21 +45,23 @@ from capforecast import backtest, train
 from capforecast.config import validated_config
 from capforecast.models import MODEL_REGISTRY
 from capforecast.panel import series_bounds
+from capforecast.settings import backtest_settings, forecast_settings, model_settings
 model, panel_path = sys.argv[1], sys.argv[2]
 cfg = validated_config({{}})
 panel = pd.read_parquet(panel_path)
-bt, n_jobs = cfg["backtest"], os.cpu_count() or 1
+bt, n_jobs = backtest_settings(cfg["backtest"]), os.cpu_count() or 1
+fc, models = forecast_settings(cfg["forecast"]), model_settings(cfg["models"])
 t0 = time.perf_counter()
 backtest.run_backtest(
     panel[["series_id", "timestamp", "y"]], MODEL_REGISTRY[model], model,
-    windows=bt["windows"], horizon=bt["horizon"], step=bt["step"],
-    quantiles=train.model_quantiles(cfg["forecast"]), season=bt["season"],
+    windows=bt.windows, horizon=bt.horizon, step=bt.step,
+    quantiles=train.model_quantiles(fc), season=bt.season,
     bounds=series_bounds(panel, cfg["etl"]["percent_metrics"]), n_jobs=n_jobs,
-    model_cfg=cfg["models"], selection_windows=bt["selection_windows"],
+    model_cfg=models, selection_windows=bt.selection_windows,
 )
 t1 = time.perf_counter()
 train.fit_forecast(
-    model, panel, forecast_cfg=cfg["forecast"], backtest_cfg=bt, models_cfg=cfg["models"],
+    model, panel, forecast_cfg=fc, backtest_cfg=bt, models_cfg=models,
     percent_metrics=cfg["etl"]["percent_metrics"], n_jobs=n_jobs,
 )
 t2 = time.perf_counter()

@@ -55,6 +55,12 @@ from capforecast.features import panel_from_local_files  # noqa: E402
 from capforecast.models import MODEL_REGISTRY  # noqa: E402
 from capforecast.models.peers import PEER_REGISTRY  # noqa: E402
 from capforecast.panel import series_bounds  # noqa: E402
+from capforecast.settings import (  # noqa: E402
+    backtest_settings,
+    forecast_settings,
+    model_settings,
+    selection_settings,
+)
 
 OUT = ROOT / "tests" / "benchmarks" / "out"
 CACHE = OUT / "cache"
@@ -152,7 +158,16 @@ def cached_backtest(
     if path.exists() and meta.exists():
         return pd.read_parquet(path), json.loads(meta.read_text())["seconds"]
     start = time.perf_counter()
-    predictions = backtest_models(history, {name: fn}, cfg, bounds=bounds, n_jobs=os.cpu_count())
+    predictions = backtest_models(
+        history,
+        {name: fn},
+        backtest_cfg=backtest_settings(cfg["backtest"]),
+        forecast_cfg=forecast_settings(cfg["forecast"]),
+        models_cfg=model_settings(cfg["models"]),
+        freq=cfg["etl"]["freq"],
+        bounds=bounds,
+        n_jobs=os.cpu_count(),
+    )
     seconds = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
     predictions.to_parquet(path, index=False)
@@ -207,9 +222,9 @@ def run_setting(
     result = evaluate_backtests(
         pd.concat([predictions[n] for n in candidates], ignore_index=True),
         history,
-        backtest_cfg=cfg["backtest"],
-        forecast_cfg=cfg["forecast"],
-        selection_cfg=cfg["selection"],
+        backtest_cfg=backtest_settings(cfg["backtest"]),
+        forecast_cfg=forecast_settings(cfg["forecast"]),
+        selection_cfg=selection_settings(cfg["selection"]),
         bounds=bounds,
     )
     OUT.mkdir(parents=True, exist_ok=True)

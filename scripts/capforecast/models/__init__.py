@@ -6,6 +6,9 @@ imported inside the functions that use them, so cheap rules stay fast.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from capforecast.models.autogluon_model import autogluon
 from capforecast.models.base import ForecastRequest, ModelFn, finalize_forecast
 from capforecast.models.baselines import (
@@ -13,6 +16,7 @@ from capforecast.models.baselines import (
     seasonal_naive_daily,
     seasonal_naive_weekly,
 )
+from capforecast.models.fallback import FALLBACK_CHAIN
 from capforecast.models.profiles import seasonal_median
 from capforecast.models.prophet_model import prophet
 from capforecast.models.stats import autoets, autotheta, mstl, theta
@@ -44,10 +48,39 @@ MODEL_FAMILY: dict[str, str] = {
     "autogluon": "autogluon",
 }
 
+# Keys of the `models` config section every model reads (backtest and refit trim the history).
+SHARED_MODEL_SETTINGS: tuple[str, ...] = ("max_history_hours",)
+# Keys of the `models` section one model reads besides the shared ones (its own section).
+MODEL_SETTINGS: dict[str, tuple[str, ...]] = {
+    "predict_linear": ("predict_linear_window_hours",),
+    "seasonal_median": ("seasonal_median",),
+    "autoets": ("intervals",),
+    "autotheta": ("intervals",),
+    "theta": ("intervals",),
+    "mstl": ("intervals",),
+    "prophet": ("prophet",),
+    "autogluon": ("autogluon",),
+}
+
+
+def model_settings(models_cfg: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The part of the `models` config section that ``model`` reads: the shared settings and
+    those of every model on its fallback chain (mstl falls back to theta, which reads
+    `intervals`). A model rule gets only this, so editing one model's settings reruns only
+    that model's jobs."""
+    keys = [*SHARED_MODEL_SETTINGS]
+    for name in FALLBACK_CHAIN.get(model, (model,)):
+        keys.extend(k for k in MODEL_SETTINGS.get(name, ()) if k not in keys)
+    return {key: models_cfg[key] for key in keys if key in models_cfg}
+
+
 __all__ = [
     "MODEL_FAMILY",
     "MODEL_REGISTRY",
+    "MODEL_SETTINGS",
+    "SHARED_MODEL_SETTINGS",
     "ForecastRequest",
     "ModelFn",
     "finalize_forecast",
+    "model_settings",
 ]

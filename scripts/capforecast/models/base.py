@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from capforecast.contracts import quantile_column
+from capforecast.settings import ModelSettings
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class ForecastRequest:
 # Output of every model: series_id, timestamp, mean, one column per quantile
 # (contracts.quantile_column), and ``model_used`` (the model that actually produced the row,
 # different from the requested one when a series was too short and fell back).
-ModelFn = Callable[[ForecastRequest, dict[str, Any]], pd.DataFrame]
+ModelFn = Callable[[ForecastRequest, ModelSettings], pd.DataFrame]
 
 
 def forecast_columns(quantiles: tuple[float, ...] | list[float]) -> list[str]:
@@ -75,19 +76,13 @@ def finalize_forecast(frame: pd.DataFrame, request: ForecastRequest) -> pd.DataF
 # Helpers shared by the model modules (added with the models; the contract above is unchanged).
 # ---------------------------------------------------------------------------------------------
 
-# Flags appended to ``model_used`` as "<model> (<flag>)" so a reader sees why a series was not
-# forecast by the requested model.
+# Flags appended to ``model_used`` as "<model> (<flag>)" (contracts.model_used_label) so a reader
+# sees why a series was not forecast by the requested model; FLAG_NO_DATA is in contracts.
 FALLBACK = "fallback"
 FLAG_TOO_SHORT = f"{FALLBACK}: too_short"
 FLAG_MODEL_FAILED = f"{FALLBACK}: model_failed"
 FLAG_CONSTANT = "constant"
 FLAG_RECENTLY_CONSTANT = "constant_recently"
-FLAG_NO_DATA = "no_data"
-
-
-def model_used_label(model: str, flag: str | None = None) -> str:
-    """``model`` alone, or ``"model (flag)"`` when the series was routed or special-cased."""
-    return model if not flag else f"{model} ({flag})"
 
 
 def fell_back(model_used: str) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from statistics import NormalDist
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,21 +34,20 @@ from capforecast.models.base import (
     steps_per,
 )
 from capforecast.models.fallback import forecast_with_fallback
+from capforecast.settings import ModelSettings
 
-DEFAULT_PREDICT_LINEAR_WINDOW_HOURS = 24
 
-
-def seasonal_naive_daily(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def seasonal_naive_daily(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """Repeat the last day (season = one day of ``request.freq`` steps), with odd-series routing."""
     return forecast_with_fallback(request, model_cfg, "seasonal_naive_daily")
 
 
-def seasonal_naive_weekly(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def seasonal_naive_weekly(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """Repeat the last week (season = seven days of steps), with odd-series routing."""
     return forecast_with_fallback(request, model_cfg, "seasonal_naive_weekly")
 
 
-def predict_linear(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def predict_linear(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """Least-squares line over the recent window, extrapolated, with odd-series routing."""
     return forecast_with_fallback(request, model_cfg, "predict_linear")
 
@@ -105,18 +103,18 @@ def linear_trend_values(
     return point, {q: point + normal.inv_cdf(q) * std_error for q in quantiles}
 
 
-def naive_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def naive_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """Last value, with random-walk quantiles from the one-step changes."""
     return _per_series(
         request, lambda y: seasonal_naive_values(y, 1, request.horizon, request.quantiles)
     )
 
 
-def seasonal_naive_daily_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def seasonal_naive_daily_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     return _seasonal_naive_core(request, steps_per("1D", request.freq))
 
 
-def seasonal_naive_weekly_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def seasonal_naive_weekly_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     return _seasonal_naive_core(request, steps_per("7D", request.freq))
 
 
@@ -130,8 +128,8 @@ def _seasonal_naive_core(request: ForecastRequest, season: int) -> pd.DataFrame:
     )
 
 
-def predict_linear_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
-    hours = int(model_cfg.get("predict_linear_window_hours", DEFAULT_PREDICT_LINEAR_WINDOW_HOURS))
+def predict_linear_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
+    hours = model_cfg.predict_linear_window_hours
     window = max(2, steps_per(f"{hours}h", request.freq))
     return _per_series(
         request,

@@ -26,11 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from capforecast.contracts import quantile_column
+from capforecast.contracts import FLAG_NO_DATA, model_used_label, quantile_column
 from capforecast.models.base import (
     FLAG_CONSTANT,
     FLAG_MODEL_FAILED,
-    FLAG_NO_DATA,
     FLAG_RECENTLY_CONSTANT,
     FLAG_TOO_SHORT,
     ForecastRequest,
@@ -39,10 +38,10 @@ from capforecast.models.base import (
     finalize_forecast,
     forecast_columns,
     future_timestamps,
-    model_used_label,
     quantile_frame,
     steps_per,
 )
+from capforecast.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +246,7 @@ def flat_forecast(profile: SeriesProfile, request: ForecastRequest, value: float
 
 def forecast_with_fallback(
     request: ForecastRequest,
-    model_cfg: dict[str, Any],
+    model_cfg: ModelSettings,
     model_name: str,
     cores: dict[str, CoreFn] | None = None,
 ) -> pd.DataFrame:
@@ -365,7 +364,7 @@ def _run_core(
     sids: list[str],
     trimmed: pd.DataFrame,
     request: ForecastRequest,
-    model_cfg: dict[str, Any],
+    model_cfg: ModelSettings,
     profiles: dict[str, SeriesProfile],
 ) -> dict[str, pd.DataFrame]:
     """Run one core on a subset of series and check its output per series."""

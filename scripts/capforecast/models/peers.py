@@ -29,14 +29,23 @@ import pandas as pd
 
 from capforecast.models.base import ForecastRequest, finalize_forecast, steps_per
 from capforecast.models.stats import ALIAS, statsforecast_forecast
+from capforecast.settings import AutoGluonSettings, ModelSettings
 
 AUTOGLUON_PEER_TIME_LIMIT = 120
+# The peer's models: AutoGluon's own choice would add ones that download pretrained weights.
+AUTOGLUON_PEER_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
+    "SeasonalNaive": {},
+    "ETS": {},
+    "Theta": {},
+    "DirectTabular": {},
+    "RecursiveTabular": {},
+}
 
 
 def _statsforecast_peer(
     name: str, make: Callable[[ForecastRequest], Any]
 ) -> Callable[[ForecastRequest, dict[str, Any]], pd.DataFrame]:
-    def peer(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+    def peer(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
         out = statsforecast_forecast(request, make(request), "normal")
         return finalize_forecast(out.assign(model_used=name), request)
 
@@ -81,7 +90,7 @@ autotheta_default = _statsforecast_peer("autotheta_default", _autotheta)
 mstl_default = _statsforecast_peer("mstl_default", _mstl)
 
 
-def prophet_default(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def prophet_default(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """``Prophet()`` untouched, one fit per series, its 80 % interval as P10/P90."""
     import logging
 
@@ -114,26 +123,26 @@ def prophet_default(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.D
     return finalize_forecast(pd.concat(frames, ignore_index=True), request)
 
 
-def autogluon_default(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def autogluon_default(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """AutoGluon with its default metric (WQL) over the models that need no weights."""
     import shutil
     import tempfile
     from pathlib import Path
 
     from capforecast.models.autogluon_model import (
-        DEFAULT_HYPERPARAMETERS,
         predictions_to_contract,
         to_autogluon_frame,
         train_autogluon,
     )
 
-    settings = {
-        "autogluon": {
-            "hyperparameters": DEFAULT_HYPERPARAMETERS,
-            "eval_metric": "WQL",
-            "time_limit": AUTOGLUON_PEER_TIME_LIMIT,
-        }
-    }
+    settings = AutoGluonSettings(
+        presets=None,
+        hyperparameters=AUTOGLUON_PEER_HYPERPARAMETERS,
+        time_limit=AUTOGLUON_PEER_TIME_LIMIT,
+        eval_metric="WQL",
+        allow_pretrained=False,
+        model_path=None,
+    )
     scratch = Path(tempfile.mkdtemp(prefix="cf-ag-peer-"))
     try:
         predictor = train_autogluon(request, settings, scratch / "predictor")

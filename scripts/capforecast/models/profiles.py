@@ -16,7 +16,6 @@ model's errors did at that lead (no normal assumption, no extrapolated variance 
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,9 +27,10 @@ from capforecast.models.base import (
     steps_per,
 )
 from capforecast.models.fallback import forecast_with_fallback
+from capforecast.settings import ModelSettings
 
 
-def seasonal_median(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def seasonal_median(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """Median of the same hour over the last ``models.seasonal_median.seasons`` days."""
     return forecast_with_fallback(request, model_cfg, "seasonal_median")
 
@@ -87,18 +87,18 @@ def seasonal_median_values(
     return point, quantile_values
 
 
-def seasonal_median_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
-    settings = model_cfg["seasonal_median"]
+def seasonal_median_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
+    settings = model_cfg.seasonal_median
     season = steps_per("1D", request.freq)
     frames = []
     for sid, group in request.history.groupby("series_id", sort=False):
         point, quantile_values = seasonal_median_values(
             group["y"].to_numpy(dtype=float),
             season,
-            int(settings["seasons"]),
+            settings.seasons,
             request.horizon,
             request.quantiles,
-            int(settings["error_seasons"]),
+            settings.error_seasons,
         )
         timestamps = future_timestamps(group["timestamp"].iloc[-1], request.horizon, request.freq)
         frames.append(quantile_frame(str(sid), timestamps, point, quantile_values))

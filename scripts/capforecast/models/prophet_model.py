@@ -16,17 +16,15 @@ Settings come from the ``models.prophet`` config section:
 * daily seasonality with ``daily_fourier_order`` (11) Fourier pairs: Prophet's default of 4 is
   too smooth for hourly data with one-hour spikes (e.g. a cron job); 11 is the highest order
   24 hourly points per day resolve without a degenerate term.
-* weekly seasonality ``auto``: on only with at least two full weeks of observed values (forcing it
-  on shorter histories gave MASE ~39 on a NAB series, see DESIGN.md); yearly seasonality off
+* weekly seasonality ``auto``: on only with at least two full weeks of observed values (forced
+  on shorter histories, it fits a weekly cycle it has not seen twice); yearly seasonality off
   (histories are weeks long).
 * holidays: the config's list of ``{name, date, lower_window, upper_window}``.
 * quantiles: empirical quantiles of ``uncertainty_samples`` posterior predictive samples (trend
   changes + observation noise); ``mean`` is Prophet's ``yhat``.
 
-On the NAB fixture (relative geometric mean WQL / MASE against seasonal naive, H = 24) these
-settings score 1.06 / 1.19; ``Prophet()`` with its defaults 1.33 / 1.48; this module's earlier
-settings (logistic growth with cap 100 on every percentage, default changepoints and Fourier
-order) 1.66 / 1.97.
+How these settings compare with ``Prophet()`` on its defaults (the ``prophet_default`` peer):
+the README's measured tables ("Forecast accuracy on real fleets", ``make bench-accuracy``).
 
 Workers are forked (the Linux default, also what statsforecast's ``n_jobs`` uses): ``spawn`` and
 ``forkserver`` children re-run the parent's ``__main__``, which for an unguarded Snakemake rule
@@ -45,25 +43,20 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from capforecast.models.base import ForecastRequest, future_timestamps, quantile_frame, steps_per
 from capforecast.models.fallback import forecast_with_fallback
+from capforecast.settings import ModelSettings, ProphetSettings
 
 if TYPE_CHECKING:
     from prophet import Prophet
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_UNCERTAINTY_SAMPLES = 200
-DEFAULT_CHANGEPOINTS = 50
-DEFAULT_CHANGEPOINT_RANGE = 0.98
-DEFAULT_CHANGEPOINT_PRIOR_SCALE = 0.5
-DEFAULT_DAILY_FOURIER_ORDER = 11
-DEFAULT_LOGISTIC_MIN_SHARE = 0.5
 # The share of the history that must lie below the level compared with the cap (growth "auto").
 LOGISTIC_LEVEL_QUANTILE = 0.9
 INDEX_FILE = "index.json"
@@ -114,20 +107,20 @@ class ProphetRun:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def prophet(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def prophet(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """Prophet forecasts for every series, with odd-series routing."""
     return forecast_with_fallback(request, model_cfg, "prophet")
 
 
 def prophet_forecast_and_models(
-    request: ForecastRequest, model_cfg: dict[str, Any]
+    request: ForecastRequest, model_cfg: ModelSettings
 ) -> tuple[pd.DataFrame, dict[str, Prophet]]:
     """Forecasts (as ``prophet``) plus the fitted model of every series Prophet forecast."""
     from prophet.serialize import model_from_json
 
     captured: dict[str, str] = {}
 
-    def core_keeping_models(sub: ForecastRequest, cfg: dict[str, Any]) -> pd.DataFrame:
+    def core_keeping_models(sub: ForecastRequest, cfg: ModelSettings) -> pd.DataFrame:
         run = run_prophet(sub, cfg, keep_models=True)
         captured.update(run.model_json)
         return run.forecasts
@@ -136,11 +129,6 @@ def prophet_forecast_and_models(
         request, model_cfg, "prophet", cores={"prophet": core_keeping_models}
     )
     return frame, {sid: model_from_json(text) for sid, text in captured.items()}
-
-
-def fit_prophet_models(request: ForecastRequest, model_cfg: dict[str, Any]) -> dict[str, Prophet]:
-    """Fitted Prophet model per series (series routed to other models are absent)."""
-    return prophet_forecast_and_models(request, model_cfg)[1]
 
 
 def save_prophet_models(models: dict[str, Prophet], directory: str | Path) -> list[Path]:
@@ -178,16 +166,16 @@ def load_prophet_models(directory: str | Path) -> dict[str, Prophet]:
     return {sid: model_from_json((directory / name).read_text()) for sid, name in index.items()}
 
 
-def prophet_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def prophet_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """Forecasts of the series whose fit succeeded (the fallback handles the others)."""
     return run_prophet(request, model_cfg, keep_models=False).forecasts
 
 
 def run_prophet(
-    request: ForecastRequest, model_cfg: dict[str, Any], keep_models: bool
+    request: ForecastRequest, model_cfg: ModelSettings, keep_models: bool
 ) -> ProphetRun:
     """Fit and forecast every series of ``request`` (no routing), ``request.n_jobs`` at a time."""
-    tasks = build_tasks(request, model_cfg.get("prophet", {}) or {}, keep_models)
+    tasks = build_tasks(request, model_cfg.prophet, keep_models)
     started = time.perf_counter()
     results = list(_map_tasks(tasks, request.n_jobs))
     elapsed = time.perf_counter() - started
@@ -225,36 +213,23 @@ def run_prophet(
 
 
 def build_tasks(
-    request: ForecastRequest, prophet_cfg: dict[str, Any], keep_models: bool
+    request: ForecastRequest, prophet_cfg: ProphetSettings, keep_models: bool
 ) -> list[ProphetTask]:
     """One task per series, with growth and seasonality decided per series."""
     weekly_steps = steps_per("7D", request.freq)
-    holidays = tuple(
-        (
-            str(h["name"]),
-            str(h["date"]),
-            int(h.get("lower_window", 0)),
-            int(h.get("upper_window", 0)),
-        )
-        for h in prophet_cfg.get("holidays", []) or []
-    )
-    weekly_setting = str(prophet_cfg.get("weekly_seasonality", "auto"))
-    daily_order = (
-        int(prophet_cfg.get("daily_fourier_order", DEFAULT_DAILY_FOURIER_ORDER))
-        if bool(prophet_cfg.get("daily_seasonality", True))
-        else 0
-    )
-    min_share = float(prophet_cfg.get("logistic_min_share", DEFAULT_LOGISTIC_MIN_SHARE))
+    holidays = tuple((h.name, h.date, h.lower_window, h.upper_window) for h in prophet_cfg.holidays)
+    weekly_setting = prophet_cfg.weekly_seasonality
+    daily_order = prophet_cfg.daily_fourier_order if prophet_cfg.daily_seasonality else 0
     tasks = []
     for sid, group in request.history.groupby("series_id", sort=False):
         sid = str(sid)
         lower, upper = request.bounds.get(sid, (0.0, None))
         growth = choose_growth(
-            str(prophet_cfg.get("growth", "auto")),
+            prophet_cfg.growth,
             group["y"].to_numpy(dtype=float),
             lower,
             upper,
-            min_share,
+            prophet_cfg.logistic_min_share,
         )
         weekly = weekly_setting == "on" or (
             weekly_setting == "auto" and int(group["y"].notna().sum()) >= 2 * weekly_steps
@@ -273,18 +248,12 @@ def build_tasks(
                 floor=float(lower),
                 daily_fourier_order=daily_order,
                 weekly_seasonality=weekly,
-                n_changepoints=int(prophet_cfg.get("n_changepoints", DEFAULT_CHANGEPOINTS)),
-                changepoint_range=float(
-                    prophet_cfg.get("changepoint_range", DEFAULT_CHANGEPOINT_RANGE)
-                ),
-                changepoint_prior_scale=float(
-                    prophet_cfg.get("changepoint_prior_scale", DEFAULT_CHANGEPOINT_PRIOR_SCALE)
-                ),
+                n_changepoints=prophet_cfg.n_changepoints,
+                changepoint_range=prophet_cfg.changepoint_range,
+                changepoint_prior_scale=prophet_cfg.changepoint_prior_scale,
                 holidays=holidays,
-                interval_width=float(prophet_cfg.get("interval_width", 0.8)),
-                uncertainty_samples=int(
-                    prophet_cfg.get("uncertainty_samples", DEFAULT_UNCERTAINTY_SAMPLES)
-                ),
+                interval_width=prophet_cfg.interval_width,
+                uncertainty_samples=prophet_cfg.uncertainty_samples,
                 keep_model=keep_models,
             )
         )
@@ -353,7 +322,7 @@ def choose_growth(
     y: np.ndarray,
     lower: float,
     upper: float | None,
-    min_share: float = DEFAULT_LOGISTIC_MIN_SHARE,
+    min_share: float,
 ) -> str:
     """Prophet growth for one series: ``linear``, ``logistic`` or ``flat``.
 

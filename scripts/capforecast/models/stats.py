@@ -38,20 +38,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from capforecast.contracts import model_used_label
 from capforecast.models.base import (
     ForecastRequest,
     fill_missing,
     future_timestamps,
-    model_used_label,
     quantile_frame,
     steps_per,
 )
 from capforecast.models.fallback import forecast_with_fallback
+from capforecast.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
-# statsforecast's ETS refuses seasons above 24 (measured, see DESIGN.md): longer seasons get a
-# non-seasonal ETS, flagged in model_used.
+# statsforecast's ETS refuses seasons above 24: longer seasons get a non-seasonal ETS, flagged
+# in model_used.
 MAX_ETS_SEASON = 24
 ALIAS = "model"  # statsforecast column prefix for whichever model runs
 # Error and trend part of the AutoETS search: additive errors, any trend. On the NAB fixture
@@ -81,22 +82,22 @@ MSTL_WEEKLY_MIN_WEEKS = 4
 MSTL_STL_KWARGS: dict[str, Any] = {"robust": True}
 
 
-def autoets(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def autoets(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """statsforecast AutoETS with season ``request.season``, with odd-series routing."""
     return forecast_with_fallback(request, model_cfg, "autoets")
 
 
-def autotheta(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def autotheta(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """statsforecast AutoTheta with season ``request.season``, with odd-series routing."""
     return forecast_with_fallback(request, model_cfg, "autotheta")
 
 
-def theta(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def theta(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """statsforecast Theta (the standard Theta method), with odd-series routing."""
     return forecast_with_fallback(request, model_cfg, "theta")
 
 
-def mstl(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def mstl(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """statsforecast MSTL (daily, plus weekly with four weeks of history), with routing."""
     return forecast_with_fallback(request, model_cfg, "mstl")
 
@@ -118,14 +119,14 @@ def interval_levels(quantiles: tuple[float, ...]) -> dict[float, tuple[str, floa
     return mapping
 
 
-def autoets_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def autoets_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     if request.season > MAX_ETS_SEASON:
         frame = statsforecast_forecast(
-            request, _ets_for_series(1), model_cfg["intervals"], "autoets_nonseasonal"
+            request, _ets_for_series(1), model_cfg.intervals, "autoets_nonseasonal"
         )
         return frame.assign(model_used=model_used_label("autoets", "nonseasonal: season > 24"))
     return statsforecast_forecast(
-        request, _ets_for_series(request.season), model_cfg["intervals"], "autoets"
+        request, _ets_for_series(request.season), model_cfg.intervals, "autoets"
     )
 
 
@@ -143,23 +144,23 @@ def _ets_for_series(season: int) -> Callable[[np.ndarray, str | None], Any]:
     return choose
 
 
-def autotheta_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def autotheta_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     from statsforecast.models import AutoTheta
 
     model = AutoTheta(season_length=request.season, alias=ALIAS)
-    return statsforecast_forecast(request, model, model_cfg["intervals"])
+    return statsforecast_forecast(request, model, model_cfg.intervals)
 
 
-def theta_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def theta_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """The standard Theta method (statsforecast ``Theta``: theta = 2, classical decomposition
     when the seasonality test passes): AutoTheta's accuracy on NAB at a tenth of its cost."""
     from statsforecast.models import Theta
 
     model = Theta(season_length=request.season, alias=ALIAS)
-    return statsforecast_forecast(request, model, model_cfg["intervals"])
+    return statsforecast_forecast(request, model, model_cfg.intervals)
 
 
-def mstl_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFrame:
+def mstl_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
     """MSTL with seasons ``[season, week]`` for series with four weeks of data, else ``[season]``.
 
     Robust STL (outliers down-weighted in the seasonal fit) and the standard Theta method as the
@@ -184,7 +185,7 @@ def mstl_core(request: ForecastRequest, model_cfg: dict[str, Any]) -> pd.DataFra
                 stl_kwargs=dict(MSTL_STL_KWARGS),
                 alias=ALIAS,
             )
-            frames.append(statsforecast_forecast(sub, model, model_cfg["intervals"]))
+            frames.append(statsforecast_forecast(sub, model, model_cfg.intervals))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -1,0 +1,381 @@
+"""Reruns: exactly what changed. A finished run of the tiny fleet (decision backtest on), then
+every library file perturbed in turn and one setting per config section changed: `snakemake -n`
+must plan exactly the expected jobs.
+
+Two things are checked per change: the jobs Snakemake reruns *because their params changed*
+(the code digest of rules/common.smk `script_digest`, or a setting the rule reads) equal the
+expected direct users, so a digest missing a module fails here even when the rule would rerun
+anyway downstream of another one; and the whole plan is those jobs plus everything downstream
+of them (the DAG below).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import pprint
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+TINY = ROOT / "tests" / "configs" / "tiny_synthetic.yaml"
+# What the workflow needs from the project (the copy is perturbed, never the project).
+COPIED = ("Snakefile", "rules", "scripts", "config", "notebooks", "envs", "profiles", "report")
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+
+# Jobs are named by rule, plus the model or report they make (the three reports import
+# different modules); per-partition and per-service jobs are counted under their rule.
+BACKTESTS = {
+    "backtest_baseline:seasonal_naive_daily",
+    "backtest_baseline:predict_linear",
+    "backtest_statsforecast:theta",
+}
+FORECASTS = {
+    "forecast_baseline:seasonal_naive_daily",
+    "forecast_baseline:predict_linear",
+    "forecast_statsforecast:theta",
+}
+MODEL_JOBS = BACKTESTS | FORECASTS
+DQ, FB, CR = (f"render_report:{r}" for r in ("data_quality", "forecast_backtest", "capacity_risk"))
+REPORTS = {DQ, FB, CR}
+GENERATE = {"generate_service", "generate_fleet"}
+# Jobs per key in a full run: three services / partitions.
+PER_PARTITION = {
+    "generate_service",
+    "ingest_partition",
+    "clean_partition",
+    "holdout_partition",
+    "features_partition",
+}
+
+# Who reads whose outputs (rules/*.smk with data.history_end set).
+DOWNSTREAM: dict[str, set[str]] = {
+    "generate_service": {"ingest_partition"},
+    "generate_fleet": {"ingest_resources"},
+    "ingest_partition": {
+        "ingest_resources",
+        "series_index",
+        "holdout_span",
+        "holdout_partition",
+        "clean_partition",
+    },
+    "ingest_resources": {"quality", "risk_report", "decision_scores"},
+    "series_index": MODEL_JOBS,
+    "holdout_span": {"clean_partition", "holdout_partition"},
+    "holdout_partition": {"decision_scores"},
+    "clean_partition": {"quality", "features_partition", "risk_report", "decision_scores"}
+    | REPORTS,
+    "quality": {"combine_forecasts", "risk_report", DQ},
+    "features_partition": MODEL_JOBS | {"leaderboard"},
+    **{job: {"leaderboard"} for job in BACKTESTS},
+    **{job: {"combine_forecasts"} for job in FORECASTS},
+    "leaderboard": {"combine_forecasts", FB},
+    "combine_forecasts": {"risk_report", FB, CR},
+    "risk_report": {"decision_scores", CR},
+    "decision_scores": {CR},
+}
+
+EVERYTHING = (
+    GENERATE
+    | {"ingest_partition", "ingest_resources", "series_index"}
+    | {"holdout_span", "holdout_partition", "clean_partition", "quality", "features_partition"}
+    | MODEL_JOBS
+    | {"leaderboard", "combine_forecasts", "risk_report", "decision_scores"}
+    | REPORTS
+)
+EVALUATION = BACKTESTS | {"leaderboard", "combine_forecasts"}
+TRAINING = MODEL_JOBS | {"leaderboard", "combine_forecasts"}
+
+# Library file -> jobs whose code digest must change when it changes (the scripts, and the
+# report notebooks, that import it directly or not). Importing any capforecast.models module
+# runs models/__init__.py, which imports every model module; config.py imports no stage module
+# (the generator validates its config with it, so an ETL or risk edit does not regenerate the
+# fleet).
+ETL = {"ingest_partition", "ingest_resources", "series_index"}
+CUTTING = {"holdout_span", "holdout_partition", "clean_partition", "decision_scores"}
+EXPECTED_CODE: dict[str, set[str]] = {
+    **dict.fromkeys(["__init__.py", "errors.py", "rulekit.py"], EVERYTHING),
+    "contracts.py": EVERYTHING - {"series_index"},
+    **dict.fromkeys(
+        ["metric_names.py", "metric_names.yaml", "timestamps.py"],
+        EVERYTHING - {"series_index", "risk_report"},
+    ),
+    "config.py": GENERATE | TRAINING | REPORTS,
+    "settings.py": TRAINING | REPORTS | {"risk_report", "decision_scores"},
+    **dict.fromkeys(
+        [
+            "models/__init__.py",
+            "models/autogluon_model.py",
+            "models/base.py",
+            "models/baselines.py",
+            "models/fallback.py",
+            "models/profiles.py",
+            "models/prophet_model.py",
+            "models/stats.py",
+        ],
+        TRAINING | REPORTS | {"decision_scores"},
+    ),
+    "capacity.py": ETL - {"series_index"}
+    | CUTTING
+    | {"quality", "features_partition", "risk_report"},
+    **dict.fromkeys(
+        ["scale.py", "validate.py", "value_limits.py"],
+        ETL - {"series_index"} | CUTTING | {"quality", "features_partition"},
+    ),
+    "resample.py": CUTTING | {"quality", "features_partition"},
+    "quality.py": CUTTING | {"quality"},
+    "holdout.py": CUTTING,
+    "synth.py": GENERATE,
+    "ingest.py": {"ingest_partition", "ingest_resources", "features_partition"},
+    "series_index.py": {"series_index", "features_partition"},
+    "features.py": {"features_partition"},
+    "history_check.py": MODEL_JOBS,
+    "panel.py": TRAINING,
+    "train.py": TRAINING,
+    **dict.fromkeys(["backtest.py", "calibration.py", "evaluate.py", "selection.py"], EVALUATION),
+    "metrics.py": EVALUATION | REPORTS,
+    "no_data.py": {"combine_forecasts", "risk_report", "decision_scores"},
+    **{name: {"risk_report"} for name in ("risk.py", "risk_capacity.py", "risk_probability.py")},
+    "rightsizing.py": {"risk_report", "decision_scores"},
+    "csv_tables.py": {"quality", "combine_forecasts", "risk_report", "decision_scores"} | REPORTS,
+    "spreadsheet.py": {
+        "clean_partition",
+        "holdout_partition",
+        "quality",
+        "leaderboard",
+        "combine_forecasts",
+        "risk_report",
+        "decision_scores",
+    }
+    | REPORTS,
+    "decision.py": {"decision_scores"},
+    "decision_report.py": {"decision_scores", CR},
+    "escape.py": {"decision_scores"} | REPORTS,
+    **dict.fromkeys(["report.py", "report_html.py", "templates/offline/conf.json"], REPORTS),
+    "templates/offline/index.html.j2": REPORTS,
+    # Used by rules/common.smk when the DAG is built, by no job.
+    "code_digest.py": set(),
+    "partitions.py": set(),
+    # The benchmark's untouched peers: no rule imports them.
+    "models/peers.py": set(),
+}
+
+CUT = "2026-08-11T00:00:00Z"
+# One setting per config section -> (changes merged into the tiny config, jobs whose params
+# change, {job: count} where not every job of a key reruns).
+EXPECTED_CONFIG: dict[str, tuple[dict, set[str], dict[str, int]]] = {
+    # The cut is made when cleaning: ingest and the generator do not read it.
+    "data.history_end": (
+        {"data": {"history_end": "2026-08-10T12:00:00Z"}},
+        {"holdout_span", "holdout_partition", "clean_partition", "decision_scores"},
+        {},
+    ),
+    # One service's settings regenerate that service only (and the fleet-wide tables).
+    "synthetic.services.gamma": (
+        {"synthetic": {"services": "gamma base_level 36"}},
+        {"generate_service", "generate_fleet"},
+        {"generate_service": 1, "ingest_partition": 1},
+    ),
+    # Ingest reads only the 0-1 scale and timestamp window settings of etl.
+    "etl.max_fill_gap": (
+        {"etl": {"max_fill_gap": 4}},
+        {"clean_partition", "holdout_partition"},
+        {},
+    ),
+    "backtest.step": ({"backtest": {"step": 12}}, MODEL_JOBS, {}),
+    # Prophet is not enabled in the tiny run: its settings rerun nothing.
+    "models.prophet": ({"models": {"prophet": {"n_changepoints": 10}}}, set(), {}),
+    # The predict_linear window: that model's jobs and the decision backtest's alert rule.
+    "models.predict_linear_window_hours": (
+        {"models": {"predict_linear_window_hours": 12}},
+        {
+            "backtest_baseline:predict_linear",
+            "forecast_baseline:predict_linear",
+            "decision_scores",
+        },
+        {},
+    ),
+    # The statsforecast models' intervals: theta's jobs only.
+    "models.intervals": (
+        {"models": {"intervals": "normal"}},
+        {"backtest_statsforecast:theta", "forecast_statsforecast:theta"},
+        {},
+    ),
+    "selection.top_k": ({"selection": {"top_k": 2}}, {"leaderboard"}, {}),
+    "forecast.calibrate": (
+        {"forecast": {"calibrate": False}},
+        {"leaderboard", "combine_forecasts"},
+        {},
+    ),
+    "risk.lead_time_days": ({"risk": {"lead_time_days": 3}}, {"risk_report"}, {}),
+    "report.top_n": ({"report": {"top_n": 4}}, REPORTS, {}),
+    # Read by no rule (the SageMaker backend and the AWS endpoints).
+    "training.instance_type": ({"training": {"instance_type": "ml.m5.2xlarge"}}, set(), {}),
+    "aws.region": ({"aws": {"region": "eu-west-1"}}, set(), {}),
+}
+
+
+def downstream(jobs: set[str]) -> set[str]:
+    """The jobs and everything that reads their outputs, directly or not."""
+    out, todo = set(), list(jobs)
+    while todo:
+        job = todo.pop()
+        if job not in out:
+            out.add(job)
+            todo.extend(DOWNSTREAM.get(job, ()))
+    return out
+
+
+def base_config() -> dict:
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["data"] = {"history_end": CUT}
+    return cfg
+
+
+def merged(base: dict, change: dict) -> dict:
+    out = {**base}
+    for key, value in change.items():
+        if key == "synthetic":
+            services = [dict(s) for s in base["synthetic"]["services"]]
+            services[2]["base_level"] = 36.0  # gamma
+            out["synthetic"] = {**base["synthetic"], "services": services}
+        elif isinstance(value, dict):
+            out[key] = {**base.get(key, {}), **value}
+        else:
+            out[key] = value
+    return out
+
+
+def snakemake(project: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    cmd = [
+        SNAKEMAKE,
+        "-s",
+        str(project / "Snakefile"),
+        "--directory",
+        str(project / "work"),
+        f"--configfile={config}",
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    assert proc.returncode == 0, f"snakemake {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}"
+    return proc
+
+
+def job_key(rule: str, output: str) -> str:
+    if rule.startswith(("backtest_", "forecast_", "render_report")):
+        return f"{rule}:{Path(output).name.split('.')[0]}"
+    return rule
+
+
+def plan(project: Path, config: Path) -> tuple[dict[str, int], set[str]]:
+    """Jobs per key that would run, and the keys whose params changed.
+
+    `--detailed-summary` gives both per output file: `status` says why the file itself is out of
+    date ("params changed": its job's code digest or settings), even when its job reruns anyway
+    because an input is rebuilt (the `reason:` lines of `-n` then name the input only), and
+    `plan` says whether it is rebuilt.
+    """
+    out = snakemake(project, config, "--detailed-summary").stdout
+    lines = out[out.index("output_file\t") :].splitlines()
+    instances: dict[str, set[str]] = {}
+    direct: set[str] = set()
+    for row in csv.DictReader(lines, delimiter="\t"):
+        key = job_key(row["rule"], row["output_file"])
+        if row["plan"] != "no update":
+            # Per-partition jobs are told apart by the partition their outputs are named after.
+            name = Path(row["output_file"]).name.split(".")[0]
+            instances.setdefault(key, set()).add(name if key in PER_PARTITION else "")
+        if "params changed" in row["status"]:
+            direct.add(key)
+    return {key: len(names) for key, names in instances.items()}, direct
+
+
+def nothing_to_do(project: Path, config: Path) -> bool:
+    proc = snakemake(project, config, "-n")
+    return "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def full_counts(keys: set[str]) -> dict[str, int]:
+    return {key: 3 if key in PER_PARTITION else 1 for key in keys}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the project and a finished run of the tiny fleet in project/work."""
+    project = tmp_path_factory.mktemp("rerun_plan")
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, project / name)
+    config = project / "tiny.yaml"
+    config.write_text(yaml.safe_dump(base_config()))
+    snakemake(project, config, "--cores", "2")
+    assert nothing_to_do(project, config)
+    assert plan(project, config) == ({}, set())
+    return project
+
+
+def perturbed(path: Path) -> bytes:
+    """The file with a change that keeps it valid (a comment, or trailing white space)."""
+    original = path.read_bytes()
+    if path.suffix in (".py", ".yaml"):
+        return original + b"\n# perturbed\n"
+    if path.suffix == ".j2":
+        return original + b"{# perturbed #}\n"
+    return original + b"\n"
+
+
+def test_the_table_lists_every_library_file(project):
+    package = project / "scripts" / "capforecast"
+    files = {
+        p.relative_to(package).as_posix()
+        for p in package.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert files == set(EXPECTED_CODE)
+
+
+def test_editing_a_library_file_reruns_exactly_its_users(project):
+    config = project / "tiny.yaml"
+    package = project / "scripts" / "capforecast"
+    wrong = {}
+    for name, expected in EXPECTED_CODE.items():
+        path = package / name
+        original = path.read_bytes()
+        path.write_bytes(perturbed(path))
+        try:
+            jobs, direct = plan(project, config)
+        finally:
+            path.write_bytes(original)
+        want = full_counts(downstream(expected))
+        if direct != expected or jobs != want:
+            wrong[name] = {
+                "digest misses": sorted(expected - direct),
+                "digest has too": sorted(direct - expected),
+                "planned, not expected": sorted(set(jobs) - set(want)),
+                "expected, not planned": sorted(set(want) - set(jobs)),
+                "counts": {k: (jobs[k], n) for k, n in want.items() if jobs.get(k, n) != n},
+            }
+    if wrong:
+        pytest.fail(pprint.pformat(wrong, width=100))
+    assert nothing_to_do(project, config)
+
+
+@pytest.mark.parametrize("setting", list(EXPECTED_CONFIG))
+def test_changing_one_setting_reruns_exactly_its_readers(project, setting):
+    change, expected, counts = EXPECTED_CONFIG[setting]
+    config = project / f"{setting}.yaml"
+    config.write_text(yaml.safe_dump(merged(base_config(), change)))
+    jobs, direct = plan(project, config)
+    assert direct == expected
+    assert jobs == {**full_counts(downstream(expected)), **counts}
