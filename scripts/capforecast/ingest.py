@@ -680,13 +680,12 @@ def _log_trimmed(file: Path, trimmed: Mapping[str, list[str]]) -> None:
         for name, spellings in sorted(trimmed.items())
         for spelling in spellings
     ]
-    more = len(shown) - SHOWN_IN_LOG
     LOG.warning(
         "%s: %d identifiers had surrounding whitespace, removed (names that differ only by it "
         "are one name; quality flag id_whitespace_trimmed): %s",
         file,
         len(shown),
-        ", ".join(shown[:SHOWN_IN_LOG]) + (f", ... (+{more})" if more > 0 else ""),
+        _shown(shown),
     )
 
 
@@ -700,9 +699,13 @@ def read_input_file(
 
 
 def _listed(frame: pd.DataFrame) -> str:
-    shown = [f"{r} {m}" for r, m in zip(frame["resource_id"], frame["metric"], strict=True)]
-    more = len(shown) - SHOWN_IN_LOG
-    return ", ".join(shown[:SHOWN_IN_LOG]) + (f", ... (+{more})" if more > 0 else "")
+    return _shown([f"{r} {m}" for r, m in zip(frame["resource_id"], frame["metric"], strict=True)])
+
+
+def _shown(items: list[str]) -> str:
+    """The first SHOWN_IN_LOG items, comma-joined, and how many more there are."""
+    more = len(items) - SHOWN_IN_LOG
+    return ", ".join(items[:SHOWN_IN_LOG]) + (f", ... (+{more})" if more > 0 else "")
 
 
 def log_series_notes(file: Path, series: pd.DataFrame) -> None:
