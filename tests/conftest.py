@@ -24,3 +24,7 @@ def nab_dir() -> Path:
 @pytest.fixture(scope="session")
 def schema() -> dict:
     return yaml.safe_load((PROJECT_ROOT / "config" / "schema.yaml").read_text())
+
+
+# The local AWS (moto server on 127.0.0.1) for every AWS test.
+pytest_plugins = ["aws_local"]
