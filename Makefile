@@ -30,6 +30,9 @@ $(STAMP): $(LOCK)
 	# torch first, from the CPU wheel: anything that pulls an unpinned torch would take a CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -r $(LOCK)
+	# The capforecast package itself (scripts/capforecast), editable: rules, notebooks and tests
+	# import it without sys.path edits.
+	$(BIN)/pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -1,16 +1,15 @@
 # Config validation, partitions and input functions shared by every rule file.
-import sys
+# The capforecast package is installed in the environment (`pip install -e .`, see Makefile).
+import os
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-
-from capforecast.config import validated_config  # noqa: E402
-from capforecast.errors import CapForecastError  # noqa: E402
-from capforecast import code_digest as cf_code_digest  # noqa: E402
-from capforecast import history_check as cf_history_check  # noqa: E402
-from capforecast import ingest as cf_ingest  # noqa: E402
-from capforecast import partitions as cf_partitions  # noqa: E402
-from capforecast.models import MODEL_FAMILY, model_settings  # noqa: E402
+from capforecast.config import validated_config
+from capforecast.errors import CapForecastError
+from capforecast import code_digest as cf_code_digest
+from capforecast.forecast import history_check as cf_history_check
+from capforecast.data import ingest as cf_ingest
+from capforecast.data import partitions as cf_partitions
+from capforecast.forecast.models import MODEL_FAMILY, model_settings
 
 try:
     # Validate against config/schema.yaml and fill its defaults before any job is planned.
@@ -21,6 +20,10 @@ try:
 except CapForecastError as err:
     raise WorkflowError(f"Invalid configuration: {err}")
 
+
+# The project: the per-rule conda envs (envs/*.yaml) install the package from it, the report
+# notebooks find its results/ through it (the working directory may be elsewhere).
+os.environ.update(CAPFORECAST_ROOT=str(workflow.basedir))
 
 SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
 PACKAGE_DIR = SCRIPTS_DIR / "capforecast"
@@ -148,7 +151,7 @@ DECISION_OUTPUTS = {
 
 
 def cut_settings():
-    """The settings that define the cut (capforecast.holdout.cut_from_config reads them) and
+    """The settings that define the cut (capforecast.data.holdout.cut_from_config reads them) and
     the plausible window the data's span is measured in."""
     etl_keys = ("freq", "timestamp_min", "timestamp_max")
     return {

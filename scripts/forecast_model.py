@@ -4,7 +4,8 @@ The same `capforecast.train.fit_forecast` runs inside the SageMaker container
 (`python -m capforecast.train`), so local and remote training cannot drift apart.
 """
 
-from capforecast import history_check, train
+from capforecast import train
+from capforecast.forecast import history_check
 from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
 

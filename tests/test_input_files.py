@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from capforecast import ingest, quality, resample, validate
 from capforecast.config import validated_config
 from capforecast.csv_tables import read_csv_table
+from capforecast.data import ingest, quality, resample, validate
 from capforecast.errors import InputDataError
 
 LONG_HEADER = "timestamp,resource_id,metric,value"

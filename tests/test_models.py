@@ -16,13 +16,13 @@ import pytest
 from capforecast.config import validated_config
 from capforecast.contracts import FLAG_NO_DATA, model_used_label, quantile_column
 from capforecast.errors import ConfigError
-from capforecast.models import MODEL_FAMILY, MODEL_REGISTRY, ForecastRequest, stats
-from capforecast.models.autogluon_model import (
+from capforecast.forecast.models import MODEL_FAMILY, MODEL_REGISTRY, ForecastRequest, stats
+from capforecast.forecast.models.autogluon_model import (
     check_pretrained,
     resolve_hyperparameters,
     with_local_n_jobs,
 )
-from capforecast.models.base import (
+from capforecast.forecast.models.base import (
     FLAG_CONSTANT,
     FLAG_MODEL_FAILED,
     FLAG_TOO_SHORT,
@@ -31,13 +31,13 @@ from capforecast.models.base import (
     future_timestamps,
     steps_per,
 )
-from capforecast.models.fallback import (
+from capforecast.forecast.models.fallback import (
     forecast_with_fallback,
     min_history_steps,
     route_series,
 )
-from capforecast.models.prophet_model import build_tasks, choose_growth
-from capforecast.models.stats import interval_levels
+from capforecast.forecast.models.prophet_model import build_tasks, choose_growth
+from capforecast.forecast.models.stats import interval_levels
 from capforecast.settings import (
     AutoGluonSettings,
     Holiday,
@@ -160,7 +160,7 @@ def test_registry_names_and_families():
 
 def test_importing_models_loads_no_forecasting_library(project_root):
     code = (
-        "import sys, capforecast.models; "
+        "import sys, capforecast.forecast.models; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'prophet', 'statsforecast', 'autogluon', 'torch', 'cmdstanpy'}))"
     )
@@ -700,7 +700,7 @@ def test_prophet_follows_a_level_shift_late_in_the_history():
 
 @pytest.mark.slow
 def test_prophet_models_round_trip_through_json(tmp_path):
-    from capforecast.models.prophet_model import (
+    from capforecast.forecast.models.prophet_model import (
         load_prophet_models,
         prophet_forecast_and_models,
         save_prophet_models,
@@ -736,7 +736,7 @@ def test_autogluon_contract_with_cheap_models(tmp_path):
 
 
 def test_history_cap_never_trims_below_what_a_model_needs():
-    from capforecast.models.fallback import history_cap
+    from capforecast.forecast.models.fallback import history_cap
 
     # Two weeks of hours, except where the model needs more: AutoGluon holds out one
     # validation window, 2 * 168 + 1 steps for the week-ahead final forecast.
@@ -832,7 +832,7 @@ def test_a_recently_constant_series_keeps_its_value_as_median_and_the_model_uppe
 
 
 def test_seasonal_median_ignores_one_off_bursts_and_widens_with_the_lead():
-    from capforecast.models.profiles import seasonal_median_values
+    from capforecast.forecast.models.profiles import seasonal_median_values
 
     rng = np.random.default_rng(11)
     days = 35
@@ -849,7 +849,7 @@ def test_seasonal_median_ignores_one_off_bursts_and_widens_with_the_lead():
 
 
 def test_seasonal_median_votes_every_weekday_once():
-    from capforecast.models.profiles import seasonal_median_values
+    from capforecast.forecast.models.profiles import seasonal_median_values
 
     # Five busy weekdays at 60 %, a weekend at 1 %: the history ends on the Sunday.
     week = np.r_[np.full(5 * 24, 60.0), np.full(2 * 24, 1.0)]

@@ -41,9 +41,10 @@ from test_reports import (
     make_quality,
 )
 
-from capforecast import decision_report, report
 from capforecast.contracts import series_id
+from capforecast.decision import tables as decision_report
 from capforecast.escape import html_text, markdown_text, plot_text
+from capforecast.reports import report
 
 # --------------------------------------------------------------------------------------------
 # The escaping functions

@@ -1,4 +1,5 @@
-"""Report helpers (capforecast.report) on hand-built frames, and every notebook executed end to end.
+"""Report helpers (capforecast.reports.report) on hand-built frames, and every notebook executed
+end to end.
 
 The fake ``results/`` tree below follows the file contracts the report notebooks read; it is
 tiny (3 resources x 2 metrics, 10 days hourly) so that kernel start-up dominates the run time.
@@ -17,7 +18,6 @@ import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
 
-from capforecast import report
 from capforecast.contracts import (
     CLEAN_COLUMNS,
     QUALITY_COLUMNS,
@@ -26,9 +26,10 @@ from capforecast.contracts import (
     RESOURCE_COLUMNS,
     series_id,
 )
+from capforecast.data.features import build_features
 from capforecast.errors import InputDataError
 from capforecast.escape import markdown_text
-from capforecast.features import build_features
+from capforecast.reports import report
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -845,7 +846,7 @@ def execute_notebook(name: str, results: Path, out_dir: Path, **params: object) 
 
 def to_html(notebook: Path) -> str:
     """Convert as the render_report rule does."""
-    from capforecast.report_html import notebook_html
+    from capforecast.reports.html import notebook_html
 
     return notebook_html(notebook, hide_code=True)
 
@@ -862,7 +863,7 @@ def test_notebook_files_are_parameterised(name: str) -> None:
     assert nb.metadata["kernelspec"]["name"] == "python3"
     assert nb.metadata["language_info"]["name"] == "python"
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
-    assert "capforecast" in code_cells[0].source and "sys.path" in code_cells[0].source
+    assert "capforecast" in code_cells[0].source and "sys.path" not in code_cells[0].source
     params = [c for c in code_cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
     namespace: dict[str, object] = {}

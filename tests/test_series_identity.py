@@ -13,20 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import (
-    features,
-    ingest,
-    metric_names,
-    quality,
-    resample,
-    series_index,
-    train,
-    validate,
-)
+from capforecast import metric_names, train
 from capforecast.config import validated_config
 from capforecast.contracts import series_id, split_series_id
+from capforecast.data import features, ingest, quality, resample, series_index, validate
 from capforecast.errors import InputDataError
-from capforecast.panel import metric_of, series_bounds
+from capforecast.forecast.panel import metric_of, series_bounds
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
 HOSTILE_RESOURCES = ("a|b", "a", "|", "||x", "a|", "vm 1", "x,y", "日本", "=cmd()", "NA", "0012")

@@ -11,7 +11,7 @@ from capforecast import train
 from capforecast.config import validated_config
 from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError
-from capforecast.models.base import trim_history
+from capforecast.forecast.models.base import trim_history
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
 
@@ -122,7 +122,7 @@ def test_entry_point_arguments_override_the_environment(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_prophet_final_fit_saves_one_json_model_per_series(tmp_path):
-    from capforecast.models.prophet_model import load_prophet_models
+    from capforecast.forecast.models.prophet_model import load_prophet_models
 
     cfg = validated_config({"forecast": {"horizon": 6}})
     panel = feature_panel(days=5)

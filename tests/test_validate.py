@@ -1,4 +1,5 @@
-"""Row validation (capforecast.validate) and per-file reconciliation (capforecast.quality)."""
+"""Row validation (capforecast.data.validate) and per-file reconciliation
+(capforecast.data.quality)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import ingest, partitions, quality, resample, validate
 from capforecast.config import validated_config
 from capforecast.contracts import QUARANTINE_COLUMNS, RAW_COLUMNS
+from capforecast.data import ingest, partitions, quality, resample, validate
 from capforecast.errors import ConfigError
 
 
@@ -416,7 +417,7 @@ def test_window_is_fixed_config_not_the_clock(schema):
 def test_real_byte_and_count_samples_are_all_kept_with_headroom(project_root, fixture, pattern):
     """The default ceilings never quarantine real data: every byte and count sample of the
     vendored CloudWatch and Bitbrains traces is kept, the largest at least 1000x below it."""
-    from capforecast import value_limits
+    from capforecast.data import value_limits
 
     cfg = validated_config({"data": {"source": "local", "path": "x"}})
     files = sorted((project_root / "tests" / "data" / fixture).glob(pattern))

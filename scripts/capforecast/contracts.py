@@ -46,7 +46,7 @@ RESOURCE_COLUMNS: tuple[str, ...] = (
     "hourly_price_usd",
 )
 # results/resources.parquet: the resources table as ingest completed it, plus why a resource
-# cannot be sized (capforecast.capacity: capacity_impossible | capacity_unknown | None).
+# cannot be sized (capforecast.data.capacity: capacity_impossible | capacity_unknown | None).
 RESOURCE_TABLE_COLUMNS: tuple[str, ...] = (*RESOURCE_COLUMNS, "capacity_issue")
 
 # Cleaned hourly data: results/clean/{partition}.parquet

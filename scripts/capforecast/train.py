@@ -18,9 +18,9 @@ import pandas as pd
 import yaml
 
 from capforecast.errors import ConfigError, ForecastInputError
-from capforecast.models.base import ForecastRequest, trim_history
-from capforecast.models.fallback import history_cap
-from capforecast.panel import series_bounds
+from capforecast.forecast.models.base import ForecastRequest, trim_history
+from capforecast.forecast.models.fallback import history_cap
+from capforecast.forecast.panel import series_bounds
 from capforecast.settings import (
     BacktestSettings,
     ForecastSettings,
@@ -103,7 +103,7 @@ def fit_forecast(
     With ``model_dir``, models that can be serialised are written there (Prophet: one JSON per
     series plus ``index.json``), so a forecast can be audited or re-predicted later.
     """
-    from capforecast.models import MODEL_REGISTRY
+    from capforecast.forecast.models import MODEL_REGISTRY
 
     if model_name not in MODEL_REGISTRY:
         raise ConfigError("models.enabled", f"unknown model '{model_name}'")
@@ -128,7 +128,7 @@ def fit_forecast(
     )
     start = time.perf_counter()
     if model_name == "prophet" and model_dir is not None:
-        from capforecast.models.prophet_model import (
+        from capforecast.forecast.models.prophet_model import (
             prophet_forecast_and_models,
             save_prophet_models,
         )
