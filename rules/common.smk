@@ -9,7 +9,8 @@ from capforecast import code_digest as cf_code_digest
 from capforecast.forecast import history_check as cf_history_check
 from capforecast.data import ingest as cf_ingest
 from capforecast.data import partitions as cf_partitions
-from capforecast.forecast.models import MODEL_FAMILY, model_settings
+from capforecast.forecast.models import model_settings
+from capforecast.forecast.models import specs as cf_model_specs
 
 try:
     # Validate against config/schema.yaml and fill its defaults before any job is planned.
@@ -86,10 +87,6 @@ def _partition_sources():
 PARTITION_SOURCES = _partition_sources()
 PARTITIONS = sorted(PARTITION_SOURCES)
 MODELS = list(config["models"]["enabled"])
-# family -> its models, from the one registry in the library (one rule per family).
-MODEL_FAMILIES = {}
-for _model, _family in MODEL_FAMILY.items():
-    MODEL_FAMILIES.setdefault(_family, []).append(_model)
 
 
 wildcard_constraints:
@@ -130,9 +127,10 @@ def resources_source(wildcards):
 
 
 def family_models(family):
-    """Enabled models of one family, as a wildcard constraint (never matches when none)."""
-    enabled = [m for m in MODEL_FAMILIES[family] if m in MODELS]
-    return "|".join(enabled) if enabled else "(?!x)x"
+    """The models one family's rules run (rules/forecast.smk), as a wildcard constraint: every
+    model whose spec names the family (capforecast.forecast.models.specs); only the enabled
+    ones are requested."""
+    return "|".join(cf_model_specs.family_models(family))
 
 
 def expand_partitions(pattern):

@@ -1,5 +1,7 @@
-# Module 04: one rule per model family (each with its env), the same rolling-origin backtest for
-# every model, selection without peeking, and final forecasts refit on the full history.
+# Forecast stage (capforecast.forecast, scripts/forecast_*.py): one rule per model family (each
+# with its env; a model's family is in its spec, capforecast.forecast.models.specs), the same
+# rolling-origin backtest for every model, selection without peeking, and final forecasts refit
+# on the full history.
 
 FEATURES = expand_partitions("results/features/{partition}.parquet")
 # Each rule gets the settings its script reads, no more: editing one model's settings reruns
@@ -32,7 +34,7 @@ rule backtest_baseline:
     threads: 1
     params:
         **MODEL_PARAMS,
-        # The models' quantile levels (capforecast.train.model_quantiles).
+        # The models' quantile levels (capforecast.forecast.fit.model_quantiles).
         forecast=config_keys("forecast", "quantiles", "extra_quantiles"),
         code=script_digest("forecast_backtest_model.py"),
     script:

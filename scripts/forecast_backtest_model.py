@@ -2,8 +2,7 @@
 
 import time
 
-from capforecast import train
-from capforecast.forecast import backtest, history_check
+from capforecast.forecast import backtest, fit, history_check
 from capforecast.forecast.evaluate import backtest_models
 from capforecast.forecast.models import MODEL_REGISTRY
 from capforecast.forecast.panel import series_bounds
@@ -13,7 +12,7 @@ from capforecast.settings import backtest_settings, forecast_settings, model_set
 
 def main(smk) -> None:
     model = smk.wildcards.model
-    panel = train.load_panel(smk.input.features)
+    panel = fit.load_panel(smk.input.features)
     history_check.check_panel(panel, smk.params.backtest, smk.params.freq)
     start = time.perf_counter()
     predictions = backtest_models(

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from capforecast import train
+from capforecast.forecast import fit
 from capforecast.forecast.evaluate import evaluate_backtests
 from capforecast.forecast.panel import series_bounds
 from capforecast.rulekit import LOG, ensure_parent, run_rule
@@ -11,7 +11,7 @@ from capforecast.spreadsheet import write_csv
 
 
 def main(smk) -> None:
-    panel = train.load_panel(smk.input.features)
+    panel = fit.load_panel(smk.input.features)
     predictions = pd.concat([pd.read_parquet(p) for p in smk.input.predictions], ignore_index=True)
     result = evaluate_backtests(
         predictions,

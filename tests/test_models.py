@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from capforecast.config import validated_config
 from capforecast.contracts import FLAG_NO_DATA, model_used_label, quantile_column
 from capforecast.errors import ConfigError
-from capforecast.forecast.models import MODEL_FAMILY, MODEL_REGISTRY, ForecastRequest, stats
+from capforecast.forecast.models import MODEL_REGISTRY, MODEL_SPECS, ForecastRequest, stats
 from capforecast.forecast.models.autogluon_model import (
     check_pretrained,
     resolve_hyperparameters,
@@ -32,11 +34,15 @@ from capforecast.forecast.models.base import (
     steps_per,
 )
 from capforecast.forecast.models.fallback import (
+    FALLBACK_CHAIN,
+    core_function,
     forecast_with_fallback,
     min_history_steps,
     route_series,
+    spec_function,
 )
 from capforecast.forecast.models.prophet_model import build_tasks, choose_growth
+from capforecast.forecast.models.specs import FAMILIES, NAIVE, ROUTABLE
 from capforecast.forecast.models.stats import interval_levels
 from capforecast.settings import (
     AutoGluonSettings,
@@ -70,6 +76,8 @@ MODEL_CFG = model_settings(
         },
     }
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def ag(**overrides) -> AutoGluonSettings:
@@ -154,21 +162,60 @@ def test_registry_names_and_families():
         "prophet",
         "autogluon",
     }
-    assert set(MODEL_FAMILY) == set(MODEL_REGISTRY)
-    assert set(MODEL_FAMILY.values()) == {"baseline", "statsforecast", "prophet", "autogluon"}
+    assert set(MODEL_SPECS) == set(MODEL_REGISTRY)
+    assert FAMILIES == ("baseline", "statsforecast", "prophet", "autogluon")
 
 
-def test_importing_models_loads_no_forecasting_library(project_root):
+def test_the_specs_are_the_schema_enum():
+    """One spec per model: the models `models.enabled` accepts are exactly the specs, in order."""
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    enabled = schema["properties"]["models"]["properties"]["enabled"]
+    assert enabled["items"]["enum"] == list(MODEL_SPECS)
+    assert set(enabled["default"]) <= set(MODEL_SPECS)
+
+
+@pytest.mark.parametrize("name", [*MODEL_SPECS, NAIVE])
+def test_every_spec_is_complete(name):
+    """Its core and check resolve, its chain ends in the last-value naive, its fallbacks are
+    models, its settings are `models` keys of the schema."""
+    spec = ROUTABLE[name]
+    assert callable(core_function(name))
+    if spec.check is not None:
+        assert callable(spec_function(spec.check))
+    chain = FALLBACK_CHAIN[name]
+    assert chain[0] == name and chain[-1] == NAIVE
+    assert set(chain) <= set(ROUTABLE)
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    assert set(spec.settings) <= set(schema["properties"]["models"]["properties"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_has_its_rules(family):
+    """rules/forecast.smk runs each family of the specs in a backtest and a forecast rule."""
+    rules = (ROOT / "rules" / "forecast.smk").read_text()
+    for stage in ("backtest", "forecast"):
+        assert re.search(
+            rf"^(rule {stage}_{family}:|use rule {stage}_baseline as {stage}_{family} with:)",
+            rules,
+            re.M,
+        ), f"no {stage}_{family} rule"
+
+
+def test_importing_models_loads_no_forecasting_library():
+    """Nor any model module: a model's core is imported when the model first runs."""
     code = (
         "import sys, capforecast.forecast.models; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'prophet', 'statsforecast', 'autogluon', 'torch', 'cmdstanpy'}))"
+        "{'prophet', 'statsforecast', 'autogluon', 'torch', 'cmdstanpy'})); "
+        "print(sorted(m.rpartition('.')[2] for m in sys.modules "
+        "if m.startswith('capforecast.forecast.models.')))"
     )
-    env = {**os.environ, "PYTHONPATH": str(project_root / "scripts")}
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "[]"
+    libraries, modules = result.stdout.strip().splitlines()
+    assert libraries == "[]"
+    assert modules == "['base', 'fallback', 'specs']"
 
 
 def test_helpers():

@@ -11,7 +11,6 @@ import io
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import matplotlib.cbook
 import pandas as pd
@@ -292,14 +291,13 @@ def test_figures_stay_text_under_a_matplotlibrc_that_asks_for_tex(tmp_path) -> N
     script = (
         "import io\n"
         "import pandas as pd\n"
-        "from capforecast import report\n"
+        "from capforecast.reports import report\n"
         "day = pd.Timestamp('2026-09-01')\n"
         "matrix = pd.DataFrame({day: [0.5, 0.9]}, index=['$\\\\foo$', 'a$b'])\n"
         "report.breach_heatmap(matrix).savefig(io.BytesIO(), format='png', dpi=10)\n"
         "print('drawn')\n"
     )
     env = {**os.environ, "MATPLOTLIBRC": str(tmp_path), "MPLBACKEND": "Agg"}
-    env["PYTHONPATH"] = str(Path(report.__file__).parents[1])
     run = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
     )

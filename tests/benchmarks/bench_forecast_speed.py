@@ -39,7 +39,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import logging; logging.basicConfig(level=logging.WARNING)
 import pandas as pd
 from capforecast.forecast import backtest
-from capforecast import train
+from capforecast.forecast import fit
 from capforecast.config import validated_config
 from capforecast.forecast.models import MODEL_REGISTRY
 from capforecast.forecast.panel import series_bounds
@@ -53,12 +53,12 @@ t0 = time.perf_counter()
 backtest.run_backtest(
     panel[["series_id", "timestamp", "y"]], MODEL_REGISTRY[model], model,
     windows=bt.windows, horizon=bt.horizon, step=bt.step,
-    quantiles=train.model_quantiles(fc), season=bt.season,
+    quantiles=fit.model_quantiles(fc), season=bt.season,
     bounds=series_bounds(panel, cfg["etl"]["percent_metrics"]), n_jobs=n_jobs,
     model_cfg=models, selection_windows=bt.selection_windows,
 )
 t1 = time.perf_counter()
-train.fit_forecast(
+fit.fit_forecast(
     model, panel, forecast_cfg=fc, backtest_cfg=bt, models_cfg=models,
     percent_metrics=cfg["etl"]["percent_metrics"], n_jobs=n_jobs,
 )

@@ -101,16 +101,18 @@ SETTINGS = [
 
 
 # What a model's backtest predictions depend on: these modules plus the model's own module.
-BACKTEST_SOURCES = ("backtest.py", "panel.py", "contracts.py", "models/base.py")
-BACKTEST_SOURCES += ("models/fallback.py", "models/stats.py")  # fill and quantile helpers
+BACKTEST_SOURCES = ("forecast/backtest.py", "forecast/panel.py", "contracts.py")
+BACKTEST_SOURCES += ("forecast/models/base.py", "forecast/models/specs.py")
+BACKTEST_SOURCES += ("forecast/models/fallback.py", "forecast/models/stats.py")  # fill, quantiles
 
 
 def source_digest(model: str) -> str:
     """Digest of the code a model's backtest runs: cached predictions are reused only if equal."""
-    from capforecast.forecast.models.fallback import _CORE_FUNCTIONS
+    from capforecast.forecast.models.specs import ROUTABLE
 
     package = ROOT / "scripts" / "capforecast"
-    module = _CORE_FUNCTIONS[model][0].removeprefix("capforecast.").replace(".", "/") + ".py"
+    core_module = ROUTABLE[model].core.partition(":")[0]
+    module = core_module.removeprefix("capforecast.").replace(".", "/") + ".py"
     digest = hashlib.sha256()
     for name in sorted({*BACKTEST_SOURCES, module}):
         digest.update((package / name).read_bytes())

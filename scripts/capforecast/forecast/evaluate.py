@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from capforecast.forecast import backtest, calibration, metrics, selection
+from capforecast.forecast.fit import model_quantiles
 from capforecast.forecast.models.base import ModelFn
 from capforecast.settings import (
     BacktestSettings,
@@ -23,7 +24,6 @@ from capforecast.settings import (
     model_settings,
     selection_settings,
 )
-from capforecast.train import model_quantiles
 
 
 @dataclass(frozen=True)
@@ -147,9 +147,9 @@ def forecast_in_memory(
     final forecasts (``model = "selected"``, calibrated as the workflow does). For notebooks and
     tests that want the product's forecast without running Snakemake.
     """
+    from capforecast.forecast.fit import fit_forecast
     from capforecast.forecast.models import MODEL_REGISTRY
     from capforecast.forecast.panel import series_bounds
-    from capforecast.train import fit_forecast
 
     bt, fc, ms = (
         backtest_settings(cfg["backtest"]),

@@ -59,8 +59,7 @@ same inputs give the same outputs):
   planned or in the daily breach table; the resource's finding when it has no other series, and
   reason code ``<dim>_no_data`` on every row of its resource; the summary counts and lists it.
 * saturated: pegged at the ceiling (see ``capforecast.risk.capacity``): reason
-  ``demand_hidden_by_ceiling``,
-  the forecast is a lower bound of the true demand.
+  ``demand_hidden_by_ceiling``, the forecast is a lower bound of the true demand.
 
 Columns repeated on every metric row of a resource (finding, risk_score, reason_codes,
 first_to_run_out, recommended_instance_type, monthly_cost_delta_usd) describe the resource: sum

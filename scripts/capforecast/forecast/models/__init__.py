@@ -1,7 +1,9 @@
 """Forecasting models: every one is a ``ModelFn`` (see ``base.py``) registered by name.
 
-Importing this package imports no forecasting library: statsforecast, Prophet and AutoGluon are
-imported inside the functions that use them, so cheap rules stay fast.
+Everything about a model is its spec (``specs.py``); the registry below is derived from them.
+Importing this package imports no model module and no forecasting library: a model's core
+(statsforecast, Prophet, AutoGluon) is imported when the model first runs, so cheap rules stay
+fast.
 """
 
 from __future__ import annotations
@@ -9,57 +11,38 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from capforecast.forecast.models.autogluon_model import autogluon
+import pandas as pd
+
 from capforecast.forecast.models.base import ForecastRequest, ModelFn, finalize_forecast
-from capforecast.forecast.models.baselines import (
-    predict_linear,
-    seasonal_naive_daily,
-    seasonal_naive_weekly,
+from capforecast.forecast.models.fallback import forecast_with_fallback, spec_function
+from capforecast.forecast.models.specs import (
+    MODEL_SPECS,
+    SHARED_MODEL_SETTINGS,
+    fallback_chain,
 )
-from capforecast.forecast.models.fallback import FALLBACK_CHAIN
-from capforecast.forecast.models.profiles import seasonal_median
-from capforecast.forecast.models.prophet_model import prophet
-from capforecast.forecast.models.stats import autoets, autotheta, mstl, theta
+from capforecast.settings import ModelSettings
 
-MODEL_REGISTRY: dict[str, ModelFn] = {
-    "seasonal_naive_daily": seasonal_naive_daily,
-    "seasonal_naive_weekly": seasonal_naive_weekly,
-    "predict_linear": predict_linear,
-    "seasonal_median": seasonal_median,
-    "autoets": autoets,
-    "autotheta": autotheta,
-    "theta": theta,
-    "mstl": mstl,
-    "prophet": prophet,
-    "autogluon": autogluon,
-}
 
-# Models of one family share a backtest/forecast rule (one fit over all series per family).
-MODEL_FAMILY: dict[str, str] = {
-    "seasonal_naive_daily": "baseline",
-    "seasonal_naive_weekly": "baseline",
-    "predict_linear": "baseline",
-    "seasonal_median": "baseline",
-    "autoets": "statsforecast",
-    "autotheta": "statsforecast",
-    "theta": "statsforecast",
-    "mstl": "statsforecast",
-    "prophet": "prophet",
-    "autogluon": "autogluon",
-}
+def _model_function(name: str) -> ModelFn:
+    spec = MODEL_SPECS[name]
 
-# Keys of the `models` config section every model reads (backtest and refit trim the history).
-SHARED_MODEL_SETTINGS: tuple[str, ...] = ("max_history_hours",)
+    def forecast(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
+        if spec.check is not None:
+            # Before routing, so that a refused configuration fails even when every series is
+            # short.
+            spec_function(spec.check)(model_cfg)
+        return forecast_with_fallback(request, model_cfg, name)
+
+    forecast.__name__ = forecast.__qualname__ = name
+    forecast.__doc__ = f"{name} forecasts for every series, with odd-series routing."
+    return forecast
+
+
+MODEL_REGISTRY: dict[str, ModelFn] = {name: _model_function(name) for name in MODEL_SPECS}
+
 # Keys of the `models` section one model reads besides the shared ones (its own section).
 MODEL_SETTINGS: dict[str, tuple[str, ...]] = {
-    "predict_linear": ("predict_linear_window_hours",),
-    "seasonal_median": ("seasonal_median",),
-    "autoets": ("intervals",),
-    "autotheta": ("intervals",),
-    "theta": ("intervals",),
-    "mstl": ("intervals",),
-    "prophet": ("prophet",),
-    "autogluon": ("autogluon",),
+    name: spec.settings for name, spec in MODEL_SPECS.items() if spec.settings
 }
 
 
@@ -69,15 +52,16 @@ def model_settings(models_cfg: Mapping[str, Any], model: str) -> dict[str, Any]:
     `intervals`). A model rule gets only this, so editing one model's settings reruns only
     that model's jobs."""
     keys = [*SHARED_MODEL_SETTINGS]
-    for name in FALLBACK_CHAIN.get(model, (model,)):
+    chain = fallback_chain(model) if model in MODEL_SPECS else (model,)
+    for name in chain:
         keys.extend(k for k in MODEL_SETTINGS.get(name, ()) if k not in keys)
     return {key: models_cfg[key] for key in keys if key in models_cfg}
 
 
 __all__ = [
-    "MODEL_FAMILY",
     "MODEL_REGISTRY",
     "MODEL_SETTINGS",
+    "MODEL_SPECS",
     "SHARED_MODEL_SETTINGS",
     "ForecastRequest",
     "ModelFn",

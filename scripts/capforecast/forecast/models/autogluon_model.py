@@ -29,7 +29,6 @@ import pandas as pd
 
 from capforecast.errors import ConfigError
 from capforecast.forecast.models.base import ForecastRequest, future_timestamps, quantile_frame
-from capforecast.forecast.models.fallback import forecast_with_fallback
 from capforecast.settings import AutoGluonSettings, ModelSettings
 
 if TYPE_CHECKING:
@@ -78,11 +77,9 @@ LOCAL_MODEL_TYPES = frozenset(
 )
 
 
-def autogluon(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
-    """AutoGluon forecasts for every series (short series go to simpler models, flagged)."""
-    # Before routing, so that a refused configuration fails even when every series is short.
+def check_settings(model_cfg: ModelSettings) -> None:
+    """The spec's check, run before any series is routed: see ``check_pretrained``."""
     check_pretrained(model_cfg.autogluon)
-    return forecast_with_fallback(request, model_cfg, "autogluon")
 
 
 def check_pretrained(ag_cfg: AutoGluonSettings) -> None:

@@ -33,23 +33,7 @@ from capforecast.forecast.models.base import (
     quantile_frame,
     steps_per,
 )
-from capforecast.forecast.models.fallback import forecast_with_fallback
 from capforecast.settings import ModelSettings
-
-
-def seasonal_naive_daily(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
-    """Repeat the last day (season = one day of ``request.freq`` steps), with odd-series routing."""
-    return forecast_with_fallback(request, model_cfg, "seasonal_naive_daily")
-
-
-def seasonal_naive_weekly(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
-    """Repeat the last week (season = seven days of steps), with odd-series routing."""
-    return forecast_with_fallback(request, model_cfg, "seasonal_naive_weekly")
-
-
-def predict_linear(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
-    """Least-squares line over the recent window, extrapolated, with odd-series routing."""
-    return forecast_with_fallback(request, model_cfg, "predict_linear")
 
 
 def seasonal_naive_values(

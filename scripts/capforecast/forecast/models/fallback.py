@@ -41,11 +41,11 @@ from capforecast.forecast.models.base import (
     quantile_frame,
     steps_per,
 )
+from capforecast.forecast.models.specs import NAIVE, ROUTABLE, HistorySteps, fallback_chain
 from capforecast.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
-NAIVE = "naive"
 NO_MODEL = "none"
 # A series whose observations over this last period all have one value (an instance idling at
 # exactly 0 % since it was drained, a gauge stuck at one reading) keeps that value as its median:
@@ -56,39 +56,8 @@ NO_MODEL = "none"
 RECENT_CONSTANT_PERIOD = "1D"
 
 # Requested model -> models tried in order; the first one the series is long enough for wins.
-# "naive" (last value) needs a single observation, so every chain ends somewhere.
-FALLBACK_CHAIN: dict[str, tuple[str, ...]] = {
-    "seasonal_naive_daily": ("seasonal_naive_daily", NAIVE),
-    "seasonal_naive_weekly": ("seasonal_naive_weekly", "seasonal_naive_daily", NAIVE),
-    "predict_linear": ("predict_linear", NAIVE),
-    "seasonal_median": ("seasonal_median", NAIVE),
-    "autoets": ("autoets", "seasonal_naive_daily", NAIVE),
-    "autotheta": ("autotheta", "seasonal_naive_daily", NAIVE),
-    "theta": ("theta", "seasonal_naive_daily", NAIVE),
-    "mstl": ("mstl", "theta", "seasonal_naive_daily", NAIVE),
-    "prophet": ("prophet", "seasonal_naive_daily", NAIVE),
-    "autogluon": ("autogluon", "seasonal_naive_daily", NAIVE),
-    NAIVE: (NAIVE,),
-}
-
-# Model name -> (module, function) of the core that forecasts series already known to be usable.
-# Resolved lazily so that importing this module never imports statsforecast/prophet/autogluon.
-_CORE_FUNCTIONS: dict[str, tuple[str, str]] = {
-    NAIVE: ("capforecast.forecast.models.baselines", "naive_core"),
-    "seasonal_naive_daily": ("capforecast.forecast.models.baselines", "seasonal_naive_daily_core"),
-    "seasonal_naive_weekly": (
-        "capforecast.forecast.models.baselines",
-        "seasonal_naive_weekly_core",
-    ),
-    "predict_linear": ("capforecast.forecast.models.baselines", "predict_linear_core"),
-    "seasonal_median": ("capforecast.forecast.models.profiles", "seasonal_median_core"),
-    "autoets": ("capforecast.forecast.models.stats", "autoets_core"),
-    "autotheta": ("capforecast.forecast.models.stats", "autotheta_core"),
-    "theta": ("capforecast.forecast.models.stats", "theta_core"),
-    "mstl": ("capforecast.forecast.models.stats", "mstl_core"),
-    "prophet": ("capforecast.forecast.models.prophet_model", "prophet_core"),
-    "autogluon": ("capforecast.forecast.models.autogluon_model", "autogluon_core"),
-}
+# "naive" (last value) needs a single observation, so every chain ends somewhere. From the specs.
+FALLBACK_CHAIN: dict[str, tuple[str, ...]] = {name: fallback_chain(name) for name in ROUTABLE}
 
 CoreFn = Callable[[ForecastRequest, dict[str, Any]], pd.DataFrame]
 
@@ -116,7 +85,12 @@ class SeriesRoute:
 
 def core_function(model: str) -> CoreFn:
     """The core forecaster of ``model`` (imported on first use)."""
-    module_name, function_name = _CORE_FUNCTIONS[model]
+    return spec_function(ROUTABLE[model].core)
+
+
+def spec_function(reference: str) -> Callable[..., Any]:
+    """The function a spec names as ``module:function`` (its module imported on first use)."""
+    module_name, _, function_name = reference.partition(":")
     return getattr(importlib.import_module(module_name), function_name)
 
 
@@ -164,29 +138,17 @@ def has_history_for(model: str, profile: SeriesProfile, request: ForecastRequest
 
 
 def min_history_steps(model: str, request: ForecastRequest) -> int:
-    """Grid steps of history a series needs before ``model`` is used for it.
-
-    Two seasons for the seasonal models (one season of seasonal differences gives the intervals;
-    ETS/Theta/MSTL need two to estimate a seasonal pattern at all), two weeks for the weekly
-    seasonal naive, three days for Prophet and AutoGluon, and for AutoGluon also the
-    ``2 * horizon + 1`` it needs to hold out one validation window.
-    """
-    daily = steps_per("1D", request.freq)
-    weekly = steps_per("7D", request.freq)
-    requirements = {
-        NAIVE: 1,
-        "seasonal_naive_daily": 2 * daily,
-        "seasonal_naive_weekly": 2 * weekly,
-        "predict_linear": 3,
-        "seasonal_median": 2 * daily,
-        "autoets": 2 * request.season,
-        "autotheta": 2 * request.season,
-        "theta": 2 * request.season,
-        "mstl": 2 * request.season,
-        "prophet": 3 * daily,
-        "autogluon": max(3 * daily, 2 * request.horizon + 1),
-    }
-    return requirements[model]
+    """Grid steps of history a series needs before ``model`` is used for it (its spec's
+    ``min_history``: two seasons for the seasonal models, two weeks for the weekly seasonal
+    naive, three days for Prophet and AutoGluon, and for AutoGluon also the ``2 * horizon + 1``
+    it needs to hold out one validation window)."""
+    steps = HistorySteps(
+        daily=steps_per("1D", request.freq),
+        weekly=steps_per("7D", request.freq),
+        season=request.season,
+        horizon=request.horizon,
+    )
+    return ROUTABLE[model].min_history(steps)
 
 
 def history_cap(

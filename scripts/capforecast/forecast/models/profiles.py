@@ -26,13 +26,7 @@ from capforecast.forecast.models.base import (
     quantile_frame,
     steps_per,
 )
-from capforecast.forecast.models.fallback import forecast_with_fallback
 from capforecast.settings import ModelSettings
-
-
-def seasonal_median(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
-    """Median of the same hour over the last ``models.seasonal_median.seasons`` days."""
-    return forecast_with_fallback(request, model_cfg, "seasonal_median")
 
 
 def _lagged_median(y: np.ndarray, season: int, seasons: int, lead: int) -> np.ndarray:

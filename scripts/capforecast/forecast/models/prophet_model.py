@@ -112,11 +112,6 @@ class ProphetRun:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def prophet(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
-    """Prophet forecasts for every series, with odd-series routing."""
-    return forecast_with_fallback(request, model_cfg, "prophet")
-
-
 def prophet_forecast_and_models(
     request: ForecastRequest, model_cfg: ModelSettings
 ) -> tuple[pd.DataFrame, dict[str, Prophet]]:

@@ -46,7 +46,6 @@ from capforecast.forecast.models.base import (
     quantile_frame,
     steps_per,
 )
-from capforecast.forecast.models.fallback import forecast_with_fallback
 from capforecast.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
@@ -80,26 +79,6 @@ MIN_RESIDUALS = 48
 MSTL_WEEKLY_MIN_WEEKS = 4
 # Passed to every STL fit of MSTL: robust fitting down-weights one-off spikes and dips.
 MSTL_STL_KWARGS: dict[str, Any] = {"robust": True}
-
-
-def autoets(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
-    """statsforecast AutoETS with season ``request.season``, with odd-series routing."""
-    return forecast_with_fallback(request, model_cfg, "autoets")
-
-
-def autotheta(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
-    """statsforecast AutoTheta with season ``request.season``, with odd-series routing."""
-    return forecast_with_fallback(request, model_cfg, "autotheta")
-
-
-def theta(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
-    """statsforecast Theta (the standard Theta method), with odd-series routing."""
-    return forecast_with_fallback(request, model_cfg, "theta")
-
-
-def mstl(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
-    """statsforecast MSTL (daily, plus weekly with four weeks of history), with routing."""
-    return forecast_with_fallback(request, model_cfg, "mstl")
 
 
 def interval_levels(quantiles: tuple[float, ...]) -> dict[float, tuple[str, float | int]]:
