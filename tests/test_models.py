@@ -41,6 +41,7 @@ from capforecast.forecast.models.fallback import (
     route_series,
     spec_function,
 )
+from capforecast.forecast.models.pool import map_in_processes
 from capforecast.forecast.models.prophet_model import build_tasks, choose_growth
 from capforecast.forecast.models.specs import FAMILIES, NAIVE, ROUTABLE
 from capforecast.forecast.models.stats import interval_levels
@@ -905,3 +906,11 @@ def test_seasonal_median_votes_every_weekday_once():
     assert np.allclose(point, 60.0)
     # Its own errors at each lead day include the weekend drops: the lower tail reaches them.
     assert quantiles[0.1].min() < 30.0
+
+
+@pytest.mark.parametrize("n_jobs,min_items", [(1, 2), (2, 2), (2, 100), (3, 2)])
+def test_the_process_pool_keeps_the_order(n_jobs, min_items):
+    """One pool helper for every model family: results in input order, in or out of workers."""
+    items = list(range(-23, 0))
+    assert map_in_processes(abs, items, n_jobs, min_items=min_items) == [abs(i) for i in items]
+    assert map_in_processes(abs, [], n_jobs) == []

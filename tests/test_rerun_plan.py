@@ -122,6 +122,7 @@ EXPECTED_CODE: dict[str, set[str]] = {
             "forecast/models/base.py",
             "forecast/models/baselines.py",
             "forecast/models/fallback.py",
+            "forecast/models/pool.py",
             "forecast/models/specs.py",
             "forecast/models/profiles.py",
             "forecast/models/prophet_model.py",

@@ -26,21 +26,16 @@ Settings come from the ``models.prophet`` config section:
 How these settings compare with ``Prophet()`` on its defaults (the ``prophet_default`` peer):
 the README's measured tables ("Forecast accuracy on real fleets", ``make bench-accuracy``).
 
-Workers are forked (the Linux default, also what statsforecast's ``n_jobs`` uses): ``spawn`` and
-``forkserver`` children re-run the parent's ``__main__``, which for an unguarded Snakemake rule
-script would start the whole forecast again in every worker. A series whose fit fails is left
-out of the output, so the fallback chain forecasts it and flags it ``fallback: model_failed``.
+Series are fitted ``n_jobs`` at a time in forked workers (``pool.py``). A series whose fit
+fails is left out of the output, so the fallback chain forecasts it and flags it
+``fallback: model_failed``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import multiprocessing
 import re
 import time
-from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,6 +50,7 @@ from capforecast.forecast.models.base import (
     steps_per,
 )
 from capforecast.forecast.models.fallback import forecast_with_fallback
+from capforecast.forecast.models.pool import map_in_processes
 from capforecast.settings import ModelSettings, ProphetSettings
 
 if TYPE_CHECKING:
@@ -177,7 +173,7 @@ def run_prophet(
     """Fit and forecast every series of ``request`` (no routing), ``request.n_jobs`` at a time."""
     tasks = build_tasks(request, model_cfg.prophet, keep_models)
     started = time.perf_counter()
-    results = list(_map_tasks(tasks, request.n_jobs))
+    results = map_in_processes(fit_and_forecast_one, tasks, request.n_jobs)
     elapsed = time.perf_counter() - started
     run = ProphetRun(forecasts=pd.DataFrame())
     last_timestamps = request.history.groupby("series_id", sort=False)["timestamp"].last()
@@ -303,18 +299,6 @@ def fit_and_forecast_one(task: ProphetTask) -> ProphetResult:
             task.series_id, None, None, None, time.perf_counter() - started, _one_line(exc)
         )
     return ProphetResult(task.series_id, mean, quantile_values, model_json, fit_seconds)
-
-
-def _map_tasks(tasks: list[ProphetTask], n_jobs: int) -> Iterable[ProphetResult]:
-    workers = max(1, min(int(n_jobs), len(tasks)))
-    if workers == 1:
-        return [fit_and_forecast_one(task) for task in tasks]
-    chunksize = max(1, math.ceil(len(tasks) / (workers * 4)))
-    context = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    )
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(pool.map(fit_and_forecast_one, tasks, chunksize=chunksize))
 
 
 def choose_growth(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from functools import partial
 from statistics import NormalDist
 from typing import Any
 
@@ -46,6 +47,7 @@ from capforecast.forecast.models.base import (
     quantile_frame,
     steps_per,
 )
+from capforecast.forecast.models.pool import map_in_processes
 from capforecast.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
@@ -209,7 +211,10 @@ def statsforecast_forecast(
     if intervals not in INTERVAL_METHODS:
         raise ValueError(f"unknown interval method {intervals!r}; known: {INTERVAL_METHODS}")
     shape = intervals
-    outputs = _run_jobs(jobs, request.horizon, request.quantiles, request.n_jobs, shape)
+    fit_one = partial(
+        _run_one, horizon=request.horizon, quantiles=request.quantiles, intervals=shape
+    )
+    outputs = map_in_processes(fit_one, jobs, request.n_jobs, min_items=_MIN_SERIES_FOR_POOL)
     last_timestamps = history.groupby("series_id", sort=False)["timestamp"].last()
     frames = []
     for sid, (form, mean, quantile_values) in zip(ids, outputs, strict=True):
@@ -301,39 +306,6 @@ def _use_conformal_intervals(model: Any, n: int, horizon: int) -> str:
         return "empirical"
     model.prediction_intervals = ConformalIntervals(n_windows=windows, h=horizon)
     return "conformal"
-
-
-def _run_chunk(chunk: list, horizon: int, quantiles: tuple[float, ...], intervals: str) -> list:
-    return [_run_one(job, horizon, quantiles, intervals) for job in chunk]
-
-
-def _run_jobs(
-    jobs: list, horizon: int, quantiles: tuple[float, ...], n_jobs: int, intervals: str
-) -> list:
-    """Run every fit job, across ``n_jobs`` forked processes when there are enough."""
-    if n_jobs <= 1 or len(jobs) < _MIN_SERIES_FOR_POOL:
-        return _run_chunk(jobs, horizon, quantiles, intervals)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # Interleaved chunks spread long and short series evenly over the workers.
-    n_chunks = n_jobs * 4
-    chunks = [jobs[i::n_chunks] for i in range(n_chunks)]
-    positions = [range(len(jobs))[i::n_chunks] for i in range(n_chunks)]
-    context = multiprocessing.get_context("fork")
-    results: list[Any] = [None] * len(jobs)
-    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
-        outputs = pool.map(
-            _run_chunk,
-            chunks,
-            [horizon] * n_chunks,
-            [quantiles] * n_chunks,
-            [intervals] * n_chunks,
-        )
-        for where, chunk_out in zip(positions, outputs, strict=True):
-            for position, result in zip(where, chunk_out, strict=True):
-                results[position] = result
-    return results
 
 
 def model_form(fitted: Any) -> str | None:
