@@ -135,13 +135,6 @@ def _percent_rows(codes: SeriesCodes, etl_cfg: Mapping[str, Any]) -> np.ndarray:
     )
 
 
-def quarantine_reasons(raw: pd.DataFrame, etl_cfg: Mapping[str, Any]) -> pd.Series:
-    """Reason each raw row must be quarantined (None for rows that can be kept)."""
-    codes = series_codes(raw)
-    ts, ts_missing = timestamps_ns(raw)
-    return pd.Series(_reasons(raw, codes, ts, ts_missing, etl_cfg), index=raw.index, dtype=object)
-
-
 def _reasons(
     raw: pd.DataFrame,
     codes: SeriesCodes,
