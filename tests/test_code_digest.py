@@ -148,7 +148,9 @@ def test_rule_scripts_reach_the_modules_they_use():
     )
     assert {"metric_names.py", "metric_names.yaml"} <= closure(SCRIPTS / "data_ingest_partition.py")
     report = closure(SCRIPTS / "reports_render.py", ROOT / "notebooks" / "capacity_risk.ipynb")
-    assert {"reports/report.py", "reports/html.py", "decision/tables.py", "escape.py"} <= report
+    assert {"reports/capacity_risk.py", "reports/common.py", "reports/html.py"} <= report
+    assert {"decision/tables.py", "escape.py"} <= report
+    assert "reports/data_quality.py" not in report
     assert {
         "reports/templates/offline/index.html.j2",
         "reports/templates/offline/conf.json",
