@@ -36,8 +36,8 @@ from test_reports import (
     make_clean,
     make_daily_breach,
     make_forecasts,
-    make_full_risk,
     make_quality,
+    make_risk,
 )
 
 from capforecast.contracts import series_id
@@ -120,7 +120,7 @@ def _renamed(frame: pd.DataFrame, old: str, new: str) -> pd.DataFrame:
 
 @pytest.mark.parametrize("payload", HTML_PAYLOADS + MARKDOWN_PAYLOADS + TEX_PAYLOADS[:2])
 def test_risk_headline_names_a_hostile_first_action_literally(payload: str) -> None:
-    risk = make_full_risk()
+    risk = make_risk()
     first = capacity_risk.first_action(risk)["resource_id"]
     risk = _renamed(risk, first, payload).assign(service=payload)
     html = markdown2html_mistune(capacity_risk.risk_headline(risk))
@@ -248,7 +248,7 @@ def _with_ids(frame: pd.DataFrame, ids: tuple[str, ...]) -> pd.DataFrame:
 def test_report_figures_draw_hostile_ids_literally(ids: tuple[str, ...]) -> None:
     clean = _with_ids(make_clean(), ids)
     forecasts = _with_ids(make_forecasts(make_clean()), ids)
-    risk = _with_ids(make_full_risk(), ids)
+    risk = _with_ids(make_risk(), ids)
     sids = [series_id(i, "cpu_utilization") for i in ids]
     quality = _with_ids(make_quality(make_clean()), ids).assign(longest_gap_bins=5)
     figures = {

@@ -24,6 +24,8 @@ from capforecast.contracts import (
     QUARANTINE_COLUMNS,
     RAW_COLUMNS,
     RESOURCE_COLUMNS,
+    RISK_REPORT_COLUMNS,
+    SERVICE_CAPACITY_COLUMNS,
     series_id,
 )
 from capforecast.data.features import build_features
@@ -113,9 +115,10 @@ def make_forecasts(clean: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def make_risk() -> pd.DataFrame:
-    """One row per resource x metric. Ranking and first deadline deliberately differ:
-    i-web-1 cpu has the highest score, i-web-2 memory the earliest act_by."""
+def _metric_rows() -> pd.DataFrame:
+    """One row per resource x metric with its metric-level finding and score. Ranking and first
+    deadline deliberately differ: i-web-1 cpu has the highest score, i-web-2 memory the earliest
+    act_by."""
     t = FORECAST_START
     nat = pd.NaT
     cpu, mem = METRICS
@@ -163,24 +166,68 @@ def make_risk() -> pd.DataFrame:
     return frame
 
 
-def make_full_risk() -> pd.DataFrame:
-    """``make_risk`` plus the columns the risk stage also writes: resource-level finding and
-    score repeated on every metric row, metric-level ones, act_now, thresholds, instance type."""
-    risk = make_risk()
+def make_risk() -> pd.DataFrame:
+    """A risk report as the risk stage writes it (every column of RISK_REPORT_COLUMNS, in
+    order): the metric-level finding and score of ``_metric_rows``, the resource-level ones
+    repeated on every metric row, thresholds, instance types and the rest of the contract."""
+    rows = _metric_rows()
     order = ["optimized", "over_provisioned", "under_provisioned", "at_risk"]
-    rank = risk["finding"].map(order.index)
-    worst = rank.groupby(risk["resource_id"]).transform("max")
+    rank = rows["finding"].map(order.index)
+    worst = rank.groupby(rows["resource_id"]).transform("max")
     thresholds = {"cpu_utilization": (70.0, 90.0), "memory_utilization": (80.0, 95.0)}
-    return risk.assign(
-        metric_finding=risk["finding"],
-        metric_risk_score=risk["risk_score"],
+    sizing = {"i-web-1": "hold", "i-web-2": "upsize", "i-db-1": "downsize"}
+    risk = rows.assign(
+        metric_finding=rows["finding"],
+        metric_risk_score=rows["risk_score"],
+        metric_reason_codes=rows["reason_codes"],
         finding=worst.map(dict(enumerate(order))),
-        risk_score=risk.groupby("resource_id")["risk_score"].transform("max"),
+        risk_score=rows.groupby("resource_id")["risk_score"].transform("max"),
+        act_by_basis=np.where(rows["act_by"].notna(), "critical", None),
         act_now=False,
-        instance_type=risk["resource_id"].map({"i-db-1": "r5.xlarge"}).fillna("m5.xlarge"),
-        warning_threshold=risk["metric"].map(lambda m: thresholds[m][0]),
-        critical_threshold=risk["metric"].map(lambda m: thresholds[m][1]),
+        instance_type=rows["resource_id"].map({"i-db-1": "r5.xlarge"}).fillna("m5.xlarge"),
+        warning_threshold=rows["metric"].map(lambda m: thresholds[m][0]),
+        critical_threshold=rows["metric"].map(lambda m: thresholds[m][1]),
+        eta_warning_p10=pd.NaT,
+        eta_warning_p50=pd.NaT,
+        eta_warning_p90=pd.NaT,
+        headroom_basis="threshold",
+        peak_p50=[80.0, 40.0, 70.0, 20.0, 5.0, 10.0],
+        peak_p90=[88.0, 55.0, 85.0, 30.0, 9.0, 14.0],
+        observed_max=[85.0, 50.0, 90.0, 35.0, 12.0, 15.0],
+        trend_per_day=[2.0, 0.1, 1.0, 0.0, 0.0, 0.0],
+        pegged_in_history=False,
+        history_hours=336.0,
+        last_observed=FORECAST_START - pd.Timedelta(hours=1),
+        reporting_lag_hours=0.0,
+        sizing=rows["resource_id"].map(sizing),
+        forecast_start=FORECAST_START,
+        forecast_end=FORECAST_START + pd.Timedelta(days=2),
+        method="quantile_fan",
     )
+    for column in ("eta_warning_p10", "eta_warning_p50", "eta_warning_p90"):
+        risk[column] = pd.to_datetime(risk[column], utc=True)
+    return risk[list(RISK_REPORT_COLUMNS)]
+
+
+def make_service_capacity() -> pd.DataFrame:
+    """service_capacity.csv as the risk stage writes it (SERVICE_CAPACITY_COLUMNS)."""
+    plan = pd.DataFrame(
+        {
+            "service": ["db", "web"],
+            "instance_type": ["r5.xlarge", "m5.xlarge"],
+            "current_instances": [1, 2],
+            "instances_with_forecasts": [1, 2],
+            "vcpu_per_instance": [4.0, 4.0],
+            "memory_gib_per_instance": [32.0, 16.0],
+            "cpu_peak_demand_p90_vcpu": [0.4, 7.3],
+            "recommended_instances": [1, 3],
+            "advice": ["right-size", "add 1 instance"],
+            "instance_delta": [0, 1],
+            "monthly_cost_delta_usd": [-70.0, 140.0],
+            "saturated": [False, True],
+        }
+    )
+    return plan.reindex(columns=list(SERVICE_CAPACITY_COLUMNS))
 
 
 def with_stopped_resource(risk: pd.DataFrame) -> pd.DataFrame:
@@ -195,8 +242,7 @@ def with_stopped_resource(risk: pd.DataFrame) -> pd.DataFrame:
         last_observed=FORECAST_START - pd.Timedelta(days=5),
         reporting_lag_hours=120.0,
     )
-    if "metric_finding" in stale:
-        stale = stale.assign(metric_finding=capacity_risk.STOPPED)
+    stale = stale.assign(metric_finding=capacity_risk.STOPPED)
     return pd.concat([risk, stale], ignore_index=True)
 
 
@@ -364,20 +410,12 @@ def build_results_tree(root: Path) -> Path:
     make_forecasts(clean).to_parquet(results / "forecast" / "forecasts.parquet", index=False)
 
     # The risk stage leaves resources that stopped reporting out of the daily breach table.
-    with_stopped_resource(make_full_risk()).to_parquet(
+    with_stopped_resource(make_risk()).to_parquet(
         results / "risk" / "risk_report.parquet", index=False
     )
-    risk = make_full_risk()
+    risk = make_risk()
     make_daily_breach(risk).to_parquet(results / "risk" / "daily_breach.parquet", index=False)
-    pd.DataFrame(
-        {
-            "service": ["db", "web"],
-            "current_instances": [1, 2],
-            "recommended_instances": [1, 3],
-            "advice": ["right-size", "add 1 instance"],
-            "peak_cpu_p90": [12.0, 91.0],
-        }
-    ).to_csv(results / "risk" / "service_capacity.csv", index=False)
+    make_service_capacity().to_csv(results / "risk" / "service_capacity.csv", index=False)
     summary = {
         "counts_by_finding": risk["finding"].value_counts().to_dict(),
         "counts_by_risk_score": {
@@ -414,7 +452,12 @@ def test_risk_headline_names_first_action_and_counts() -> None:
 
 def test_risk_headline_without_any_risk() -> None:
     risk = make_risk().assign(
-        finding="optimized", risk_score=0, act_by=pd.NaT, monthly_cost_delta_usd=np.nan
+        finding="optimized",
+        metric_finding="optimized",
+        risk_score=0,
+        metric_risk_score=0,
+        act_by=pd.NaT,
+        monthly_cost_delta_usd=np.nan,
     )
     text = capacity_risk.risk_headline(risk)
     assert "No resource at risk" in text
@@ -426,7 +469,7 @@ def test_risk_headline_without_any_risk() -> None:
 
 
 def test_headline_never_acts_on_a_resource_that_stopped_reporting() -> None:
-    for risk in (with_stopped_resource(make_risk()), with_stopped_resource(make_full_risk())):
+    for risk in (with_stopped_resource(make_risk()),):
         text = capacity_risk.risk_headline(risk)
         first = capacity_risk.first_action(risk)
         assert first["resource_id"] == "i-web-2"  # the earliest act_by of the scored rows
@@ -439,15 +482,15 @@ def test_headline_never_acts_on_a_resource_that_stopped_reporting() -> None:
 
 
 def test_stopped_table_lists_each_stopped_resource_once() -> None:
-    assert capacity_risk.stopped_table(make_full_risk()).empty
-    table = capacity_risk.stopped_table(with_stopped_resource(make_full_risk()))
+    assert capacity_risk.stopped_table(make_risk()).empty
+    table = capacity_risk.stopped_table(with_stopped_resource(make_risk()))
     assert table["resource_id"].tolist() == ["i-gone-1"]
     assert table["reporting_lag_hours"].tolist() == [120.0]
     assert table["last_observed"].iloc[0] == FORECAST_START - pd.Timedelta(days=5)
 
 
 def test_savings_count_over_provisioned_resources_only() -> None:
-    risk = make_full_risk()
+    risk = make_risk()
     # An under-provisioned resource with a cheaper type is not a saving (and cannot be one).
     risk.loc[risk["resource_id"] == "i-web-2", "monthly_cost_delta_usd"] = -40.0
     money = capacity_risk.monthly_savings(risk)
@@ -457,7 +500,7 @@ def test_savings_count_over_provisioned_resources_only() -> None:
 
 
 def test_headline_states_what_act_by_rests_on() -> None:
-    risk = make_full_risk().assign(act_by_basis="critical")
+    risk = make_risk().assign(act_by_basis="critical")
     first = capacity_risk.first_action(risk)
     text = capacity_risk.risk_headline(risk)
     assert "Act-by = median ETA of the critical level minus lead time" in text
@@ -493,15 +536,19 @@ def test_backtest_headline_ranks_models_by_the_relgm_ratios() -> None:
 def test_ranked_risks_orders_by_score_then_deadline() -> None:
     t = FORECAST_START
     hours = [5, 2, None, 10, 0, None]
+    scores = [3, 3, 3, 4, 0, 3]
     risk = pd.DataFrame(
         {
             "resource_id": ["a", "b", "c", "d", "e", "f"],
             "metric": "cpu_utilization",
-            "risk_score": [3, 3, 3, 4, 0, 3],
+            "finding": "at_risk",
+            "metric_finding": "at_risk",
+            "risk_score": scores,
+            "metric_risk_score": scores,
             "act_by": [t + pd.Timedelta(hours=h) if h is not None else pd.NaT for h in hours],
             "p_breach_critical": [0.5, 0.4, 0.9, 0.7, 0.0, 0.95],
         }
-    )
+    ).reindex(columns=list(RISK_REPORT_COLUMNS))  # the rest of the contract left empty
     ranked = capacity_risk.ranked_risks(risk.sample(frac=1, random_state=1))
     # Score 4 first; among score 3 the earliest deadline, then no deadline by P(critical);
     # score 0 is not a risk.
@@ -511,7 +558,7 @@ def test_ranked_risks_orders_by_score_then_deadline() -> None:
 
 
 def test_full_risk_report_ranks_by_metric_score_and_flags_overdue_action() -> None:
-    risk = make_full_risk()
+    risk = make_risk()
     ranked = capacity_risk.ranked_risks(risk)
     # Resource-level risk_score ties i-web-1's two metrics at 4; the metric score separates them.
     assert ranked["metric_risk_score"].is_monotonic_decreasing
@@ -527,20 +574,24 @@ def test_full_risk_report_ranks_by_metric_score_and_flags_overdue_action() -> No
     assert f"First action **now** (act-by {stamp} has passed)" in text
     named = [markdown_text(overdue.loc[row, c]) for c in ("resource_id", "metric")]
     assert f"**{named[0]} {named[1]}**" in text
-    # Thresholds come from the report's own columns (the config passed is ignored).
-    levels = capacity_risk.threshold_lookup(risk, {"thresholds": {}, "service_overrides": {}})
+    # Thresholds come from the report's own columns.
+    levels = capacity_risk.threshold_lookup(risk)
     assert levels["i-db-1|memory_utilization"] == {"warning": 80.0, "critical": 95.0}
 
 
 def test_findings_count_resources_once_when_finding_is_per_resource() -> None:
-    rows = capacity_risk.findings_table(make_risk()).set_index("finding")
-    assert rows.loc["total", "total"] == len(make_risk())
-    full = make_full_risk()
-    resources = capacity_risk.findings_table(full).set_index("finding")
-    assert resources.loc["total", "total"] == full["resource_id"].nunique()
-    expected = full.drop_duplicates("resource_id")["finding"].value_counts()
+    risk = make_risk()
+    resources = capacity_risk.findings_table(risk).set_index("finding")
+    assert resources.loc["total", "total"] == risk["resource_id"].nunique()
+    expected = risk.drop_duplicates("resource_id")["finding"].value_counts()
     assert resources["total"].drop("total").to_dict() == expected.to_dict()
-    assert capacity_risk.findings_figure(full).axes[0].get_ylabel() == "resources"
+    assert capacity_risk.findings_figure(risk).axes[0].get_ylabel() == "resources"
+
+
+def test_the_risk_report_fixtures_honour_the_contract() -> None:
+    capacity_risk.check_risk_report(make_risk(), make_service_capacity())
+    with pytest.raises(InputDataError, match="column 'metric_risk_score'"):
+        capacity_risk.check_risk_report(make_risk().drop(columns="metric_risk_score"))
 
 
 def test_breach_matrix_is_resources_by_days_with_max_over_metrics() -> None:
@@ -600,11 +651,7 @@ def test_fan_chart_with_only_one_band_available() -> None:
 def test_risk_fan_charts_mark_thresholds_and_eta() -> None:
     clean = make_clean()
     risk = make_risk()
-    cfg = {
-        "thresholds": {"cpu_utilization": {"warning": 70, "critical": 90}},
-        "service_overrides": {},
-    }
-    fig = capacity_risk.risk_fan_charts(risk, clean, make_forecasts(clean), top_n=1, risk_cfg=cfg)
+    fig = capacity_risk.risk_fan_charts(risk, clean, make_forecasts(clean), top_n=1)
     ax = fig.axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
     assert "warning 70" in labels and "critical 90" in labels
@@ -612,20 +659,17 @@ def test_risk_fan_charts_mark_thresholds_and_eta() -> None:
     assert "i-web-1|cpu_utilization" in ax.get_title()
 
 
-def test_threshold_lookup_prefers_report_columns_then_service_overrides() -> None:
+def test_threshold_lookup_reads_the_levels_the_report_was_judged_against() -> None:
     risk = make_risk()
+    risk.loc[risk["metric"] == "memory_utilization", "warning_threshold"] = np.nan
+    risk.loc[risk["resource_id"] == "i-web-1", ["warning_threshold", "critical_threshold"]] = np.nan
+    levels = capacity_risk.threshold_lookup(risk)
+    assert levels["i-db-1|cpu_utilization"] == {"warning": 70.0, "critical": 90.0}
+    assert levels["i-db-1|memory_utilization"] == {"critical": 95.0}
+    assert "i-web-1|cpu_utilization" not in levels  # no threshold for it
     cfg = {
         "thresholds": {"cpu_utilization": {"warning": 70, "critical": 90}},
         "service_overrides": {"db": {"cpu_utilization": {"warning": 50, "critical": 60}}},
-    }
-    levels = capacity_risk.threshold_lookup(risk, cfg)
-    assert levels["i-web-1|cpu_utilization"] == {"warning": 70.0, "critical": 90.0}
-    assert levels["i-db-1|cpu_utilization"] == {"warning": 50.0, "critical": 60.0}
-    assert "i-web-1|memory_utilization" not in levels  # no threshold configured for it
-    exact = risk.assign(warning_threshold=75.0, critical_threshold=85.0)
-    assert capacity_risk.threshold_lookup(exact, cfg)["i-db-1|cpu_utilization"] == {
-        "warning": 75.0,
-        "critical": 85.0,
     }
     # A notebook opened by hand shows the schema's levels; the workflow passes the run's.
     defaults = capacity_risk.risk_levels(None, None)
@@ -695,21 +739,10 @@ def test_styled_tables_show_readable_numbers_and_utc_times() -> None:
 
 
 def test_service_plan_orders_biggest_change_first() -> None:
-    plan = pd.DataFrame(
-        {
-            "service": ["a", "b", "c"],
-            "current_instances": [4, 2, 3],
-            "recommended_instances": [4, 5, 2],
-            "advice": ["keep", "add", "remove"],
-        }
-    )
+    plan = make_service_capacity().assign(instance_delta=[-1, 3])
     table = capacity_risk.service_plan_table(plan)
-    assert table["service"].tolist() == ["b", "c", "a"]
-    assert table["change"].tolist() == [3, -1, 0]
-    # The risk stage's own instance_delta wins over a recomputed change.
-    with_delta = capacity_risk.service_plan_table(plan.assign(instance_delta=[0, -5, 1]))
-    assert with_delta["service"].tolist() == ["b", "c", "a"]
-    assert "change" not in with_delta.columns
+    assert table["service"].tolist() == ["web", "db"]
+    assert list(table.columns) == list(SERVICE_CAPACITY_COLUMNS)
 
 
 def test_leaderboard_highlights_selected_row() -> None:
@@ -918,7 +951,7 @@ def test_notebook_runs_without_errors_and_plots(executed: dict[str, Path], name:
 @pytest.mark.slow
 @pytest.mark.xdist_group(NOTEBOOK_GROUP)
 def test_capacity_risk_report_says_what_to_do_first(executed: dict[str, Path]) -> None:
-    risk = make_full_risk()  # the scored resources; the stopped one has an earlier act_by
+    risk = make_risk()  # the scored resources; the stopped one has an earlier act_by
     first = risk.loc[risk["act_by"].idxmin()]
     markdown = [
         "".join(o["data"]["text/markdown"])

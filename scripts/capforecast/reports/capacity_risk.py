@@ -1,7 +1,8 @@
 """The capacity-risk report (notebooks/capacity_risk.ipynb): the ranking, the headline and first
 action, findings, the daily breach heatmap, thresholds, the capacity plan and right-sizing.
 Conventions as in :mod:`capforecast.reports.common`; the frames follow the risk report's
-contract (:mod:`capforecast.risk.assess`)."""
+contract: every column of ``contracts.RISK_REPORT_COLUMNS`` and
+``contracts.SERVICE_CAPACITY_COLUMNS`` (:func:`check_risk_report` says which one is missing)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from capforecast.config import validated_config
+from capforecast.contracts import RISK_REPORT_COLUMNS, SERVICE_CAPACITY_COLUMNS
+from capforecast.errors import InputDataError
 from capforecast.escape import markdown_text, plot_text
 from capforecast.reports.common import (
     as_utc,
@@ -35,6 +38,9 @@ ACT_BY_BASIS: dict[str, str] = {
 }
 
 RISK_TIME_COLUMNS: tuple[str, ...] = ("eta_p10", "eta_p50", "eta_p90", "act_by")
+# The score of one resource x metric row (``risk_score`` is the resource's maximum, repeated on
+# all its rows).
+ROW_SCORE = "metric_risk_score"
 
 RANKED_RISK_COLUMNS: tuple[str, ...] = (
     "resource_id",
@@ -87,36 +93,39 @@ def thresholds_table(levels: Mapping[str, Any]) -> pd.DataFrame:
     return table.astype({"warning": float, "critical": float})
 
 
-def row_score_column(risk: pd.DataFrame) -> str:
-    """The score of one resource x metric row: ``metric_risk_score`` when the report has it
-    (``risk_score`` is then the resource's maximum, repeated on all its rows)."""
-    return "metric_risk_score" if "metric_risk_score" in risk.columns else "risk_score"
+def check_risk_report(risk: pd.DataFrame, service_capacity: pd.DataFrame | None = None) -> None:
+    """Raise a one-line ``InputDataError`` naming the first column of the risk stage's contract
+    (``contracts.RISK_REPORT_COLUMNS``, ``SERVICE_CAPACITY_COLUMNS``) a frame lacks."""
+    for name, frame, columns in (
+        ("risk_report", risk, RISK_REPORT_COLUMNS),
+        ("service_capacity", service_capacity, SERVICE_CAPACITY_COLUMNS),
+    ):
+        missing = [c for c in columns if frame is not None and c not in frame.columns]
+        if missing:
+            raise InputDataError(name, "column missing: not a risk stage output", column=missing[0])
 
 
 def scored_rows(risk: pd.DataFrame) -> pd.DataFrame:
     """The rows of resources and series that are scored: not ``stopped_reporting``."""
-    keep = pd.Series(True, index=risk.index)
-    for column in ("finding", "metric_finding"):
-        if column in risk.columns:
-            keep &= risk[column].astype(str) != STOPPED
-    return risk[keep]
+    stopped = (risk["finding"].astype(str) == STOPPED) | (
+        risk["metric_finding"].astype(str) == STOPPED
+    )
+    return risk[~stopped]
 
 
 def ranked_risks(risk: pd.DataFrame, top_n: int | None = None) -> pd.DataFrame:
     """Scored resources x metrics with a risk (row score > 0), most urgent first.
 
-    Order: row score (``row_score_column``) descending, then act_by ascending (no deadline
-    last), then P(breach critical) descending, then resource and metric for a stable tie-break.
+    Order: row score (``ROW_SCORE``) descending, then act_by ascending (no deadline last), then
+    P(breach critical) descending, then resource and metric for a stable tie-break.
     """
-    columns = [c for c in RANKED_RISK_COLUMNS if c in risk.columns]
+    columns = list(RANKED_RISK_COLUMNS)
     if risk.empty:
         return pd.DataFrame(columns=["rank", *columns])
-    score = row_score_column(risk)
     table = with_utc_columns(scored_rows(risk), RISK_TIME_COLUMNS)
-    table = table[pd.to_numeric(table[score], errors="coerce").fillna(0) > 0]
-    keys = [c for c in (score, "act_by", "p_breach_critical", "resource_id", "metric")]
-    keys = [c for c in keys if c in table.columns]
-    ascending = [c not in (score, "p_breach_critical") for c in keys]
+    table = table[pd.to_numeric(table[ROW_SCORE], errors="coerce").fillna(0) > 0]
+    keys = [ROW_SCORE, "act_by", "p_breach_critical", "resource_id", "metric"]
+    ascending = [c not in (ROW_SCORE, "p_breach_critical") for c in keys]
     table = table.sort_values(keys, ascending=ascending, na_position="last", kind="stable")
     table = table.head(top_n) if top_n is not None else table
     table = table[columns].reset_index(drop=True)
@@ -129,15 +138,14 @@ def first_action(risk: pd.DataFrame) -> pd.Series | None:
 
     A resource that stopped reporting is never the first action, whatever dates it carries.
     """
-    if risk.empty or "act_by" not in risk:
+    if risk.empty:
         return None
     timed = with_utc_columns(scored_rows(risk), RISK_TIME_COLUMNS)
     timed = timed[timed["act_by"].notna()]
     if timed.empty:
         return None
-    score = row_score_column(timed)
-    keys = [c for c in ("act_by", score, "resource_id", "metric") if c in timed.columns]
-    ascending = [c != score for c in keys]
+    keys = ["act_by", ROW_SCORE, "resource_id", "metric"]
+    ascending = [c != ROW_SCORE for c in keys]
     return timed.sort_values(keys, ascending=ascending, kind="stable").iloc[0]
 
 
@@ -146,17 +154,15 @@ def monthly_savings(risk: pd.DataFrame) -> dict[str, float]:
 
     The advice is per resource (one instance), so each resource counts once even when the
     report repeats its delta on every metric row. ``savings`` sums the reductions of
-    over-provisioned resources (reported positive; when the report has no ``finding``, every
-    reduction), ``extra_cost`` the increases, ``net`` the signed total change.
+    over-provisioned resources (reported positive), ``extra_cost`` the increases, ``net`` the
+    signed total change.
     """
-    if risk.empty or "monthly_cost_delta_usd" not in risk:
+    if risk.empty:
         return {"savings": 0.0, "extra_cost": 0.0, "net": 0.0}
     delta = risk.assign(delta=pd.to_numeric(risk["monthly_cost_delta_usd"], errors="coerce"))
     per_resource = delta.dropna(subset=["delta"]).groupby("resource_id")["delta"].first()
-    reductions = per_resource < 0
-    if "finding" in risk:
-        finding = risk.groupby("resource_id")["finding"].first().reindex(per_resource.index)
-        reductions &= finding == "over_provisioned"
+    finding = risk.groupby("resource_id")["finding"].first().reindex(per_resource.index)
+    reductions = (per_resource < 0) & (finding == "over_provisioned")
     return {
         "savings": float(-per_resource[reductions].sum()),
         "extra_cost": float(per_resource[per_resource > 0].sum()),
@@ -176,7 +182,7 @@ def risk_headline(risk: pd.DataFrame) -> str:
     apart; resources that stopped reporting are neither, and never the first action.
     """
     lines = []
-    findings = risk["finding"].astype(str) if "finding" in risk else pd.Series(dtype=str)
+    findings = risk["finding"].astype(str)
 
     def resources_with(finding: str) -> int:
         return int(risk.loc[findings == finding, "resource_id"].nunique())
@@ -193,23 +199,21 @@ def risk_headline(risk: pd.DataFrame) -> str:
         lines.append("No action deadline within the forecast horizon.")
     else:
         extra = []
-        if "service" in first and pd.notna(first["service"]):
+        if pd.notna(first["service"]):
             extra.append(f"service {markdown_text(first['service'])}")
-        score = row_score_column(risk)
-        if score in first and pd.notna(first[score]):
-            extra.append(f"risk {int(first[score])}/4")
-        if "p_breach_critical" in first and pd.notna(first["p_breach_critical"]):
+        if pd.notna(first[ROW_SCORE]):
+            extra.append(f"risk {int(first[ROW_SCORE])}/4")
+        if pd.notna(first["p_breach_critical"]):
             extra.append(f"P(critical) {first['p_breach_critical']:.0%}")
-        if "eta_p50" in first and pd.notna(first["eta_p50"]):
+        if pd.notna(first["eta_p50"]):
             extra.append(f"ETA P50 {format_timestamp(first['eta_p50'])}")
-        act_now = first.get("act_now")
-        overdue = bool(act_now) if act_now is not None and pd.notna(act_now) else False
+        overdue = bool(first["act_now"]) if pd.notna(first["act_now"]) else False
         when = (
             f"**now** (act-by {format_timestamp(first['act_by'])} has passed)"
             if overdue
             else f"by **{format_timestamp(first['act_by'])}**"
         )
-        basis = ACT_BY_BASIS.get(str(first.get("act_by_basis")))
+        basis = ACT_BY_BASIS.get(str(first["act_by_basis"]))
         lines.append(
             f"First action {when}: "
             f"**{markdown_text(first['resource_id'])} {markdown_text(first['metric'])}** "
@@ -235,31 +239,18 @@ def risk_headline(risk: pd.DataFrame) -> str:
 def stopped_table(risk: pd.DataFrame) -> pd.DataFrame:
     """Resources that stopped reporting (one row each, longest silent first): listed, not
     scored."""
-    columns = [
-        c
-        for c in ("resource_id", "service", "instance_type", "last_observed", "reporting_lag_hours")
-        if c in risk.columns
-    ]
-    if risk.empty or "finding" not in risk:
-        return pd.DataFrame(columns=columns)
+    columns = ["resource_id", "service", "instance_type", "last_observed", "reporting_lag_hours"]
     stopped = risk[risk["finding"].astype(str) == STOPPED].drop_duplicates("resource_id")
-    keys = [c for c in ("reporting_lag_hours", "resource_id") if c in stopped.columns]
-    ascending = [c != "reporting_lag_hours" for c in keys]
-    stopped = stopped.sort_values(keys, ascending=ascending)
+    stopped = stopped.sort_values(["reporting_lag_hours", "resource_id"], ascending=[False, True])
     return with_utc_columns(stopped, ["last_observed"])[columns].reset_index(drop=True)
 
 
-def findings_unit(risk: pd.DataFrame) -> str:
-    """What ``findings_table`` counts: resources when the report's ``finding`` is per resource
-    (it then also has ``metric_finding``), else resource x metric rows."""
-    return "resources" if "metric_finding" in risk.columns else "resource x metric rows"
-
-
 def findings_table(risk: pd.DataFrame) -> pd.DataFrame:
-    """Counts per finding (rows) and risk score (columns), in ``findings_unit`` units."""
-    if risk.empty or not {"finding", "risk_score"} <= set(risk.columns):
+    """Resources per finding (rows) and risk score (columns): ``finding`` and ``risk_score``
+    are per resource, repeated on its metric rows."""
+    if risk.empty:
         return pd.DataFrame()
-    base = risk.drop_duplicates("resource_id") if findings_unit(risk) == "resources" else risk
+    base = risk.drop_duplicates("resource_id")
     table = pd.crosstab(base["finding"], base["risk_score"], margins=True, margins_name="total")
     table.columns = [f"score {c}" if c != "total" else c for c in table.columns]
     return table.reset_index()
@@ -314,31 +305,16 @@ def breach_heatmap(matrix: pd.DataFrame, title: str = "P(breach critical) per da
     return fig
 
 
-def threshold_lookup(
-    risk: pd.DataFrame, risk_cfg: Mapping[str, Any] | None = None
-) -> dict[str, dict[str, float]]:
-    """Warning/critical levels per series id.
-
-    From the risk report's own ``warning_threshold``/``critical_threshold`` columns when it has
-    them (exact), else from the ``risk`` config section (thresholds + service_overrides).
-    Series whose metric has no threshold get none (e.g. byte counters).
-    """
-    out: dict[str, dict[str, float]] = {}
-    if risk.empty:
-        return out
+def threshold_lookup(risk: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Warning/critical levels per series id, from the risk report's own
+    ``warning_threshold``/``critical_threshold`` columns (the levels it was judged against).
+    Series whose metric has no threshold get none (e.g. byte counters)."""
     columns = {"warning": "warning_threshold", "critical": "critical_threshold"}
-    has_columns = set(columns.values()) <= set(risk.columns)
-    defaults = risk_cfg["thresholds"] if risk_cfg else {}
-    overrides = risk_cfg["service_overrides"] if risk_cfg else {}
+    out: dict[str, dict[str, float]] = {}
     for row in with_series_id(risk).itertuples(index=False):
-        if has_columns:
-            levels = {k: getattr(row, c) for k, c in columns.items()}
-        else:
-            service = getattr(row, "service", None)
-            levels = dict(
-                overrides.get(service, {}).get(row.metric) or defaults.get(row.metric) or {}
-            )
-        levels = {k: float(v) for k, v in levels.items() if k in columns and pd.notna(v)}
+        levels = {
+            k: float(getattr(row, c)) for k, c in columns.items() if pd.notna(getattr(row, c))
+        }
         if levels:
             out[row.series_id] = levels
     return out
@@ -361,7 +337,7 @@ def eta_lookup(risk: pd.DataFrame) -> dict[str, dict[str, Any]]:
     if risk.empty:
         return {}
     timed = with_series_id(with_utc_columns(risk, RISK_TIME_COLUMNS))
-    keys = [c for c in ("eta_p10", "eta_p50", "eta_p90") if c in timed.columns]
+    keys = ["eta_p10", "eta_p50", "eta_p90"]
     return {row["series_id"]: {k: row[k] for k in keys} for _, row in timed.iterrows()}
 
 
@@ -371,7 +347,6 @@ def risk_fan_charts(
     forecasts: pd.DataFrame,
     top_n: int,
     *,
-    risk_cfg: Mapping[str, Any] | None = None,
     history_hours: int = 7 * 24,
 ) -> Figure:
     """Fan charts of the ``top_n`` ranked risks with threshold lines and ETA markers."""
@@ -379,10 +354,10 @@ def risk_fan_charts(
     if ranked.empty:
         return empty_figure("no resource at risk", title="Top risks")
     ids = ranked["series_id"].tolist()
-    score = row_score_column(risk)
-    finding = "metric_finding" if "metric_finding" in ranked.columns else "finding"
     titles = {
-        row["series_id"]: f"#{row['rank']} {row['series_id']} - {row[finding]}, risk {row[score]}"
+        row["series_id"]: (
+            f"#{row['rank']} {row['series_id']} - {row['metric_finding']}, risk {row[ROW_SCORE]}"
+        )
         for _, row in ranked.iterrows()
     }
     return fan_chart_figure(
@@ -390,7 +365,7 @@ def risk_fan_charts(
         forecasts,
         ids,
         history_hours=history_hours,
-        thresholds=threshold_lookup(risk, risk_cfg),
+        thresholds=threshold_lookup(risk),
         etas=eta_lookup(risk),
         titles=titles,
         title=f"Top {len(ids)} risks: forecast vs thresholds",
@@ -398,51 +373,28 @@ def risk_fan_charts(
 
 
 def service_plan_table(service_capacity: pd.DataFrame) -> pd.DataFrame:
-    """Service capacity plan, biggest change in instance count first.
-
-    Uses the file's ``instance_delta`` when present, else adds ``change`` = recommended -
-    current instances.
-    """
-    table = service_capacity.copy()
-    delta = "instance_delta" if "instance_delta" in table.columns else "change"
-    if delta == "change" and {"current_instances", "recommended_instances"} <= set(table.columns):
-        position = list(table.columns).index("recommended_instances") + 1
-        table.insert(
-            position, "change", table["recommended_instances"] - table["current_instances"]
-        )
-    if delta in table.columns:
-        size = pd.to_numeric(table[delta], errors="coerce").abs()
-        table = table.assign(_size=size).sort_values(
-            ["_size", "service"], ascending=[False, True], na_position="last"
-        )
-        table = table.drop(columns="_size")
-    elif "service" in table:
-        table = table.sort_values("service")
-    return table.reset_index(drop=True)
+    """Service capacity plan, biggest change in instance count (``instance_delta``) first."""
+    size = pd.to_numeric(service_capacity["instance_delta"], errors="coerce").abs()
+    table = service_capacity.assign(_size=size).sort_values(
+        ["_size", "service"], ascending=[False, True], na_position="last"
+    )
+    return table.drop(columns="_size").reset_index(drop=True)
 
 
 def rightsizing_table(risk: pd.DataFrame) -> pd.DataFrame:
     """Resources with a different recommended instance type, biggest monthly saving first."""
     columns = [
-        c
-        for c in (
-            "resource_id",
-            "service",
-            "finding",
-            "instance_type",
-            "recommended_instance_type",
-            "monthly_cost_delta_usd",
-            "sizing",
-            "reason_codes",
-        )
-        if c in risk.columns
+        "resource_id",
+        "service",
+        "finding",
+        "instance_type",
+        "recommended_instance_type",
+        "monthly_cost_delta_usd",
+        "sizing",
+        "reason_codes",
     ]
-    if risk.empty or "monthly_cost_delta_usd" not in risk:
-        return pd.DataFrame(columns=columns)
     delta = pd.to_numeric(risk["monthly_cost_delta_usd"], errors="coerce")
-    advised = risk[delta.notna() & (delta != 0)]
-    if "recommended_instance_type" in advised:
-        advised = advised[advised["recommended_instance_type"].notna()]
+    advised = risk[delta.notna() & (delta != 0) & risk["recommended_instance_type"].notna()]
     # One row per resource: its metrics share the instance, so the advice is per resource.
     advised = advised.sort_values(["monthly_cost_delta_usd", "resource_id"])
     advised = advised.drop_duplicates("resource_id")
@@ -450,7 +402,7 @@ def rightsizing_table(risk: pd.DataFrame) -> pd.DataFrame:
 
 
 def findings_figure(risk: pd.DataFrame) -> Figure:
-    """Stacked bars: count per finding, split by risk score (see ``findings_unit``)."""
+    """Stacked bars: resources per finding, split by risk score (``findings_table``)."""
     table = findings_table(risk)
     if table.empty:
         return empty_figure(title="Findings")
@@ -470,7 +422,7 @@ def findings_figure(risk: pd.DataFrame) -> Figure:
             color=colour,
         )
         bottom += table[column].to_numpy()
-    ax.set(ylabel=findings_unit(risk), title="Findings by risk score")
+    ax.set(ylabel="resources", title="Findings by risk score")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     return fig

@@ -75,6 +75,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from capforecast.contracts import RISK_REPORT_COLUMNS
 from capforecast.errors import ForecastInputError
 from capforecast.forecast.no_data import NO_DATA, all_nan_series
 from capforecast.risk.capacity import (
@@ -140,51 +141,6 @@ DAILY_COLUMNS: tuple[str, ...] = (
     "day",
     "p_breach_warning",
     "p_breach_critical",
-)
-RISK_REPORT_COLUMNS: tuple[str, ...] = (
-    "resource_id",
-    "service",
-    "instance_type",
-    "metric",
-    "finding",
-    "risk_score",
-    "confidence",
-    "p_breach_warning",
-    "p_breach_critical",
-    "eta_p10",
-    "eta_p50",
-    "eta_p90",
-    "eta_warning_p10",
-    "eta_warning_p50",
-    "eta_warning_p90",
-    "act_by",
-    "act_by_basis",
-    "act_now",
-    "days_until_full",
-    "headroom_pct",
-    "headroom_basis",
-    "peak_p50",
-    "peak_p90",
-    "observed_max",
-    "trend_per_day",
-    "warning_threshold",
-    "critical_threshold",
-    "first_to_run_out",
-    "saturated",
-    "pegged_in_history",
-    "history_hours",
-    "last_observed",
-    "reporting_lag_hours",
-    "metric_finding",
-    "metric_risk_score",
-    "metric_reason_codes",
-    "sizing",
-    "recommended_instance_type",
-    "monthly_cost_delta_usd",
-    "reason_codes",
-    "forecast_start",
-    "forecast_end",
-    "method",
 )
 _KEYS = list(SERIES_KEYS)
 _DAY = pd.Timedelta(days=1)

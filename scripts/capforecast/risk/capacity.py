@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from capforecast.contracts import SERVICE_CAPACITY_COLUMNS
 from capforecast.data.capacity import capacity_issues
 from capforecast.errors import ForecastInputError
 from capforecast.risk.rightsizing import HOURS_PER_MONTH
@@ -60,31 +61,6 @@ SIZING_DIMENSIONS: dict[str, tuple[str, str, str]] = {
     "memory": (MEMORY, "memory_gib", "gib"),
 }
 _HISTORY_REQUIRED = ("timestamp", "resource_id", "metric", "value")
-SERVICE_CAPACITY_COLUMNS: tuple[str, ...] = (
-    "service",
-    "instance_type",
-    "current_instances",
-    "instances_with_forecasts",
-    "vcpu_per_instance",
-    "memory_gib_per_instance",
-    "cpu_peak_demand_p50_vcpu",
-    "cpu_peak_demand_p90_vcpu",
-    "cpu_observed_peak_vcpu",
-    "cpu_required_instances",
-    "memory_peak_demand_p50_gib",
-    "memory_peak_demand_p90_gib",
-    "memory_observed_peak_gib",
-    "memory_required_instances",
-    "recommended_instances",
-    "binding_dimension",
-    "observed_peak_instances",
-    "below_observed_peak",
-    "advice",
-    "instance_delta",
-    "monthly_cost_delta_usd",
-    "saturated",
-    "note",
-)
 # Instance counts are rounded up with this slack so 3.0000000001 (float noise) stays 3.
 _CEIL_SLACK = 1e-9
 
