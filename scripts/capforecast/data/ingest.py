@@ -418,7 +418,8 @@ def _text_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Identifiers as codes into their distinct cleaned names (stripped; -1 for empty cells).
 
     Identifiers repeat (a few thousand distinct ones in millions of rows), so the strings are
-    cleaned once per distinct value and mapped back by code: ~10x faster than per row.
+    cleaned once per distinct value and mapped back by code, much faster than per row (the
+    README's "Whole workflow and ETL" table).
     """
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
     cleaned = pd.Series(uniques, dtype=object).astype("string").str.strip()

@@ -177,7 +177,7 @@ def calibrate_without_peeking(
     (asserted), except selection windows (``is_selection_window``): their ``selected`` forecast
     is the no-scores default (an equal-weight ensemble of every model), a different forecast from
     the later windows' choices, so its residuals say nothing about their intervals (on the
-    synthetic fleet it covered 95 % where the later windows covered 66-76 %). A window with no
+    synthetic fleet its coverage was far from theirs). A window with no
     usable earlier window stays as it is. Returns the calibrated
     predictions (same rows and columns plus ``interval_scaled``) and the fitted tables with a
     ``window`` column (the window they were applied to).

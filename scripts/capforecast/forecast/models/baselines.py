@@ -8,7 +8,7 @@ Interval conventions (documented because the risk stage reads the quantiles):
   ``e_t = y_t - y_{t-m}``, scaled by ``sqrt(k)`` where ``k`` is the number of seasons ahead
   (``k = ceil(h / m)``). It is the reference every ``*_relgm`` is measured against, so it is the
   one users know (and the one the forecasting issue's peer table used); an empirical error
-  distribution in place of the normal one had 10 % lower WQL on the NAB fixture and made every
+  distribution in place of the normal one had a lower WQL on the NAB fixture and made every
   ratio look worse than the same models measured elsewhere.
 * Last-value naive (the end of every fallback chain): the same with ``m = 1`` (a random walk,
   scaled by ``sqrt(h)``).

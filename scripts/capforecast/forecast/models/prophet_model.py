@@ -8,7 +8,7 @@ Settings come from the ``models.prophet`` config section:
   the cap (its 90th percentile reaches ``logistic_min_share`` of it) and linear otherwise. Prophet
   fits the logistic trend on ``(y - floor) / (cap - floor)``: a CPU series idling at 0.1 % then
   lives in [0, 0.001], where the trend and seasonality priors are far too loose: logistic growth
-  with cap 100 gave two such NAB series about 4x the WQL of linear growth.
+  with cap 100 gave two such NAB series several times the WQL of linear growth.
 * trend changepoints: ``n_changepoints`` (50) over the first ``changepoint_range`` (0.98) of the
   history with ``changepoint_prior_scale`` 0.5. Prophet's defaults (25 over the first 80 %, 0.05)
   cannot follow a level shift in the last two days of a ten-day history, the most common event in

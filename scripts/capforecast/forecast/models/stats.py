@@ -17,14 +17,13 @@ WQL); Theta did not. Relative geometric mean MASE / WQL against seasonal naive: 
 STL + AutoETS 0.99 / 0.96, robust STL + AutoTheta 0.75 / 0.70, robust STL + Theta 0.68 / 0.68
 in a sixth of AutoTheta's trend-fit time.
 
-Cost (1,000 synthetic series x 336 hourly points, 2 cores, measured): a full AutoETS search is
-~84 ms per series and fit (additive errors; ~256 ms with multiplicative ones), AutoTheta ~45 ms,
-the standard Theta ~4 ms, robust STL ~20 ms. A backtest fits every series once per window, so
+Cost per model: the README's "Forecasting speed" table (``make bench-speed``); a full AutoETS
+search is the most expensive of these fits. A backtest fits every series once per window, so
 AutoETS searches its model form only in a series' earliest window and re-estimates that form's
-parameters in the later ones (``ForecastRequest.fitted_models``; NAB accuracy unchanged: MASE /
-WQL relgm 0.586 / 0.661 vs 0.576 / 0.662 with a search in every window). statsforecast's
-``cross_validation(refit=False)``, which keeps the earliest window's parameters as well, was
-measured and rejected: 10-85 % worse WQL on NAB, whose series change regime.
+parameters in the later ones (``ForecastRequest.fitted_models``; no less accurate on NAB than a
+search in every window). statsforecast's ``cross_validation(refit=False)``, which keeps the
+earliest window's parameters as well, was measured and rejected: clearly worse WQL on NAB,
+whose series change regime (accuracy: the README's "Forecast accuracy on real fleets").
 """
 
 from __future__ import annotations
@@ -57,15 +56,13 @@ logger = logging.getLogger(__name__)
 MAX_ETS_SEASON = 24
 ALIAS = "model"  # statsforecast column prefix for whichever model runs
 # Error and trend part of the AutoETS search: additive errors, any trend. On the NAB fixture
-# (K = 3, H = 24, normal intervals) additive errors gave MASE / WQL relgm 0.58 / 0.66 against
-# 0.70 / 0.68 for the full "ZZZ" search, in a third of the time (84 vs 256 ms per fit at 336
-# hourly points): multiplicative errors are unstable on metrics with near-zero troughs and
-# one-off bursts. The accuracy benchmark runs the untouched AutoETS as a peer.
+# additive errors were more accurate than the full "ZZZ" search, in a third of the time:
+# multiplicative errors are unstable on metrics with near-zero troughs and one-off bursts. The
+# accuracy benchmark runs the untouched AutoETS as a peer (the README's "Forecast accuracy on
+# real fleets" table).
 # The season part is decided by the seasonality test (``has_seasonality``), not by AIC: with 24
 # seasonal states to pay for, AIC picked flat non-seasonal forms for most of the clearly daily
-# synthetic fleet (MASE / WQL relgm 1.61 / 1.27 there; with the test 0.89 / 0.72). On NAB the
-# test costs AutoETS alone 0.59 / 0.50 -> 0.68 / 0.55, and `selected` nothing
-# (0.615 / 0.510 -> 0.621 / 0.513).
+# synthetic fleet. On NAB the test costs AutoETS alone a little accuracy and `selected` nothing.
 ETS_SEARCH = "AZ"
 # models.intervals: "empirical" = quantile shape from each series' in-sample residuals (see
 # series_quantiles); "conformal" = statsforecast's ConformalIntervals (residuals of its own
@@ -75,9 +72,9 @@ INTERVAL_METHODS = ("empirical", "conformal", "normal")
 # ConformalIntervals windows: up to this many, at least two, as the history allows.
 CONFORMAL_WINDOWS = 3
 MIN_RESIDUALS = 48
-# A weekly STL component needs several weekly cycles to separate from the trend, and costs ~8x
-# the daily-only fit (1.0 s vs 0.13 s per series at 672 points, measured): below four weeks of
-# history (so never under the default 2-week models.max_history_hours) MSTL is daily-only.
+# A weekly STL component needs several weekly cycles to separate from the trend, and costs
+# several times the daily-only fit: below four weeks of history (so never under the default
+# 2-week models.max_history_hours) MSTL is daily-only.
 MSTL_WEEKLY_MIN_WEEKS = 4
 # Passed to every STL fit of MSTL: robust fitting down-weights one-off spikes and dips.
 MSTL_STL_KWARGS: dict[str, Any] = {"robust": True}
@@ -276,7 +273,8 @@ def series_quantiles(
     return values.get(0.5, mean), values
 
 
-# A process pool costs ~0.1 s to start; below this many series one process is faster.
+# Starting a process pool costs more than fitting a few series; below this many series one
+# process is faster.
 _MIN_SERIES_FOR_POOL = 64
 
 
