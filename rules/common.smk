@@ -54,7 +54,7 @@ def config_keys(section, *keys):
 
 
 SYNTHETIC_DIR = "results/synthetic"
-# Which input file each series comes from; the model rules wait for it (rules/ingest.smk).
+# Which input file each series comes from; the model rules wait for it (rules/data.smk).
 SERIES_INDEX = "results/series_index.parquet"
 
 

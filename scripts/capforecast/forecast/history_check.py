@@ -9,7 +9,7 @@ requirement depends on the data, so it is checked as soon as the lengths are kno
 
 * at plan time for the synthetic source, from ``synthetic.days`` (rules/common.smk);
 * for any source, by every backtest and forecast job on the panel it has just read, before it
-  fits anything (scripts/backtest_model.py, scripts/forecast_model.py): the first jobs that
+  fits anything (scripts/forecast_backtest_model.py, scripts/forecast_model.py): the first jobs that
   see the whole fleet's history. A failed check stops the run in one line naming the key.
 
 Gaps are not counted: a long but gappy series passes here and may still be skipped in a window,

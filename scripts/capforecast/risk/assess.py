@@ -2,8 +2,8 @@
 
 ``assess_risk`` turns the selected forecasts into one row per resource x metric (the risk report),
 a per-day breach table (heatmap), a per-service capacity plan and a JSON-ready summary. The
-probability model lives in ``risk_probability``, history evidence and instance counts in
-``risk_capacity``, catalogue right-sizing in ``rightsizing``.
+probability model lives in ``capforecast.risk.probability``, history evidence and instance
+counts in ``capforecast.risk.capacity``, catalogue right-sizing in ``capforecast.risk.rightsizing``.
 
 Definitions (all times UTC; "now" is the forecast start, never the wall clock, so reruns on the
 same inputs give the same outputs):

@@ -9,9 +9,10 @@ a cross-family move as a starting point for a load test.
 A candidate *fits* when, on every observed dimension, its peak plus ``risk.buffer_pct``
 headroom stays at or under ``risk.target_utilization``: ``after x (1 + buffer / 100) <= target``.
 The peak is the forecast P90 peak, or the highest hourly value of the last four weeks when that
-is higher (``risk_capacity.LOOKBACK_PEAK_HOURS``): a forecast that drifted low must not shrink a
-VM below what it used recently (on the Bitbrains decision backtest, a 511 GiB VM forecast at
-0.1 % memory was moved to 8 GiB although it had used 2.3 %, i.e. 147 % of the new type).
+is higher (``capforecast.risk.capacity.LOOKBACK_PEAK_HOURS``): a forecast that drifted low must
+not shrink a VM below what it used recently (on the Bitbrains decision backtest, a 511 GiB VM
+forecast at 0.1 % memory was moved to 8 GiB although it had used 2.3 %, i.e. 147 % of the new
+type).
 A dimension without a live series (not observed, e.g. memory without the CloudWatch agent)
 never shrinks: candidates keep at least its current capacity.
 
