@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make run   -> create .venv, install the pinned stack, run the whole workflow on config/config.yaml
 #   make test  -> same set-up, then lint + format checks + the whole test suite
-# Both are idempotent: the venv is rebuilt only when requirements.lock changes.
+# Both are idempotent: the venv is rebuilt only when requirements.lock (or pyproject.toml) changes.
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -24,12 +24,15 @@ test: venv chromium lint
 
 venv: $(STAMP)
 
-$(STAMP): $(LOCK)
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
 	# torch first, from the CPU wheel: anything that pulls an unpinned torch would take a CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -r $(LOCK)
+	# The capforecast package itself (scripts/capforecast), editable: rules, notebooks and tests
+	# import it without sys.path edits.
+	$(BIN)/pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 

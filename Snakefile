@@ -8,13 +8,10 @@ configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
-include: "rules/generate.smk"
-include: "rules/ingest.smk"
-include: "rules/clean.smk"
-include: "rules/features.smk"
+include: "rules/data.smk"
 include: "rules/forecast.smk"
 include: "rules/risk.smk"
-include: "rules/report.smk"
+include: "rules/reports.smk"
 include: "rules/decision.smk"
 
 

@@ -1,16 +1,16 @@
 # Config validation, partitions and input functions shared by every rule file.
-import sys
+# The capforecast package is installed in the environment (`pip install -e .`, see Makefile).
+import os
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-
-from capforecast.config import validated_config  # noqa: E402
-from capforecast.errors import CapForecastError  # noqa: E402
-from capforecast import code_digest as cf_code_digest  # noqa: E402
-from capforecast import history_check as cf_history_check  # noqa: E402
-from capforecast import ingest as cf_ingest  # noqa: E402
-from capforecast import partitions as cf_partitions  # noqa: E402
-from capforecast.models import MODEL_FAMILY, model_settings  # noqa: E402
+from capforecast.config import validated_config
+from capforecast.errors import CapForecastError
+from capforecast import code_digest as cf_code_digest
+from capforecast.forecast import history_check as cf_history_check
+from capforecast.data import ingest as cf_ingest
+from capforecast.data import partitions as cf_partitions
+from capforecast.forecast.models import model_settings
+from capforecast.forecast.models import specs as cf_model_specs
 
 try:
     # Validate against config/schema.yaml and fill its defaults before any job is planned.
@@ -21,6 +21,10 @@ try:
 except CapForecastError as err:
     raise WorkflowError(f"Invalid configuration: {err}")
 
+
+# The project: the per-rule conda envs (envs/*.yaml) install the package from it, the report
+# notebooks find its results/ through it (the working directory may be elsewhere).
+os.environ.update(CAPFORECAST_ROOT=str(workflow.basedir))
 
 SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
 PACKAGE_DIR = SCRIPTS_DIR / "capforecast"
@@ -50,7 +54,7 @@ def config_keys(section, *keys):
 
 
 SYNTHETIC_DIR = "results/synthetic"
-# Which input file each series comes from; the model rules wait for it (rules/ingest.smk).
+# Which input file each series comes from; the model rules wait for it (rules/data.smk).
 SERIES_INDEX = "results/series_index.parquet"
 
 
@@ -83,10 +87,6 @@ def _partition_sources():
 PARTITION_SOURCES = _partition_sources()
 PARTITIONS = sorted(PARTITION_SOURCES)
 MODELS = list(config["models"]["enabled"])
-# family -> its models, from the one registry in the library (one rule per family).
-MODEL_FAMILIES = {}
-for _model, _family in MODEL_FAMILY.items():
-    MODEL_FAMILIES.setdefault(_family, []).append(_model)
 
 
 wildcard_constraints:
@@ -127,9 +127,10 @@ def resources_source(wildcards):
 
 
 def family_models(family):
-    """Enabled models of one family, as a wildcard constraint (never matches when none)."""
-    enabled = [m for m in MODEL_FAMILIES[family] if m in MODELS]
-    return "|".join(enabled) if enabled else "(?!x)x"
+    """The models one family's rules run (rules/forecast.smk), as a wildcard constraint: every
+    model whose spec names the family (capforecast.forecast.models.specs); only the enabled
+    ones are requested."""
+    return "|".join(cf_model_specs.family_models(family))
 
 
 def expand_partitions(pattern):
@@ -148,7 +149,7 @@ DECISION_OUTPUTS = {
 
 
 def cut_settings():
-    """The settings that define the cut (capforecast.holdout.cut_from_config reads them) and
+    """The settings that define the cut (capforecast.data.holdout.cut_from_config reads them) and
     the plausible window the data's span is measured in."""
     etl_keys = ("freq", "timestamp_min", "timestamp_max")
     return {

@@ -14,9 +14,9 @@ rule holdout_span:
         "../envs/etl.yaml"
     params:
         cut=cut_settings(),
-        code=script_digest("holdout_span.py"),
+        code=script_digest("decision_holdout_span.py"),
     script:
-        "../scripts/holdout_span.py"
+        "../scripts/decision_holdout_span.py"
 
 
 rule holdout_partition:
@@ -34,9 +34,9 @@ rule holdout_partition:
         etl=config["etl"],
         cut=cut_settings(),
         source_file=lambda wildcards: PARTITION_SOURCES[wildcards.partition],
-        code=script_digest("holdout_partition.py"),
+        code=script_digest("decision_holdout_partition.py"),
     script:
-        "../scripts/holdout_partition.py"
+        "../scripts/decision_holdout_partition.py"
 
 
 rule decision_scores:

@@ -1,5 +1,7 @@
-# Module 04: one rule per model family (each with its env), the same rolling-origin backtest for
-# every model, selection without peeking, and final forecasts refit on the full history.
+# Forecast stage (capforecast.forecast, scripts/forecast_*.py): one rule per model family (each
+# with its env; a model's family is in its spec, capforecast.forecast.models.specs), the same
+# rolling-origin backtest for every model, selection without peeking, and final forecasts refit
+# on the full history.
 
 FEATURES = expand_partitions("results/features/{partition}.parquet")
 # Each rule gets the settings its script reads, no more: editing one model's settings reruns
@@ -7,7 +9,7 @@ FEATURES = expand_partitions("results/features/{partition}.parquet")
 MODEL_PARAMS = dict(
     # The history check reads every backtest key, the backtest itself all of them.
     backtest=config["backtest"],
-    # The shared model settings and this model's own (capforecast.models.model_settings).
+    # The shared model settings and this model's own (capforecast.forecast.models.model_settings).
     models=lambda wildcards: model_settings(config["models"], wildcards.model),
     percent_metrics=config["etl"]["percent_metrics"],
     freq=config["etl"]["freq"],
@@ -32,11 +34,11 @@ rule backtest_baseline:
     threads: 1
     params:
         **MODEL_PARAMS,
-        # The models' quantile levels (capforecast.train.model_quantiles).
+        # The models' quantile levels (capforecast.forecast.fit.model_quantiles).
         forecast=config_keys("forecast", "quantiles", "extra_quantiles"),
-        code=script_digest("backtest_model.py"),
+        code=script_digest("forecast_backtest_model.py"),
     script:
-        "../scripts/backtest_model.py"
+        "../scripts/forecast_backtest_model.py"
 
 
 use rule backtest_baseline as backtest_statsforecast with:
@@ -84,9 +86,9 @@ rule leaderboard:
         forecast=config_keys("forecast", "quantiles", "extra_quantiles", "calibrate"),
         selection=config["selection"],
         percent_metrics=config["etl"]["percent_metrics"],
-        code=script_digest("leaderboard.py"),
+        code=script_digest("forecast_leaderboard.py"),
     script:
-        "../scripts/leaderboard.py"
+        "../scripts/forecast_leaderboard.py"
 
 
 rule forecast_baseline:
@@ -155,9 +157,9 @@ rule combine_forecasts:
     params:
         forecast=config_keys("forecast", "quantiles", "extra_quantiles", "calibrate"),
         percent_metrics=config["etl"]["percent_metrics"],
-        code=script_digest("combine_forecasts.py"),
+        code=script_digest("forecast_combine.py"),
     script:
-        "../scripts/combine_forecasts.py"
+        "../scripts/forecast_combine.py"
 
 
 rule forecast:

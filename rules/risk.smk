@@ -26,7 +26,7 @@ rule risk_report:
     conda:
         "../envs/etl.yaml"
     params:
-        # What capforecast.risk.risk_settings reads (missing keys take the schema defaults).
+        # What capforecast.risk.assess.risk_settings reads (missing keys take the schema defaults).
         config={
             "risk": config["risk"],
             "catalogue": config["catalogue"],

@@ -4,8 +4,10 @@ import json
 
 import pandas as pd
 
-from capforecast import decision, decision_report, holdout
 from capforecast.csv_tables import read_csv_table
+from capforecast.data import holdout
+from capforecast.decision import scores as decision
+from capforecast.decision import tables as decision_report
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 from capforecast.spreadsheet import write_csv
 

@@ -1,21 +1,21 @@
 """Rule forecast_<family>: refit one model on the full history and forecast the horizon.
 
-The same `capforecast.train.fit_forecast` runs inside the SageMaker container
+The same `capforecast.forecast.fit.fit_forecast` runs inside the SageMaker container
 (`python -m capforecast.train`), so local and remote training cannot drift apart.
 """
 
-from capforecast import history_check, train
+from capforecast.forecast import fit, history_check
 from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
 
 def main(smk) -> None:
     model = smk.wildcards.model
-    panel = train.load_panel(smk.input.features)
+    panel = fit.load_panel(smk.input.features)
     # The backtest of this run needs it too: fail now rather than after this fit.
     history_check.check_panel(panel, smk.params.backtest, smk.params.freq)
     with timed(f"fit {model} on {panel['series_id'].nunique()} series"):
-        forecast = train.fit_forecast(
+        forecast = fit.fit_forecast(
             model,
             panel,
             forecast_cfg=forecast_settings(smk.params.forecast),

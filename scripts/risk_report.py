@@ -4,8 +4,8 @@ import json
 
 import pandas as pd
 
-from capforecast import risk
 from capforecast.csv_tables import read_csv_table
+from capforecast.risk import assess as risk
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 from capforecast.settings import risk_settings
 from capforecast.spreadsheet import write_csv

@@ -11,11 +11,15 @@ import pandas as pd
 import pytest
 
 from capforecast.config import load_config
-from capforecast.evaluate import backtest_models, evaluate_backtests, leaderboard_with_peers
-from capforecast.features import panel_from_local_files
-from capforecast.models import MODEL_REGISTRY
-from capforecast.models.peers import PEER_REGISTRY
-from capforecast.panel import series_bounds
+from capforecast.data.features import panel_from_local_files
+from capforecast.forecast.evaluate import (
+    backtest_models,
+    evaluate_backtests,
+    leaderboard_with_peers,
+)
+from capforecast.forecast.models import MODEL_REGISTRY
+from capforecast.forecast.models.peers import PEER_REGISTRY
+from capforecast.forecast.panel import series_bounds
 from capforecast.settings import (
     backtest_settings,
     forecast_settings,

@@ -8,7 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast.backtest import (
+from capforecast.config import validated_config
+from capforecast.contracts import quantile_column
+from capforecast.data.features import build_features
+from capforecast.errors import ConfigError, ForecastInputError, InputDataError
+from capforecast.forecast.backtest import (
     REASON_MODEL_OMITTED,
     REASON_NOT_STARTED,
     REASON_TOO_SHORT,
@@ -17,13 +21,9 @@ from capforecast.backtest import (
     run_backtest,
     skipped_table,
 )
-from capforecast.config import validated_config
-from capforecast.contracts import quantile_column
-from capforecast.errors import ConfigError, ForecastInputError, InputDataError
-from capforecast.features import build_features
-from capforecast.models import MODEL_REGISTRY
-from capforecast.models.base import ForecastRequest, finalize_forecast, future_timestamps
-from capforecast.panel import series_bounds
+from capforecast.forecast.models import MODEL_REGISTRY
+from capforecast.forecast.models.base import ForecastRequest, finalize_forecast, future_timestamps
+from capforecast.forecast.panel import series_bounds
 from capforecast.settings import ModelSettings, model_settings
 
 QUANTILES = (0.1, 0.5, 0.9)

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import ingest, quality, resample, validate
 from capforecast.config import validated_config
+from capforecast.data import ingest, quality, resample, validate
 from capforecast.errors import InputDataError
 
 

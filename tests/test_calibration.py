@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast.calibration import (
+from capforecast.errors import ForecastInputError
+from capforecast.forecast.calibration import (
     POOLED,
     apply_interval_scaling,
     calibrate_without_peeking,
     fit_interval_scaling,
     interval_coverage,
 )
-from capforecast.errors import ForecastInputError
 
 QUANTILES = (0.1, 0.5, 0.9)
 Z90 = 1.2815515655446004  # standard normal 0.9 quantile

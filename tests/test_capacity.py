@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from test_risk import CPU, MEM, config, fan, flat, history, resources, row
 
-from capforecast import capacity, ingest, quality
 from capforecast.config import validated_config
-from capforecast.risk import assess_risk
+from capforecast.data import capacity, ingest, quality
+from capforecast.risk.assess import assess_risk
 
 BITBRAINS_RESOURCES = "tests/data/bitbrains-rnd/resources.csv"
 ZERO_VMS = ["bb-vm050", "bb-vm196", "bb-vm197"]
@@ -49,7 +49,7 @@ def test_capacity_issue_of_one_resource(vcpu, memory_gib, code):
 def test_the_bitbrains_zero_vms_are_flagged_at_ingest_and_named_in_the_log(
     project_root, catalogue, caplog
 ):
-    with caplog.at_level(logging.WARNING, logger="capforecast.ingest"):
+    with caplog.at_level(logging.WARNING, logger="capforecast.data.ingest"):
         table = ingest.read_resources_table(project_root / BITBRAINS_RESOURCES, catalogue)
     flagged = table.loc[table["capacity_issue"].notna(), "resource_id"].tolist()
     assert flagged == ZERO_VMS

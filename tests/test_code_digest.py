@@ -136,15 +136,27 @@ def test_rule_scripts_reach_the_modules_they_use():
             if PACKAGE in f.parents
         }
 
-    leaderboard = closure(SCRIPTS / "leaderboard.py")
-    assert {"backtest.py", "models/__init__.py", "models/stats.py", "rulekit.py"} <= leaderboard
-    assert {"train.py", "panel.py", "models/base.py"} <= closure(SCRIPTS / "combine_forecasts.py")
-    assert {"metric_names.py", "metric_names.yaml"} <= closure(SCRIPTS / "ingest_partition.py")
-    report = closure(SCRIPTS / "render_report.py", ROOT / "notebooks" / "capacity_risk.ipynb")
-    assert {"report.py", "report_html.py", "decision_report.py", "escape.py"} <= report
-    assert {"templates/offline/index.html.j2", "templates/offline/conf.json"} <= report
-    assert "decision_report.py" not in closure(
-        SCRIPTS / "render_report.py", ROOT / "notebooks" / "data_quality.ipynb"
+    leaderboard = closure(SCRIPTS / "forecast_leaderboard.py")
+    assert {
+        "forecast/backtest.py",
+        "forecast/models/__init__.py",
+        "forecast/models/stats.py",
+        "rulekit.py",
+    } <= leaderboard
+    assert {"forecast/fit.py", "forecast/panel.py", "forecast/models/base.py"} <= closure(
+        SCRIPTS / "forecast_combine.py"
+    )
+    assert {"metric_names.py", "metric_names.yaml"} <= closure(SCRIPTS / "data_ingest_partition.py")
+    report = closure(SCRIPTS / "reports_render.py", ROOT / "notebooks" / "capacity_risk.ipynb")
+    assert {"reports/capacity_risk.py", "reports/common.py", "reports/html.py"} <= report
+    assert {"decision/tables.py", "escape.py"} <= report
+    assert "reports/data_quality.py" not in report
+    assert {
+        "reports/templates/offline/index.html.j2",
+        "reports/templates/offline/conf.json",
+    } <= report
+    assert "decision/tables.py" not in closure(
+        SCRIPTS / "reports_render.py", ROOT / "notebooks" / "data_quality.ipynb"
     )
     assert "code_digest.py" not in closure(*SCRIPTS.glob("*.py"))
 

@@ -1,5 +1,5 @@
-"""Decision backtest scoring (capforecast.decision, capforecast.decision_report) on hand-built
-frames whose answers are worked out in the comments."""
+"""Decision backtest scoring (capforecast.decision.scores, capforecast.decision.tables) on
+hand-built frames whose answers are worked out in the comments."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import decision, decision_report
 from capforecast.config import validated_config
-from capforecast.holdout import Cut
+from capforecast.data.holdout import Cut
+from capforecast.decision import scores as decision
+from capforecast.decision import tables as decision_report
 
 CUT = Cut(history_end=pd.Timestamp("2026-01-10", tz="UTC"), freq=pd.Timedelta("1h"), horizon=24)
 CPU, MEMORY = "cpu_utilization", "memory_utilization"

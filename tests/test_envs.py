@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,23 @@ def test_env_pins_agree_with_lock(env_file):
         checked += 1
     assert checked >= 3
     assert "python=3.11" in env["dependencies"]
+
+
+@pytest.mark.parametrize("env_file", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)
+def test_env_installs_the_package(env_file):
+    """Every env gets the capforecast package from the project the workflow runs: pip expands
+    CAPFORECAST_ROOT, which rules/common.smk sets (snakemake builds the env from a copy of the
+    file in .snakemake/conda/, so a path relative to envs/ would miss the project)."""
+    env = yaml.safe_load(env_file.read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "-e ${CAPFORECAST_ROOT}" in pip_section
+    common = (ROOT / "rules" / "common.smk").read_text()
+    assert "os.environ.update(CAPFORECAST_ROOT=str(workflow.basedir))" in common
+
+
+def test_the_package_is_installable():
+    """pyproject.toml builds the package from scripts/ with its data files."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["build-system"]["build-backend"] == "setuptools.build_meta"
+    assert project["tool"]["setuptools"]["packages"]["find"]["where"] == ["scripts"]
+    assert "--no-deps -e ." in (ROOT / "Makefile").read_text()

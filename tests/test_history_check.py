@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import backtest, history_check
 from capforecast.config import validated_config
 from capforecast.errors import ConfigError
+from capforecast.forecast import backtest, history_check
 
 T0 = pd.Timestamp("2024-05-01", tz="UTC")
 

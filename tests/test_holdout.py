@@ -1,4 +1,4 @@
-"""The history cut of the decision backtest (capforecast.holdout): config key, row accounting,
+"""The history cut of the decision backtest (capforecast.data.holdout): config key, row accounting,
 held-back actuals and the one-line errors of a cut outside the data."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from capforecast import holdout
 from capforecast.config import validated_config
+from capforecast.data import holdout
+from capforecast.data.quality import file_reconciliation
 from capforecast.errors import ConfigError
-from capforecast.quality import file_reconciliation
 from capforecast.timestamps import timestamp_window
 
 ETL = validated_config({})["etl"]

@@ -30,8 +30,8 @@ from snakemake.io import PeriodicityDetector
 from test_report_browser import chromium, rendered_dom  # noqa: F401  (chromium: fixture)
 from test_workflow import CONFIGS, snakemake
 
-from capforecast import partitions
 from capforecast.csv_tables import read_csv_table
+from capforecast.data import partitions
 from capforecast.spreadsheet import FORMULA_STARTERS
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]

@@ -1,4 +1,4 @@
-"""Reading local input files into the raw long format (capforecast.ingest)."""
+"""Reading local input files into the raw long format (capforecast.data.ingest)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import ingest, partitions, quality, resample, validate
 from capforecast.config import validated_config
 from capforecast.contracts import INGEST_SERIES_COLUMNS, RAW_COLUMNS, RESOURCE_TABLE_COLUMNS
+from capforecast.data import ingest, partitions, quality, resample, validate
 from capforecast.errors import ConfigError, InputDataError
 
 

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from capforecast import ingest, quality, resample, validate
 from capforecast.config import validated_config
 from capforecast.csv_tables import read_csv_table
+from capforecast.data import ingest, quality, resample, validate
 from capforecast.errors import InputDataError
 
 LONG_HEADER = "timestamp,resource_id,metric,value"
@@ -122,10 +122,12 @@ def test_compressed_series_file_takes_resource_and_metric_from_the_bare_stem(tmp
 @pytest.mark.parametrize(
     ("suffix", "payload", "problem"),
     [
-        (".csv.gz", gzip.compress(LONG_HEADER.encode())[:12], "not a readable gzip file"),
+        # mtime=0: a gzip header holds its creation time, and pytest-xdist workers must collect
+        # the same test ids.
+        (".csv.gz", gzip.compress(LONG_HEADER.encode(), mtime=0)[:12], "not a readable gzip file"),
         (".csv.gz", b"plain text, not gzip\n", "not a readable gzip file"),
         (".csv.zst", b"\x28\xb5\x2f\xfd garbage", "not a readable zstd file"),
-        (".csv.gz", gzip.compress(b""), "empty file"),
+        (".csv.gz", gzip.compress(b"", mtime=0), "empty file"),
     ],
 )
 def test_corrupt_or_empty_compressed_files_are_one_line_errors(

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import metric_names, quality
+from capforecast import metric_names
 from capforecast.config import validated_config
 from capforecast.contracts import CANONICAL_METRICS
+from capforecast.data import quality
 from capforecast.errors import ConfigError
 from capforecast.metric_names import MetricNameMap
 
@@ -71,7 +72,7 @@ def test_canonical_names_resolve_to_themselves(names):
 def test_prometheus_ratios_are_declared_fractions_and_cloudwatch_is_not(names):
     assert names.lookup("instance:node_cpu_utilisation:rate5m").scale == "fraction"
     assert names.lookup("instance:node_memory_utilisation:ratio").scale == "fraction"
-    assert names.lookup("CPUUtilization").scale is None  # values decide (capforecast.scale)
+    assert names.lookup("CPUUtilization").scale is None  # values decide (capforecast.data.scale)
 
 
 def test_every_builtin_entry_targets_a_canonical_metric(schema):

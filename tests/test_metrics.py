@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast.metrics import (
+from capforecast.forecast.metrics import (
     FLAG_NO_ACTUALS,
     FLAG_ZERO_SCALE,
     LEADERBOARD_COLUMNS,

@@ -1,4 +1,5 @@
-"""capforecast.models.model_settings: each model rule gets the `models` keys its model reads."""
+"""capforecast.forecast.models.model_settings: each model rule gets the `models` keys its model
+reads."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from test_models import panel, request_for
 
 from capforecast import settings
 from capforecast.config import validated_config
-from capforecast.models import MODEL_REGISTRY, MODEL_SETTINGS, model_settings
-from capforecast.train import fit_forecast
+from capforecast.forecast.fit import fit_forecast
+from capforecast.forecast.models import MODEL_REGISTRY, MODEL_SETTINGS, model_settings
 
 
 class ReadFields:

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from capforecast.config import validated_config
 from capforecast.contracts import FLAG_NO_DATA, model_used_label, quantile_column
 from capforecast.errors import ConfigError
-from capforecast.models import MODEL_FAMILY, MODEL_REGISTRY, ForecastRequest, stats
-from capforecast.models.autogluon_model import (
+from capforecast.forecast.models import MODEL_REGISTRY, MODEL_SPECS, ForecastRequest, stats
+from capforecast.forecast.models.autogluon_model import (
     check_pretrained,
     resolve_hyperparameters,
     with_local_n_jobs,
 )
-from capforecast.models.base import (
+from capforecast.forecast.models.base import (
     FLAG_CONSTANT,
     FLAG_MODEL_FAILED,
     FLAG_TOO_SHORT,
@@ -31,13 +33,18 @@ from capforecast.models.base import (
     future_timestamps,
     steps_per,
 )
-from capforecast.models.fallback import (
+from capforecast.forecast.models.fallback import (
+    FALLBACK_CHAIN,
+    core_function,
     forecast_with_fallback,
     min_history_steps,
     route_series,
+    spec_function,
 )
-from capforecast.models.prophet_model import build_tasks, choose_growth
-from capforecast.models.stats import interval_levels
+from capforecast.forecast.models.pool import map_in_processes
+from capforecast.forecast.models.prophet_model import build_tasks, choose_growth
+from capforecast.forecast.models.specs import FAMILIES, NAIVE, ROUTABLE
+from capforecast.forecast.models.stats import interval_levels
 from capforecast.settings import (
     AutoGluonSettings,
     Holiday,
@@ -70,6 +77,8 @@ MODEL_CFG = model_settings(
         },
     }
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def ag(**overrides) -> AutoGluonSettings:
@@ -154,21 +163,60 @@ def test_registry_names_and_families():
         "prophet",
         "autogluon",
     }
-    assert set(MODEL_FAMILY) == set(MODEL_REGISTRY)
-    assert set(MODEL_FAMILY.values()) == {"baseline", "statsforecast", "prophet", "autogluon"}
+    assert set(MODEL_SPECS) == set(MODEL_REGISTRY)
+    assert FAMILIES == ("baseline", "statsforecast", "prophet", "autogluon")
 
 
-def test_importing_models_loads_no_forecasting_library(project_root):
+def test_the_specs_are_the_schema_enum():
+    """One spec per model: the models `models.enabled` accepts are exactly the specs, in order."""
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    enabled = schema["properties"]["models"]["properties"]["enabled"]
+    assert enabled["items"]["enum"] == list(MODEL_SPECS)
+    assert set(enabled["default"]) <= set(MODEL_SPECS)
+
+
+@pytest.mark.parametrize("name", [*MODEL_SPECS, NAIVE])
+def test_every_spec_is_complete(name):
+    """Its core and check resolve, its chain ends in the last-value naive, its fallbacks are
+    models, its settings are `models` keys of the schema."""
+    spec = ROUTABLE[name]
+    assert callable(core_function(name))
+    if spec.check is not None:
+        assert callable(spec_function(spec.check))
+    chain = FALLBACK_CHAIN[name]
+    assert chain[0] == name and chain[-1] == NAIVE
+    assert set(chain) <= set(ROUTABLE)
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    assert set(spec.settings) <= set(schema["properties"]["models"]["properties"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_has_its_rules(family):
+    """rules/forecast.smk runs each family of the specs in a backtest and a forecast rule."""
+    rules = (ROOT / "rules" / "forecast.smk").read_text()
+    for stage in ("backtest", "forecast"):
+        assert re.search(
+            rf"^(rule {stage}_{family}:|use rule {stage}_baseline as {stage}_{family} with:)",
+            rules,
+            re.M,
+        ), f"no {stage}_{family} rule"
+
+
+def test_importing_models_loads_no_forecasting_library():
+    """Nor any model module: a model's core is imported when the model first runs."""
     code = (
-        "import sys, capforecast.models; "
+        "import sys, capforecast.forecast.models; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'prophet', 'statsforecast', 'autogluon', 'torch', 'cmdstanpy'}))"
+        "{'prophet', 'statsforecast', 'autogluon', 'torch', 'cmdstanpy'})); "
+        "print(sorted(m.rpartition('.')[2] for m in sys.modules "
+        "if m.startswith('capforecast.forecast.models.')))"
     )
-    env = {**os.environ, "PYTHONPATH": str(project_root / "scripts")}
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "[]"
+    libraries, modules = result.stdout.strip().splitlines()
+    assert libraries == "[]"
+    assert modules == "['base', 'fallback', 'specs']"
 
 
 def test_helpers():
@@ -700,7 +748,7 @@ def test_prophet_follows_a_level_shift_late_in_the_history():
 
 @pytest.mark.slow
 def test_prophet_models_round_trip_through_json(tmp_path):
-    from capforecast.models.prophet_model import (
+    from capforecast.forecast.models.prophet_model import (
         load_prophet_models,
         prophet_forecast_and_models,
         save_prophet_models,
@@ -736,7 +784,7 @@ def test_autogluon_contract_with_cheap_models(tmp_path):
 
 
 def test_history_cap_never_trims_below_what_a_model_needs():
-    from capforecast.models.fallback import history_cap
+    from capforecast.forecast.models.fallback import history_cap
 
     # Two weeks of hours, except where the model needs more: AutoGluon holds out one
     # validation window, 2 * 168 + 1 steps for the week-ahead final forecast.
@@ -832,7 +880,7 @@ def test_a_recently_constant_series_keeps_its_value_as_median_and_the_model_uppe
 
 
 def test_seasonal_median_ignores_one_off_bursts_and_widens_with_the_lead():
-    from capforecast.models.profiles import seasonal_median_values
+    from capforecast.forecast.models.profiles import seasonal_median_values
 
     rng = np.random.default_rng(11)
     days = 35
@@ -849,7 +897,7 @@ def test_seasonal_median_ignores_one_off_bursts_and_widens_with_the_lead():
 
 
 def test_seasonal_median_votes_every_weekday_once():
-    from capforecast.models.profiles import seasonal_median_values
+    from capforecast.forecast.models.profiles import seasonal_median_values
 
     # Five busy weekdays at 60 %, a weekend at 1 %: the history ends on the Sunday.
     week = np.r_[np.full(5 * 24, 60.0), np.full(2 * 24, 1.0)]
@@ -858,3 +906,11 @@ def test_seasonal_median_votes_every_weekday_once():
     assert np.allclose(point, 60.0)
     # Its own errors at each lead day include the weekend drops: the lower tail reaches them.
     assert quantiles[0.1].min() < 30.0
+
+
+@pytest.mark.parametrize("n_jobs,min_items", [(1, 2), (2, 2), (2, 100), (3, 2)])
+def test_the_process_pool_keeps_the_order(n_jobs, min_items):
+    """One pool helper for every model family: results in input order, in or out of workers."""
+    items = list(range(-23, 0))
+    assert map_in_processes(abs, items, n_jobs, min_items=min_items) == [abs(i) for i in items]
+    assert map_in_processes(abs, [], n_jobs) == []

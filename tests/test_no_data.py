@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from test_risk import CPU, MEM, config, fan, flat, history, resources, row
 
-from capforecast import no_data
 from capforecast.contracts import series_id
 from capforecast.errors import ForecastInputError
-from capforecast.risk import assess_risk
+from capforecast.forecast import no_data
+from capforecast.risk.assess import assess_risk
 
 
 def quality(*rows: tuple[str, str, int]) -> pd.DataFrame:
@@ -127,7 +127,7 @@ def test_a_fleet_of_only_nan_forecasts_is_a_one_line_error():
 def test_the_decision_backtest_counts_a_series_without_data_as_not_scored(resource):
     import test_decision as case
 
-    from capforecast import decision
+    from capforecast.decision import scores as decision
 
     report = case.risk_report()
     empty = report["resource_id"] == resource

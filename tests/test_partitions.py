@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from snakemake.io import PeriodicityDetector
 
-from capforecast import partitions
+from capforecast.data import partitions
 from capforecast.errors import InputDataError
 
 SAFE_STEMS = (

@@ -12,14 +12,19 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from capforecast.backtest import run_backtest
 from capforecast.config import load_config
-from capforecast.evaluate import forecast_in_memory
-from capforecast.features import panel_from_local_files
-from capforecast.metrics import leaderboard, score_predictions
-from capforecast.models import MODEL_REGISTRY
-from capforecast.models.base import ForecastRequest
-from capforecast.models.fallback import history_cap, min_history_steps, profile_series, route_series
+from capforecast.data.features import panel_from_local_files
+from capforecast.forecast.backtest import run_backtest
+from capforecast.forecast.evaluate import forecast_in_memory
+from capforecast.forecast.metrics import leaderboard, score_predictions
+from capforecast.forecast.models import MODEL_REGISTRY
+from capforecast.forecast.models.base import ForecastRequest
+from capforecast.forecast.models.fallback import (
+    history_cap,
+    min_history_steps,
+    profile_series,
+    route_series,
+)
 from capforecast.settings import model_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real_fleet")]

@@ -11,7 +11,6 @@ import io
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import matplotlib.cbook
 import pandas as pd
@@ -37,13 +36,14 @@ from test_reports import (
     make_clean,
     make_daily_breach,
     make_forecasts,
-    make_full_risk,
     make_quality,
+    make_risk,
 )
 
-from capforecast import decision_report, report
 from capforecast.contracts import series_id
+from capforecast.decision import tables as decision_report
 from capforecast.escape import html_text, markdown_text, plot_text
+from capforecast.reports import capacity_risk, common, data_quality, exploration, forecast_backtest
 
 # --------------------------------------------------------------------------------------------
 # The escaping functions
@@ -120,12 +120,12 @@ def _renamed(frame: pd.DataFrame, old: str, new: str) -> pd.DataFrame:
 
 @pytest.mark.parametrize("payload", HTML_PAYLOADS + MARKDOWN_PAYLOADS + TEX_PAYLOADS[:2])
 def test_risk_headline_names_a_hostile_first_action_literally(payload: str) -> None:
-    risk = make_full_risk()
-    first = report.first_action(risk)["resource_id"]
+    risk = make_risk()
+    first = capacity_risk.first_action(risk)["resource_id"]
     risk = _renamed(risk, first, payload).assign(service=payload)
-    html = markdown2html_mistune(report.risk_headline(risk))
+    html = markdown2html_mistune(capacity_risk.risk_headline(risk))
     assert live_injections(html) == []
-    assert f"First action by {report.format_timestamp(risk['act_by'].min())}" in shown_text(html)
+    assert f"First action by {common.format_timestamp(risk['act_by'].min())}" in shown_text(html)
     assert f"{as_shown(payload)} memory_utilization" in shown_text(html)
     assert f"service {as_shown(payload)}" in shown_text(html)
 
@@ -133,12 +133,12 @@ def test_risk_headline_names_a_hostile_first_action_literally(payload: str) -> N
 @pytest.mark.parametrize("payload", HTML_PAYLOADS + MARKDOWN_PAYLOADS[:2])
 def test_quality_and_backtest_headlines_escape_flags_and_model_names(payload: str) -> None:
     quality = make_quality(make_clean()).assign(flags=payload)
-    html = markdown2html_mistune(report.quality_headline(quality))
+    html = markdown2html_mistune(data_quality.quality_headline(quality))
     assert live_injections(html) == []
     assert f"most common: {as_shown(payload)} ({len(quality)})" in shown_text(html)
     board = pd.DataFrame({"model": [payload, "selected"], "wql_relgm": [0.8, 0.7]})
     forecasts = make_forecasts(make_clean()).assign(model_used=payload)
-    html = markdown2html_mistune(report.backtest_headline(board, forecasts))
+    html = markdown2html_mistune(forecast_backtest.backtest_headline(board, forecasts))
     assert live_injections(html) == []
     assert f"Best single model by WQL relgm: {as_shown(payload)} (WQL" in shown_text(html)
 
@@ -154,7 +154,7 @@ def test_styled_tables_escape_every_text_cell_and_column_name() -> None:
             "score": 1.5,
         }
     )
-    html = report.styled(table).to_html()
+    html = common.styled(table).to_html()
     assert live_injections(html) == []
     text = shown_text(html)
     for payload in payloads:
@@ -248,17 +248,19 @@ def _with_ids(frame: pd.DataFrame, ids: tuple[str, ...]) -> pd.DataFrame:
 def test_report_figures_draw_hostile_ids_literally(ids: tuple[str, ...]) -> None:
     clean = _with_ids(make_clean(), ids)
     forecasts = _with_ids(make_forecasts(make_clean()), ids)
-    risk = _with_ids(make_full_risk(), ids)
+    risk = _with_ids(make_risk(), ids)
     sids = [series_id(i, "cpu_utilization") for i in ids]
     quality = _with_ids(make_quality(make_clean()), ids).assign(longest_gap_bins=5)
     figures = {
-        "clean": report.clean_series_figure(clean, sids),
-        "fan": report.fan_chart_figure(clean, forecasts, sids),
-        "risk fans": report.risk_fan_charts(risk, clean, forecasts, 6),
-        "heatmap": report.breach_heatmap(report.breach_matrix(make_daily_breach(risk))),
-        "gaps": report.gaps_figure(quality),
-        "quarantine": report.quarantine_reasons_figure(pd.DataFrame({"reason": list(ids)})),
-        "values": report.value_distribution_figure(
+        "clean": exploration.clean_series_figure(clean, sids),
+        "fan": common.fan_chart_figure(clean, forecasts, sids),
+        "risk fans": capacity_risk.risk_fan_charts(risk, clean, forecasts, 6),
+        "heatmap": capacity_risk.breach_heatmap(
+            capacity_risk.breach_matrix(make_daily_breach(risk))
+        ),
+        "gaps": data_quality.gaps_figure(quality),
+        "quarantine": data_quality.quarantine_reasons_figure(pd.DataFrame({"reason": list(ids)})),
+        "values": data_quality.value_distribution_figure(
             clean.assign(metric=clean["resource_id"].map(dict(zip(ids, ids[::-1], strict=True))))
         ),
     }
@@ -278,7 +280,7 @@ def test_metric_legends_keep_names_that_matplotlib_would_hide() -> None:
             "value": 1.0,
         }
     )
-    fig = report.samples_per_hour_figure(raw)
+    fig = exploration.samples_per_hour_figure(raw)
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend == [plot_text("$\\foo$"), "_hidden"]
     assert set(_drawn(fig)) >= {"$\\foo$", "_hidden"}
@@ -286,19 +288,18 @@ def test_metric_legends_keep_names_that_matplotlib_would_hide() -> None:
 
 def test_figures_stay_text_under_a_matplotlibrc_that_asks_for_tex(tmp_path) -> None:
     """A user's matplotlibrc with ``text.usetex: True`` would send ids (and every label) to
-    LaTeX, which is not even installed here; the report module keeps figures as text."""
+    LaTeX, which is not even installed here; the report modules keep figures as text."""
     (tmp_path / "matplotlibrc").write_text("text.usetex: True\n")
     script = (
         "import io\n"
         "import pandas as pd\n"
-        "from capforecast import report\n"
+        "from capforecast.reports import capacity_risk\n"
         "day = pd.Timestamp('2026-09-01')\n"
         "matrix = pd.DataFrame({day: [0.5, 0.9]}, index=['$\\\\foo$', 'a$b'])\n"
-        "report.breach_heatmap(matrix).savefig(io.BytesIO(), format='png', dpi=10)\n"
+        "capacity_risk.breach_heatmap(matrix).savefig(io.BytesIO(), format='png', dpi=10)\n"
         "print('drawn')\n"
     )
     env = {**os.environ, "MATPLOTLIBRC": str(tmp_path), "MPLBACKEND": "Agg"}
-    env["PYTHONPATH"] = str(Path(report.__file__).parents[1])
     run = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
     )

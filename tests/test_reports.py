@@ -1,4 +1,5 @@
-"""Report helpers (capforecast.report) on hand-built frames, and every notebook executed end to end.
+"""Report helpers (capforecast.reports) on hand-built frames, and every notebook executed
+end to end.
 
 The fake ``results/`` tree below follows the file contracts the report notebooks read; it is
 tiny (3 resources x 2 metrics, 10 days hourly) so that kernel start-up dominates the run time.
@@ -17,18 +18,20 @@ import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
 
-from capforecast import report
 from capforecast.contracts import (
     CLEAN_COLUMNS,
     QUALITY_COLUMNS,
     QUARANTINE_COLUMNS,
     RAW_COLUMNS,
     RESOURCE_COLUMNS,
+    RISK_REPORT_COLUMNS,
+    SERVICE_CAPACITY_COLUMNS,
     series_id,
 )
+from capforecast.data.features import build_features
 from capforecast.errors import InputDataError
 from capforecast.escape import markdown_text
-from capforecast.features import build_features
+from capforecast.reports import capacity_risk, common, data_quality, exploration, forecast_backtest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -112,9 +115,10 @@ def make_forecasts(clean: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def make_risk() -> pd.DataFrame:
-    """One row per resource x metric. Ranking and first deadline deliberately differ:
-    i-web-1 cpu has the highest score, i-web-2 memory the earliest act_by."""
+def _metric_rows() -> pd.DataFrame:
+    """One row per resource x metric with its metric-level finding and score. Ranking and first
+    deadline deliberately differ: i-web-1 cpu has the highest score, i-web-2 memory the earliest
+    act_by."""
     t = FORECAST_START
     nat = pd.NaT
     cpu, mem = METRICS
@@ -157,29 +161,73 @@ def make_risk() -> pd.DataFrame:
             "reason_codes": ["trend_to_critical", "", "saturated", "", "low_peak", "low_peak"],
         }
     )
-    for column in report.RISK_TIME_COLUMNS:
+    for column in capacity_risk.RISK_TIME_COLUMNS:
         frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame
 
 
-def make_full_risk() -> pd.DataFrame:
-    """``make_risk`` plus the columns the risk stage also writes: resource-level finding and
-    score repeated on every metric row, metric-level ones, act_now, thresholds, instance type."""
-    risk = make_risk()
+def make_risk() -> pd.DataFrame:
+    """A risk report as the risk stage writes it (every column of RISK_REPORT_COLUMNS, in
+    order): the metric-level finding and score of ``_metric_rows``, the resource-level ones
+    repeated on every metric row, thresholds, instance types and the rest of the contract."""
+    rows = _metric_rows()
     order = ["optimized", "over_provisioned", "under_provisioned", "at_risk"]
-    rank = risk["finding"].map(order.index)
-    worst = rank.groupby(risk["resource_id"]).transform("max")
+    rank = rows["finding"].map(order.index)
+    worst = rank.groupby(rows["resource_id"]).transform("max")
     thresholds = {"cpu_utilization": (70.0, 90.0), "memory_utilization": (80.0, 95.0)}
-    return risk.assign(
-        metric_finding=risk["finding"],
-        metric_risk_score=risk["risk_score"],
+    sizing = {"i-web-1": "hold", "i-web-2": "upsize", "i-db-1": "downsize"}
+    risk = rows.assign(
+        metric_finding=rows["finding"],
+        metric_risk_score=rows["risk_score"],
+        metric_reason_codes=rows["reason_codes"],
         finding=worst.map(dict(enumerate(order))),
-        risk_score=risk.groupby("resource_id")["risk_score"].transform("max"),
+        risk_score=rows.groupby("resource_id")["risk_score"].transform("max"),
+        act_by_basis=np.where(rows["act_by"].notna(), "critical", None),
         act_now=False,
-        instance_type=risk["resource_id"].map({"i-db-1": "r5.xlarge"}).fillna("m5.xlarge"),
-        warning_threshold=risk["metric"].map(lambda m: thresholds[m][0]),
-        critical_threshold=risk["metric"].map(lambda m: thresholds[m][1]),
+        instance_type=rows["resource_id"].map({"i-db-1": "r5.xlarge"}).fillna("m5.xlarge"),
+        warning_threshold=rows["metric"].map(lambda m: thresholds[m][0]),
+        critical_threshold=rows["metric"].map(lambda m: thresholds[m][1]),
+        eta_warning_p10=pd.NaT,
+        eta_warning_p50=pd.NaT,
+        eta_warning_p90=pd.NaT,
+        headroom_basis="threshold",
+        peak_p50=[80.0, 40.0, 70.0, 20.0, 5.0, 10.0],
+        peak_p90=[88.0, 55.0, 85.0, 30.0, 9.0, 14.0],
+        observed_max=[85.0, 50.0, 90.0, 35.0, 12.0, 15.0],
+        trend_per_day=[2.0, 0.1, 1.0, 0.0, 0.0, 0.0],
+        pegged_in_history=False,
+        history_hours=336.0,
+        last_observed=FORECAST_START - pd.Timedelta(hours=1),
+        reporting_lag_hours=0.0,
+        sizing=rows["resource_id"].map(sizing),
+        forecast_start=FORECAST_START,
+        forecast_end=FORECAST_START + pd.Timedelta(days=2),
+        method="quantile_fan",
     )
+    for column in ("eta_warning_p10", "eta_warning_p50", "eta_warning_p90"):
+        risk[column] = pd.to_datetime(risk[column], utc=True)
+    return risk[list(RISK_REPORT_COLUMNS)]
+
+
+def make_service_capacity() -> pd.DataFrame:
+    """service_capacity.csv as the risk stage writes it (SERVICE_CAPACITY_COLUMNS)."""
+    plan = pd.DataFrame(
+        {
+            "service": ["db", "web"],
+            "instance_type": ["r5.xlarge", "m5.xlarge"],
+            "current_instances": [1, 2],
+            "instances_with_forecasts": [1, 2],
+            "vcpu_per_instance": [4.0, 4.0],
+            "memory_gib_per_instance": [32.0, 16.0],
+            "cpu_peak_demand_p90_vcpu": [0.4, 7.3],
+            "recommended_instances": [1, 3],
+            "advice": ["right-size", "add 1 instance"],
+            "instance_delta": [0, 1],
+            "monthly_cost_delta_usd": [-70.0, 140.0],
+            "saturated": [False, True],
+        }
+    )
+    return plan.reindex(columns=list(SERVICE_CAPACITY_COLUMNS))
 
 
 def with_stopped_resource(risk: pd.DataFrame) -> pd.DataFrame:
@@ -187,15 +235,14 @@ def with_stopped_resource(risk: pd.DataFrame) -> pd.DataFrame:
     the earliest act_by and a risk score (as an old risk report could)."""
     stale = risk.iloc[[0]].assign(
         resource_id="i-gone-1",
-        finding=report.STOPPED,
+        finding=capacity_risk.STOPPED,
         act_by=FORECAST_START - pd.Timedelta(days=4),
         eta_p50=FORECAST_START - pd.Timedelta(days=1),
         monthly_cost_delta_usd=-500.0,
         last_observed=FORECAST_START - pd.Timedelta(days=5),
         reporting_lag_hours=120.0,
     )
-    if "metric_finding" in stale:
-        stale = stale.assign(metric_finding=report.STOPPED)
+    stale = stale.assign(metric_finding=capacity_risk.STOPPED)
     return pd.concat([risk, stale], ignore_index=True)
 
 
@@ -363,20 +410,12 @@ def build_results_tree(root: Path) -> Path:
     make_forecasts(clean).to_parquet(results / "forecast" / "forecasts.parquet", index=False)
 
     # The risk stage leaves resources that stopped reporting out of the daily breach table.
-    with_stopped_resource(make_full_risk()).to_parquet(
+    with_stopped_resource(make_risk()).to_parquet(
         results / "risk" / "risk_report.parquet", index=False
     )
-    risk = make_full_risk()
+    risk = make_risk()
     make_daily_breach(risk).to_parquet(results / "risk" / "daily_breach.parquet", index=False)
-    pd.DataFrame(
-        {
-            "service": ["db", "web"],
-            "current_instances": [1, 2],
-            "recommended_instances": [1, 3],
-            "advice": ["right-size", "add 1 instance"],
-            "peak_cpu_p90": [12.0, 91.0],
-        }
-    ).to_csv(results / "risk" / "service_capacity.csv", index=False)
+    make_service_capacity().to_csv(results / "risk" / "service_capacity.csv", index=False)
     summary = {
         "counts_by_finding": risk["finding"].value_counts().to_dict(),
         "counts_by_risk_score": {
@@ -396,10 +435,10 @@ def build_results_tree(root: Path) -> Path:
 
 def test_risk_headline_names_first_action_and_counts() -> None:
     risk = make_risk()
-    text = report.risk_headline(risk)
+    text = capacity_risk.risk_headline(risk)
     # Earliest act_by wins the "first action", even though another row has a higher score.
     first = risk.loc[risk["act_by"].idxmin()]
-    assert first["resource_id"] != report.ranked_risks(risk).iloc[0]["resource_id"]
+    assert first["resource_id"] != capacity_risk.ranked_risks(risk).iloc[0]["resource_id"]
     assert f"**{markdown_text(first['resource_id'])} {markdown_text(first['metric'])}**" in text
     assert first["act_by"].strftime("%Y-%m-%d %H:%M UTC") in text
     # "At risk" is the at_risk finding; under-provisioned resources are counted apart.
@@ -413,58 +452,63 @@ def test_risk_headline_names_first_action_and_counts() -> None:
 
 def test_risk_headline_without_any_risk() -> None:
     risk = make_risk().assign(
-        finding="optimized", risk_score=0, act_by=pd.NaT, monthly_cost_delta_usd=np.nan
+        finding="optimized",
+        metric_finding="optimized",
+        risk_score=0,
+        metric_risk_score=0,
+        act_by=pd.NaT,
+        monthly_cost_delta_usd=np.nan,
     )
-    text = report.risk_headline(risk)
+    text = capacity_risk.risk_headline(risk)
     assert "No resource at risk" in text
     assert "No action deadline" in text
-    assert report.ranked_risks(risk, 5).empty
-    assert report.is_empty_figure(
-        report.risk_fan_charts(risk, make_clean(), make_forecasts(make_clean()), 5)
+    assert capacity_risk.ranked_risks(risk, 5).empty
+    assert common.is_empty_figure(
+        capacity_risk.risk_fan_charts(risk, make_clean(), make_forecasts(make_clean()), 5)
     )
 
 
 def test_headline_never_acts_on_a_resource_that_stopped_reporting() -> None:
-    for risk in (with_stopped_resource(make_risk()), with_stopped_resource(make_full_risk())):
-        text = report.risk_headline(risk)
-        first = report.first_action(risk)
+    for risk in (with_stopped_resource(make_risk()),):
+        text = capacity_risk.risk_headline(risk)
+        first = capacity_risk.first_action(risk)
         assert first["resource_id"] == "i-web-2"  # the earliest act_by of the scored rows
         assert "i-gone-1" not in text
         assert "1 resource stopped reporting: not scored" in text
         assert "**1 resource at risk**" in text
-        assert "i-gone-1" not in set(report.ranked_risks(risk)["resource_id"])
+        assert "i-gone-1" not in set(capacity_risk.ranked_risks(risk)["resource_id"])
         # Its (stale) saving is not a saving; it is not over-provisioned.
-        assert report.monthly_savings(risk)["savings"] == 70.0
+        assert capacity_risk.monthly_savings(risk)["savings"] == 70.0
 
 
 def test_stopped_table_lists_each_stopped_resource_once() -> None:
-    assert report.stopped_table(make_full_risk()).empty
-    table = report.stopped_table(with_stopped_resource(make_full_risk()))
+    assert capacity_risk.stopped_table(make_risk()).empty
+    table = capacity_risk.stopped_table(with_stopped_resource(make_risk()))
     assert table["resource_id"].tolist() == ["i-gone-1"]
     assert table["reporting_lag_hours"].tolist() == [120.0]
     assert table["last_observed"].iloc[0] == FORECAST_START - pd.Timedelta(days=5)
 
 
 def test_savings_count_over_provisioned_resources_only() -> None:
-    risk = make_full_risk()
+    risk = make_risk()
     # An under-provisioned resource with a cheaper type is not a saving (and cannot be one).
     risk.loc[risk["resource_id"] == "i-web-2", "monthly_cost_delta_usd"] = -40.0
-    money = report.monthly_savings(risk)
+    money = capacity_risk.monthly_savings(risk)
     assert money == {"savings": 70.0, "extra_cost": 0.0, "net": -110.0}
-    text = report.risk_headline(risk)
+    text = capacity_risk.risk_headline(risk)
     assert "1 resource over-provisioned; right-sizing them saves **USD 70/month**" in text
 
 
 def test_headline_states_what_act_by_rests_on() -> None:
-    risk = make_full_risk().assign(act_by_basis="critical")
-    first = report.first_action(risk)
-    text = report.risk_headline(risk)
+    risk = make_risk().assign(act_by_basis="critical")
+    first = capacity_risk.first_action(risk)
+    text = capacity_risk.risk_headline(risk)
     assert "Act-by = median ETA of the critical level minus lead time" in text
     warning = risk.assign(act_by_basis=np.where(risk.index == first.name, "warning", "critical"))
     assert "Act-by = median ETA of the warning level (critical not reached" in (
-        report.risk_headline(warning)
+        capacity_risk.risk_headline(warning)
     )
-    assert "act_by_basis" in report.ranked_risks(risk).columns
+    assert "act_by_basis" in capacity_risk.ranked_risks(risk).columns
 
 
 def test_backtest_headline_ranks_models_by_the_relgm_ratios() -> None:
@@ -479,36 +523,43 @@ def test_backtest_headline_ranks_models_by_the_relgm_ratios() -> None:
             "wql_relgm": [1.20, 0.70, 0.90, 0.65],
         }
     )
-    text = report.backtest_headline(board, make_forecasts(make_clean()))
+    text = forecast_backtest.backtest_headline(board, make_forecasts(make_clean()))
     assert "Best single model by WQL relgm: **ratio\\_best**" in text
     assert "by MASE relgm: **mase\\_best** (MASE relgm 0.600)" in text
     assert markdown_text("near_zero") not in text and "wql_mean" not in text
-    assert report.leaderboard_table(board)["model"].tolist()[:2] == ["selected", "ratio_best"]
+    assert forecast_backtest.leaderboard_table(board)["model"].tolist()[:2] == [
+        "selected",
+        "ratio_best",
+    ]
 
 
 def test_ranked_risks_orders_by_score_then_deadline() -> None:
     t = FORECAST_START
     hours = [5, 2, None, 10, 0, None]
+    scores = [3, 3, 3, 4, 0, 3]
     risk = pd.DataFrame(
         {
             "resource_id": ["a", "b", "c", "d", "e", "f"],
             "metric": "cpu_utilization",
-            "risk_score": [3, 3, 3, 4, 0, 3],
+            "finding": "at_risk",
+            "metric_finding": "at_risk",
+            "risk_score": scores,
+            "metric_risk_score": scores,
             "act_by": [t + pd.Timedelta(hours=h) if h is not None else pd.NaT for h in hours],
             "p_breach_critical": [0.5, 0.4, 0.9, 0.7, 0.0, 0.95],
         }
-    )
-    ranked = report.ranked_risks(risk.sample(frac=1, random_state=1))
+    ).reindex(columns=list(RISK_REPORT_COLUMNS))  # the rest of the contract left empty
+    ranked = capacity_risk.ranked_risks(risk.sample(frac=1, random_state=1))
     # Score 4 first; among score 3 the earliest deadline, then no deadline by P(critical);
     # score 0 is not a risk.
     assert ranked["resource_id"].tolist() == ["d", "b", "a", "f", "c"]
     assert ranked["rank"].tolist() == [1, 2, 3, 4, 5]
-    assert report.ranked_risks(risk, top_n=2)["resource_id"].tolist() == ["d", "b"]
+    assert capacity_risk.ranked_risks(risk, top_n=2)["resource_id"].tolist() == ["d", "b"]
 
 
 def test_full_risk_report_ranks_by_metric_score_and_flags_overdue_action() -> None:
-    risk = make_full_risk()
-    ranked = report.ranked_risks(risk)
+    risk = make_risk()
+    ranked = capacity_risk.ranked_risks(risk)
     # Resource-level risk_score ties i-web-1's two metrics at 4; the metric score separates them.
     assert ranked["metric_risk_score"].is_monotonic_decreasing
     assert ranked.iloc[0][["resource_id", "metric"]].tolist() == ["i-web-1", "cpu_utilization"]
@@ -518,31 +569,35 @@ def test_full_risk_report_ranks_by_metric_score_and_flags_overdue_action() -> No
     row = overdue.index[overdue["act_by"].notna()][0]
     overdue.loc[row, "act_by"] = FORECAST_START - pd.Timedelta(hours=3)
     overdue.loc[row, "act_now"] = True
-    text = report.risk_headline(overdue)
+    text = capacity_risk.risk_headline(overdue)
     stamp = (FORECAST_START - pd.Timedelta(hours=3)).strftime("%Y-%m-%d %H:%M UTC")
     assert f"First action **now** (act-by {stamp} has passed)" in text
     named = [markdown_text(overdue.loc[row, c]) for c in ("resource_id", "metric")]
     assert f"**{named[0]} {named[1]}**" in text
-    # Thresholds come from the report's own columns (the config passed is ignored).
-    levels = report.threshold_lookup(risk, {"thresholds": {}, "service_overrides": {}})
+    # Thresholds come from the report's own columns.
+    levels = capacity_risk.threshold_lookup(risk)
     assert levels["i-db-1|memory_utilization"] == {"warning": 80.0, "critical": 95.0}
 
 
 def test_findings_count_resources_once_when_finding_is_per_resource() -> None:
-    rows = report.findings_table(make_risk()).set_index("finding")
-    assert rows.loc["total", "total"] == len(make_risk())
-    full = make_full_risk()
-    resources = report.findings_table(full).set_index("finding")
-    assert resources.loc["total", "total"] == full["resource_id"].nunique()
-    expected = full.drop_duplicates("resource_id")["finding"].value_counts()
+    risk = make_risk()
+    resources = capacity_risk.findings_table(risk).set_index("finding")
+    assert resources.loc["total", "total"] == risk["resource_id"].nunique()
+    expected = risk.drop_duplicates("resource_id")["finding"].value_counts()
     assert resources["total"].drop("total").to_dict() == expected.to_dict()
-    assert report.findings_figure(full).axes[0].get_ylabel() == "resources"
+    assert capacity_risk.findings_figure(risk).axes[0].get_ylabel() == "resources"
+
+
+def test_the_risk_report_fixtures_honour_the_contract() -> None:
+    capacity_risk.check_risk_report(make_risk(), make_service_capacity())
+    with pytest.raises(InputDataError, match="column 'metric_risk_score'"):
+        capacity_risk.check_risk_report(make_risk().drop(columns="metric_risk_score"))
 
 
 def test_breach_matrix_is_resources_by_days_with_max_over_metrics() -> None:
     risk = make_risk()
     daily = make_daily_breach(risk)
-    matrix = report.breach_matrix(daily)
+    matrix = capacity_risk.breach_matrix(daily)
     assert matrix.shape == (risk["resource_id"].nunique(), daily["day"].nunique())
     expected_peak = risk.groupby("resource_id")["p_breach_critical"].max()
     last_day = matrix.columns.max()
@@ -550,9 +605,9 @@ def test_breach_matrix_is_resources_by_days_with_max_over_metrics() -> None:
         assert matrix.loc[resource, last_day] == pytest.approx(peak)
     # Rows by peak probability, highest first.
     assert matrix.index[0] == expected_peak.idxmax()
-    assert report.breach_matrix(daily, max_resources=2).shape == (2, daily["day"].nunique())
+    assert capacity_risk.breach_matrix(daily, max_resources=2).shape == (2, daily["day"].nunique())
 
-    fig = report.breach_heatmap(matrix)
+    fig = capacity_risk.breach_heatmap(matrix)
     image = fig.axes[0].images[0].get_array()
     np.testing.assert_allclose(np.asarray(image), matrix.to_numpy(dtype=float))
 
@@ -569,7 +624,7 @@ def test_fan_chart_draws_inner_and_outer_bands() -> None:
     clean = make_clean()
     forecasts = make_forecasts(clean)
     sid = series_id("i-web-1", "cpu_utilization")
-    fig = report.fan_chart_figure(clean, forecasts, [sid], history_hours=24)
+    fig = common.fan_chart_figure(clean, forecasts, [sid], history_hours=24)
     ax = fig.axes[0]
     final = forecasts[(forecasts["model"] == "selected") & (forecasts["series_id"] == sid)]
     inner = _band(ax, "P10-P90")
@@ -588,19 +643,15 @@ def test_fan_chart_with_only_one_band_available() -> None:
         ["model", "resource_id", "metric", "series_id", "timestamp", "mean", "q0.05", "q0.95"]
     ]
     sid = series_id("i-db-1", "cpu_utilization")
-    ax = report.fan_chart_figure(clean, forecasts, [sid]).axes[0]
+    ax = common.fan_chart_figure(clean, forecasts, [sid]).axes[0]
     assert [c.get_label() for c in ax.collections if isinstance(c, PolyCollection)] == ["P5-P95"]
-    assert report.band_levels((0.5,), 0.1, 0.9) is None
+    assert common.band_levels((0.5,), 0.1, 0.9) is None
 
 
 def test_risk_fan_charts_mark_thresholds_and_eta() -> None:
     clean = make_clean()
     risk = make_risk()
-    cfg = {
-        "thresholds": {"cpu_utilization": {"warning": 70, "critical": 90}},
-        "service_overrides": {},
-    }
-    fig = report.risk_fan_charts(risk, clean, make_forecasts(clean), top_n=1, risk_cfg=cfg)
+    fig = capacity_risk.risk_fan_charts(risk, clean, make_forecasts(clean), top_n=1)
     ax = fig.axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
     assert "warning 70" in labels and "critical 90" in labels
@@ -608,25 +659,24 @@ def test_risk_fan_charts_mark_thresholds_and_eta() -> None:
     assert "i-web-1|cpu_utilization" in ax.get_title()
 
 
-def test_threshold_lookup_prefers_report_columns_then_service_overrides() -> None:
+def test_threshold_lookup_reads_the_levels_the_report_was_judged_against() -> None:
     risk = make_risk()
+    risk.loc[risk["metric"] == "memory_utilization", "warning_threshold"] = np.nan
+    risk.loc[risk["resource_id"] == "i-web-1", ["warning_threshold", "critical_threshold"]] = np.nan
+    levels = capacity_risk.threshold_lookup(risk)
+    assert levels["i-db-1|cpu_utilization"] == {"warning": 70.0, "critical": 90.0}
+    assert levels["i-db-1|memory_utilization"] == {"critical": 95.0}
+    assert "i-web-1|cpu_utilization" not in levels  # no threshold for it
     cfg = {
         "thresholds": {"cpu_utilization": {"warning": 70, "critical": 90}},
         "service_overrides": {"db": {"cpu_utilization": {"warning": 50, "critical": 60}}},
     }
-    levels = report.threshold_lookup(risk, cfg)
-    assert levels["i-web-1|cpu_utilization"] == {"warning": 70.0, "critical": 90.0}
-    assert levels["i-db-1|cpu_utilization"] == {"warning": 50.0, "critical": 60.0}
-    assert "i-web-1|memory_utilization" not in levels  # no threshold configured for it
-    exact = risk.assign(warning_threshold=75.0, critical_threshold=85.0)
-    assert report.threshold_lookup(exact, cfg)["i-db-1|cpu_utilization"] == {
-        "warning": 75.0,
-        "critical": 85.0,
-    }
     # A notebook opened by hand shows the schema's levels; the workflow passes the run's.
-    defaults = report.risk_levels(None, None)
+    defaults = capacity_risk.risk_levels(None, None)
     assert defaults["thresholds"]["cpu_utilization"] == {"warning": 70, "critical": 90}
-    table = report.thresholds_table(report.risk_levels(cfg["thresholds"], cfg["service_overrides"]))
+    table = capacity_risk.thresholds_table(
+        capacity_risk.risk_levels(cfg["thresholds"], cfg["service_overrides"])
+    )
     assert table.values.tolist() == [
         ["every service", "cpu_utilization", 70.0, 90.0],
         ["service db", "cpu_utilization", 50.0, 60.0],
@@ -649,31 +699,31 @@ def test_quality_headline_and_flagged_table() -> None:
             "balanced": [True, False],
         }
     )
-    text = report.quality_headline(quality, recon)
+    text = data_quality.quality_headline(quality, recon)
     assert f"**{len(quality)} series**" in text
     assert "Rows read 1,500: kept 1,485 (repaired 3), quarantined 15 (1.0%)" in text
     flagged = (quality["flags"].fillna("") != "") | quality["too_short"]
     assert f"**{int(flagged.sum())} series flagged**" in text
     assert "**1 source file does not reconcile**" in text
-    table = report.flagged_series_table(quality)
+    table = data_quality.flagged_series_table(quality)
     assert len(table) == int(flagged.sum())
     assert table["coverage"].is_monotonic_increasing
-    assert report.flag_counts(quality).set_index("flag")["series"].to_dict() == {
+    assert data_quality.flag_counts(quality).set_index("flag")["series"].to_dict() == {
         "long_gap": 1,
         "low_coverage": 1,
         "pegged": 1,
     }
-    reasons = report.quarantine_reason_counts(make_quarantine())
+    reasons = data_quality.quarantine_reason_counts(make_quarantine())
     assert reasons["reason"].tolist()[0] == "non_numeric_value"
     assert reasons["rows"].sum() == len(make_quarantine())
 
 
 def test_rightsizing_table_and_fleet_savings() -> None:
     risk = make_risk()
-    table = report.rightsizing_table(risk)
+    table = capacity_risk.rightsizing_table(risk)
     # One row per resource with a non-zero delta, biggest saving first.
     assert table["resource_id"].tolist() == ["i-db-1", "i-web-2"]
-    money = report.monthly_savings(table)
+    money = capacity_risk.monthly_savings(table)
     assert money == {"savings": 70.0, "extra_cost": 35.0, "net": -35.0}
 
 
@@ -682,36 +732,25 @@ def test_styled_tables_show_readable_numbers_and_utc_times() -> None:
     table = pd.DataFrame(
         {"cost": [12345.678], "wql": [0.04567], "mase": [1.2345], "act_by": [act_by]}
     )
-    html = report.styled(table).to_html()
+    html = common.styled(table).to_html()
     assert "12,346" in html and "0.046" in html and "1.23" in html
     assert act_by.strftime("%Y-%m-%d %H:%M UTC") in html
-    assert report.format_timestamp(pd.NaT) == "-"
+    assert common.format_timestamp(pd.NaT) == "-"
 
 
 def test_service_plan_orders_biggest_change_first() -> None:
-    plan = pd.DataFrame(
-        {
-            "service": ["a", "b", "c"],
-            "current_instances": [4, 2, 3],
-            "recommended_instances": [4, 5, 2],
-            "advice": ["keep", "add", "remove"],
-        }
-    )
-    table = report.service_plan_table(plan)
-    assert table["service"].tolist() == ["b", "c", "a"]
-    assert table["change"].tolist() == [3, -1, 0]
-    # The risk stage's own instance_delta wins over a recomputed change.
-    with_delta = report.service_plan_table(plan.assign(instance_delta=[0, -5, 1]))
-    assert with_delta["service"].tolist() == ["b", "c", "a"]
-    assert "change" not in with_delta.columns
+    plan = make_service_capacity().assign(instance_delta=[-1, 3])
+    table = capacity_risk.service_plan_table(plan)
+    assert table["service"].tolist() == ["web", "db"]
+    assert list(table.columns) == list(SERVICE_CAPACITY_COLUMNS)
 
 
 def test_leaderboard_highlights_selected_row() -> None:
     board = make_leaderboard()
-    table = report.leaderboard_table(board)
+    table = forecast_backtest.leaderboard_table(board)
     assert table["wql_relgm"].is_monotonic_increasing
     row = table.index[table["model"] == "selected"][0]
-    html = report.style_leaderboard(board).to_html()
+    html = forecast_backtest.style_leaderboard(board).to_html()
     rule = re.search(r"([^{}]*)\{\s*background-color: #fff3b0", html)
     assert rule is not None
     selectors = re.findall(r"_row(\d+)_col\d+", rule.group(1))
@@ -721,7 +760,7 @@ def test_leaderboard_highlights_selected_row() -> None:
 def test_backtest_headline_and_error_boxplots() -> None:
     clean = make_clean()
     forecasts = make_forecasts(clean)
-    text = report.backtest_headline(make_leaderboard(), forecasts)
+    text = forecast_backtest.backtest_headline(make_leaderboard(), forecasts)
     assert "over 6 series x 2 windows" in text
     assert (
         "Best single model by WQL relgm: **auto\\_ets** (WQL relgm 0.750, MASE relgm 0.820)" in text
@@ -733,11 +772,11 @@ def test_backtest_headline_and_error_boxplots() -> None:
     assert "auto\\_ets (6)" in text  # names from the data are escaped Markdown
 
     metrics = make_metrics()
-    fig = report.error_boxplots(metrics)
+    fig = forecast_backtest.error_boxplots(metrics)
     assert len(fig.axes) == 2
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert sorted(labels) == sorted(metrics["model"].unique())
-    errors = report.per_series_errors(metrics)
+    errors = forecast_backtest.per_series_errors(metrics)
     # The selection window (window 0) is left out of the per-series means.
     scored = metrics[~metrics["is_selection_window"]]
     one = scored[
@@ -752,23 +791,25 @@ def test_backtest_headline_and_error_boxplots() -> None:
 def test_series_choice_is_reproducible_and_growth_ranks_trend_first() -> None:
     clean = make_clean()
     forecasts = make_forecasts(clean)
-    picked = report.sample_series_ids(forecasts, 3)
-    assert picked == report.sample_series_ids(forecasts, 3)
+    picked = forecast_backtest.sample_series_ids(forecasts, 3)
+    assert picked == forecast_backtest.sample_series_ids(forecasts, 3)
     assert len(set(picked)) == 3
-    assert len(report.sample_series_ids(forecasts, 100)) == forecasts["series_id"].nunique()
-    ranked = report.growth_ranked_series(forecasts, clean, 2)
+    assert (
+        len(forecast_backtest.sample_series_ids(forecasts, 100)) == forecasts["series_id"].nunique()
+    )
+    ranked = forecast_backtest.growth_ranked_series(forecasts, clean, 2)
     assert ranked[0] == "i-web-1|cpu_utilization"
 
 
 def test_read_helpers_name_the_missing_path(tmp_path: Path) -> None:
     with pytest.raises(InputDataError, match="no parquet partitions found"):
-        report.read_partitions(tmp_path)
+        common.read_partitions(tmp_path)
     with pytest.raises(InputDataError, match=re.escape(str(tmp_path / "x.csv"))):
-        report.read_table(tmp_path / "x.csv")
+        common.read_table(tmp_path / "x.csv")
     (tmp_path / "p1.parquet").write_bytes(b"")
     make_clean().head(3).to_parquet(tmp_path / "p1.parquet")
     make_clean().head(2).to_parquet(tmp_path / "resources.parquet")
-    frame = report.read_partitions(tmp_path, exclude=["resources.parquet"])
+    frame = common.read_partitions(tmp_path, exclude=["resources.parquet"])
     assert len(frame) == 3 and set(frame["partition"]) == {"p1"}
 
 
@@ -778,48 +819,54 @@ def test_results_dir_falls_back_to_the_project_root(tmp_path: Path, monkeypatch)
     elsewhere = tmp_path / "notebooks"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    assert report.resolve_results_dir("results", project) == project / "results"
+    assert common.resolve_results_dir("results", project) == project / "results"
     (elsewhere / "results").mkdir()
-    assert report.resolve_results_dir("results", project) == Path("results")
-    assert report.resolve_results_dir(tmp_path, project) == tmp_path
+    assert common.resolve_results_dir("results", project) == Path("results")
+    assert common.resolve_results_dir(tmp_path, project) == tmp_path
 
 
 EMPTY_CLEAN = pd.DataFrame(columns=list(CLEAN_COLUMNS))
 EMPTY_FIGURES = {
-    "coverage": lambda: report.coverage_figure(pd.DataFrame(columns=list(QUALITY_COLUMNS))),
-    "gaps": lambda: report.gaps_figure(pd.DataFrame(columns=list(QUALITY_COLUMNS))),
-    "values": lambda: report.value_distribution_figure(EMPTY_CLEAN),
-    "quarantine": lambda: report.quarantine_reasons_figure(
+    "coverage": lambda: data_quality.coverage_figure(pd.DataFrame(columns=list(QUALITY_COLUMNS))),
+    "gaps": lambda: data_quality.gaps_figure(pd.DataFrame(columns=list(QUALITY_COLUMNS))),
+    "values": lambda: data_quality.value_distribution_figure(EMPTY_CLEAN),
+    "quarantine": lambda: data_quality.quarantine_reasons_figure(
         pd.DataFrame(columns=list(QUARANTINE_COLUMNS))
     ),
-    "errors": lambda: report.error_boxplots(pd.DataFrame(columns=["model", "series_id", "mase"])),
-    "fan": lambda: report.fan_chart_figure(EMPTY_CLEAN, pd.DataFrame(columns=["model"]), []),
-    "heatmap": lambda: report.breach_heatmap(
-        report.breach_matrix(pd.DataFrame(columns=["resource_id", "metric", "day"]))
+    "errors": lambda: forecast_backtest.error_boxplots(
+        pd.DataFrame(columns=["model", "series_id", "mase"])
     ),
-    "risk_fans": lambda: report.risk_fan_charts(
+    "fan": lambda: common.fan_chart_figure(EMPTY_CLEAN, pd.DataFrame(columns=["model"]), []),
+    "heatmap": lambda: capacity_risk.breach_heatmap(
+        capacity_risk.breach_matrix(pd.DataFrame(columns=["resource_id", "metric", "day"]))
+    ),
+    "risk_fans": lambda: capacity_risk.risk_fan_charts(
         make_risk().iloc[0:0], EMPTY_CLEAN, pd.DataFrame(columns=["model"]), 5
     ),
-    "findings": lambda: report.findings_figure(make_risk().iloc[0:0]),
-    "raw": lambda: report.samples_per_hour_figure(pd.DataFrame(columns=list(RAW_COLUMNS))),
-    "clean": lambda: report.clean_series_figure(EMPTY_CLEAN, []),
-    "profile": lambda: report.hourly_profile_figure(pd.DataFrame()),
+    "findings": lambda: capacity_risk.findings_figure(make_risk().iloc[0:0]),
+    "raw": lambda: exploration.samples_per_hour_figure(pd.DataFrame(columns=list(RAW_COLUMNS))),
+    "clean": lambda: exploration.clean_series_figure(EMPTY_CLEAN, []),
+    "profile": lambda: exploration.hourly_profile_figure(pd.DataFrame()),
 }
 
 
 @pytest.mark.parametrize("name", sorted(EMPTY_FIGURES))
 def test_figures_on_empty_input_say_no_data(name: str) -> None:
     fig = EMPTY_FIGURES[name]()
-    assert report.is_empty_figure(fig)
+    assert common.is_empty_figure(fig)
     fig.canvas.draw()  # renders without error
 
 
 def test_empty_tables_keep_their_columns() -> None:
     empty_risk = make_risk().iloc[0:0]
-    assert "act_by" in report.ranked_risks(empty_risk, 3).columns
-    assert "monthly_cost_delta_usd" in report.rightsizing_table(empty_risk).columns
-    assert report.monthly_savings(empty_risk) == {"savings": 0.0, "extra_cost": 0.0, "net": 0.0}
-    assert "No resource at risk" in report.risk_headline(empty_risk)
+    assert "act_by" in capacity_risk.ranked_risks(empty_risk, 3).columns
+    assert "monthly_cost_delta_usd" in capacity_risk.rightsizing_table(empty_risk).columns
+    assert capacity_risk.monthly_savings(empty_risk) == {
+        "savings": 0.0,
+        "extra_cost": 0.0,
+        "net": 0.0,
+    }
+    assert "No resource at risk" in capacity_risk.risk_headline(empty_risk)
 
 
 # --------------------------------------------------------------------------------------------
@@ -845,7 +892,7 @@ def execute_notebook(name: str, results: Path, out_dir: Path, **params: object) 
 
 def to_html(notebook: Path) -> str:
     """Convert as the render_report rule does."""
-    from capforecast.report_html import notebook_html
+    from capforecast.reports.html import notebook_html
 
     return notebook_html(notebook, hide_code=True)
 
@@ -862,7 +909,7 @@ def test_notebook_files_are_parameterised(name: str) -> None:
     assert nb.metadata["kernelspec"]["name"] == "python3"
     assert nb.metadata["language_info"]["name"] == "python"
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
-    assert "capforecast" in code_cells[0].source and "sys.path" in code_cells[0].source
+    assert "capforecast" in code_cells[0].source and "sys.path" not in code_cells[0].source
     params = [c for c in code_cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
     namespace: dict[str, object] = {}
@@ -904,7 +951,7 @@ def test_notebook_runs_without_errors_and_plots(executed: dict[str, Path], name:
 @pytest.mark.slow
 @pytest.mark.xdist_group(NOTEBOOK_GROUP)
 def test_capacity_risk_report_says_what_to_do_first(executed: dict[str, Path]) -> None:
-    risk = make_full_risk()  # the scored resources; the stopped one has an earlier act_by
+    risk = make_risk()  # the scored resources; the stopped one has an earlier act_by
     first = risk.loc[risk["act_by"].idxmin()]
     markdown = [
         "".join(o["data"]["text/markdown"])
@@ -937,7 +984,7 @@ def test_html_report_is_self_contained_without_code(executed: dict[str, Path], n
     assert sources, "no images in the HTML"
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert "sys.path.insert" not in html
-    assert "report.read_table" not in html and "report.read_partitions" not in html
+    assert "common.read_table" not in html and "common.read_partitions" not in html
     assert "Headline" in html  # markdown cells stay
     # opens offline: no script or stylesheet from anywhere else
     assert not re.findall(r'<(?:script|link)[^>]*\b(?:src|href)="(?:https?:)?//', html)
@@ -947,7 +994,7 @@ def test_html_report_is_self_contained_without_code(executed: dict[str, Path], n
 def declared_inputs(results: Path, name: str) -> dict[str, object]:
     """The inputs the render_report rule declares for report ``name``, as it passes them."""
     inputs: dict[str, object] = {
-        key: str(results / relative) for key, relative in report.REPORT_INPUTS[name].items()
+        key: str(results / relative) for key, relative in common.REPORT_INPUTS[name].items()
     }
     inputs["clean"] = [str(p) for p in sorted((results / "clean").glob("*.parquet"))]
     return inputs
@@ -1020,7 +1067,7 @@ def test_fallbacks_are_named_in_the_forecast_report() -> None:
             "model_used": ["seasonal_naive_daily (fallback: model_failed)"] * 2 + ["theta"],
         }
     )
-    table = report.fallback_table(metrics, forecasts)
+    table = forecast_backtest.fallback_table(metrics, forecasts)
     assert table[["stage", "model", "series_id"]].values.tolist() == [
         ["backtest", "seasonal_naive_weekly", "a|cpu_utilization"],
         ["final", "prophet", "a|cpu_utilization"],
@@ -1029,5 +1076,5 @@ def test_fallbacks_are_named_in_the_forecast_report() -> None:
     board = pd.DataFrame(
         {"model": ["seasonal_naive_weekly", "theta"], "n_fallback": [2, 0], "wql_relgm": [1, 1]}
     )
-    assert "seasonal\\_naive\\_weekly (2)" in report.backtest_headline(board, forecasts)
-    assert report.fallback_table(metrics.iloc[2:], forecasts.iloc[2:]).empty
+    assert "seasonal\\_naive\\_weekly (2)" in forecast_backtest.backtest_headline(board, forecasts)
+    assert forecast_backtest.fallback_table(metrics.iloc[2:], forecasts.iloc[2:]).empty

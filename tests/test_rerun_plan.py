@@ -94,10 +94,10 @@ EVALUATION = BACKTESTS | {"leaderboard", "combine_forecasts"}
 TRAINING = MODEL_JOBS | {"leaderboard", "combine_forecasts"}
 
 # Library file -> jobs whose code digest must change when it changes (the scripts, and the
-# report notebooks, that import it directly or not). Importing any capforecast.models module
-# runs models/__init__.py, which imports every model module; config.py imports no stage module
-# (the generator validates its config with it, so an ETL or risk edit does not regenerate the
-# fleet).
+# report notebooks, that import it directly or not). Importing any capforecast.forecast.models
+# module runs models/__init__.py, whose model specs name every model's core module (imported
+# when that model runs), so every model module counts; config.py imports no stage module (the
+# generator validates its config with it, so an ETL or risk edit does not regenerate the fleet).
 ETL = {"ingest_partition", "ingest_resources", "series_index"}
 CUTTING = {"holdout_span", "holdout_partition", "clean_partition", "decision_scores"}
 EXPECTED_CODE: dict[str, set[str]] = {
@@ -105,45 +105,66 @@ EXPECTED_CODE: dict[str, set[str]] = {
     "contracts.py": EVERYTHING - {"series_index"},
     **dict.fromkeys(
         ["metric_names.py", "metric_names.yaml", "timestamps.py"],
-        EVERYTHING - {"series_index", "risk_report"},
+        EVERYTHING - TRAINING - {"series_index", "risk_report", DQ, FB},
     ),
-    "config.py": GENERATE | TRAINING | REPORTS,
+    "config.py": GENERATE | {CR},
+    # A stage package's __init__.py runs with any of its modules.
+    "data/__init__.py": GENERATE | ETL | CUTTING | {"quality", "features_partition", "risk_report"},
+    "forecast/__init__.py": TRAINING | REPORTS | {"risk_report", "decision_scores"},
+    "risk/__init__.py": {"risk_report", "decision_scores"},
+    "decision/__init__.py": {"decision_scores", CR},
+    "reports/__init__.py": REPORTS,
     "settings.py": TRAINING | REPORTS | {"risk_report", "decision_scores"},
     **dict.fromkeys(
         [
-            "models/__init__.py",
-            "models/autogluon_model.py",
-            "models/base.py",
-            "models/baselines.py",
-            "models/fallback.py",
-            "models/profiles.py",
-            "models/prophet_model.py",
-            "models/stats.py",
+            "forecast/models/__init__.py",
+            "forecast/models/autogluon_model.py",
+            "forecast/models/base.py",
+            "forecast/models/baselines.py",
+            "forecast/models/fallback.py",
+            "forecast/models/pool.py",
+            "forecast/models/specs.py",
+            "forecast/models/profiles.py",
+            "forecast/models/prophet_model.py",
+            "forecast/models/stats.py",
         ],
         TRAINING | REPORTS | {"decision_scores"},
     ),
-    "capacity.py": ETL - {"series_index"}
+    "data/capacity.py": ETL - {"series_index"}
     | CUTTING
     | {"quality", "features_partition", "risk_report"},
     **dict.fromkeys(
-        ["scale.py", "validate.py", "value_limits.py"],
+        ["data/scale.py", "data/validate.py", "data/value_limits.py"],
         ETL - {"series_index"} | CUTTING | {"quality", "features_partition"},
     ),
-    "resample.py": CUTTING | {"quality", "features_partition"},
-    "quality.py": CUTTING | {"quality"},
-    "holdout.py": CUTTING,
-    "synth.py": GENERATE,
-    "ingest.py": {"ingest_partition", "ingest_resources", "features_partition"},
-    "series_index.py": {"series_index", "features_partition"},
-    "features.py": {"features_partition"},
-    "history_check.py": MODEL_JOBS,
-    "panel.py": TRAINING,
-    "train.py": TRAINING,
-    **dict.fromkeys(["backtest.py", "calibration.py", "evaluate.py", "selection.py"], EVALUATION),
-    "metrics.py": EVALUATION | REPORTS,
-    "no_data.py": {"combine_forecasts", "risk_report", "decision_scores"},
-    **{name: {"risk_report"} for name in ("risk.py", "risk_capacity.py", "risk_probability.py")},
-    "rightsizing.py": {"risk_report", "decision_scores"},
+    "data/resample.py": CUTTING | {"quality", "features_partition"},
+    "data/quality.py": CUTTING | {"quality"},
+    "data/holdout.py": CUTTING,
+    "data/synth.py": GENERATE,
+    "data/ingest.py": {"ingest_partition", "ingest_resources", "features_partition"},
+    "data/series_index.py": {"series_index", "features_partition"},
+    "data/features.py": {"features_partition"},
+    "forecast/history_check.py": MODEL_JOBS,
+    "forecast/panel.py": TRAINING,
+    "forecast/fit.py": TRAINING,
+    # The SageMaker / command-line entry point: no rule runs it.
+    "train.py": set(),
+    **dict.fromkeys(
+        [
+            "forecast/backtest.py",
+            "forecast/calibration.py",
+            "forecast/evaluate.py",
+            "forecast/selection.py",
+        ],
+        EVALUATION,
+    ),
+    "forecast/metrics.py": EVALUATION | REPORTS,
+    "forecast/no_data.py": {"combine_forecasts", "risk_report", "decision_scores"},
+    **{
+        name: {"risk_report"}
+        for name in ("risk/assess.py", "risk/capacity.py", "risk/probability.py")
+    },
+    "risk/rightsizing.py": {"risk_report", "decision_scores"},
     "csv_tables.py": {"quality", "combine_forecasts", "risk_report", "decision_scores"} | REPORTS,
     "spreadsheet.py": {
         "clean_partition",
@@ -155,16 +176,24 @@ EXPECTED_CODE: dict[str, set[str]] = {
         "decision_scores",
     }
     | REPORTS,
-    "decision.py": {"decision_scores"},
-    "decision_report.py": {"decision_scores", CR},
+    "decision/scores.py": {"decision_scores"},
+    "decision/tables.py": {"decision_scores", CR},
     "escape.py": {"decision_scores"} | REPORTS,
-    **dict.fromkeys(["report.py", "report_html.py", "templates/offline/conf.json"], REPORTS),
-    "templates/offline/index.html.j2": REPORTS,
+    **dict.fromkeys(
+        ["reports/common.py", "reports/html.py", "reports/templates/offline/conf.json"], REPORTS
+    ),
+    # Each report's own module: its report only.
+    "reports/data_quality.py": {DQ},
+    "reports/forecast_backtest.py": {FB},
+    "reports/capacity_risk.py": {CR},
+    # The exploration notebooks (notebooks/0*.ipynb): no rule renders them.
+    "reports/exploration.py": set(),
+    "reports/templates/offline/index.html.j2": REPORTS,
     # Used by rules/common.smk when the DAG is built, by no job.
     "code_digest.py": set(),
-    "partitions.py": set(),
+    "data/partitions.py": set(),
     # The benchmark's untouched peers: no rule imports them.
-    "models/peers.py": set(),
+    "forecast/models/peers.py": set(),
 }
 
 CUT = "2026-08-11T00:00:00Z"

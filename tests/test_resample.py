@@ -1,4 +1,5 @@
-"""Regular grids (capforecast.resample) and the per-series quality table (capforecast.quality)."""
+"""Regular grids (capforecast.data.resample) and the per-series quality table
+(capforecast.data.quality)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import quality, resample, validate
 from capforecast.config import validated_config
 from capforecast.contracts import CLEAN_COLUMNS, QUALITY_COLUMNS
+from capforecast.data import quality, resample, validate
 
 T0 = pd.Timestamp("2024-05-01 00:00", tz="UTC")
 

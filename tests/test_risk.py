@@ -12,17 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import resample, validate
 from capforecast.config import validated_config
 from capforecast.contracts import CLEAN_COLUMNS, RESOURCE_COLUMNS, quantile_column
+from capforecast.data import resample, validate
 from capforecast.errors import ConfigError, ForecastInputError
-from capforecast.rightsizing import HOURS_PER_MONTH
-from capforecast.risk import assess_risk
-from capforecast.risk_probability import (
+from capforecast.risk.assess import assess_risk
+from capforecast.risk.probability import (
     breach_probabilities,
     exceedance_probability,
     first_crossings,
 )
+from capforecast.risk.rightsizing import HOURS_PER_MONTH
 from capforecast.settings import RiskSettings, risk_settings
 
 START = pd.Timestamp("2026-09-12", tz="UTC")

@@ -1,4 +1,4 @@
-"""Percentages on a 0-1 scale (capforecast.scale): converted on evidence, never an idle VM.
+"""Percentages on a 0-1 scale (capforecast.data.scale): converted on evidence, never an idle VM.
 
 Real data first: the Bitbrains VMs (percent) must never be converted, whatever window of them
 a user hands in, and the same windows divided by 100 mostly must.
@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import quality, resample, scale, validate
 from capforecast.config import validated_config
 from capforecast.contracts import RAW_COLUMNS
+from capforecast.data import quality, resample, scale, validate
 
 BITBRAINS = Path(__file__).resolve().parent / "data" / "bitbrains-rnd" / "long"
 PERCENT = ["cpu_utilization", "memory_utilization"]

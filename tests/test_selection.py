@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast.backtest import run_backtest
 from capforecast.config import validated_config
 from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError, ForecastInputError
-from capforecast.metrics import RELGM_CLIP, leaderboard, score_predictions
-from capforecast.models.base import ForecastRequest, finalize_forecast, future_timestamps
-from capforecast.selection import (
+from capforecast.forecast.backtest import run_backtest
+from capforecast.forecast.metrics import RELGM_CLIP, leaderboard, score_predictions
+from capforecast.forecast.models.base import ForecastRequest, finalize_forecast, future_timestamps
+from capforecast.forecast.selection import (
     REASON_DEFAULT,
     REASON_OTHER_METRIC,
     REASON_SCORED,

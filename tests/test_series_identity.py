@@ -13,20 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import (
-    features,
-    ingest,
-    metric_names,
-    quality,
-    resample,
-    series_index,
-    train,
-    validate,
-)
+from capforecast import metric_names
 from capforecast.config import validated_config
 from capforecast.contracts import series_id, split_series_id
+from capforecast.data import features, ingest, quality, resample, series_index, validate
 from capforecast.errors import InputDataError
-from capforecast.panel import metric_of, series_bounds
+from capforecast.forecast import fit
+from capforecast.forecast.panel import metric_of, series_bounds
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
 HOSTILE_RESOURCES = ("a|b", "a", "|", "||x", "a|", "vm 1", "x,y", "日本", "=cmd()", "NA", "0012")
@@ -101,7 +94,7 @@ def test_a_separator_in_resource_ids_keeps_series_apart_from_file_to_forecast(tm
     assert bounds["a|b|cpu_utilization"] == (0.0, 100.0)
     assert bounds["a|b_cpu_utilization"] == (0.0, None)
 
-    forecast = train.fit_forecast(
+    forecast = fit.fit_forecast(
         "seasonal_naive_daily",
         panel,
         forecast_cfg=forecast_settings(cfg["forecast"]),

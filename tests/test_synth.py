@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import synth
 from capforecast.config import load_config, validated_config
 from capforecast.contracts import RAW_COLUMNS, RESOURCE_COLUMNS
+from capforecast.data import synth
 from capforecast.errors import ConfigError
 
 START = "2026-03-02"  # a Monday

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import ingest
 from capforecast.config import validated_config
+from capforecast.data import ingest
 from capforecast.errors import ConfigError, InputDataError
 
 START = pd.Timestamp("2024-05-01 00:00", tz="UTC")

@@ -11,7 +11,8 @@ from capforecast import train
 from capforecast.config import validated_config
 from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError
-from capforecast.models.base import trim_history
+from capforecast.forecast import fit
+from capforecast.forecast.models.base import trim_history
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
 
@@ -46,9 +47,9 @@ def test_trim_history_keeps_the_most_recent_points_of_each_series():
 
 def test_model_quantiles_include_extra_levels_and_the_median():
     cfg = validated_config({"forecast": {"quantiles": [0.9, 0.1, 0.5], "extra_quantiles": [0.05]}})
-    levels = train.model_quantiles(forecast_settings(cfg["forecast"]))
+    levels = fit.model_quantiles(forecast_settings(cfg["forecast"]))
     assert levels == (0.05, 0.1, 0.5, 0.9)
-    assert train.model_quantiles(forecast_settings(validated_config({})["forecast"])) == (
+    assert fit.model_quantiles(forecast_settings(validated_config({})["forecast"])) == (
         0.02,
         0.05,
         0.1,
@@ -63,7 +64,7 @@ def test_model_quantiles_include_extra_levels_and_the_median():
 
 def test_fit_forecast_returns_the_contract_and_respects_bounds():
     cfg = validated_config({"forecast": {"horizon": 12}})
-    out = train.fit_forecast(
+    out = fit.fit_forecast(
         "seasonal_naive_daily",
         feature_panel(),
         forecast_cfg=forecast_settings(cfg["forecast"]),
@@ -73,7 +74,7 @@ def test_fit_forecast_returns_the_contract_and_respects_bounds():
     )
     assert out.groupby("series_id").size().tolist() == [12, 12]
     assert set(out["model"]) == {"seasonal_naive_daily"}
-    for q in train.model_quantiles(forecast_settings(cfg["forecast"])):
+    for q in fit.model_quantiles(forecast_settings(cfg["forecast"])):
         assert quantile_column(q) in out.columns
     cpu = out[out["metric"] == "cpu_utilization"]
     assert cpu[quantile_column(0.98)].max() <= 100.0
@@ -83,7 +84,7 @@ def test_fit_forecast_returns_the_contract_and_respects_bounds():
 def test_unknown_model_is_a_config_error():
     cfg = validated_config({})
     with pytest.raises(ConfigError, match=r"models\.enabled"):
-        train.fit_forecast(
+        fit.fit_forecast(
             "arima_deluxe",
             feature_panel(),
             forecast_cfg=forecast_settings(cfg["forecast"]),
@@ -122,11 +123,11 @@ def test_entry_point_arguments_override_the_environment(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_prophet_final_fit_saves_one_json_model_per_series(tmp_path):
-    from capforecast.models.prophet_model import load_prophet_models
+    from capforecast.forecast.models.prophet_model import load_prophet_models
 
     cfg = validated_config({"forecast": {"horizon": 6}})
     panel = feature_panel(days=5)
-    out = train.fit_forecast(
+    out = fit.fit_forecast(
         "prophet",
         panel,
         forecast_cfg=forecast_settings(cfg["forecast"]),

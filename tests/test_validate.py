@@ -1,4 +1,5 @@
-"""Row validation (capforecast.validate) and per-file reconciliation (capforecast.quality)."""
+"""Row validation (capforecast.data.validate) and per-file reconciliation
+(capforecast.data.quality)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capforecast import ingest, partitions, quality, resample, validate
 from capforecast.config import validated_config
 from capforecast.contracts import QUARANTINE_COLUMNS, RAW_COLUMNS
+from capforecast.data import ingest, partitions, quality, resample, validate
 from capforecast.errors import ConfigError
 
 
@@ -33,6 +34,14 @@ def raw_frame(rows: list[tuple]) -> pd.DataFrame:
             "value": pd.Series([r[3] for r in rows], dtype="float64"),
         }
     )
+
+
+def row_reasons(raw: pd.DataFrame, etl) -> pd.Series:
+    """Reason each raw row is quarantined (None for rows kept), as validate_rows reports it."""
+    result = validate.validate_rows(raw, etl, "rows.csv")
+    reasons = pd.Series([None] * len(raw), dtype=object)
+    reasons.iloc[result.quarantine["row"].to_numpy()] = result.quarantine["reason"].to_numpy()
+    return reasons
 
 
 def test_clean_rows_are_kept_unchanged_and_sorted(etl):
@@ -76,7 +85,7 @@ def test_each_reason_and_its_precedence(etl):
         (8, "i-1", "cpu_utilization", 100.0 + tol + 0.5),
         (9, "i-1", "network_in_bytes", 100.0 + tol + 0.5),  # not a percentage: fine
     ]
-    reasons = validate.quarantine_reasons(raw_frame(rows), etl)
+    reasons = row_reasons(raw_frame(rows), etl)
     assert reasons.tolist() == [
         "missing_timestamp",
         "missing_resource_id",
@@ -187,8 +196,7 @@ def test_counts_reconcile_on_random_dirty_data(etl):
     assert not result.kept.duplicated(["resource_id", "metric", "timestamp"]).any()
     quarantined_rows = set(result.quarantine["row"])
     assert len(quarantined_rows) == c["rows_quarantined"]
-    expected_reasons = validate.quarantine_reasons(raw, etl)
-    assert set(np.flatnonzero(expected_reasons.notna().to_numpy())) == quarantined_rows
+    assert set(np.flatnonzero(row_reasons(raw, etl).notna().to_numpy())) == quarantined_rows
     recon = quality.file_reconciliation(result, "f.csv", "p")
     assert bool(recon["balanced"].iloc[0])
 
@@ -313,14 +321,14 @@ def test_byte_ceiling_grows_with_the_series_sample_period(etl, step_seconds, val
             "value": [1e6, 2e6, value, 3e6, 4e6, 5e6],
         }
     )
-    reasons = validate.quarantine_reasons(raw, etl).tolist()
+    reasons = row_reasons(raw, etl).tolist()
     assert reasons == [None, None, None if kept else "above_physical_limit", None, None, None]
 
 
 def test_single_sample_series_uses_the_modelling_step_as_its_period(etl):
     # No step to measure: the sample stands for one etl.freq bin (1 h: 3.6e15 bytes).
     rows = [(0, "i-1", "network_in_bytes", 3.5e15), (0, "i-2", "network_in_bytes", 3.7e15)]
-    reasons = validate.quarantine_reasons(raw_frame(rows), etl).tolist()
+    reasons = row_reasons(raw_frame(rows), etl).tolist()
     assert reasons == [None, "above_physical_limit"]
 
 
@@ -343,7 +351,7 @@ def test_value_limits_are_configurable_per_metric_kind():
         *five_minute_rows("i-1", "jobs", [10.0, 3.1e5, 2.9e5]),  # 1000 x 300 = 3e5
         *five_minute_rows("i-1", "disk_write_bytes", [1.0, 1.1e12, 9e11]),  # no longer bytes
     ]
-    reasons = validate.quarantine_reasons(raw_frame(rows), etl).tolist()
+    reasons = row_reasons(raw_frame(rows), etl).tolist()
     limit = "above_physical_limit"
     assert reasons == [None, limit, None, None, limit, None, None, limit, None]
 
@@ -391,13 +399,13 @@ def test_window_is_fixed_config_not_the_clock(schema):
     next_year = (pd.Timestamp.now(tz="UTC") - T0).total_seconds() / 60 + 365 * 24 * 60
     rows = [(0, "i-1", "cpu_utilization", 1.0), (next_year, "i-1", "cpu_utilization", 2.0)]
     default = validated_config({})["etl"]
-    assert validate.quarantine_reasons(raw_frame(rows), default).tolist() == [None, None]
+    assert row_reasons(raw_frame(rows), default).tolist() == [None, None]
     with pytest.raises(ConfigError, match=r"synthetic\.start"):  # the synthetic fleet is 2026
         validated_config({"etl": {"timestamp_max": "2024-06-01"}})
     local = validated_config(
         {"data": {"source": "local", "path": "x"}, "etl": {"timestamp_max": "2024-06-01"}}
     )["etl"]
-    assert validate.quarantine_reasons(raw_frame(rows), local).tolist() == [
+    assert row_reasons(raw_frame(rows), local).tolist() == [
         None,
         "timestamp_outside_window",
     ]
@@ -416,7 +424,7 @@ def test_window_is_fixed_config_not_the_clock(schema):
 def test_real_byte_and_count_samples_are_all_kept_with_headroom(project_root, fixture, pattern):
     """The default ceilings never quarantine real data: every byte and count sample of the
     vendored CloudWatch and Bitbrains traces is kept, the largest at least 1000x below it."""
-    from capforecast import value_limits
+    from capforecast.data import value_limits
 
     cfg = validated_config({"data": {"source": "local", "path": "x"}})
     files = sorted((project_root / "tests" / "data" / fixture).glob(pattern))
@@ -435,7 +443,7 @@ def test_real_byte_and_count_samples_are_all_kept_with_headroom(project_root, fi
         raw = pd.concat([ingest.read_input_file(f, cfg["data"]) for f in files])
     raw = raw[raw["metric"].isin(list(rate_of))].reset_index(drop=True)
     assert len(raw) > 1000
-    reasons = validate.quarantine_reasons(raw, cfg["etl"])
+    reasons = row_reasons(raw, cfg["etl"])
     assert reasons.isna().all(), reasons.value_counts()
     top = int(raw["value"].idxmax())
     codes = validate.series_codes(raw)

@@ -270,7 +270,7 @@ def test_library_edit_triggers_rerun_of_its_rules(synthetic_run, tmp_path):
     shutil.copytree(synthetic_run / ".snakemake", work / ".snakemake")
     # Only the feature panels import it (resample.py, say, reaches the generator through
     # capforecast.config).
-    features = clone / "scripts" / "capforecast" / "features.py"
+    features = clone / "scripts" / "capforecast" / "data" / "features.py"
     features.write_text(features.read_text() + "\n# an edit\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
@@ -389,7 +389,7 @@ def test_cloudwatch_export_with_fractions_and_an_unclassified_metric(tmp_path):
     assert unclassified in console
     results = tmp_path / "results"
     quality_log = (results / "logs" / "quality.log").read_text()
-    assert f"WARNING capforecast.quality: {unclassified}" in quality_log
+    assert f"WARNING capforecast.data.quality: {unclassified}" in quality_log
     assert "2 series flagged unclassified_metric" in quality_log
     ingest_log = (results / "logs" / "ingest" / "cloudwatch.log").read_text()
     assert "WARNING" in ingest_log and "'AWS/EC2:CPUCreditBalance'" in ingest_log

@@ -24,7 +24,8 @@ _MAGIC_PREFIXES = ("%", "!")
 
 
 def _module_file(package_dir: Path, dotted: str) -> Path | None:
-    """File of module ``dotted`` (``capforecast.models.stats``) in the package, if it is one."""
+    """File of module ``dotted`` (``capforecast.forecast.models.stats``) in the package, if it
+    is one."""
     parts = dotted.split(".")
     if parts[0] != package_dir.name:
         return None
@@ -116,7 +117,7 @@ def _imported(package_dir: Path, file: Path, tree: ast.AST) -> tuple[list[Path],
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             value = node.value
             if value.startswith(f"{package}.") and value.replace(".", "").isidentifier():
-                # importlib.import_module("capforecast.models.stats") and similar.
+                # importlib.import_module("capforecast.forecast.models.stats") and similar.
                 modules.extend(_with_parents(package_dir, value))
             elif is_module:
                 data.extend(_data_files(file.parent, value))

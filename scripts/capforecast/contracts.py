@@ -46,7 +46,7 @@ RESOURCE_COLUMNS: tuple[str, ...] = (
     "hourly_price_usd",
 )
 # results/resources.parquet: the resources table as ingest completed it, plus why a resource
-# cannot be sized (capforecast.capacity: capacity_impossible | capacity_unknown | None).
+# cannot be sized (capforecast.data.capacity: capacity_impossible | capacity_unknown | None).
 RESOURCE_TABLE_COLUMNS: tuple[str, ...] = (*RESOURCE_COLUMNS, "capacity_issue")
 
 # Cleaned hourly data: results/clean/{partition}.parquet
@@ -108,6 +108,79 @@ QUARANTINE_COLUMNS: tuple[str, ...] = (
 
 # Final forecasts: results/forecast/forecasts.parquet (+ one column per quantile, "q0.1" style)
 FORECAST_KEY_COLUMNS: tuple[str, ...] = ("resource_id", "metric", "timestamp", "model")
+
+# The risk stage's outputs (results/risk/risk_report.{parquet,csv}, service_capacity.csv): the
+# capacity-risk report (capforecast.reports.capacity_risk) relies on every column.
+RISK_REPORT_COLUMNS: tuple[str, ...] = (
+    "resource_id",
+    "service",
+    "instance_type",
+    "metric",
+    "finding",
+    "risk_score",
+    "confidence",
+    "p_breach_warning",
+    "p_breach_critical",
+    "eta_p10",
+    "eta_p50",
+    "eta_p90",
+    "eta_warning_p10",
+    "eta_warning_p50",
+    "eta_warning_p90",
+    "act_by",
+    "act_by_basis",
+    "act_now",
+    "days_until_full",
+    "headroom_pct",
+    "headroom_basis",
+    "peak_p50",
+    "peak_p90",
+    "observed_max",
+    "trend_per_day",
+    "warning_threshold",
+    "critical_threshold",
+    "first_to_run_out",
+    "saturated",
+    "pegged_in_history",
+    "history_hours",
+    "last_observed",
+    "reporting_lag_hours",
+    "metric_finding",
+    "metric_risk_score",
+    "metric_reason_codes",
+    "sizing",
+    "recommended_instance_type",
+    "monthly_cost_delta_usd",
+    "reason_codes",
+    "forecast_start",
+    "forecast_end",
+    "method",
+)
+SERVICE_CAPACITY_COLUMNS: tuple[str, ...] = (
+    "service",
+    "instance_type",
+    "current_instances",
+    "instances_with_forecasts",
+    "vcpu_per_instance",
+    "memory_gib_per_instance",
+    "cpu_peak_demand_p50_vcpu",
+    "cpu_peak_demand_p90_vcpu",
+    "cpu_observed_peak_vcpu",
+    "cpu_required_instances",
+    "memory_peak_demand_p50_gib",
+    "memory_peak_demand_p90_gib",
+    "memory_observed_peak_gib",
+    "memory_required_instances",
+    "recommended_instances",
+    "binding_dimension",
+    "observed_peak_instances",
+    "below_observed_peak",
+    "advice",
+    "instance_delta",
+    "monthly_cost_delta_usd",
+    "saturated",
+    "note",
+)
 
 
 def quantile_column(q: float) -> str:

@@ -107,10 +107,12 @@ class SeasonalMedianSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """``models``: what every forecaster may read (see ``capforecast.models.base.ModelFn``)."""
+    """``models``: what every forecaster may read
+    (see ``capforecast.forecast.models.base.ModelFn``)."""
 
-    # A model rule is given only the keys its model reads (capforecast.models.model_settings):
-    # the others are None there. The whole section gives them all.
+    # A model rule is given only the keys its model reads
+    # (capforecast.forecast.models.model_settings): the others are None there. The whole section
+    # gives them all.
     enabled: tuple[str, ...] | None
     predict_linear_window_hours: int | None
     intervals: str | None
@@ -224,7 +226,7 @@ def autogluon_settings(autogluon: Mapping[str, Any]) -> AutoGluonSettings:
 
 def model_settings(models: Mapping[str, Any]) -> ModelSettings:
     """From the validated ``models`` section, whole or as narrowed for one model's rule by
-    ``capforecast.models.model_settings`` (keys left out there are None here)."""
+    ``capforecast.forecast.models.model_settings`` (keys left out there are None here)."""
     max_history = models["max_history_hours"]
 
     def given(key: str, build: Callable[[Any], Any]) -> Any:

@@ -7,7 +7,7 @@ they are under every setting. Epoch times are UTC by definition; naive ISO times
 ``data.naive_timezone``.
 
 Errors name the file, the column and the first offending row; ``where(i)`` describes 0-based
-data row ``i`` (CSV line or parquet index), as :mod:`capforecast.ingest` counts rows.
+data row ``i`` (CSV line or parquet index), as :mod:`capforecast.data.ingest` counts rows.
 
 Instants pandas cannot hold (``datetime64[ns]`` spans 1677-09-21 .. 2262-04-11), written as
 well-formed dates (``9999-12-31``, ``0001-01-01``), epoch numbers or wide parquet datetimes, are
@@ -371,7 +371,7 @@ def parse_timestamps(
     return _parse_epoch(file, where, text, unit)
 
 
-# The instant a decision backtest cuts the data at (capforecast.holdout); parsed here so the
+# The instant a decision backtest cuts the data at (capforecast.data.holdout); parsed here so the
 # config check does not import the holdout stage.
 HISTORY_END_KEY = "data.history_end"
 

@@ -14,7 +14,8 @@ Protocol (the "risk calls that hold" issue, item 1):
   ``--directory``; the config's relative data paths are made absolute, since Snakemake resolves
   them against that directory). A rerun reuses what is up to date there.
 - Pooled: the series scores and right-sizing checks of every cut, scored again with
-  ``capforecast.decision.method_summary`` (precision, recall, F1, Brier over all series-cuts).
+  ``capforecast.decision.scores.method_summary`` (precision, recall, F1, Brier over all
+  series-cuts).
 
 Run: ``make decision-backtest`` (= this script with ``--write-readme``), or
 ``.venv/bin/python tests/benchmarks/bench_decision.py [--cuts ISO ...] [--overlay extra.yaml]
@@ -32,15 +33,14 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+import yaml
+
+from capforecast.config import deep_merge, load_config
+from capforecast.decision import scores as decision
+from capforecast.decision import tables as decision_report
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-
-from capforecast import decision, decision_report  # noqa: E402
-from capforecast.config import deep_merge, load_config  # noqa: E402
-
 OUT = ROOT / "tests" / "benchmarks" / "out" / "decision"
 PROJECT_CONFIG = ROOT / "config" / "config.yaml"
 DATASET_CONFIG = ROOT / "config" / "bitbrains.yaml"

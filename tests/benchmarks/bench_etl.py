@@ -21,8 +21,6 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
 METRICS = ["cpu_utilization", "memory_utilization", "network_in_bytes", "network_out_bytes"]
 
 
@@ -53,7 +51,6 @@ def write_raw(path: Path, rows: int, seed: int = 0) -> None:
 
 CHILD = r"""
 import json, resource, sys, time
-sys.path.insert(0, {scripts!r})
 from pathlib import Path
 mode, path = sys.argv[1], Path(sys.argv[2])
 t0 = time.perf_counter()
@@ -62,8 +59,8 @@ if mode == "pyarrow":
     rows = pq.read_table(path).num_rows
 else:
     from capforecast.config import validated_config
-    from capforecast import ingest, validate, resample, quality
-    cfg = validated_config({{}})
+    from capforecast.data import ingest, validate, resample, quality
+    cfg = validated_config({})
     raw = ingest.read_input_file(path, cfg["data"])
     result = validate.validate_rows(raw, cfg["etl"], path.name)
     clean = resample.resample_series(result.kept, cfg["etl"])
@@ -71,12 +68,12 @@ else:
     rows = len(raw)
 seconds = time.perf_counter() - t0
 peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"rows": rows, "seconds": seconds, "peak_mib": peak_mib}}))
+print(json.dumps({"rows": rows, "seconds": seconds, "peak_mib": peak_mib}))
 """
 
 
 def measure(mode: str, path: Path) -> dict:
-    code = CHILD.format(scripts=str(ROOT / "scripts"))
+    code = CHILD
     out = subprocess.run(
         [sys.executable, "-c", code, mode, str(path)], capture_output=True, text=True, check=True
     )

@@ -20,8 +20,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
 # The fast statistical set: the baselines, the seasonal median and the standard Theta method
 # (no model search).
 FAST_SET = [
@@ -38,16 +36,16 @@ README_END = "<!-- bench-speed:end -->"
 CHILD = r"""
 import json, os, resource, sys, time
 os.environ["HF_HUB_OFFLINE"] = "1"
-sys.path.insert(0, {scripts!r})
 import logging; logging.basicConfig(level=logging.WARNING)
 import pandas as pd
-from capforecast import backtest, train
+from capforecast.forecast import backtest
+from capforecast.forecast import fit
 from capforecast.config import validated_config
-from capforecast.models import MODEL_REGISTRY
-from capforecast.panel import series_bounds
+from capforecast.forecast.models import MODEL_REGISTRY
+from capforecast.forecast.panel import series_bounds
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
 model, panel_path = sys.argv[1], sys.argv[2]
-cfg = validated_config({{}})
+cfg = validated_config({})
 panel = pd.read_parquet(panel_path)
 bt, n_jobs = backtest_settings(cfg["backtest"]), os.cpu_count() or 1
 fc, models = forecast_settings(cfg["forecast"]), model_settings(cfg["models"])
@@ -55,19 +53,19 @@ t0 = time.perf_counter()
 backtest.run_backtest(
     panel[["series_id", "timestamp", "y"]], MODEL_REGISTRY[model], model,
     windows=bt.windows, horizon=bt.horizon, step=bt.step,
-    quantiles=train.model_quantiles(fc), season=bt.season,
+    quantiles=fit.model_quantiles(fc), season=bt.season,
     bounds=series_bounds(panel, cfg["etl"]["percent_metrics"]), n_jobs=n_jobs,
     model_cfg=models, selection_windows=bt.selection_windows,
 )
 t1 = time.perf_counter()
-train.fit_forecast(
+fit.fit_forecast(
     model, panel, forecast_cfg=fc, backtest_cfg=bt, models_cfg=models,
     percent_metrics=cfg["etl"]["percent_metrics"], n_jobs=n_jobs,
 )
 t2 = time.perf_counter()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-print(json.dumps({{"backtest_s": t1 - t0, "final_s": t2 - t1, "peak_mib": max(peak, children)}}))
+print(json.dumps({"backtest_s": t1 - t0, "final_s": t2 - t1, "peak_mib": max(peak, children)}))
 """
 
 SEED_LOOP = r"""
@@ -95,9 +93,9 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "series": len(ids), "fits
 
 
 def build_panel(path: Path, instances: int, days: int) -> int:
-    from capforecast import resample, synth, validate
     from capforecast.config import validated_config
-    from capforecast.features import build_features
+    from capforecast.data import resample, synth, validate
+    from capforecast.data.features import build_features
 
     services = [
         {
@@ -126,7 +124,7 @@ def build_panel(path: Path, instances: int, days: int) -> int:
 
 def run_model(model: str, panel_path: Path) -> dict | str:
     """One model's backtest and final fit in a fresh process: timings, or the error line."""
-    code = CHILD.format(scripts=str(ROOT / "scripts"))
+    code = CHILD
     out = subprocess.run(
         [sys.executable, "-c", code, model, str(panel_path)], capture_output=True, text=True
     )

@@ -12,7 +12,7 @@ Protocol (the "forecasts that generalise" issue):
   is the result. Each half is run as a fleet of its own (selection and AutoGluon see only it).
 - Candidates: this project's default configuration (``config/schema.yaml``) untouched, i.e.
   ``models.enabled`` and the ``selected`` combination. Peers: the library defaults of
-  ``capforecast.models.peers`` on the whole history, never selectable.
+  ``capforecast.forecast.models.peers`` on the whole history, never selectable.
 - Ratios: ``*_relgm`` is the geometric mean over series of the error relative to statsforecast's
   daily seasonal naive (``seasonal_naive_daily_peer``); ``vs best peer`` divides ``selected``'s
   relgm by the best peer's on that metric (<= 0.95 is the bar).
@@ -38,30 +38,29 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# Before any model library is imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
+import pandas as pd
+import yaml
 
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-
-from capforecast.config import load_config  # noqa: E402
-from capforecast.evaluate import (  # noqa: E402
+from capforecast.config import load_config
+from capforecast.data.features import panel_from_local_files
+from capforecast.forecast.evaluate import (
     backtest_models,
     evaluate_backtests,
     leaderboard_with_peers,
 )
-from capforecast.features import panel_from_local_files  # noqa: E402
-from capforecast.models import MODEL_REGISTRY  # noqa: E402
-from capforecast.models.peers import PEER_REGISTRY  # noqa: E402
-from capforecast.panel import series_bounds  # noqa: E402
-from capforecast.settings import (  # noqa: E402
+from capforecast.forecast.models import MODEL_REGISTRY
+from capforecast.forecast.models.peers import PEER_REGISTRY
+from capforecast.forecast.panel import series_bounds
+from capforecast.settings import (
     backtest_settings,
     forecast_settings,
     model_settings,
     selection_settings,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "benchmarks" / "out"
 CACHE = OUT / "cache"
 SPLITS = ROOT / "tests" / "benchmarks" / "splits.yaml"
@@ -102,16 +101,18 @@ SETTINGS = [
 
 
 # What a model's backtest predictions depend on: these modules plus the model's own module.
-BACKTEST_SOURCES = ("backtest.py", "panel.py", "contracts.py", "models/base.py")
-BACKTEST_SOURCES += ("models/fallback.py", "models/stats.py")  # fill and quantile helpers
+BACKTEST_SOURCES = ("forecast/backtest.py", "forecast/panel.py", "contracts.py")
+BACKTEST_SOURCES += ("forecast/models/base.py", "forecast/models/specs.py")
+BACKTEST_SOURCES += ("forecast/models/fallback.py", "forecast/models/stats.py")  # fill, quantiles
 
 
 def source_digest(model: str) -> str:
     """Digest of the code a model's backtest runs: cached predictions are reused only if equal."""
-    from capforecast.models.fallback import _CORE_FUNCTIONS
+    from capforecast.forecast.models.specs import ROUTABLE
 
     package = ROOT / "scripts" / "capforecast"
-    module = _CORE_FUNCTIONS[model][0].removeprefix("capforecast.").replace(".", "/") + ".py"
+    core_module = ROUTABLE[model].core.partition(":")[0]
+    module = core_module.removeprefix("capforecast.").replace(".", "/") + ".py"
     digest = hashlib.sha256()
     for name in sorted({*BACKTEST_SOURCES, module}):
         digest.update((package / name).read_bytes())

@@ -1,0 +1,71 @@
+"""Model-ready panel: the forecast target per series on the regular grid, plus calendar columns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from capforecast.contracts import series_id
+
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "series_id",
+    "resource_id",
+    "metric",
+    "timestamp",
+    "y",
+    "value_max",
+    "is_filled",
+    "is_gap",
+    "hour",
+    "dayofweek",
+)
+
+
+def build_features(clean: pd.DataFrame, target: str = "mean") -> pd.DataFrame:
+    """Panel with ``y`` = hourly mean (or max) and calendar columns.
+
+    Rows stay on the regular grid; long gaps keep ``y`` NaN and ``is_gap`` True so each model
+    decides how to treat them (none are dropped here).
+    """
+    if target not in {"mean", "max"}:
+        raise ValueError(f"forecast target must be 'mean' or 'max', got {target!r}")
+    out = pd.DataFrame(
+        {
+            "series_id": [
+                series_id(r, m) for r, m in zip(clean["resource_id"], clean["metric"], strict=True)
+            ],
+            "resource_id": clean["resource_id"].astype(str),
+            "metric": clean["metric"].astype(str),
+            "timestamp": clean["timestamp"],
+            "y": clean["value"] if target == "mean" else clean["value_max"],
+            "value_max": clean["value_max"],
+            "is_filled": clean["is_filled"].astype(bool),
+            "is_gap": clean["is_gap"].astype(bool),
+        }
+    )
+    out["hour"] = out["timestamp"].dt.hour.astype("int8")
+    out["dayofweek"] = out["timestamp"].dt.dayofweek.astype("int8")
+    return out.sort_values(["series_id", "timestamp"], ignore_index=True)[list(FEATURE_COLUMNS)]
+
+
+def panel_from_local_files(cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """Ingest, validate, resample and build features for every file of ``data.path`` in memory.
+
+    The same steps as the workflow's per-partition rules, for notebooks, benchmarks and tests
+    that want a model panel without running Snakemake; like the workflow, a series found in two
+    files is an error (:mod:`capforecast.data.series_index`).
+    """
+    from capforecast.data import ingest, resample, series_index, validate
+
+    frames = []
+    records = {}
+    for path in ingest.list_input_files(cfg["data"]["path"]):
+        result = ingest.ingest_file(path, cfg["data"], cfg["etl"])
+        records[str(path)] = (path, result.series)
+        kept = validate.validate_rows(result.raw, cfg["etl"], path.name).kept
+        clean = resample.resample_series(kept, cfg["etl"])
+        frames.append(build_features(clean, target=cfg["forecast"]["target"]))
+    series_index.series_index(records)
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,310 @@
+"""Per-series data-quality table and per-file row reconciliation.
+
+Every series that has at least one row in the raw file gets a row, also when all of its rows
+were quarantined (flag ``all_quarantined``), so nothing vanishes between ingest and forecasting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from capforecast.contracts import QUALITY_COLUMNS, SKIPPED_FILE_COLUMNS
+from capforecast.data.capacity import CAPACITY_ISSUES
+from capforecast.data.resample import freq_nanoseconds
+from capforecast.data.scale import AMBIGUOUS
+from capforecast.data.validate import SERIES_KEYS, ValidationResult, series_codes, timestamps_ns
+from capforecast.metric_names import SCALE_FRACTION
+
+UNCLASSIFIED = "unclassified_metric"
+SHOWN_SERIES = 5  # resource ids named in a warning before "..."
+LOW_COVERAGE = 0.8  # coverage below this share of expected bins is flagged low_coverage
+PEGGED_SHARE = 0.05  # more than this share of samples at the ceiling is flagged pegged
+IRREGULAR_SHARE = 0.05  # more than this share of off-median raw steps is flagged irregular
+# Integer counts per series derived from the regular grid.
+GRID_COUNT_COLUMNS: tuple[str, ...] = (
+    "expected_bins",
+    "observed_bins",
+    "gap_count",
+    "longest_gap_bins",
+    "filled_points",
+    "unfilled_points",
+)
+
+LOG = logging.getLogger(__name__)
+RECONCILIATION_COLUMNS: tuple[str, ...] = (
+    "source_file",
+    "partition",
+    "rows_in",
+    "rows_kept",
+    "rows_repaired",
+    "rows_quarantined",
+    "duplicates",
+    "balanced",
+)
+
+
+def _grid_stats(clean: pd.DataFrame) -> pd.DataFrame:
+    """Per series: expected/observed bins, gap runs (empty bins, filled or not), fill counts.
+
+    ``clean`` is resample_series output: sorted by series, then time, one row per bin.
+    """
+    if len(clean) == 0:
+        return pd.DataFrame(columns=[*SERIES_KEYS, *GRID_COUNT_COLUMNS])
+    empty = (clean["n_obs"].to_numpy() == 0).astype("int64")
+    series = clean.groupby(SERIES_KEYS, sort=False).ngroup().to_numpy()
+    # A run of empty bins starts where an empty bin follows an observed one (or a new series).
+    start = empty.astype(bool).copy()
+    start[1:] &= (empty[:-1] == 0) | (series[1:] != series[:-1])
+    run_id = np.cumsum(start)
+    frame = pd.DataFrame(
+        {
+            "resource_id": clean["resource_id"].to_numpy(),
+            "metric": clean["metric"].to_numpy(),
+            "empty": empty,
+            "run": np.where(empty == 1, run_id, 0),
+            "filled": clean["is_filled"].to_numpy(dtype="int64"),
+            "unfilled": clean["is_gap"].to_numpy(dtype="int64"),
+        }
+    )
+    grouped = frame.groupby(SERIES_KEYS, sort=True)
+    stats = grouped.agg(
+        expected_bins=("empty", "size"),
+        empty_bins=("empty", "sum"),
+        filled_points=("filled", "sum"),
+        unfilled_points=("unfilled", "sum"),
+    )
+    stats["observed_bins"] = stats["expected_bins"] - stats.pop("empty_bins")
+    runs = frame.loc[frame["run"] > 0]
+    run_lengths = runs.groupby([*SERIES_KEYS, "run"], sort=False).size().rename("length")
+    per_series = run_lengths.groupby(level=SERIES_KEYS).agg(["size", "max"])
+    stats["gap_count"] = per_series["size"].reindex(stats.index).fillna(0).astype("int64")
+    stats["longest_gap_bins"] = per_series["max"].reindex(stats.index).fillna(0).astype("int64")
+    return stats.reset_index()
+
+
+def _step_stats(raw: pd.DataFrame) -> pd.DataFrame:
+    """Per series, from its distinct raw timestamps in time order: the median step in seconds
+    and the share of steps that differ from it (gaps and jitter both count)."""
+    codes = series_codes(raw)
+    ts, ts_missing = timestamps_ns(raw)
+    usable = (codes.code >= 0) & ~ts_missing
+    code, stamp = codes.code[usable], ts[usable]
+    order = np.lexsort((stamp, code))
+    code, stamp = code[order], stamp[order]
+    distinct = np.ones(len(code), dtype=bool)
+    distinct[1:] = (code[1:] != code[:-1]) | (stamp[1:] != stamp[:-1])
+    code, stamp = code[distinct], stamp[distinct]
+    within = code[1:] == code[:-1]
+    step_code = code[1:][within]
+    steps = pd.Series((stamp[1:] - stamp[:-1])[within] / 1e9)
+    present = np.unique(code)
+    median = steps.groupby(step_code).median().reindex(present)
+    off = steps.to_numpy() != median.reindex(step_code).to_numpy()
+    n_steps = pd.Series(np.bincount(step_code, minlength=0)).reindex(present, fill_value=0)
+    n_off = pd.Series(np.bincount(step_code, weights=off)).reindex(present, fill_value=0.0)
+    rid_names, met_names = codes.names(present)
+    return pd.DataFrame(
+        {
+            "resource_id": rid_names,
+            "metric": met_names,
+            "median_step_seconds": median.to_numpy(dtype="float64"),
+            "irregular_fraction": np.where(
+                n_steps.to_numpy() > 0, n_off.to_numpy() / np.maximum(n_steps.to_numpy(), 1), 0.0
+            ),
+        }
+    )
+
+
+def _observed_span(kept: pd.DataFrame, etl_cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """Per series: first and last kept timestamp and the share of pegged percent samples."""
+    columns = [*SERIES_KEYS, "first_timestamp", "last_timestamp", "pegged_fraction"]
+    if len(kept) == 0:
+        return pd.DataFrame(columns=columns)
+    level = float(etl_cfg["pegged_level"])
+    is_percent = kept["metric"].isin(list(etl_cfg.get("percent_metrics") or []))
+    pegged = (is_percent & (kept["value"] >= level)).astype("float64")
+    frame = kept[[*SERIES_KEYS, "timestamp"]].assign(pegged=pegged)
+    out = frame.groupby(SERIES_KEYS, sort=True).agg(
+        first_timestamp=("timestamp", "min"),
+        last_timestamp=("timestamp", "max"),
+        pegged_fraction=("pegged", "mean"),
+    )
+    return out.reset_index()
+
+
+def _flags(table: pd.DataFrame) -> pd.Series:
+    """Semicolon-joined flag names per row (empty string when the series is clean)."""
+    checks = {
+        "all_quarantined": (table["rows_kept"] == 0) & (table["rows_in"] > 0),
+        "too_short": table["too_short"],
+        "low_coverage": table["coverage"] < LOW_COVERAGE,
+        "long_gaps": table["unfilled_points"] > 0,
+        "pegged": table["pegged_fraction"] > PEGGED_SHARE,
+        "irregular": table["irregular_fraction"] > IRREGULAR_SHARE,
+        "duplicates": table["duplicates"] > 0,
+        "quarantined_rows": table["rows_quarantined"] > 0,
+        "fraction_scale_converted": table["scale"] == SCALE_FRACTION,
+        "fraction_scale_ambiguous": table["scale"] == AMBIGUOUS,
+        "id_whitespace_trimmed": table["ids_trimmed"],
+    }
+    names = pd.Series("", index=table.index, dtype=object)
+    for name, mask in checks.items():
+        names = _add_flag(names, mask, name)
+    return names
+
+
+def _add_flag(flags: pd.Series, mask: pd.Series, name: str) -> pd.Series:
+    """``flags`` (semicolon-joined names) with ``name`` appended where ``mask`` holds."""
+    mask = mask.fillna(False).astype(bool)
+    out = flags.fillna("").astype(object).copy()
+    out[mask] = out[mask].map(lambda s: f"{s};{name}" if s else name)
+    return out
+
+
+def _ingest_columns(counts: pd.DataFrame, ingest_series: pd.DataFrame | None) -> pd.DataFrame:
+    """source_metric, rows_rescaled and the scale decision of every series, from the ingest
+    record (contracts.INGEST_SERIES_COLUMNS); without one, names and values are as in the data."""
+    columns = [*SERIES_KEYS, "source_metric", "rows_rescaled", "scale", "ids_trimmed"]
+    if ingest_series is None:
+        return counts[SERIES_KEYS].assign(
+            source_metric=counts["metric"], rows_rescaled=0, scale="", ids_trimmed=False
+        )[columns]
+    return ingest_series[columns]
+
+
+def quality_table(
+    validation: ValidationResult,
+    clean: pd.DataFrame,
+    raw: pd.DataFrame,
+    etl_cfg: Mapping[str, Any],
+    partition: str,
+    source_file: str,
+    ingest_series: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """One row per series of the raw file with contracts.QUALITY_COLUMNS.
+
+    first/last_timestamp: first and last kept raw sample. expected_bins: bins of the resampled
+    grid (first to last bin); history_hours: expected_bins x etl.freq, the history a model gets
+    (72 hourly bins = 72 h). observed_bins: bins with samples; coverage:
+    observed / expected. gap_count, longest_gap_bins: runs of empty bins (filled or not).
+    median_step_seconds, irregular_fraction: from the distinct raw timestamps. pegged_fraction:
+    share of kept samples >= etl.pegged_level (percent metrics only). too_short: history below
+    etl.min_history_hours. Series whose rows were all quarantined have coverage 0 and the
+    flag all_quarantined. source_metric, rows_rescaled and the fraction_scale_* flags come from
+    ``ingest_series``, the ingest record of the file
+    (:class:`capforecast.data.ingest.IngestResult`).
+    """
+    freq_hours = freq_nanoseconds(str(etl_cfg["freq"])) / 3.6e12
+    min_history = float(etl_cfg["min_history_hours"])
+    counts = validation.series_counts
+    table = counts.merge(_grid_stats(clean), on=SERIES_KEYS, how="left")
+    table = table.merge(_observed_span(validation.kept, etl_cfg), on=SERIES_KEYS, how="left")
+    table = table.merge(_step_stats(raw), on=SERIES_KEYS, how="left")
+    table = table.merge(_ingest_columns(counts, ingest_series), on=SERIES_KEYS, how="left")
+    table["source_metric"] = table["source_metric"].fillna(table["metric"])
+    table["rows_rescaled"] = pd.to_numeric(table["rows_rescaled"]).fillna(0).astype("int64")
+    table["ids_trimmed"] = table["ids_trimmed"].astype("boolean").fillna(False).astype(bool)
+
+    for col in GRID_COUNT_COLUMNS:
+        table[col] = pd.to_numeric(table[col]).fillna(0).astype("int64")
+    table["first_timestamp"] = pd.to_datetime(table["first_timestamp"], utc=True)
+    table["last_timestamp"] = pd.to_datetime(table["last_timestamp"], utc=True)
+    table["history_hours"] = table["expected_bins"].astype("float64") * freq_hours
+    expected = table["expected_bins"].to_numpy()
+    table["coverage"] = np.where(
+        expected > 0, table["observed_bins"] / np.maximum(expected, 1), 0.0
+    )
+    table["median_step_seconds"] = pd.to_numeric(table["median_step_seconds"]).astype("float64")
+    table["irregular_fraction"] = (
+        pd.to_numeric(table["irregular_fraction"]).fillna(0.0).astype("float64")
+    )
+    table["pegged_fraction"] = pd.to_numeric(table["pegged_fraction"]).fillna(0.0).astype("float64")
+    table["too_short"] = table["history_hours"] < min_history
+    table["flags"] = _flags(table)
+    table["partition"] = partition
+    table["source_file"] = str(source_file)
+    return table.loc[:, list(QUALITY_COLUMNS)].reset_index(drop=True)
+
+
+def mark_unclassified(table: pd.DataFrame, known_metrics: Iterable[str]) -> pd.DataFrame:
+    """The quality table with flag ``unclassified_metric`` on series whose metric the run cannot
+    judge: not canonical, not a percentage metric, no thresholds
+    (:func:`capforecast.metric_names.known_metrics`). They are forecast with no thresholds."""
+    unknown = ~table["metric"].astype(str).isin(list(known_metrics))
+    return table.assign(flags=_add_flag(table["flags"], unknown, UNCLASSIFIED))
+
+
+def log_unclassified(table: pd.DataFrame) -> int:
+    """One WARNING per unclassified metric (its source names and series) and the count of
+    flagged series; returns that count."""
+    flagged = table[table["flags"].fillna("").str.split(";").map(lambda f: UNCLASSIFIED in f)]
+    for metric, group in flagged.groupby("metric", sort=True):
+        sources = ", ".join(repr(str(s)) for s in sorted(set(group["source_metric"].astype(str))))
+        ids = [str(r) for r in group["resource_id"]]
+        shown = ", ".join(ids[:SHOWN_SERIES]) + (", ..." if len(ids) > SHOWN_SERIES else "")
+        LOG.warning(
+            "unclassified metric %r (input name %s; %d series: %s): not a canonical metric and "
+            "no risk.thresholds for it, so it is forecast with no thresholds; map it in "
+            "data.metric_names or give it thresholds",
+            str(metric),
+            sources,
+            len(group),
+            shown,
+        )
+    if len(flagged):
+        LOG.warning("%d series flagged %s", len(flagged), UNCLASSIFIED)
+    return len(flagged)
+
+
+def mark_capacity_issues(table: pd.DataFrame, resources: pd.DataFrame) -> pd.DataFrame:
+    """The quality table with the capacity issue of each series' resource as a flag
+    (``capacity_impossible`` / ``capacity_unknown``, from ``results/resources.parquet``, see
+    :mod:`capforecast.data.capacity`): such resources get no right-sizing and no capacity plan."""
+    if "capacity_issue" not in resources.columns:
+        return table
+    issue_of = resources.set_index(resources["resource_id"].astype(str))["capacity_issue"]
+    issues = table["resource_id"].astype(str).map(issue_of)
+    flags = table["flags"]
+    for code in CAPACITY_ISSUES:
+        flagged = issues == code
+        flags = _add_flag(flags, flagged, code)
+        if flagged.any():
+            LOG.warning(
+                "%d series of %d resource(s) flagged %s: no right-sizing, no capacity plan",
+                int(flagged.sum()),
+                table.loc[flagged, "resource_id"].nunique(),
+                code,
+            )
+    return table.assign(flags=flags)
+
+
+def skipped_files_table(skipped: Iterable[Sequence[str]]) -> pd.DataFrame:
+    """Entries of ``data.path`` that were not read (contracts.SKIPPED_FILE_COLUMNS), one WARNING
+    naming them, so that no file is left out without a word."""
+    table = pd.DataFrame([list(entry) for entry in skipped], columns=list(SKIPPED_FILE_COLUMNS))
+    for entry in table.itertuples(index=False):
+        LOG.warning("not read: %s (%s)", entry.file, entry.reason)
+    return table.astype(object)
+
+
+def file_reconciliation(
+    validation: ValidationResult, source_file: str, partition: str
+) -> pd.DataFrame:
+    """One row accounting for every row of the file: in = kept + quarantined (``balanced``)."""
+    c = validation.counts
+    row = {
+        "source_file": str(source_file),
+        "partition": partition,
+        "rows_in": c["rows_in"],
+        "rows_kept": c["rows_kept"],
+        "rows_repaired": c["rows_repaired"],
+        "rows_quarantined": c["rows_quarantined"],
+        "duplicates": c["duplicates"],
+        "balanced": c["rows_in"] == c["rows_kept"] + c["rows_quarantined"],
+    }
+    return pd.DataFrame([row], columns=list(RECONCILIATION_COLUMNS))

@@ -1,0 +1,434 @@
+"""Rolling-origin backtest, identical for every model.
+
+Windows follow statsforecast's ``cross_validation`` arithmetic, end-aligned per series: window
+``k`` of a series cuts its history ``horizon + step * (windows - 1 - k)`` steps before that
+series' own last timestamp. Series that stop early (decommissioned instances, or real data sets
+whose files cover different months) are therefore scored on their own last windows instead of
+being skipped. Each window's model call sees only rows with ``timestamp <= cutoff`` of each
+series: the history is sliced before the model is called, so no model can peek at the actuals
+it is scored on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from capforecast.errors import ConfigError, ForecastInputError, InputDataError
+from capforecast.forecast.models.base import (
+    ForecastRequest,
+    ModelFn,
+    finalize_forecast,
+    forecast_columns,
+    trim_history,
+)
+from capforecast.forecast.models.fallback import history_cap
+from capforecast.settings import ModelSettings
+
+LOGGER = logging.getLogger(__name__)
+
+SKIPPED_COLUMNS: tuple[str, ...] = ("series_id", "window", "reason")
+WINDOW_COLUMNS: tuple[str, ...] = (
+    "window",
+    "is_selection_window",
+    "cutoff",
+    "test_start",
+    "test_end",
+    "n_series",
+)
+
+# Reasons a series is left out of a window (recorded in the skipped table, never silent).
+REASON_NOT_STARTED = "no history before the cutoff"
+REASON_TOO_SHORT = "history shorter than min_train_points"
+REASON_NO_ACTUALS = "no actuals in the test window"
+REASON_MODEL_OMITTED = "model returned no forecast for this series"
+
+
+def backtest_cutoffs(n: int, windows: int, horizon: int, step: int | None = None) -> list[int]:
+    """Training lengths of the ``windows`` rolling-origin windows on a grid of ``n`` steps.
+
+    Same arithmetic as statsforecast ``cross_validation(h=horizon, n_windows=windows,
+    step_size=step)``: ``test_size = horizon + step * (windows - 1)`` and window ``k``
+    (0 = earliest) trains on positions ``[0, c_k)`` and is tested on ``[c_k, c_k + horizon)``
+    with ``c_k = n - horizon - step * (windows - 1 - k)``. The last window's test therefore ends
+    exactly at ``n``. ``step`` defaults to ``horizon``, which gives ``n - K*H, ..., n - H``.
+    With ``step < horizon`` consecutive test windows overlap.
+
+    Raises ``ConfigError`` when the grid is too short for the earliest window to have any
+    training data.
+    """
+    step = horizon if step is None else step
+    if windows < 1:
+        raise ConfigError("backtest.windows", f"must be at least 1, got {windows}")
+    if horizon < 1:
+        raise ConfigError("backtest.horizon", f"must be at least 1, got {horizon}")
+    if step < 1:
+        raise ConfigError("backtest.step", f"must be at least 1, got {step}")
+    cutoffs = [n - horizon - step * (windows - 1 - k) for k in range(windows)]
+    if cutoffs[0] < 1:
+        needed = horizon + step * (windows - 1) + 1
+        raise ConfigError(
+            "backtest.windows",
+            f"{windows} windows of horizon {horizon} and step {step} need at least {needed} "
+            f"time steps of history; the panel has {n}",
+        )
+    return cutoffs
+
+
+@dataclass(frozen=True)
+class BacktestPlan:
+    """Which series each window trains and scores, decided from the data alone.
+
+    windows: one row per internal window (``WINDOW_COLUMNS``); timestamps are UTC.
+    members: per window, the series scored in it.
+    skipped: ``series_id, window, reason`` for every series left out of a window.
+    grid: the panel on a regular grid per series (first to last timestamp, missing rows NaN).
+    cutoffs: ``series_id, cutoff_<window>...``: each series' cutoff in every window.
+    """
+
+    windows: pd.DataFrame
+    members: dict[int, list[str]]
+    skipped: pd.DataFrame
+    grid: pd.DataFrame
+    cutoffs: pd.DataFrame
+
+
+def regular_grid(panel: pd.DataFrame, freq: str, *, source: str = "panel") -> pd.DataFrame:
+    """Reindex each series onto a regular ``freq`` grid from its first to its last timestamp.
+
+    Missing rows become NaN ``y`` (a gap the models already handle), which keeps the request
+    contract "regular grid" true. Each series' timestamps must sit on the ``freq`` grid that ends
+    at its own last timestamp.
+    """
+    for column in ("series_id", "timestamp", "y"):
+        if column not in panel.columns:
+            raise InputDataError(source, "missing", column=column)
+    if panel.empty:
+        raise InputDataError(source, "has no rows")
+    delta = pd.Timedelta(freq)
+    frame = panel[["series_id", "timestamp", "y"]].copy()
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    frame["y"] = frame["y"].astype(float)
+    end = frame.groupby("series_id")["timestamp"].transform("max")
+    off_grid = ((end - frame["timestamp"]) % delta) != pd.Timedelta(0)
+    if off_grid.any():
+        row = int(np.flatnonzero(off_grid.to_numpy())[0])
+        raise InputDataError(
+            source,
+            f"timestamp {frame['timestamp'].iloc[row]} is not on the {freq} grid ending at "
+            f"{end.iloc[row]}",
+            column="timestamp",
+            row=row,
+        )
+    duplicated = frame.duplicated(["series_id", "timestamp"])
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated.to_numpy())[0])
+        raise InputDataError(source, "duplicate series_id x timestamp", column="timestamp", row=row)
+    parts = []
+    for sid, rows in frame.groupby("series_id", sort=True):
+        rows = rows.set_index("timestamp").sort_index()
+        full = pd.date_range(rows.index[0], rows.index[-1], freq=delta)
+        part = rows.reindex(full)[["y"]].rename_axis("timestamp").reset_index()
+        part.insert(0, "series_id", sid)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def plan_backtest(
+    panel: pd.DataFrame,
+    *,
+    windows: int,
+    horizon: int,
+    step: int | None = None,
+    selection_windows: int = 0,
+    season: int = 24,
+    freq: str = "1h",
+    min_train_points: int | None = None,
+) -> BacktestPlan:
+    """Lay out the internal windows (selection windows first) and who is scored in each.
+
+    Cutoffs follow ``backtest_cutoffs`` per series, end-aligned on each series' own last
+    timestamp: window ``k`` cuts ``horizon + step * (internal - 1 - k)`` steps before it
+    (``series_cutoffs``). A series is skipped for a window, with the reason recorded, when it
+    has no data at or before its cutoff, fewer than ``min_train_points`` non-missing training
+    values (default ``2 * season``, so the MASE scale rests on at least ``season`` seasonal
+    differences), or no actual in the test window. The ``windows`` table reports the cutoff of
+    the series that end last (the fleet's most recent windows).
+    """
+    internal = selection_windows + windows
+    min_points = 2 * season if min_train_points is None else min_train_points
+    delta = pd.Timedelta(freq)
+    grid = regular_grid(panel, freq)
+    ends = grid.groupby("series_id")["timestamp"].agg(["min", "max"])
+    n = int(((ends["max"] - ends["min"]) / delta).max()) + 1
+    try:
+        # Only validates the arithmetic against the longest series; positions are per series.
+        backtest_cutoffs(n, internal, horizon, step)
+    except ConfigError as error:
+        if selection_windows:
+            raise ConfigError(
+                "backtest.windows",
+                f"{error.problem} (windows + selection_windows = {internal})",
+            ) from error
+        raise
+
+    cutoffs = series_cutoffs(ends["max"], internal, horizon, step, freq)
+    grid = grid.merge(cutoffs, on="series_id", how="left")
+    window_rows, members, skipped = [], {}, []
+    latest_end = ends["max"].max()
+    for window in range(internal):
+        cutoff = grid[f"cutoff_{window}"]
+        in_train = grid["timestamp"] <= cutoff
+        in_test = (grid["timestamp"] > cutoff) & (grid["timestamp"] <= cutoff + horizon * delta)
+        has_y = grid["y"].notna()
+        train_points = grid[in_train & has_y].groupby("series_id").size()
+        test_points = grid[in_test & has_y].groupby("series_id").size()
+        per_series = cutoffs.set_index("series_id")[f"cutoff_{window}"]
+        scored = []
+        for sid in ends.index:
+            if ends.at[sid, "min"] > per_series[sid]:
+                reason = REASON_NOT_STARTED
+            elif int(train_points.get(sid, 0)) < min_points:
+                reason = f"{REASON_TOO_SHORT} ({int(train_points.get(sid, 0))} < {min_points})"
+            elif int(test_points.get(sid, 0)) == 0:
+                reason = REASON_NO_ACTUALS
+            else:
+                scored.append(str(sid))
+                continue
+            skipped.append({"series_id": str(sid), "window": window, "reason": reason})
+        members[window] = scored
+        fleet_cutoff = latest_end - _offset_steps(window, internal, horizon, step) * delta
+        window_rows.append(
+            {
+                "window": window,
+                "is_selection_window": window < selection_windows,
+                "cutoff": fleet_cutoff,
+                "test_start": fleet_cutoff + delta,
+                "test_end": fleet_cutoff + horizon * delta,
+                "n_series": len(scored),
+            }
+        )
+    return BacktestPlan(
+        windows=pd.DataFrame(window_rows, columns=list(WINDOW_COLUMNS)),
+        members=members,
+        skipped=pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)),
+        grid=grid[["series_id", "timestamp", "y"]],
+        cutoffs=cutoffs,
+    )
+
+
+def _offset_steps(window: int, internal: int, horizon: int, step: int | None) -> int:
+    """Steps between a series' last timestamp and its cutoff in ``window``."""
+    step = horizon if step is None else step
+    return horizon + step * (internal - 1 - window)
+
+
+def series_cutoffs(
+    last_timestamps: pd.Series, internal: int, horizon: int, step: int | None, freq: str
+) -> pd.DataFrame:
+    """``series_id, cutoff_0 .. cutoff_{internal-1}``: each window's cutoff per series."""
+    delta = pd.Timedelta(freq)
+    out = pd.DataFrame({"series_id": last_timestamps.index.astype(str)})
+    for window in range(internal):
+        offset = _offset_steps(window, internal, horizon, step) * delta
+        out[f"cutoff_{window}"] = (last_timestamps - offset).to_numpy()
+    return out
+
+
+def earlier_windows(predictions: pd.DataFrame, window: int) -> list[int]:
+    """Windows before ``window`` whose actuals all precede ``window``'s cutoff, per series.
+
+    Cutoffs are per series, so the check is too: a window ``v`` qualifies when, for every series
+    forecast in both, v's last forecast timestamp is at or before w's cutoff of that series
+    (with ``step < horizon`` the windows just before ``w`` overlap it and are left out).
+    """
+    spans = predictions.groupby(["window", "series_id"]).agg(
+        cutoff=("cutoff", "first"), test_end=("timestamp", "max")
+    )
+    if window not in spans.index.get_level_values("window"):
+        return []
+    current = spans.xs(window, level="window")["cutoff"]
+    result = []
+    for other in sorted(set(spans.index.get_level_values("window"))):
+        if other >= window:
+            continue
+        ends = spans.xs(other, level="window")["test_end"]
+        common = ends.index.intersection(current.index)
+        if len(common) and (ends[common] <= current[common]).all():
+            result.append(int(other))
+    return result
+
+
+def assert_no_peeking(
+    used: pd.DataFrame, current: pd.DataFrame, window: int, purpose: str = "selection"
+) -> None:
+    """Every actual used for window ``window``'s choice precedes that series' cutoff."""
+    if used.empty:
+        return
+    cutoffs = current.groupby("series_id")["cutoff"].first()
+    last_used = used.groupby("series_id")["timestamp"].max()
+    common = last_used.index.intersection(cutoffs.index)
+    assert (last_used[common] <= cutoffs[common]).all(), (
+        f"{purpose} for window {window} would use actuals after its cutoff"
+    )
+
+
+def _checked_forecast(
+    forecast: pd.DataFrame,
+    request: ForecastRequest,
+    model_name: str,
+    window: int,
+    cutoffs: pd.Series,
+) -> pd.DataFrame:
+    """Validate a model's output against the ModelFn contract, then sort and clip it."""
+    needed = ["series_id", "timestamp", *forecast_columns(request.quantiles), "model_used"]
+    missing = [c for c in needed if c not in forecast.columns]
+    if missing:
+        raise ForecastInputError(
+            f"model '{model_name}' window {window}: forecast lacks columns {', '.join(missing)}"
+        )
+    out = forecast[needed].copy()
+    out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True)
+    delta = pd.Timedelta(request.freq)
+    cutoff = out["series_id"].map(cutoffs)
+    stray = ~((out["timestamp"] > cutoff) & (out["timestamp"] <= cutoff + request.horizon * delta))
+    if stray.any():
+        row = out[stray].iloc[0]
+        raise ForecastInputError(
+            f"model '{model_name}' window {window}: forecast timestamp {row['timestamp']} of "
+            f"{row['series_id']} is outside its test window after {cutoffs.get(row['series_id'])}"
+        )
+    # Same post-processing for every model, whatever it already did itself.
+    return finalize_forecast(out, request)
+
+
+def run_backtest(
+    panel: pd.DataFrame,
+    model_fn: ModelFn,
+    model_name: str,
+    *,
+    windows: int,
+    horizon: int,
+    step: int | None = None,
+    quantiles: Sequence[float] = (0.1, 0.5, 0.9),
+    season: int = 24,
+    bounds: Mapping[str, tuple[float, float | None]] | None = None,
+    n_jobs: int = 1,
+    model_cfg: ModelSettings,
+    selection_windows: int = 0,
+    freq: str = "1h",
+    min_train_points: int | None = None,
+) -> pd.DataFrame:
+    """Backtest one model on rolling-origin windows and return its predictions.
+
+    Internal windows = ``selection_windows + windows`` (see ``plan_backtest``); window 0 is the
+    earliest and the first ``selection_windows`` are flagged ``is_selection_window`` (they only
+    give the model choice of the first scored window earlier scores to use). For each window
+    the model is called once on all its series with the history sliced to
+    ``timestamp <= cutoff``.
+
+    Returns one row per series x window x horizon step: ``model, series_id, window,
+    is_selection_window, cutoff, timestamp, y, mean, <quantile columns>, model_used,
+    fit_seconds`` where ``fit_seconds`` is that window's wall time divided evenly across its
+    series. ``y`` is NaN where the series has no actual. Series left out of a window are listed
+    in ``skipped_table(predictions)`` (``predictions.attrs["skipped"]``) with the reason.
+
+    Every window gets the same ``ForecastRequest.fitted_models`` store (AutoETS searches its
+    model form once per series, in its earliest window, and re-estimates that form's parameters
+    in the later ones). Windows run earliest first, so whatever is reused was learnt from data
+    before the current cutoff.
+    """
+    levels = tuple(sorted({float(q) for q in quantiles} | {0.5}))
+    max_points = history_cap(
+        model_name,
+        model_cfg.max_history_hours,
+        horizon=horizon,
+        season=season,
+        freq=freq,
+    )
+    plan = plan_backtest(
+        panel,
+        windows=windows,
+        horizon=horizon,
+        step=step,
+        selection_windows=selection_windows,
+        season=season,
+        freq=freq,
+        min_train_points=min_train_points,
+    )
+    grid = plan.grid
+    cutoff_table = plan.cutoffs.set_index("series_id")
+    skipped = plan.skipped.to_dict("records")
+    value_columns = forecast_columns(levels)
+    fitted_models: dict[Any, Any] = {}
+    frames = []
+    for spec in plan.windows.sort_values("window").itertuples(index=False):
+        window = int(spec.window)
+        series = plan.members[window]
+        if not series:
+            continue
+        cutoffs = cutoff_table[f"cutoff_{window}"]
+        cutoff = grid["series_id"].map(cutoffs)
+        history = grid[grid["series_id"].isin(series) & (grid["timestamp"] <= cutoff)]
+        # The leakage guard: the model never receives a row after its series' cutoff.
+        assert (history["timestamp"] <= history["series_id"].map(cutoffs)).all()
+        request = ForecastRequest(
+            history=trim_history(history.reset_index(drop=True), max_points),
+            horizon=horizon,
+            quantiles=levels,
+            freq=freq,
+            season=season,
+            bounds={s: tuple(bounds[s]) for s in series if bounds and s in bounds},
+            n_jobs=n_jobs,
+            fitted_models=fitted_models,
+        )
+        started = time.perf_counter()
+        raw = model_fn(request, model_cfg)
+        elapsed = time.perf_counter() - started
+        forecast = _checked_forecast(raw, request, model_name, window, cutoffs)
+        forecast = forecast[forecast["series_id"].isin(series)]
+        returned = set(forecast["series_id"])
+        omitted = [s for s in series if s not in returned]
+        for sid in omitted:
+            LOGGER.warning("%s window %d: %s: %s", model_name, window, sid, REASON_MODEL_OMITTED)
+            skipped.append({"series_id": sid, "window": window, "reason": REASON_MODEL_OMITTED})
+        actuals = grid[grid["series_id"].isin(series) & (grid["timestamp"] > cutoff)]
+        scored = forecast.merge(actuals, on=["series_id", "timestamp"], how="left")
+        scored["model"] = model_name
+        scored["window"] = window
+        scored["is_selection_window"] = bool(spec.is_selection_window)
+        scored["cutoff"] = scored["series_id"].map(cutoffs)
+        scored["fit_seconds"] = elapsed / len(series)
+        frames.append(scored)
+    columns = [
+        "model",
+        "series_id",
+        "window",
+        "is_selection_window",
+        "cutoff",
+        "timestamp",
+        "y",
+        *value_columns,
+        "model_used",
+        "fit_seconds",
+    ]
+    if frames:
+        predictions = pd.concat(frames, ignore_index=True)[columns]
+    else:
+        predictions = pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+    predictions = predictions.sort_values(["series_id", "window", "timestamp"], kind="stable")
+    predictions = predictions.reset_index(drop=True)
+    predictions.attrs["skipped"] = skipped
+    return predictions
+
+
+def skipped_table(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The ``series_id, window, reason`` rows ``run_backtest`` left out of its predictions."""
+    records = predictions.attrs.get("skipped", [])
+    return pd.DataFrame(list(records), columns=list(SKIPPED_COLUMNS))

@@ -1,0 +1,213 @@
+"""From every model's backtest predictions to the leaderboard with an honest `selected` row.
+
+Shared by the `leaderboard` rule and the accuracy benchmark so both score exactly alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from capforecast.forecast import backtest, calibration, metrics, selection
+from capforecast.forecast.fit import model_quantiles
+from capforecast.forecast.models.base import ModelFn
+from capforecast.settings import (
+    BacktestSettings,
+    ForecastSettings,
+    ModelSettings,
+    SelectionSettings,
+    backtest_settings,
+    forecast_settings,
+    model_settings,
+    selection_settings,
+)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: pd.DataFrame  # per model x series x window, `selected` included
+    leaderboard: pd.DataFrame
+    selection: pd.DataFrame  # final per-series choice (all windows), for the refit forecasts
+    selected_predictions: pd.DataFrame  # backtest predictions of `selected`, calibrated
+    calibration: pd.DataFrame  # interval scaling fitted on all selected windows
+    window_choices: pd.DataFrame  # which models each window of `selected` used
+
+
+def backtest_models(
+    history: pd.DataFrame,
+    models: Mapping[str, ModelFn],
+    *,
+    backtest_cfg: BacktestSettings,
+    forecast_cfg: ForecastSettings,
+    models_cfg: ModelSettings,
+    freq: str,
+    bounds: Mapping[str, tuple[float, float | None]],
+    n_jobs: int = 1,
+) -> pd.DataFrame:
+    """Run the configured rolling-origin backtest for each model; predictions concatenated."""
+    bt = backtest_cfg
+    frames = [
+        backtest.run_backtest(
+            history,
+            fn,
+            name,
+            windows=bt.windows,
+            horizon=bt.horizon,
+            step=bt.step,
+            quantiles=model_quantiles(forecast_cfg),
+            season=bt.season,
+            bounds=bounds,
+            n_jobs=n_jobs,
+            model_cfg=models_cfg,
+            selection_windows=bt.selection_windows,
+            freq=freq,
+        )
+        for name, fn in models.items()
+    ]
+    out = pd.concat(frames, ignore_index=True)
+    # Skipped series-windows of every model, kept for the caller (concat drops attrs).
+    out.attrs["skipped"] = [row for frame in frames for row in frame.attrs.get("skipped", [])]
+    return out
+
+
+def evaluate_backtests(
+    predictions: pd.DataFrame,
+    history: pd.DataFrame,
+    *,
+    backtest_cfg: BacktestSettings,
+    forecast_cfg: ForecastSettings,
+    selection_cfg: SelectionSettings,
+    bounds: Mapping[str, tuple[float, float | None]],
+    baseline: str = "seasonal_naive_daily",
+) -> Evaluation:
+    """Score all models, select per window without peeking, calibrate, and rank.
+
+    ``history`` is the panel (series_id, timestamp, y) the MASE scale is computed from.
+    """
+    season, scored_quantiles = backtest_cfg.season, list(forecast_cfg.quantiles)
+    scores = metrics.score_predictions(predictions, history, season, scored_quantiles)
+    selected, choices = selection.select_without_peeking(scores, predictions, selection_cfg)
+    table = pd.DataFrame()
+    if forecast_cfg.calibrate:
+        levels = model_quantiles(forecast_cfg)
+        # The final forecasts are uncalibrated combinations: fit their scaling on the
+        # uncalibrated backtest combinations, before those are calibrated window by window.
+        # Selection windows hold the no-scores default, not a choice (see calibration).
+        scored_windows = selected[~selected["is_selection_window"].astype(bool)]
+        table = calibration.fit_interval_scaling(scored_windows, levels)
+        selected, _ = calibration.calibrate_without_peeking(selected, levels, bounds=bounds)
+    selected_scores = metrics.score_predictions(selected, history, season, scored_quantiles)
+    all_scores = pd.concat([scores, selected_scores], ignore_index=True)
+    return Evaluation(
+        metrics=all_scores,
+        leaderboard=metrics.leaderboard(all_scores, baseline=baseline),
+        selection=selection.final_selection(scores, selection_cfg),
+        selected_predictions=selected,
+        calibration=table,
+        window_choices=choices,
+    )
+
+
+def leaderboard_with_peers(
+    evaluation: Evaluation,
+    peer_predictions: pd.DataFrame,
+    history: pd.DataFrame,
+    *,
+    season: int,
+    quantiles: list[float],
+    baseline: str = "seasonal_naive_daily",
+) -> pd.DataFrame:
+    """The leaderboard with rows for peers that were backtested alongside but not selectable.
+
+    Peers (``capforecast.forecast.models.peers``) are scored on the same windows and ranked
+    against the same baseline; ``is_peer`` marks their rows.
+    """
+    peer_scores = metrics.score_predictions(peer_predictions, history, season, quantiles)
+    board = metrics.leaderboard(
+        pd.concat([evaluation.metrics, peer_scores], ignore_index=True), baseline=baseline
+    )
+    board["is_peer"] = board["model"].isin(set(peer_predictions["model"]))
+    return board
+
+
+def forecast_in_memory(
+    panel: pd.DataFrame,
+    cfg: Mapping[str, Any],
+    models: list[str] | None = None,
+    *,
+    n_jobs: int = 1,
+) -> tuple[Evaluation, pd.DataFrame]:
+    """The forecast stage of the workflow in one call: backtest, select, refit, combine.
+
+    ``panel`` is a feature panel (``series_id, resource_id, metric, timestamp, y``); ``cfg`` the
+    validated config; ``models`` defaults to ``models.enabled``. Returns the evaluation and the
+    final forecasts (``model = "selected"``, calibrated as the workflow does). For notebooks and
+    tests that want the product's forecast without running Snakemake.
+    """
+    from capforecast.forecast.fit import fit_forecast
+    from capforecast.forecast.models import MODEL_REGISTRY
+    from capforecast.forecast.panel import series_bounds
+
+    bt, fc, ms = (
+        backtest_settings(cfg["backtest"]),
+        forecast_settings(cfg["forecast"]),
+        model_settings(cfg["models"]),
+    )
+    names = list(models or ms.enabled)
+    history = panel[["series_id", "timestamp", "y"]]
+    bounds = series_bounds(panel, cfg["etl"]["percent_metrics"])
+    predictions = backtest_models(
+        history,
+        {name: MODEL_REGISTRY[name] for name in names},
+        backtest_cfg=bt,
+        forecast_cfg=fc,
+        models_cfg=ms,
+        freq=cfg["etl"]["freq"],
+        bounds=bounds,
+        n_jobs=n_jobs,
+    )
+    evaluation = evaluate_backtests(
+        predictions,
+        history,
+        backtest_cfg=bt,
+        forecast_cfg=fc,
+        selection_cfg=selection_settings(cfg["selection"]),
+        bounds=bounds,
+    )
+    candidates = {
+        name: fit_forecast(
+            name,
+            panel,
+            forecast_cfg=fc,
+            backtest_cfg=bt,
+            models_cfg=ms,
+            percent_metrics=cfg["etl"]["percent_metrics"],
+            freq=cfg["etl"]["freq"],
+            n_jobs=n_jobs,
+        )
+        for name in names
+    }
+    selected = combine_selected(
+        candidates, evaluation.selection, evaluation.calibration, fc, bounds=bounds
+    )
+    return evaluation, selected
+
+
+def combine_selected(
+    candidates: Mapping[str, pd.DataFrame],
+    chosen: pd.DataFrame,
+    calibration_table: pd.DataFrame,
+    forecast_cfg: ForecastSettings,
+    *,
+    bounds: Mapping[str, tuple[float, float | None]],
+) -> pd.DataFrame:
+    """The ``selected`` final forecast: the chosen models combined, then calibrated."""
+    selected = selection.combine_final_forecasts(candidates, chosen, bounds=bounds)
+    if forecast_cfg.calibrate and len(calibration_table):
+        selected = calibration.apply_interval_scaling(
+            selected, calibration_table, model_quantiles(forecast_cfg), bounds=bounds
+        )
+    return selected

@@ -1,0 +1,118 @@
+"""Is the history long enough for the configured backtest? Checked before any model is fitted.
+
+The backtest (:func:`capforecast.forecast.backtest.plan_backtest`) scores a series in a window
+only when it has ``2 x backtest.season`` training steps before the window's cutoff, and its earliest
+window starts ``horizon + step x (windows + selection_windows - 1)`` steps before a series' end.
+When even the longest series is too short, every series is skipped in every window, there is
+nothing to score, and the leaderboard failed minutes later with a pandas traceback. The
+requirement depends on the data, so it is checked as soon as the lengths are known:
+
+* at plan time for the synthetic source, from ``synthetic.days`` (rules/common.smk);
+* for any source, by every backtest and forecast job on the panel it has just read, before it
+  fits anything (scripts/forecast_backtest_model.py, scripts/forecast_model.py): the first jobs that
+  see the whole fleet's history. A failed check stops the run in one line naming the key.
+
+Gaps are not counted: a long but gappy series passes here and may still be skipped in a window,
+with the reason recorded in the backtest's skipped table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from capforecast.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class BacktestRoom:
+    """Steps the configured backtest needs from the longest series.
+
+    test_steps: from the earliest cutoff to a series' end; train_steps: training before it.
+    """
+
+    windows: int
+    horizon: int
+    step: int
+    season: int
+
+    @classmethod
+    def from_config(cls, backtest_cfg: Mapping[str, Any]) -> BacktestRoom:
+        """From the validated ``backtest`` section (horizon already resolved from forecast)."""
+        horizon = int(backtest_cfg["horizon"])
+        step = backtest_cfg.get("step")
+        return cls(
+            windows=int(backtest_cfg["windows"]) + int(backtest_cfg["selection_windows"]),
+            horizon=horizon,
+            step=horizon if step is None else int(step),
+            season=int(backtest_cfg["season"]),
+        )
+
+    @property
+    def test_steps(self) -> int:
+        return self.horizon + self.step * (self.windows - 1)
+
+    @property
+    def train_steps(self) -> int:
+        return 2 * self.season
+
+    def check(self, longest_steps: int, source: str) -> None:
+        """ConfigError naming backtest.windows (no training data left at all) or
+        backtest.season (too little for two seasons) when ``longest_steps`` is too short;
+        ``source`` says where the length comes from."""
+        windows = (
+            f"{self.windows} windows (windows + selection_windows) of horizon {self.horizon} "
+            f"and step {self.step} take {self.test_steps} steps"
+        )
+        left = longest_steps - self.test_steps
+        if left < 1:
+            raise ConfigError(
+                "backtest.windows",
+                f"{windows}, but {source} spans only {longest_steps} steps; use fewer or "
+                "shorter windows",
+            )
+        if left < self.train_steps:
+            raise ConfigError(
+                "backtest.season",
+                f"{self.season} needs 2 x {self.season} = {self.train_steps} steps of training "
+                f"data before the earliest backtest window, but {source} spans {longest_steps} "
+                f"steps and the {windows}, leaving {left}; use a season of at most {left // 2} "
+                "or fewer windows",
+            )
+
+
+def longest_steps(panel: pd.DataFrame, freq: str) -> tuple[int, str]:
+    """Grid steps spanned by the longest series of ``panel`` (series_id, timestamp) and its id."""
+    spans = panel.groupby("series_id", sort=True)["timestamp"].agg(["min", "max"])
+    steps = ((spans["max"] - spans["min"]) / pd.Timedelta(freq)).astype("int64") + 1
+    longest = str(steps.idxmax())
+    return int(steps[longest]), longest
+
+
+def check_panel(panel: pd.DataFrame, backtest_cfg: Mapping[str, Any], freq: str) -> None:
+    """ConfigError when the longest series of the model panel is too short for the backtest."""
+    if panel.empty:
+        return  # the caller reports an empty panel its own way
+    steps, series = longest_steps(panel, freq)
+    BacktestRoom.from_config(backtest_cfg).check(steps, f"the longest series ({series!r})")
+
+
+def synthetic_steps(cfg: Mapping[str, Any]) -> int:
+    """Grid steps of the synthetic history: synthetic.days, up to data.history_end when set."""
+    start = pd.Timestamp(cfg["synthetic"]["start"])
+    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+    end = start + pd.Timedelta(days=int(cfg["synthetic"]["days"]))
+    if cfg["data"]["history_end"] is not None:
+        cut = pd.Timestamp(cfg["data"]["history_end"])
+        end = min(end, cut.tz_localize("UTC") if cut.tzinfo is None else cut.tz_convert("UTC"))
+    return max(0, int((end - start) / pd.Timedelta(cfg["etl"]["freq"])))
+
+
+def check_synthetic(cfg: Mapping[str, Any]) -> None:
+    """Plan-time check of a validated synthetic config: its history is known without data."""
+    days = cfg["synthetic"]["days"]
+    source = f"the synthetic history (synthetic.days = {days}, etl.freq = {cfg['etl']['freq']})"
+    BacktestRoom.from_config(cfg["backtest"]).check(synthetic_steps(cfg), source)

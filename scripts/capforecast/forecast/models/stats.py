@@ -1,0 +1,327 @@
+"""statsforecast models: AutoETS, AutoTheta, Theta and MSTL over all series at once.
+
+Quantiles come from statsforecast prediction intervals: quantile ``q < 0.5`` is the lower end of
+the central ``100 - 200 q`` % interval (``<model>-lo-<level>``), ``q > 0.5`` the upper end of the
+``200 q - 100`` % interval (``<model>-hi-<level>``), and ``q = 0.5`` the point forecast (the
+intervals are symmetric around it). statsforecast refuses NaN, so gaps are filled (linear, then
+edge values carried) before fitting. statsforecast is imported inside the functions so that
+importing this module stays cheap.
+
+MSTL settings (measured on the NAB fixture, see ``mstl_core``): the STL fits are robust
+(``stl_kwargs={"robust": True}``) and the deseasonalised series is forecast by the standard
+Theta method. Cloud metrics carry one-off spikes and dips (a 26e6-byte burst on a 2e5-byte series,
+a 10-hour drop from 90 % to 25 % CPU); a least-squares STL smears them into the seasonal
+profile, which then repeats them every day. Robust STL leaves them in the remainder, where the
+default trend forecaster (AutoETS) extrapolated them wildly on one series (270x seasonal naive's
+WQL); Theta did not. Relative geometric mean MASE / WQL against seasonal naive: least-squares
+STL + AutoETS 0.99 / 0.96, robust STL + AutoTheta 0.75 / 0.70, robust STL + Theta 0.68 / 0.68
+in a sixth of AutoTheta's trend-fit time.
+
+Cost per model: the README's "Forecasting speed" table (``make bench-speed``); a full AutoETS
+search is the most expensive of these fits. A backtest fits every series once per window, so
+AutoETS searches its model form only in a series' earliest window and re-estimates that form's
+parameters in the later ones (``ForecastRequest.fitted_models``; no less accurate on NAB than a
+search in every window). statsforecast's ``cross_validation(refit=False)``, which keeps the
+earliest window's parameters as well, was measured and rejected: clearly worse WQL on NAB,
+whose series change regime (accuracy: the README's "Forecast accuracy on real fleets").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from functools import partial
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from capforecast.contracts import model_used_label
+from capforecast.forecast.models.base import (
+    ForecastRequest,
+    fill_missing,
+    future_timestamps,
+    quantile_frame,
+    steps_per,
+)
+from capforecast.forecast.models.pool import map_in_processes
+from capforecast.settings import ModelSettings
+
+logger = logging.getLogger(__name__)
+
+# statsforecast's ETS refuses seasons above 24: longer seasons get a non-seasonal ETS, flagged
+# in model_used.
+MAX_ETS_SEASON = 24
+ALIAS = "model"  # statsforecast column prefix for whichever model runs
+# Error and trend part of the AutoETS search: additive errors, any trend. On the NAB fixture
+# additive errors were more accurate than the full "ZZZ" search, in a third of the time:
+# multiplicative errors are unstable on metrics with near-zero troughs and one-off bursts. The
+# accuracy benchmark runs the untouched AutoETS as a peer (the README's "Forecast accuracy on
+# real fleets" table).
+# The season part is decided by the seasonality test (``has_seasonality``), not by AIC: with 24
+# seasonal states to pay for, AIC picked flat non-seasonal forms for most of the clearly daily
+# synthetic fleet. On NAB the test costs AutoETS alone a little accuracy and `selected` nothing.
+ETS_SEARCH = "AZ"
+# models.intervals: "empirical" = quantile shape from each series' in-sample residuals (see
+# series_quantiles); "conformal" = statsforecast's ConformalIntervals (residuals of its own
+# rolling-origin refits at the forecast horizon); "normal" = statsforecast's own intervals (what
+# the peers in capforecast.forecast.models.peers use).
+INTERVAL_METHODS = ("empirical", "conformal", "normal")
+# ConformalIntervals windows: up to this many, at least two, as the history allows.
+CONFORMAL_WINDOWS = 3
+MIN_RESIDUALS = 48
+# A weekly STL component needs several weekly cycles to separate from the trend, and costs
+# several times the daily-only fit: below four weeks of history (so never under the default
+# 2-week models.max_history_hours) MSTL is daily-only.
+MSTL_WEEKLY_MIN_WEEKS = 4
+# Passed to every STL fit of MSTL: robust fitting down-weights one-off spikes and dips.
+MSTL_STL_KWARGS: dict[str, Any] = {"robust": True}
+
+
+def interval_levels(quantiles: tuple[float, ...]) -> dict[float, tuple[str, float | int]]:
+    """Map each quantile to the statsforecast interval side and level that gives it.
+
+    ``0.1 -> ("lo", 80)``, ``0.95 -> ("hi", 90)``, ``0.5 -> ("mean", 0)``. Levels are rounded
+    (``100 - 200 * 0.1`` is 79.99999999999999 in floating point) and kept as ``int`` when whole,
+    because statsforecast names its columns with ``str(level)``.
+    """
+    mapping: dict[float, tuple[str, float | int]] = {}
+    for q in quantiles:
+        if np.isclose(q, 0.5):
+            mapping[q] = ("mean", 0)
+            continue
+        level = round(abs(200.0 * q - 100.0), 6)
+        mapping[q] = ("lo" if q < 0.5 else "hi", int(level) if level.is_integer() else level)
+    return mapping
+
+
+def autoets_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
+    if request.season > MAX_ETS_SEASON:
+        frame = statsforecast_forecast(
+            request, _ets_for_series(1), model_cfg.intervals, "autoets_nonseasonal"
+        )
+        return frame.assign(model_used=model_used_label("autoets", "nonseasonal: season > 24"))
+    return statsforecast_forecast(
+        request, _ets_for_series(request.season), model_cfg.intervals, "autoets"
+    )
+
+
+def _ets_for_series(season: int) -> Callable[[np.ndarray, str | None], Any]:
+    """The AutoETS to fit on a series: its earlier window's form, or a search over ETS_SEARCH
+    with the season part decided by the seasonality test (see ETS_SEARCH)."""
+    from statsforecast.models import AutoETS
+
+    def choose(y: np.ndarray, form: str | None) -> Any:
+        if form is not None:
+            return with_model_form(AutoETS(season_length=season, alias=ALIAS), form)
+        season_part = "A" if has_seasonality(y, season) else "N"
+        return AutoETS(season_length=season, model=ETS_SEARCH + season_part, alias=ALIAS)
+
+    return choose
+
+
+def autotheta_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
+    from statsforecast.models import AutoTheta
+
+    model = AutoTheta(season_length=request.season, alias=ALIAS)
+    return statsforecast_forecast(request, model, model_cfg.intervals)
+
+
+def theta_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
+    """The standard Theta method (statsforecast ``Theta``: theta = 2, classical decomposition
+    when the seasonality test passes): AutoTheta's accuracy on NAB at a tenth of its cost."""
+    from statsforecast.models import Theta
+
+    model = Theta(season_length=request.season, alias=ALIAS)
+    return statsforecast_forecast(request, model, model_cfg.intervals)
+
+
+def mstl_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
+    """MSTL with seasons ``[season, week]`` for series with four weeks of data, else ``[season]``.
+
+    Robust STL (outliers down-weighted in the seasonal fit) and the standard Theta method as the
+    trend forecaster; see the module docstring for why.
+    """
+    from statsforecast.models import MSTL, Theta
+
+    weekly = steps_per("7D", request.freq)
+    lengths = request.history.groupby("series_id", sort=False).size()
+    enough = lengths >= MSTL_WEEKLY_MIN_WEEKS * weekly
+    with_weekly = set(lengths.index[enough]) if weekly > request.season else set()
+    frames = []
+    for seasons, chosen in (
+        ([request.season, weekly], request.history["series_id"].isin(with_weekly)),
+        ([request.season], ~request.history["series_id"].isin(with_weekly)),
+    ):
+        if chosen.any():
+            sub = _replace_history(request, request.history.loc[chosen])
+            model = MSTL(
+                season_length=seasons,
+                trend_forecaster=Theta(),
+                stl_kwargs=dict(MSTL_STL_KWARGS),
+                alias=ALIAS,
+            )
+            frames.append(statsforecast_forecast(sub, model, model_cfg.intervals))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _replace_history(request: ForecastRequest, history: pd.DataFrame) -> ForecastRequest:
+    return dataclasses.replace(request, history=history.reset_index(drop=True))
+
+
+def has_seasonality(y: np.ndarray, season: int) -> bool:
+    """The 90 % autocorrelation test statsforecast's Theta uses: |r_m| / se(r_m) > z_0.95."""
+    if season < 4 or len(y) < 2 * season or np.nanstd(y) == 0:
+        return False
+    from statsmodels.tsa.stattools import acf
+
+    r = acf(y, nlags=season, fft=False)[1:]
+    se = np.sqrt((1 + 2 * np.sum(r[:-1] ** 2)) / len(y))
+    return bool(abs(r[-1]) / se > NormalDist().inv_cdf(0.95))
+
+
+def statsforecast_forecast(
+    request: ForecastRequest,
+    model: Any,
+    intervals: str,
+    cache_key: str | None = None,
+) -> pd.DataFrame:
+    """Fit ``model`` on every series of the request and read the requested quantiles.
+
+    ``model`` is a statsforecast model, or a function ``(y, form) -> model`` choosing one per
+    series, where ``form`` is what the series chose in an earlier window of a backtest
+    (``request.fitted_models`` under ``cache_key``; None otherwise): the model search then runs
+    once per series and later windows only re-estimate that form's parameters. Quantiles
+    follow ``intervals`` (one of ``INTERVAL_METHODS``; see ``series_quantiles``).
+    """
+    history = request.history
+    cache = request.fitted_models if cache_key is not None else None
+    ids, jobs = [], []
+    for sid, group in history.groupby("series_id", sort=False):
+        y = fill_missing(group["y"].to_numpy(dtype=float), request.season)
+        form = cache.get((cache_key, str(sid))) if cache is not None else None
+        template = model if hasattr(model, "fit") else model(y, form)
+        ids.append(str(sid))
+        jobs.append((template, y))
+    if intervals not in INTERVAL_METHODS:
+        raise ValueError(f"unknown interval method {intervals!r}; known: {INTERVAL_METHODS}")
+    shape = intervals
+    fit_one = partial(
+        _run_one, horizon=request.horizon, quantiles=request.quantiles, intervals=shape
+    )
+    outputs = map_in_processes(fit_one, jobs, request.n_jobs, min_items=_MIN_SERIES_FOR_POOL)
+    last_timestamps = history.groupby("series_id", sort=False)["timestamp"].last()
+    frames = []
+    for sid, (form, mean, quantile_values) in zip(ids, outputs, strict=True):
+        if cache is not None:
+            cache[(cache_key, sid)] = form
+        # Timestamps regenerated from the input grid, so they continue it exactly.
+        timestamps = future_timestamps(last_timestamps[sid], request.horizon, request.freq)
+        frames.append(quantile_frame(sid, timestamps, mean, quantile_values))
+    return pd.concat(frames, ignore_index=True)
+
+
+def series_quantiles(
+    fitted: Any,
+    y: np.ndarray,
+    horizon: int,
+    quantiles: tuple[float, ...],
+    intervals: str,
+) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """Point forecast and quantiles of one fitted statsforecast model.
+
+    statsforecast's intervals are normal: ``mean + z_q * sigma_h``. Cloud metrics have
+    heavy-tailed errors (mostly small, now and then a burst or a level shift), for which a
+    normal fitted to the squared residuals is far too wide at P10/P90 and too narrow at
+    P2/P98. With ``intervals="empirical"`` the shape comes from the series' own in-sample
+    residuals and the growth over the horizon from the model:
+    ``Q_q(h) = mean(h) + e_q * sigma_h / sigma_1``, where ``e_q`` is the ``q`` quantile of the
+    residuals, and the point forecast is ``Q_0.5``: the model's mean moved by the median
+    residual. Skewed metrics (mostly near a floor, now and then a burst) pull a least-squares
+    fit above most of their values; the median is the point forecast with the least absolute
+    error (AutoETS MASE relgm on the Bitbrains tuning half at H = 24: 1.11 with the mean, 0.89
+    with the median). With fewer than ``MIN_RESIDUALS`` residuals, or a zero-width model
+    interval, the normal intervals are kept. ``"conformal"`` and ``"normal"`` return the
+    model's own intervals (conformal ones when it was fitted with ``ConformalIntervals``).
+    """
+    mapping = interval_levels(quantiles)
+    levels = sorted({level for side, level in mapping.values() if side != "mean"})
+    output = fitted.predict(h=horizon, level=levels or None)
+    mean = np.asarray(output["mean"], dtype=float)
+    normal = {
+        q: mean.copy() if side == "mean" else np.asarray(output[f"{side}-{level}"], dtype=float)
+        for q, (side, level) in mapping.items()
+    }
+    if intervals != "empirical" or not levels:
+        return mean, normal
+    residuals = y - np.asarray(fitted.predict_in_sample()["fitted"], dtype=float)
+    residuals = residuals[np.isfinite(residuals)]
+    # sigma_h from every level's half-width (Theta's intervals are simulated, so one level alone
+    # is noisy from step to step).
+    half_widths = [
+        (np.asarray(output[f"hi-{level}"], dtype=float) - mean)
+        / NormalDist().inv_cdf(0.5 + level / 200.0)
+        for level in levels
+    ]
+    sigma = np.mean(half_widths, axis=0)
+    if residuals.size < MIN_RESIDUALS or not sigma[0] > 0 or not np.isfinite(sigma).all():
+        return mean, normal
+    growth = sigma / sigma[0]
+    values = {q: mean + growth * float(np.quantile(residuals, q)) for q in quantiles}
+    return values.get(0.5, mean), values
+
+
+# Starting a process pool costs more than fitting a few series; below this many series one
+# process is faster.
+_MIN_SERIES_FOR_POOL = 64
+
+
+def _run_one(
+    job: tuple[Any, np.ndarray], horizon: int, quantiles: tuple[float, ...], intervals: str
+) -> tuple[str | None, np.ndarray, dict[float, np.ndarray]]:
+    """Fit a copy of the template on ``y``; the chosen form and the forecast travel back."""
+    template, y = job
+    model = template.new()
+    if intervals == "conformal":
+        intervals = _use_conformal_intervals(model, len(y), horizon)
+    fitted = model.fit(y=y)
+    mean, quantile_values = series_quantiles(fitted, y, horizon, quantiles, intervals)
+    return model_form(fitted), mean, quantile_values
+
+
+def _use_conformal_intervals(model: Any, n: int, horizon: int) -> str:
+    """Give ``model`` statsforecast's ConformalIntervals when the history holds two windows of
+    ``horizon`` after two seasons of training; otherwise the series keeps empirical quantiles.
+    Returns the interval method the series ends up with."""
+    from statsforecast.utils import ConformalIntervals
+
+    lengths = getattr(model, "season_length", 1)
+    season = max(lengths) if isinstance(lengths, list) else int(lengths or 1)
+    windows = min(CONFORMAL_WINDOWS, (n - 2 * season) // horizon)
+    if windows < 2:
+        return "empirical"
+    model.prediction_intervals = ConformalIntervals(n_windows=windows, h=horizon)
+    return "conformal"
+
+
+def model_form(fitted: Any) -> str | None:
+    """The form a fitted AutoETS chose: its components, e.g. ``"AAAD"`` (error, trend, season,
+    damped) or ``"ANAN"``; None for other models."""
+    found = getattr(fitted, "model_", None)  # a dict for ETS and Theta, a frame for MSTL
+    components = found.get("components") if isinstance(found, dict) else None
+    return components if isinstance(components, str) else None
+
+
+def with_model_form(template: Any, form: str) -> Any:
+    """A copy of the AutoETS ``template`` restricted to ``form`` (see ``model_form``)."""
+    from statsforecast.models import AutoETS
+
+    # AutoETS takes error, trend and season as ``model`` and the damping separately.
+    return AutoETS(
+        season_length=template.season_length,
+        model=form[:3],
+        damped=form[3:4] == "D" if form[1] != "N" else None,
+        alias=template.alias,
+    )

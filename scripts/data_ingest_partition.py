@@ -1,0 +1,18 @@
+"""Rule ingest_partition: one source file -> raw long format (every row kept) and the
+per-series ingest record (metric names mapped, 0-1 scales converted)."""
+
+from pathlib import Path
+
+from capforecast.data import ingest
+from capforecast.rulekit import LOG, ensure_parent, run_rule
+
+
+def main(smk) -> None:
+    result = ingest.ingest_file(Path(smk.input.source), smk.params.data, smk.params.etl)
+    ensure_parent(smk.output.raw, smk.output.series)
+    result.raw.to_parquet(smk.output.raw, index=False)
+    result.series.to_parquet(smk.output.series, index=False)
+    LOG.info("%s: %d rows, %d series", smk.input.source, len(result.raw), len(result.series))
+
+
+run_rule(main, snakemake)

@@ -1,0 +1,25 @@
+"""Rule ingest_resources: the resources table, completed for every resource seen in the data."""
+
+import pandas as pd
+
+from capforecast.data import ingest
+from capforecast.rulekit import LOG, ensure_parent, run_rule
+
+
+def main(smk) -> None:
+    table = smk.input.get("table")
+    resources = ingest.read_resources_table(table, smk.params.catalogue) if table else None
+    seen = pd.concat([pd.read_parquet(path, columns=["resource_id"]) for path in smk.input.raw])[
+        "resource_id"
+    ].unique()
+    completed = ingest.complete_resources(resources, seen)
+    ensure_parent(smk.output.resources)
+    completed.to_parquet(smk.output.resources, index=False)
+    LOG.info(
+        "%d resources (%d without an entry in a resources table: service 'unassigned')",
+        len(completed),
+        int((completed["service"] == "unassigned").sum()),
+    )
+
+
+run_rule(main, snakemake)

@@ -1,0 +1,32 @@
+"""Rule holdout_span: check data.history_end against the raw data's span before any cleaning."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from capforecast.data import holdout
+from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.timestamps import timestamp_window
+
+
+def main(smk) -> None:
+    cut = holdout.cut_from_config(smk.params.cut)
+    raws = {Path(p).stem: pd.read_parquet(p, columns=["timestamp"]) for p in smk.input.raw}
+    span = holdout.data_span(raws, timestamp_window(smk.params.cut["etl"]))
+    holdout.check_cut(cut, span)
+    held_back = {
+        name: int(holdout.held_back_mask(raw, cut.history_end).sum()) for name, raw in raws.items()
+    }
+    record = holdout.span_record(cut, span, held_back)
+    ensure_parent(smk.output.span)
+    Path(smk.output.span).write_text(json.dumps(record, indent=2))
+    LOG.info(
+        "history ends %s, actuals until %s; %d raw rows held back",
+        record["history_end"],
+        record["actuals_end"],
+        sum(held_back.values()),
+    )
+
+
+run_rule(main, snakemake)

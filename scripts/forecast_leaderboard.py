@@ -1,0 +1,32 @@
+"""Rule leaderboard: score every model, choose per series without peeking, calibrate, rank."""
+
+import pandas as pd
+
+from capforecast.forecast import fit
+from capforecast.forecast.evaluate import evaluate_backtests
+from capforecast.forecast.panel import series_bounds
+from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.settings import backtest_settings, forecast_settings, selection_settings
+from capforecast.spreadsheet import write_csv
+
+
+def main(smk) -> None:
+    panel = fit.load_panel(smk.input.features)
+    predictions = pd.concat([pd.read_parquet(p) for p in smk.input.predictions], ignore_index=True)
+    result = evaluate_backtests(
+        predictions,
+        panel[["series_id", "timestamp", "y"]],
+        backtest_cfg=backtest_settings(smk.params.backtest),
+        forecast_cfg=forecast_settings(smk.params.forecast),
+        selection_cfg=selection_settings(smk.params.selection),
+        bounds=series_bounds(panel, smk.params.percent_metrics),
+    )
+    ensure_parent(*smk.output)
+    result.metrics.to_parquet(smk.output.metrics, index=False)
+    write_csv(result.leaderboard, smk.output.leaderboard)
+    result.selection.to_parquet(smk.output.selection, index=False)
+    result.calibration.to_parquet(smk.output.calibration, index=False)
+    LOG.info("leaderboard:\n%s", result.leaderboard.to_string(index=False))
+
+
+run_rule(main, snakemake)
