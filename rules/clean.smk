@@ -18,6 +18,9 @@ rule clean_partition:
         "results/benchmarks/clean/{partition}.tsv"
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("etl")
+    resources:
+        **job_resources("etl"),
     params:
         etl=config["etl"],
         # Raw rows at or after it are held back (counted in the reconciliation).
@@ -56,6 +59,9 @@ rule quality:
         "results/logs/quality.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("aggregate")
+    resources:
+        **job_resources("aggregate"),
     params:
         # Metrics the run can judge (canonical, percentages, thresholds): others are flagged.
         known_metrics=cf_metric_names.known_metrics(config),

@@ -10,6 +10,9 @@ rule features_partition:
         "results/logs/features/{partition}.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("etl")
+    resources:
+        **job_resources("etl"),
     params:
         target=config["forecast"]["target"],
         code=script_digest("features_partition.py"),

@@ -29,7 +29,9 @@ rule backtest_baseline:
         model=family_models("baseline"),
     conda:
         "../envs/statsforecast.yaml"
-    threads: 1
+    threads: job_threads("baseline")
+    resources:
+        **job_resources("baseline"),
     params:
         **MODEL_PARAMS,
         # The models' quantile levels (capforecast.train.model_quantiles).
@@ -42,7 +44,9 @@ rule backtest_baseline:
 use rule backtest_baseline as backtest_statsforecast with:
     wildcard_constraints:
         model=family_models("statsforecast"),
-    threads: 2
+    threads: job_threads("statsforecast")
+    resources:
+        **job_resources("statsforecast"),
 
 
 use rule backtest_baseline as backtest_prophet with:
@@ -50,7 +54,9 @@ use rule backtest_baseline as backtest_prophet with:
         model=family_models("prophet"),
     conda:
         "../envs/prophet.yaml"
-    threads: 2
+    threads: job_threads("prophet")
+    resources:
+        **job_resources("prophet"),
 
 
 use rule backtest_baseline as backtest_autogluon with:
@@ -58,7 +64,9 @@ use rule backtest_baseline as backtest_autogluon with:
         model=family_models("autogluon"),
     conda:
         "../envs/autogluon.yaml"
-    threads: 2
+    threads: job_threads("autogluon")
+    resources:
+        **job_resources("autogluon"),
 
 
 rule leaderboard:
@@ -78,6 +86,9 @@ rule leaderboard:
         "results/logs/backtest/leaderboard.log",
     conda:
         "../envs/statsforecast.yaml"
+    threads: job_threads("aggregate")
+    resources:
+        **job_resources("aggregate"),
     params:
         # The MASE season, the scored quantiles, calibration on or off, the selection.
         backtest=config_keys("backtest", "season"),
@@ -103,7 +114,9 @@ rule forecast_baseline:
         model=family_models("baseline"),
     conda:
         "../envs/statsforecast.yaml"
-    threads: 1
+    threads: job_threads("baseline")
+    resources:
+        **job_resources("baseline"),
     params:
         **MODEL_PARAMS,
         # The quantile levels and the horizon of the refit.
@@ -116,7 +129,9 @@ rule forecast_baseline:
 use rule forecast_baseline as forecast_statsforecast with:
     wildcard_constraints:
         model=family_models("statsforecast"),
-    threads: 2
+    threads: job_threads("statsforecast")
+    resources:
+        **job_resources("statsforecast"),
 
 
 use rule forecast_baseline as forecast_prophet with:
@@ -128,7 +143,9 @@ use rule forecast_baseline as forecast_prophet with:
         model=family_models("prophet"),
     conda:
         "../envs/prophet.yaml"
-    threads: 2
+    threads: job_threads("prophet")
+    resources:
+        **job_resources("prophet"),
 
 
 use rule forecast_baseline as forecast_autogluon with:
@@ -136,7 +153,9 @@ use rule forecast_baseline as forecast_autogluon with:
         model=family_models("autogluon"),
     conda:
         "../envs/autogluon.yaml"
-    threads: 2
+    threads: job_threads("autogluon")
+    resources:
+        **job_resources("autogluon"),
 
 
 rule combine_forecasts:
@@ -152,6 +171,9 @@ rule combine_forecasts:
         "results/logs/forecast/combine.log",
     conda:
         "../envs/statsforecast.yaml"
+    threads: job_threads("aggregate")
+    resources:
+        **job_resources("aggregate"),
     params:
         forecast=config_keys("forecast", "quantiles", "extra_quantiles", "calibrate"),
         percent_metrics=config["etl"]["percent_metrics"],

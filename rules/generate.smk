@@ -12,6 +12,9 @@ rule generate_service:
         service="[a-z][a-z0-9-]*",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("etl")
+    resources:
+        **job_resources("etl"),
     params:
         # Only this service's settings and the fleet-wide ones: editing one service must not
         # regenerate the others.
@@ -32,6 +35,9 @@ rule generate_fleet:
         "results/logs/generate/fleet.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     params:
         synthetic=config["synthetic"],
         catalogue=config["catalogue"],

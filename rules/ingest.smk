@@ -12,6 +12,9 @@ rule ingest_partition:
         "results/logs/ingest/{partition}.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("etl")
+    resources:
+        **job_resources("etl"),
     params:
         # What capforecast.ingest.ingest_file reads: data.history_end, data.resources or the
         # source must not rerun ingest (the cut is made when cleaning).
@@ -51,6 +54,9 @@ rule ingest_resources:
         "results/logs/ingest_resources.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     params:
         catalogue=config["catalogue"],
         code=script_digest("ingest_resources.py"),
@@ -68,6 +74,9 @@ rule series_index:
         "results/logs/series_index.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     params:
         partitions=PARTITIONS,
         sources=[PARTITION_SOURCES[p] for p in PARTITIONS],
