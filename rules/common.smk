@@ -124,8 +124,7 @@ def job_resources(kind, n_series=None):
     Batch accepts only its listed memory sizes) and both grow with the retry attempt."""
     _, base_mb, mb_per_k, base_min, min_per_k = JOB_COSTS[kind]
     series = n_series if n_series is not None else FLEET_SERIES or DEFAULT_JOB_SERIES
-    mem_mb = base_mb + mb_per_k * series / 1000
-    mem_mb = -(-int(mem_mb) // 1024) * 1024
+    mem_mb = max(base_mb, round((base_mb + mb_per_k * series / 1000) / 1024) * 1024)
     runtime = int(base_min + min_per_k * series / 1000)
     return {
         "mem_mb": lambda wildcards, attempt: mem_mb * attempt,

@@ -222,12 +222,9 @@ def local_slurm(tmp_path_factory) -> Iterator[LocalSlurm]:
     try:
         munge_log = open(state / "munged.out", "w")  # noqa: SIM115 (closed at teardown)
         logs.append(munge_log)
+        munge = pwd.getpwnam("munge")
         procs["munged"] = subprocess.Popen(
             [
-                "runuser",
-                "-u",
-                "munge",
-                "--",
                 "munged",
                 "--foreground",
                 f"--socket={munge_socket}",
@@ -239,6 +236,10 @@ def local_slurm(tmp_path_factory) -> Iterator[LocalSlurm]:
             ],
             stdout=munge_log,
             stderr=subprocess.STDOUT,
+            # As the munge user itself (no runuser in between: its PID is munged's).
+            user=munge.pw_uid,
+            group=munge.pw_gid,
+            extra_groups=[],
         )
         _wait_for(munge_socket.exists, 20, "the munge socket", procs)
         for name, cmd in (
