@@ -18,6 +18,7 @@ configuration it did not write is already there, in which case it skips.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shutil
@@ -37,6 +38,10 @@ SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 # First line of every slurm.conf this fixture writes: a leftover of an interrupted session
 # may be replaced, anyone else's configuration is never touched.
 MARKER = "# written by capforecast tests/slurm_local.py"
+# One local SLURM per machine at a time (daemons of two sessions would share
+# /etc/slurm/slurm.conf, and a job step would talk to the other's controller).
+LOCK = Path(tempfile.gettempdir()) / "capforecast-local-slurm.lock"
+LOCK_WAIT_S = 1200
 PARTITION = "capforecast"
 NODE = "localhost"
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,7 +208,11 @@ def local_slurm(tmp_path_factory) -> Iterator[LocalSlurm]:
     reason = install_packages()
     if reason:
         pytest.skip(reason)
+    lock = _machine_lock()
+    if lock is None:
+        pytest.skip(f"another local SLURM held {LOCK} for {LOCK_WAIT_S} s")
     if SYSTEM_CONF.exists() and not SYSTEM_CONF.read_text().startswith(MARKER):
+        lock.close()
         pytest.skip(f"{SYSTEM_CONF} exists and was not written by these tests: not touching it")
 
     state = tmp_path_factory.mktemp("slurm")
@@ -269,6 +278,7 @@ def local_slurm(tmp_path_factory) -> Iterator[LocalSlurm]:
             handle.close()
         _remove_system_conf()
         shutil.rmtree(munge_dir, ignore_errors=True)
+        lock.close()
         tails = "; ".join(
             f"{path.name}: {' | '.join(path.read_text().splitlines()[-3:])}"
             for path in sorted(state.glob("*.log")) + sorted(state.glob("*.out"))
@@ -294,7 +304,23 @@ def local_slurm(tmp_path_factory) -> Iterator[LocalSlurm]:
     while _job_processes() and time.monotonic() < deadline:
         time.sleep(0.5)
     leftovers = _job_processes()
+    lock.close()
     assert not errors and not leftovers, (errors, leftovers)
+
+
+def _machine_lock():
+    """An exclusive lock on LOCK (released when the handle closes), or None after waiting."""
+    handle = open(LOCK, "a")  # noqa: SIM115 (held for the session)
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                return None
+            time.sleep(2)
 
 
 def _remove_system_conf() -> None:

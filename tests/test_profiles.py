@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from snakemake_cli import snakemake_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 CONFIG = ROOT / "tests" / "configs" / "tiny_synthetic.yaml"
 PROFILES = sorted(p.name for p in (ROOT / "profiles").iterdir() if p.is_dir())
 CLUSTER_PROFILES = ["slurm", "aws-batch", "kubernetes"]
@@ -42,19 +41,9 @@ def profile(name: str) -> dict:
 
 
 def dry_run(profile_dir: Path, workdir: Path, env: dict[str, str] | None = None):
-    cmd = [
-        SNAKEMAKE,
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        f"--configfile={CONFIG}",
-        "--workflow-profile",
-        str(profile_dir),
-        "-n",
-        "--cores",
-        "4",
-    ]
+    cmd = snakemake_cmd(
+        workdir, CONFIG, "--workflow-profile", str(profile_dir), "-n", "--cores", "4"
+    )
     return subprocess.run(
         cmd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
     )
@@ -198,17 +187,7 @@ def test_resources_grow_with_the_fleet_and_the_retry(tmp_path):
     sizes = {}
     for label, config in (("tiny", CONFIG), ("big", big)):
         proc = subprocess.run(
-            [
-                SNAKEMAKE,
-                "-s",
-                str(ROOT / "Snakefile"),
-                "--directory",
-                str(tmp_path / label),
-                f"--configfile={config}",
-                "-n",
-                "--cores",
-                "4",
-            ],
+            snakemake_cmd(tmp_path / label, config, "-n", "--cores", "4"),
             capture_output=True,
             text=True,
             timeout=300,

@@ -12,16 +12,15 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from snakemake_cli import snakemake_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 CONFIG = ROOT / "tests" / "configs" / "tiny_synthetic.yaml"
 TARGET = "risk"
 
@@ -43,16 +42,7 @@ TIMING_COLUMNS = re.compile(r"fit_s|seconds|_time$|runtime")
 
 
 def run(workdir: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    cmd = [
-        SNAKEMAKE,
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        f"--configfile={CONFIG}",
-        *args,
-        TARGET,
-    ]
+    cmd = snakemake_cmd(workdir, CONFIG, *args, TARGET)
     proc = subprocess.run(
         cmd,
         cwd=workdir,
@@ -66,24 +56,15 @@ def run(workdir: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return out
 
 
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("local")
-    run(workdir, "--cores", "2")
-    return workdir
-
-
-@pytest.fixture(scope="module")
-def slurm_run(local_slurm, tmp_path_factory) -> tuple[Path, str]:
-    """The same run through sbatch, with the project's SLURM profile; only the partition
-    placeholder is replaced and the executor is told the cluster has no accounting database."""
-    workdir = tmp_path_factory.mktemp("slurm-run")
-    out = run(
+def slurm_run(workdir: Path, slurm) -> str:
+    """The run through sbatch with the project's SLURM profile; only the partition placeholder
+    is replaced and the executor is told the cluster has no accounting database."""
+    return run(
         workdir,
         "--workflow-profile",
         str(ROOT / "profiles" / "slurm"),
         "--default-resources",
-        f"slurm_partition={local_slurm.partition}",
+        f"slurm_partition={slurm.partition}",
         "--slurm-status-command",
         "squeue",
         "--slurm-init-seconds-before-status-checks",
@@ -93,9 +74,8 @@ def slurm_run(local_slurm, tmp_path_factory) -> tuple[Path, str]:
         "4",
         "--latency-wait",
         "10",
-        env=local_slurm.env(),
+        env=slurm.env(),
     )
-    return workdir, out
 
 
 def submitted(log: str) -> dict[str, list[str]]:
@@ -109,12 +89,16 @@ def submitted(log: str) -> dict[str, list[str]]:
     return jobs
 
 
-def test_every_job_runs_through_sbatch(slurm_run, local_slurm):
-    workdir, log = slurm_run
+def mem_mb(tres_mem: str) -> int:
+    """SLURM's TRES memory (`2048M`, `3G`, `1T`) in MiB."""
+    units = {"M": 1, "G": 1024, "T": 1024 * 1024}
+    return int(float(tres_mem[:-1]) * units[tres_mem[-1]])
+
+
+def check_every_job_ran_through_sbatch(workdir: Path, log: str, slurm) -> dict[str, list[str]]:
     jobs = submitted(log)
-    ran = {rule for rule in jobs}
     # Every rule that does work, one SLURM job each (3 services, 2 baseline models).
-    assert ran == {
+    assert set(jobs) == {
         "generate_service",
         "generate_fleet",
         "ingest_partition",
@@ -133,50 +117,65 @@ def test_every_job_runs_through_sbatch(slurm_run, local_slurm):
     }, log[-3000:]
     assert len(jobs["ingest_partition"]) == 3 and len(jobs["backtest_baseline"]) == 2
     # The scheduler's own record: each of them ran on the node and completed.
-    records = {r["JobId"]: r for r in local_slurm.completed_jobs()}
+    records = {r["JobId"]: r for r in slurm.completed_jobs()}
     ids = [job_id for ids in jobs.values() for job_id in ids]
     assert len(ids) == len(set(ids)) == 25
     for job_id in ids:
         record = records.get(job_id)
         assert record is not None, f"SLURM job {job_id} is not in the job-completion log"
         assert record["JobState"] == "COMPLETED", record
-        assert record["Partition"] == local_slurm.partition
+        assert record["Partition"] == slurm.partition
         assert record["WorkDir"] == str(workdir)
     # The rules' resources reached sbatch: the statsforecast jobs got 2 CPUs, every job the
-    # memory job_resources gave it (a whole number of GiB).
+    # memory job_resources gave it (whole GiB).
     for job_id in jobs["backtest_statsforecast"] + jobs["forecast_statsforecast"]:
         assert records[job_id]["ProcCnt"] == "2", records[job_id]
     for job_id in ids:
         tres = dict(item.split("=") for item in records[job_id]["Tres"].split(","))
-        assert tres["mem"].endswith("M") and int(tres["mem"][:-1]) % 1024 == 0, tres
+        assert mem_mb(tres["mem"]) % 1024 == 0 and mem_mb(tres["mem"]) >= 2048, tres
     # The executor kept each job's SLURM log, one directory per rule.
     logs = workdir / ".snakemake" / "slurm_logs"
-    assert {p.name for p in logs.iterdir()} >= {f"rule_{rule}" for rule in ran}
+    assert {p.name for p in logs.iterdir()} >= {f"rule_{rule}" for rule in jobs}
+    return jobs
 
 
-def test_jobs_ran_in_parallel_on_the_scheduler(slurm_run, local_slurm):
-    """Independent jobs (the services' ETL, the models' backtests) overlapped on the node."""
-    _, log = slurm_run
-    ids = {job_id for ids in submitted(log).values() for job_id in ids}
+def check_model_jobs_overlapped(jobs: dict[str, list[str]], slurm) -> None:
+    """The six model jobs (backtest and final fit of three models) are ready at once; the node
+    has two CPUs and the baseline models take one each, so at least two of them overlapped."""
+    model_ids = {
+        job_id
+        for rule, ids in jobs.items()
+        if rule.startswith(("backtest_", "forecast_"))
+        for job_id in ids
+    }
+    assert len(model_ids) == 6
     spans = sorted(
         (datetime.fromisoformat(r["StartTime"]), datetime.fromisoformat(r["EndTime"]))
-        for r in local_slurm.completed_jobs()
-        if r["JobId"] in ids
+        for r in slurm.completed_jobs()
+        if r["JobId"] in model_ids
     )
     overlaps = sum(1 for (_, end), (start, _) in pairwise(spans) if start < end)
     assert overlaps >= 1, spans
 
 
-def _same_table(left: pd.DataFrame, right: pd.DataFrame, name: str) -> None:
-    keep = [c for c in left.columns if not TIMING_COLUMNS.search(c)]
-    assert list(left.columns) == list(right.columns), name
-    pd.testing.assert_frame_equal(
-        left[keep].reset_index(drop=True), right[keep].reset_index(drop=True), obj=name
-    )
+def check_same_outputs(slurm_dir: Path, local_dir: Path) -> None:
+    for rel in COMPARED:
+        read = pd.read_parquet if rel.endswith(".parquet") else pd.read_csv
+        left, right = read(slurm_dir / rel), read(local_dir / rel)
+        assert list(left.columns) == list(right.columns), rel
+        keep = [c for c in left.columns if not TIMING_COLUMNS.search(c)]
+        pd.testing.assert_frame_equal(
+            left[keep].reset_index(drop=True), right[keep].reset_index(drop=True), obj=rel
+        )
 
 
-@pytest.mark.parametrize("rel", COMPARED)
-def test_outputs_match_a_local_run(slurm_run, local_run, rel):
-    workdir, _ = slurm_run
-    read = pd.read_parquet if rel.endswith(".parquet") else pd.read_csv
-    _same_table(read(workdir / rel), read(local_run / rel), rel)
+def test_workflow_on_slurm_matches_a_local_run(local_slurm, tmp_path):
+    """One test, so one worker runs it (and starts the one local SLURM)."""
+    local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
+    local_dir.mkdir()
+    slurm_dir.mkdir()
+    run(local_dir, "--cores", "2")
+    log = slurm_run(slurm_dir, local_slurm)
+    jobs = check_every_job_ran_through_sbatch(slurm_dir, log, local_slurm)
+    check_model_jobs_overlapped(jobs, local_slurm)
+    check_same_outputs(slurm_dir, local_dir)
