@@ -14,12 +14,12 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test venv lint unit workflow chromium lock benchmark bench-speed bench-accuracy bench-intervals decision-backtest clean
+.PHONY: run test venv lint unit workflow chromium slurm lock benchmark bench-speed bench-accuracy bench-intervals decision-backtest clean
 
 run: venv
 	$(BIN)/snakemake --cores $(CORES)
 
-test: venv chromium lint
+test: venv chromium slurm lint
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 venv: $(STAMP)
@@ -40,6 +40,15 @@ $(STAMP): $(LOCK) pyproject.toml
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# Single-node SLURM for the real-scheduler workflow test (tests/slurm_local.py starts and stops
+# the daemons itself; Debian packages, needs root, as in CI; the test is skipped without them).
+slurm:
+	@command -v slurmctld >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 && \
+		command -v sbatch >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends slurmctld slurmd slurm-client munge >/dev/null; } || \
+		echo "make slurm: could not install the SLURM packages; the SLURM workflow test will skip"
 
 lint: venv
 	$(BIN)/ruff check .

@@ -89,6 +89,63 @@ PARTITIONS = sorted(PARTITION_SOURCES)
 MODELS = list(config["models"]["enabled"])
 
 
+# Job resources (threads, mem_mb, runtime in minutes) for every rule: what a scheduler (SLURM,
+# AWS Batch, Kubernetes) reserves per job. Costs per family were measured by `make bench-speed`
+# (1,000 series x 90 days hourly on 2 cores: baseline models 15-30 s, statsforecast 45-116 s,
+# Prophet 400 s, each ~1.1-1.3 GiB peak), then doubled for slower nodes. A job that runs out of
+# memory or time gets more on each retry (`retries:` in the cluster profiles): both scale with
+# the attempt. Profiles can still override any rule (`set-resources`, `set-threads`).
+DEFAULT_JOB_SERIES = 1000  # sizing when the number of series a job handles is not known
+# kind: (threads, base MiB, MiB per 1,000 series, base minutes, minutes per 1,000 series).
+# light: small tables (resources, series index, span); etl: per partition (generate, ingest,
+# clean, features, holdout); aggregate: fleet-wide tables (quality, leaderboard, combine,
+# risk, decision); report: papermill + nbconvert; the others are the model families.
+JOB_COSTS = {
+    "light": (1, 2048, 0, 10, 0),
+    "etl": (1, 2048, 2048, 10, 5),
+    "aggregate": (1, 2048, 2048, 10, 5),
+    "report": (1, 3072, 1024, 15, 5),
+    "baseline": (1, 2048, 1024, 10, 2),
+    "statsforecast": (2, 2048, 1024, 10, 10),
+    "prophet": (2, 2048, 1024, 10, 30),
+    "autogluon": (2, 6144, 2048, 30, 30),
+}
+
+
+def job_threads(kind):
+    """Threads of a job of this kind (a model family or light, etl, aggregate, report)."""
+    return JOB_COSTS[kind][0]
+
+
+def job_resources(kind, n_series=None):
+    """mem_mb and runtime (minutes) of one job of this kind that handles `n_series` series
+    (None: the whole fleet, sized for FLEET_SERIES or DEFAULT_JOB_SERIES). The hook for a
+    sharded forecast stage: call it with the shard size. Memory is a whole number of GiB (AWS
+    Batch accepts only its listed memory sizes) and both grow with the retry attempt."""
+    _, base_mb, mb_per_k, base_min, min_per_k = JOB_COSTS[kind]
+    series = n_series if n_series is not None else FLEET_SERIES or DEFAULT_JOB_SERIES
+    mem_mb = max(base_mb, round((base_mb + mb_per_k * series / 1000) / 1024) * 1024)
+    runtime = int(base_min + min_per_k * series / 1000)
+    return {
+        "mem_mb": lambda wildcards, attempt: mem_mb * attempt,
+        "runtime": lambda wildcards, attempt: runtime * attempt,
+    }
+
+
+def _fleet_series():
+    """Series in the fleet when it is known before any job runs (synthetic), else None."""
+    if config["data"]["source"] != "synthetic":
+        return None
+    instances = sum(svc["instances"] for svc in config["synthetic"]["services"])
+    return instances * SYNTHETIC_METRICS_PER_INSTANCE
+
+
+# len(capforecast.synth.METRICS), not imported: scipy would add 0.7 s to every DAG build
+# (tests/test_profiles.py keeps them equal).
+SYNTHETIC_METRICS_PER_INSTANCE = 5
+FLEET_SERIES = _fleet_series()
+
+
 wildcard_constraints:
     partition="|".join(PARTITIONS) if PARTITIONS else "[A-Za-z0-9_-]+",
     model="[a-z_]+",
@@ -255,8 +312,9 @@ def report_settings(wildcards):
 def report_inputs(wildcards):
     return {
         **report_sources()[wildcards.report],
-        # Absolute: the working directory (--directory) need not be the project.
-        "notebook": str(
-            Path(workflow.basedir) / "notebooks" / f"{wildcards.report}.ipynb"
+        # Absolute: the working directory (--directory) need not be the project. A source
+        # file, never in the default storage (S3 in the cloud profiles).
+        "notebook": local(
+            str(Path(workflow.basedir) / "notebooks" / f"{wildcards.report}.ipynb")
         ),
     }

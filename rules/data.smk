@@ -17,6 +17,9 @@ rule generate_service:
         service="[a-z][a-z0-9-]*",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("etl")
+    resources:
+        **job_resources("etl"),
     params:
         # Only this service's settings and the fleet-wide ones: editing one service must not
         # regenerate the others.
@@ -37,6 +40,9 @@ rule generate_fleet:
         "results/logs/generate/fleet.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     params:
         synthetic=config["synthetic"],
         catalogue=config["catalogue"],
@@ -69,6 +75,9 @@ rule ingest_partition:
         "results/logs/ingest/{partition}.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("etl")
+    resources:
+        **job_resources("etl"),
     params:
         # What capforecast.data.ingest.ingest_file reads: data.history_end, data.resources or the
         # source must not rerun ingest (the cut is made when cleaning).
@@ -108,6 +117,9 @@ rule ingest_resources:
         "results/logs/ingest_resources.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     params:
         catalogue=config["catalogue"],
         code=script_digest("data_ingest_resources.py"),
@@ -125,6 +137,9 @@ rule series_index:
         "results/logs/series_index.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     params:
         partitions=PARTITIONS,
         sources=[PARTITION_SOURCES[p] for p in PARTITIONS],
@@ -159,6 +174,9 @@ rule clean_partition:
         "results/benchmarks/clean/{partition}.tsv"
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("etl")
+    resources:
+        **job_resources("etl"),
     params:
         etl=config["etl"],
         # Raw rows at or after it are held back (counted in the reconciliation).
@@ -197,6 +215,9 @@ rule quality:
         "results/logs/quality.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("aggregate")
+    resources:
+        **job_resources("aggregate"),
     params:
         # Metrics the run can judge (canonical, percentages, thresholds): others are flagged.
         known_metrics=cf_metric_names.known_metrics(config),
@@ -225,6 +246,9 @@ rule features_partition:
         "results/logs/features/{partition}.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("etl")
+    resources:
+        **job_resources("etl"),
     params:
         target=config["forecast"]["target"],
         code=script_digest("data_features_partition.py"),

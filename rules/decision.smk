@@ -12,6 +12,9 @@ rule holdout_span:
         "results/logs/holdout_span.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
     params:
         cut=cut_settings(),
         code=script_digest("decision_holdout_span.py"),
@@ -30,6 +33,9 @@ rule holdout_partition:
         "results/logs/holdout/{partition}.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("etl")
+    resources:
+        **job_resources("etl"),
     params:
         etl=config["etl"],
         cut=cut_settings(),
@@ -65,6 +71,9 @@ rule decision_scores:
         "results/benchmarks/decision.tsv"
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("aggregate")
+    resources:
+        **job_resources("aggregate"),
     params:
         settings=decision_settings(),
         code=script_digest("decision_scores.py"),

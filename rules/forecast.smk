@@ -31,7 +31,9 @@ rule backtest_baseline:
         model=family_models("baseline"),
     conda:
         "../envs/statsforecast.yaml"
-    threads: 1
+    threads: job_threads("baseline")
+    resources:
+        **job_resources("baseline"),
     params:
         **MODEL_PARAMS,
         # The models' quantile levels (capforecast.forecast.fit.model_quantiles).
@@ -44,7 +46,9 @@ rule backtest_baseline:
 use rule backtest_baseline as backtest_statsforecast with:
     wildcard_constraints:
         model=family_models("statsforecast"),
-    threads: 2
+    threads: job_threads("statsforecast")
+    resources:
+        **job_resources("statsforecast"),
 
 
 use rule backtest_baseline as backtest_prophet with:
@@ -52,7 +56,9 @@ use rule backtest_baseline as backtest_prophet with:
         model=family_models("prophet"),
     conda:
         "../envs/prophet.yaml"
-    threads: 2
+    threads: job_threads("prophet")
+    resources:
+        **job_resources("prophet"),
 
 
 use rule backtest_baseline as backtest_autogluon with:
@@ -60,7 +66,9 @@ use rule backtest_baseline as backtest_autogluon with:
         model=family_models("autogluon"),
     conda:
         "../envs/autogluon.yaml"
-    threads: 2
+    threads: job_threads("autogluon")
+    resources:
+        **job_resources("autogluon"),
 
 
 rule leaderboard:
@@ -80,6 +88,9 @@ rule leaderboard:
         "results/logs/backtest/leaderboard.log",
     conda:
         "../envs/statsforecast.yaml"
+    threads: job_threads("aggregate")
+    resources:
+        **job_resources("aggregate"),
     params:
         # The MASE season, the scored quantiles, calibration on or off, the selection.
         backtest=config_keys("backtest", "season"),
@@ -105,7 +116,9 @@ rule forecast_baseline:
         model=family_models("baseline"),
     conda:
         "../envs/statsforecast.yaml"
-    threads: 1
+    threads: job_threads("baseline")
+    resources:
+        **job_resources("baseline"),
     params:
         **MODEL_PARAMS,
         # The quantile levels and the horizon of the refit.
@@ -118,7 +131,9 @@ rule forecast_baseline:
 use rule forecast_baseline as forecast_statsforecast with:
     wildcard_constraints:
         model=family_models("statsforecast"),
-    threads: 2
+    threads: job_threads("statsforecast")
+    resources:
+        **job_resources("statsforecast"),
 
 
 use rule forecast_baseline as forecast_prophet with:
@@ -130,7 +145,9 @@ use rule forecast_baseline as forecast_prophet with:
         model=family_models("prophet"),
     conda:
         "../envs/prophet.yaml"
-    threads: 2
+    threads: job_threads("prophet")
+    resources:
+        **job_resources("prophet"),
 
 
 use rule forecast_baseline as forecast_autogluon with:
@@ -138,7 +155,9 @@ use rule forecast_baseline as forecast_autogluon with:
         model=family_models("autogluon"),
     conda:
         "../envs/autogluon.yaml"
-    threads: 2
+    threads: job_threads("autogluon")
+    resources:
+        **job_resources("autogluon"),
 
 
 rule combine_forecasts:
@@ -154,6 +173,9 @@ rule combine_forecasts:
         "results/logs/forecast/combine.log",
     conda:
         "../envs/statsforecast.yaml"
+    threads: job_threads("aggregate")
+    resources:
+        **job_resources("aggregate"),
     params:
         forecast=config_keys("forecast", "quantiles", "extra_quantiles", "calibrate"),
         percent_metrics=config["etl"]["percent_metrics"],

@@ -17,6 +17,9 @@ rule render_report:
         report="data_quality|forecast_backtest|capacity_risk",
     conda:
         "../envs/report.yaml"
+    threads: job_threads("report")
+    resources:
+        **job_resources("report"),
     params:
         project_root=workflow.basedir,
         top_n=config["report"]["top_n"],

@@ -25,6 +25,9 @@ rule risk_report:
         "results/logs/risk.log",
     conda:
         "../envs/etl.yaml"
+    threads: job_threads("aggregate")
+    resources:
+        **job_resources("aggregate"),
     params:
         # What capforecast.risk.assess.risk_settings reads (missing keys take the schema defaults).
         config={

@@ -1,0 +1,24 @@
+"""The project's Snakefile on the command line, for tests that run Snakemake in a subprocess."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def snakemake_cmd(workdir: Path, config: Path, *args: str) -> list[str]:
+    """`snakemake` on the project's Snakefile with results under ``workdir`` and one extra
+    config file (given as `--configfile=X`: the bare option takes several values and would eat
+    the targets)."""
+    return [
+        SNAKEMAKE,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        f"--configfile={config}",
+        *args,
+    ]
