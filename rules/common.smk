@@ -11,6 +11,7 @@ from capforecast import history_check as cf_history_check  # noqa: E402
 from capforecast import ingest as cf_ingest  # noqa: E402
 from capforecast import partitions as cf_partitions  # noqa: E402
 from capforecast.models import MODEL_FAMILY, model_settings  # noqa: E402
+from capforecast.aws import plan as cf_aws_plan  # noqa: E402
 
 try:
     # Validate against config/schema.yaml and fill its defaults before any job is planned.
@@ -20,6 +21,14 @@ try:
         cf_history_check.check_synthetic(config)
 except CapForecastError as err:
     raise WorkflowError(f"Invalid configuration: {err}")
+
+
+# Results on S3 (profiles/aws): the prefix must name a bucket, or every output would be read
+# as a bucket of its own (results/...).
+try:
+    cf_aws_plan.check_storage_prefix(workflow.storage_settings)
+except CapForecastError as err:
+    raise WorkflowError(str(err))
 
 
 SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
@@ -66,6 +75,12 @@ def _partition_sources():
             svc["name"]: f"{SYNTHETIC_DIR}/{svc['name']}.parquet"
             for svc in config["synthetic"]["services"]
         }
+    if config["data"]["source"] in ("s3", "cloudwatch"):
+        # Objects under an s3:// prefix, or CloudWatch services (capforecast/aws/plan.py).
+        try:
+            return cf_aws_plan.partition_sources(config, SKIPPED_FILES)
+        except CapForecastError as err:
+            raise WorkflowError(f"Cannot list the input files: {err}")
     try:
         # A resources table kept next to the metrics is not a metrics file.
         exclude = [config["data"]["resources"]] if config["data"]["resources"] else []
@@ -113,16 +128,56 @@ def plan_settings():
     return {"etl": {"freq": config["etl"]["freq"]}}
 
 
+# data.source s3: every object is an input through the S3 storage plugin, so Snakemake
+# compares its Last-Modified time with the outputs and downloads only what a job needs.
+# Credentials: the standard AWS chain only (never a plugin setting).
+if config["data"]["source"] == "s3":
+
+    storage s3input:
+        provider="s3",
+        region=cf_aws_plan.region(config),
+        endpoint_url=config["aws"]["endpoint_url"],
+        retries=config["aws"]["max_attempts"],
+
+
+def data_input(path):
+    """An input users give: an s3:// object (data.source s3) through the plugin, else a
+    local file, also when the results are in a default storage (profiles/aws)."""
+    return storage.s3input(path) if str(path).startswith("s3://") else local(path)
+
+
 def partition_source(wildcards):
-    return PARTITION_SOURCES[wildcards.partition]
+    source = PARTITION_SOURCES[wildcards.partition]
+    # The generator's outputs live where every output does.
+    return source if config["data"]["source"] == "synthetic" else data_input(source)
+
+
+# How a partition is ingested: a file (synthetic, local), an S3 object (errors name its URI)
+# or a CloudWatch service (rules/cloudwatch.smk: ingest_cloudwatch, not ingest_partition).
+INGEST_SCRIPT = (
+    "ingest_s3_object.py" if config["data"]["source"] == "s3" else "ingest_partition.py"
+)
+# Wildcard constraints that leave each partition to one ingest rule.
+NO_PARTITION = "(?!x)x"
+FILE_PARTITIONS = (
+    NO_PARTITION if config["data"]["source"] == "cloudwatch" else "|".join(PARTITIONS)
+)
+CLOUDWATCH_PARTITIONS = (
+    "|".join(PARTITIONS) if config["data"]["source"] == "cloudwatch" else NO_PARTITION
+)
 
 
 def resources_source(wildcards):
-    """The resources table users gave (local) or the generator wrote (synthetic), if any."""
+    """The resources table users gave (local, s3), the generator wrote (synthetic) or
+    EC2 described per CloudWatch service, if any."""
     if config["data"]["source"] == "synthetic":
         return {"table": f"{SYNTHETIC_DIR}/fleet/resources.parquet"}
+    if config["data"]["source"] == "cloudwatch":
+        return {
+            "tables": expand_partitions("results/raw/{partition}.resources.parquet")
+        }
     if config["data"]["resources"]:
-        return {"table": config["data"]["resources"]}
+        return {"table": data_input(config["data"]["resources"])}
     return {}
 
 
@@ -254,8 +309,9 @@ def report_settings(wildcards):
 def report_inputs(wildcards):
     return {
         **report_sources()[wildcards.report],
-        # Absolute: the working directory (--directory) need not be the project.
-        "notebook": str(
-            Path(workflow.basedir) / "notebooks" / f"{wildcards.report}.ipynb"
+        # Absolute: the working directory (--directory) need not be the project; local:
+        # not in a default storage (profiles/aws).
+        "notebook": local(
+            str(Path(workflow.basedir) / "notebooks" / f"{wildcards.report}.ipynb")
         ),
     }

@@ -1,5 +1,6 @@
-# Module 02: every source (synthetic output, local files; later S3 and CloudWatch) goes through
-# the same reader into the raw long format, one partition per service or input file.
+# Module 02: every source (synthetic output, local files, S3 objects; CloudWatch in
+# rules/cloudwatch.smk) goes through the same reader into the raw long format, one partition
+# per service or input file.
 
 
 rule ingest_partition:
@@ -10,6 +11,8 @@ rule ingest_partition:
         series="results/raw/{partition}.series.parquet",
     log:
         "results/logs/ingest/{partition}.log",
+    wildcard_constraints:
+        partition=FILE_PARTITIONS,
     conda:
         "../envs/etl.yaml"
     params:
@@ -35,9 +38,11 @@ rule ingest_partition:
                 "timestamp_max",
             )
         },
-        code=script_digest("ingest_partition.py"),
+        # S3 objects: their URI, for messages (the input is the downloaded copy).
+        source_file=lambda wildcards: PARTITION_SOURCES[wildcards.partition],
+        code=script_digest(INGEST_SCRIPT),
     script:
-        "../scripts/ingest_partition.py"
+        f"../scripts/{INGEST_SCRIPT}"
 
 
 rule ingest_resources:
