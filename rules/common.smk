@@ -165,6 +165,17 @@ FILE_PARTITIONS = (
 CLOUDWATCH_PARTITIONS = (
     "|".join(PARTITIONS) if config["data"]["source"] == "cloudwatch" else NO_PARTITION
 )
+# data.source cloudwatch (rules/cloudwatch.smk): partition -> service, and the instant fetched
+# up to (data.cloudwatch.end, else now rounded down to etl.freq).
+CLOUDWATCH_SERVICES = cf_aws_plan.cloudwatch_services(PARTITION_SOURCES)
+CLOUDWATCH_UNTIL = cf_aws_plan.cloudwatch_until(config)
+
+
+def cloudwatch_service_settings(service):
+    """data.cloudwatch with only this service in its list."""
+    section = config["data"]["cloudwatch"]
+    chosen = [svc for svc in section["services"] if svc["name"] == service]
+    return {**section, "services": chosen}
 
 
 def resources_source(wildcards):

@@ -37,6 +37,21 @@ def partition_sources(config: Mapping[str, Any], skipped: list[list[str]]) -> di
     return {name: obj.uri for name, obj in s3_source.partition_objects(listing.objects).items()}
 
 
+def cloudwatch_services(sources: Mapping[str, str]) -> dict[str, str]:
+    """Partition -> CloudWatch service, from :func:`partition_sources` (empty for files)."""
+    head = CLOUDWATCH_SOURCE.split("{", 1)[0]
+    return {name: src[len(head) :] for name, src in sources.items() if src.startswith(head)}
+
+
+def cloudwatch_until(config: Mapping[str, Any]) -> str | None:
+    """The instant CloudWatch is fetched up to (None for other sources)."""
+    if config["data"]["source"] != "cloudwatch":
+        return None
+    from capforecast.aws.cloudwatch import fetch_until
+
+    return fetch_until(config["data"]["cloudwatch"], str(config["etl"]["freq"]))
+
+
 def check_storage_prefix(storage_settings: Any) -> None:
     """With S3 as Snakemake's default storage (profiles/aws), ``--default-storage-prefix``
     (``$CAPFORECAST_S3_PREFIX`` in the profile) must be ``s3://bucket[/prefix]``."""
