@@ -306,7 +306,8 @@ def test_cloudwatch_to_s3_results_and_an_incremental_rerun(
     log = s3.get_object(Bucket=results_bucket, Key=prefix + "logs/ingest/web.log")["Body"].read()
     start = (early - pd.Timedelta(hours=1) - pd.Timedelta(minutes=30)).floor("1h")
     assert f"(from {start.isoformat()}: 4 series)" in log.decode()
-    assert "fetched 16 datapoints" in log.decode()  # 4 series x (1 overlap hour + 3 new)
+    # 4 series x (the last 2 hours again, overlap rounded down to the period, + 3 new)
+    assert "fetched 20 datapoints" in log.decode()
     assert_no_credentials(
         s3, results_bucket, work, first.stdout + first.stderr, second.stdout + second.stderr
     )
