@@ -25,32 +25,10 @@ STEP = pd.Timedelta(hours=1)
 def fleet(aws_env, request):
     """Two services in moto: 'web' (an Auto Scaling group of 2, with the CloudWatch agent) and
     'api' (2 instances tagged Service=api, one without the agent), 2 days of hourly data."""
-    ec2, asg, cw = (aws_env.client(s) for s in ("ec2", "autoscaling", "cloudwatch"))
     tag = f"api-{abs(hash(request.node.nodeid)) % 10**6}"
     group = f"web-{tag}"
-    ami = ec2.describe_images()["Images"][0]["ImageId"]
-    api = ec2.run_instances(
-        ImageId=ami,
-        MinCount=2,
-        MaxCount=2,
-        InstanceType="m5.large",
-        TagSpecifications=[
-            {"ResourceType": "instance", "Tags": [{"Key": "Service", "Value": tag}]}
-        ],
-    )
-    api_ids = sorted(i["InstanceId"] for i in api["Instances"])
-    asg.create_launch_configuration(
-        LaunchConfigurationName=group, ImageId=ami, InstanceType="c5.large"
-    )
-    asg.create_auto_scaling_group(
-        AutoScalingGroupName=group,
-        LaunchConfigurationName=group,
-        MinSize=2,
-        MaxSize=2,
-        AvailabilityZones=["us-east-1a"],
-    )
-    web = ec2.describe_instances(Filters=[{"Name": f"tag:{cloudwatch.ASG_TAG}", "Values": [group]}])
-    web_ids = sorted(i["InstanceId"] for r in web["Reservations"] for i in r["Instances"])
+    api_ids, web_ids = launch(aws_env, tagged=2, tag=("Service", tag), kind="m5.large", group=group)
+    cw = aws_env.client("cloudwatch")
     end = pd.Timestamp.now(tz="UTC").floor("1h")
     start = end - pd.Timedelta(hours=HOURS)
     stamps = pd.date_range(start, end - STEP, freq=STEP)
@@ -71,6 +49,37 @@ def fleet(aws_env, request):
         "end": end,
         "truth": pd.concat(truth, ignore_index=True),
     }
+
+
+def launch(aws_env, *, tagged: int, tag: tuple[str, str], kind: str, group: str):
+    """``tagged`` instances of type ``kind`` with the tag ``tag`` (key, value), and an Auto
+    Scaling group ``group`` of two c5.large: (tagged ids, group ids), sorted."""
+    ec2, asg = aws_env.client("ec2"), aws_env.client("autoscaling")
+    ami = ec2.describe_images()["Images"][0]["ImageId"]
+    found = ec2.run_instances(
+        ImageId=ami,
+        MinCount=tagged,
+        MaxCount=tagged,
+        InstanceType=kind,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": tag[0], "Value": tag[1]}]}
+        ],
+    )["Instances"]
+    asg.create_launch_configuration(
+        LaunchConfigurationName=group, ImageId=ami, InstanceType="c5.large"
+    )
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName=group,
+        LaunchConfigurationName=group,
+        MinSize=2,
+        MaxSize=2,
+        AvailabilityZones=["us-east-1a"],
+    )
+    members = ec2.describe_instances(
+        Filters=[{"Name": f"tag:{cloudwatch.ASG_TAG}", "Values": [group]}]
+    )
+    group_ids = [i["InstanceId"] for r in members["Reservations"] for i in r["Instances"]]
+    return sorted(i["InstanceId"] for i in found), sorted(group_ids)
 
 
 def _put(cw, namespace, name, instance, stamps, values, extra=()):

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 from aws_local import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
-from test_aws_cloudwatch import _put
+from test_aws_cloudwatch import _put, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -190,35 +190,14 @@ CW_DAYS = 6  # the tiny backtest needs 5 days of hourly history
 def cloudwatch_fleet(aws_env, request):
     """Two services: an Auto Scaling group of 2 (with the CloudWatch agent) and 1 tagged
     instance, six days of hourly CPU, memory and network data."""
-    ec2, asg, cw = (aws_env.client(s) for s in ("ec2", "autoscaling", "cloudwatch"))
     tag = f"wf-{abs(hash(request.node.nodeid)) % 10**6}"
-    ami = ec2.describe_images()["Images"][0]["ImageId"]
-    api = ec2.run_instances(
-        ImageId=ami,
-        MinCount=1,
-        MaxCount=1,
-        InstanceType="m5.xlarge",
-        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Team", "Value": tag}]}],
-    )["Instances"]
-    asg.create_launch_configuration(
-        LaunchConfigurationName=tag, ImageId=ami, InstanceType="c5.large"
-    )
-    asg.create_auto_scaling_group(
-        AutoScalingGroupName=tag,
-        LaunchConfigurationName=tag,
-        MinSize=2,
-        MaxSize=2,
-        AvailabilityZones=["us-east-1a"],
-    )
-    web = ec2.describe_instances(
-        Filters=[{"Name": "tag:aws:autoscaling:groupName", "Values": [tag]}]
-    )
-    ids = sorted(i["InstanceId"] for r in web["Reservations"] for i in r["Instances"])
+    api, ids = launch(aws_env, tagged=1, tag=("Team", tag), kind="m5.xlarge", group=tag)
+    cw = aws_env.client("cloudwatch")
     end = pd.Timestamp.now(tz="UTC").floor("1h")
     stamps = pd.date_range(end - pd.Timedelta(days=CW_DAYS), end - pd.Timedelta(hours=1), freq="1h")
     hour = np.arange(len(stamps))
     truth = []
-    for k, instance in enumerate([*ids, api[0]["InstanceId"]]):
+    for k, instance in enumerate([*ids, *api]):
         daily = 30.0 + 10.0 * np.sin(2 * np.pi * (hour % 24) / 24) + k + hour * 0.05
         truth.append(_put(cw, "AWS/EC2", "CPUUtilization", instance, stamps, np.round(daily, 3)))
         truth.append(_put(cw, "CWAgent", "mem_used_percent", instance, stamps, 50.0 + k + 0 * hour))
@@ -226,7 +205,7 @@ def cloudwatch_fleet(aws_env, request):
         "group": tag,
         "tag": tag,
         "web": ids,
-        "api": [api[0]["InstanceId"]],
+        "api": api,
         "end": end,
         "truth": pd.concat(truth, ignore_index=True),
     }
