@@ -25,7 +25,8 @@ rule ingest_cloudwatch:
         # The reader's settings, as for a file (rules/ingest.smk).
         data=rules.ingest_partition.params.data,
         etl=rules.ingest_partition.params.etl,
-        aws=config["aws"],
+        # What capforecast.aws.session reads (not the SageMaker settings).
+        aws=config_keys("aws", "region", "endpoint_url", "retry_mode", "max_attempts"),
         catalogue=config["catalogue"],
         code=script_digest("ingest_cloudwatch.py"),
     script:

@@ -253,3 +253,14 @@ def test_several_disks_need_a_dimension_to_pick_one(aws_env, fleet, tmp_path):
     assert rows[["resource_id", "metric", "value"]].values.tolist() == [
         [instance, "CWAgent:disk_used_percent", 50.0]
     ]
+
+
+def test_a_metric_taken_out_of_the_config_leaves_the_store(aws_env, fleet, tmp_path):
+    cfg = _settings(fleet, tmp_path)
+    path, _, _ = _fetch(aws_env, cfg, "web", fleet["end"])
+    assert "CWAgent:mem_used_percent" in set(pd.read_parquet(path)["metric"])
+    cfg["data"]["cloudwatch"]["metrics"] = cfg["data"]["cloudwatch"]["metrics"][:2]
+    path, _, report = _fetch(aws_env, cfg, "web", fleet["end"])
+    rows = pd.read_parquet(path)
+    assert set(rows["metric"]) == {"AWS/EC2:CPUUtilization", "AWS/EC2:NetworkIn"}
+    assert report.rows_fetched == 0 and len(rows) == 2 * 2 * HOURS  # nothing new to fetch

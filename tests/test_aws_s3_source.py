@@ -183,6 +183,11 @@ CW = {"services": [{"name": "web", "auto_scaling_group": "web-asg"}]}
             "not on an etl.freq (1h) boundary",
         ),
         (
+            {"source": "cloudwatch", "cloudwatch": {**CW, "period": 60, "days": 20}},
+            "data.cloudwatch.period",
+            "keeps 60-second data 15 days, less than data.cloudwatch.days (20)",
+        ),
+        (
             {"source": "cloudwatch", "cloudwatch": {**CW, "period": 120}},
             "data.cloudwatch.period",
             "",

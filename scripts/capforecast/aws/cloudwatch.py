@@ -37,7 +37,11 @@ import numpy as np
 import pandas as pd
 
 from capforecast import capacity, ingest
-from capforecast.aws.config_checks import cloudwatch_source_metric, parse_instant
+from capforecast.aws.config_checks import (
+    RETENTION_DAYS,
+    cloudwatch_source_metric,
+    parse_instant,
+)
 from capforecast.aws.errors import AwsError, aws_call
 from capforecast.aws.session import aws_client, aws_session
 from capforecast.contracts import RAW_COLUMNS, RESOURCE_TABLE_COLUMNS
@@ -48,10 +52,8 @@ LOG = logging.getLogger(__name__)
 MAX_QUERIES = 500  # MetricDataQueries per GetMetricData call
 MAX_DATAPOINTS = 100_800  # datapoints one GetMetricData call returns
 # (period seconds, how long CloudWatch keeps data at that resolution), finest first.
-RETENTION: tuple[tuple[int, pd.Timedelta], ...] = (
-    (60, pd.Timedelta(days=15)),
-    (300, pd.Timedelta(days=63)),
-    (3600, pd.Timedelta(days=455)),
+RETENTION: tuple[tuple[int, pd.Timedelta], ...] = tuple(
+    (period, pd.Timedelta(days=days)) for period, days in sorted(RETENTION_DAYS.items())
 )
 ASG_TAG = "aws:autoscaling:groupName"
 DESCRIBE_TYPES_BATCH = 100  # InstanceTypes per DescribeInstanceTypes call
@@ -532,6 +534,11 @@ def fetch_service(
     ]
     new_rows = _long(fetched)
     rows = merge(old_rows, new_rows, window_start)
+    # Only the series asked for now: a metric taken out of the config, or an instance that
+    # left the service, leaves the data too.
+    current = pd.MultiIndex.from_tuples([_key(q) for q in queries], names=["r", "m"])
+    rows = rows[pd.MultiIndex.from_arrays([rows["resource_id"], rows["metric"]]).isin(current)]
+    rows = rows.reset_index(drop=True)
     if rows.empty:
         raise AwsError(
             f"service {service!r} ({spec.describe()})",

@@ -20,6 +20,8 @@ from capforecast.metric_names import MetricNameMap
 # s3://bucket[/prefix]: bucket names as S3 allows them (3-63 of [a-z0-9.-]).
 S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
 SELECTORS = ("instance_ids", "auto_scaling_group", "tags")
+# CloudWatch's retention per period (seconds -> days), as capforecast.aws.cloudwatch.RETENTION.
+RETENTION_DAYS = {60: 15, 300: 63, 3600: 455}
 # data keys that describe files (their columns, names and clocks): no meaning for CloudWatch.
 FILE_KEYS = (
     "path",
@@ -117,6 +119,12 @@ def _check_cloudwatch(data: Mapping[str, Any], defaults: Mapping[str, Any], freq
                 f"{metric!r}, as metrics[{other}] is; give one of them another name with "
                 "metric: (e.g. cpu_utilization_max)",
             )
+    if cw["period"] != "auto" and cw["days"] > RETENTION_DAYS[cw["period"]]:
+        raise ConfigError(
+            "data.cloudwatch.period",
+            f"CloudWatch keeps {cw['period']}-second data {RETENTION_DAYS[cw['period']]} days, "
+            f"less than data.cloudwatch.days ({cw['days']}); use auto or a coarser period",
+        )
     if cw["end"] is not None:
         end = parse_instant(cw["end"], "data.cloudwatch.end")
         if end != end.floor(pd.Timedelta(freq)):
