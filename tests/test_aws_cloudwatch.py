@@ -263,4 +263,5 @@ def test_a_metric_taken_out_of_the_config_leaves_the_store(aws_env, fleet, tmp_p
     path, _, report = _fetch(aws_env, cfg, "web", fleet["end"])
     rows = pd.read_parquet(path)
     assert set(rows["metric"]) == {"AWS/EC2:CPUUtilization", "AWS/EC2:NetworkIn"}
-    assert report.rows_fetched == 0 and len(rows) == 2 * 2 * HOURS  # nothing new to fetch
+    # Nothing new: each series' last 2 hours again (30 minutes' overlap, rounded down).
+    assert report.rows_fetched == 2 * 2 * 2 and len(rows) == 2 * 2 * HOURS
