@@ -11,6 +11,7 @@ from capforecast.data import ingest as cf_ingest
 from capforecast.data import partitions as cf_partitions
 from capforecast.forecast.models import model_settings
 from capforecast.forecast.models import specs as cf_model_specs
+from capforecast.aws import plan as cf_aws_plan
 
 try:
     # Validate against config/schema.yaml and fill its defaults before any job is planned.
@@ -25,6 +26,13 @@ except CapForecastError as err:
 # The project: the per-rule conda envs (envs/*.yaml) install the package from it, the report
 # notebooks find its results/ through it (the working directory may be elsewhere).
 os.environ.update(CAPFORECAST_ROOT=str(workflow.basedir))
+
+# Results on S3 (profiles/aws): the prefix must name a bucket, or every output would be read
+# as a bucket of its own (results/...).
+try:
+    cf_aws_plan.check_storage_prefix(workflow.storage_settings)
+except CapForecastError as err:
+    raise WorkflowError(str(err))
 
 SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
 PACKAGE_DIR = SCRIPTS_DIR / "capforecast"
@@ -70,6 +78,12 @@ def _partition_sources():
             svc["name"]: f"{SYNTHETIC_DIR}/{svc['name']}.parquet"
             for svc in config["synthetic"]["services"]
         }
+    if config["data"]["source"] in ("s3", "cloudwatch"):
+        # Objects under an s3:// prefix, or CloudWatch services (capforecast/aws/plan.py).
+        try:
+            return cf_aws_plan.partition_sources(config, SKIPPED_FILES)
+        except CapForecastError as err:
+            raise WorkflowError(f"Cannot list the input files: {err}")
     try:
         # A resources table kept next to the metrics is not a metrics file.
         exclude = [config["data"]["resources"]] if config["data"]["resources"] else []
@@ -170,16 +184,69 @@ def plan_settings():
     return {"etl": {"freq": config["etl"]["freq"]}}
 
 
+# data.source s3: every object is an input through the S3 storage plugin, so Snakemake
+# compares its Last-Modified time with the outputs and downloads only what a job needs.
+# Credentials: the standard AWS chain only (never a plugin setting).
+if config["data"]["source"] == "s3":
+
+    storage s3input:
+        provider="s3",
+        region=cf_aws_plan.region(config),
+        endpoint_url=config["aws"]["endpoint_url"],
+        retries=config["aws"]["max_attempts"],
+
+
+def data_input(path):
+    """An input users give: an s3:// object (data.source s3) through the plugin, else a
+    local file, also when the results are in a default storage (profiles/aws)."""
+    return storage.s3input(path) if str(path).startswith("s3://") else local(path)
+
+
 def partition_source(wildcards):
-    return PARTITION_SOURCES[wildcards.partition]
+    source = PARTITION_SOURCES[wildcards.partition]
+    # The generator's outputs live where every output does.
+    return source if config["data"]["source"] == "synthetic" else data_input(source)
+
+
+# How a partition is ingested: a file (synthetic, local), an S3 object (errors name its URI)
+# or a CloudWatch service (rules/data.smk: ingest_cloudwatch, not ingest_partition).
+INGEST_SCRIPT = (
+    "data_ingest_s3_object.py"
+    if config["data"]["source"] == "s3"
+    else "data_ingest_partition.py"
+)
+# Wildcard constraints that leave each partition to one ingest rule.
+NO_PARTITION = "(?!x)x"
+FILE_PARTITIONS = (
+    NO_PARTITION if config["data"]["source"] == "cloudwatch" else "|".join(PARTITIONS)
+)
+CLOUDWATCH_PARTITIONS = (
+    "|".join(PARTITIONS) if config["data"]["source"] == "cloudwatch" else NO_PARTITION
+)
+# data.source cloudwatch (rules/data.smk, ingest_cloudwatch): partition -> service, and the instant fetched
+# up to (data.cloudwatch.end, else now rounded down to etl.freq).
+CLOUDWATCH_SERVICES = cf_aws_plan.cloudwatch_services(PARTITION_SOURCES)
+CLOUDWATCH_UNTIL = cf_aws_plan.cloudwatch_until(config)
+
+
+def cloudwatch_service_settings(service):
+    """data.cloudwatch with only this service in its list."""
+    section = config["data"]["cloudwatch"]
+    chosen = [svc for svc in section["services"] if svc["name"] == service]
+    return {**section, "services": chosen}
 
 
 def resources_source(wildcards):
-    """The resources table users gave (local) or the generator wrote (synthetic), if any."""
+    """The resources table users gave (local, s3), the generator wrote (synthetic) or
+    EC2 described per CloudWatch service, if any."""
     if config["data"]["source"] == "synthetic":
         return {"table": f"{SYNTHETIC_DIR}/fleet/resources.parquet"}
+    if config["data"]["source"] == "cloudwatch":
+        return {
+            "tables": expand_partitions("results/raw/{partition}.resources.parquet")
+        }
     if config["data"]["resources"]:
-        return {"table": config["data"]["resources"]}
+        return {"table": data_input(config["data"]["resources"])}
     return {}
 
 

@@ -9,6 +9,9 @@ from capforecast.rulekit import LOG, ensure_parent, run_rule
 def main(smk) -> None:
     table = smk.input.get("table")
     resources = ingest.read_resources_table(table, smk.params.catalogue) if table else None
+    if smk.input.get("tables"):
+        # data.source cloudwatch: EC2's description of each service's instances.
+        resources = pd.concat([pd.read_parquet(path) for path in smk.input.tables])
     seen = pd.concat([pd.read_parquet(path, columns=["resource_id"]) for path in smk.input.raw])[
         "resource_id"
     ].unique()

@@ -192,6 +192,12 @@ EXPECTED_CODE: dict[str, set[str]] = {
     # Used by rules/common.smk when the DAG is built, by no job.
     "code_digest.py": set(),
     "data/partitions.py": set(),
+    # AWS: config.py checks the s3/cloudwatch settings (so these rerun what config.py does); the
+    # rest runs only in the S3 and CloudWatch ingest jobs (or when the DAG is built).
+    **dict.fromkeys(["aws/__init__.py", "aws/config_checks.py"], GENERATE | {CR}),
+    **{
+        f"aws/{name}.py": set() for name in ("errors", "session", "s3_source", "cloudwatch", "plan")
+    },
     # The benchmark's untouched peers: no rule imports them.
     "forecast/models/peers.py": set(),
 }
@@ -245,9 +251,11 @@ EXPECTED_CONFIG: dict[str, tuple[dict, set[str], dict[str, int]]] = {
     ),
     "risk.lead_time_days": ({"risk": {"lead_time_days": 3}}, {"risk_report"}, {}),
     "report.top_n": ({"report": {"top_n": 4}}, REPORTS, {}),
-    # Read by no rule (the SageMaker backend and the AWS endpoints).
+    # Read by no rule of a synthetic run (the SageMaker backend; AWS reaches S3 and CloudWatch
+    # ingest only).
     "training.instance_type": ({"training": {"instance_type": "ml.m5.2xlarge"}}, set(), {}),
     "aws.region": ({"aws": {"region": "eu-west-1"}}, set(), {}),
+    "aws.retry_mode": ({"aws": {"retry_mode": "adaptive"}}, set(), {}),
 }
 
 

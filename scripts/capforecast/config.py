@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from capforecast import metric_names
+from capforecast.aws import config_checks as aws_checks
 from capforecast.contracts import quantile_column
 from capforecast.errors import ConfigError
 from capforecast.timestamps import parse_history_end, timestamp_window
@@ -235,6 +236,8 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
     _check_holidays(cfg["models"]["prophet"]["holidays"])
     _check_input_mapping(data)
     metric_names.check_config(cfg)
+    # s3 and cloudwatch sources (capforecast/aws/config_checks.py).
+    aws_checks.check_config(cfg, load_schema()["properties"]["data"]["properties"])
     _check_thresholds(cfg["risk"], cfg["etl"]["percent_metrics"])
     _check_thresholds(
         {"thresholds": cfg["synthetic"]["thresholds"], "service_overrides": {}},
