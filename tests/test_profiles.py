@@ -49,18 +49,27 @@ def dry_run(profile_dir: Path, workdir: Path, env: dict[str, str] | None = None)
     )
 
 
+# profiles/aws takes its results prefix from the environment.
+AWS_RESULTS_PREFIX = "s3://cf-profile-results/capforecast"
+
+
 def s3_env(local_aws, name: str) -> dict[str, str]:
     """For a profile with S3 default storage: the local S3 with the profile's bucket in it."""
     prefix = profile(name).get("default-storage-prefix")
     if not prefix:
         return {}
+    env = local_aws.env()
+    if prefix == "$CAPFORECAST_S3_PREFIX":
+        prefix = env["CAPFORECAST_S3_PREFIX"] = AWS_RESULTS_PREFIX
     bucket = prefix.removeprefix("s3://").split("/")[0]
-    local_aws.client("s3").create_bucket(Bucket=bucket)
-    return local_aws.env()
+    s3 = local_aws.client("s3")
+    if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket=bucket)
+    return env
 
 
 def test_every_profile_is_tested():
-    assert set(PROFILES) == {"default", *CLUSTER_PROFILES}
+    assert set(PROFILES) == {"default", "aws", *CLUSTER_PROFILES}
 
 
 @pytest.mark.parametrize("name", PROFILES)
@@ -71,9 +80,10 @@ def test_profile_plans_the_workflow(name, tmp_path, local_aws):
     assert "This was a dry-run" in out
     jobs = parse_jobs(out)
     assert sum(1 for rule, _, _ in jobs if rule == "render_report") == 3
-    if name in ("aws-batch", "kubernetes"):
+    if name in ("aws", "aws-batch", "kubernetes"):
         # Every file goes to the S3 prefix, but the report notebooks are read from the sources.
-        assert "s3://change-me-bucket/capforecast/results/" in out
+        bucket = AWS_RESULTS_PREFIX if name == "aws" else "s3://change-me-bucket/capforecast"
+        assert f"{bucket}/results/" in out
         assert "capforecast//" not in out
 
 
