@@ -1,9 +1,11 @@
 """Training entry logic shared by the Snakemake rules and the SageMaker container.
 
-``fit_forecast`` is what the forecast rules call; ``main`` is the command-line entry point
-(``python -m capforecast.train``). Inside a SageMaker training container the locations default to
+``fit_forecast`` is what the forecast rules call, ``backtest_predictions`` what the backtest rules
+call; ``main`` is the command-line entry point (``python -m capforecast.train --task
+forecast|backtest``). Inside a SageMaker training container the locations default to
 its contract (``SM_CHANNEL_TRAIN``, ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``, ``/opt/ml/...``), so
-the same code runs locally and remotely; submission itself lives in the AWS module.
+the same code runs locally and remotely; submission lives in
+``capforecast.aws.sagemaker_backend``.
 """
 
 from __future__ import annotations
@@ -149,6 +151,36 @@ def fit_forecast(
     return out
 
 
+def backtest_predictions(
+    model_name: str,
+    panel: pd.DataFrame,
+    *,
+    forecast_cfg: ForecastSettings,
+    backtest_cfg: BacktestSettings,
+    models_cfg: ModelSettings,
+    percent_metrics: Sequence[str],
+    freq: str = "1h",
+    n_jobs: int = 1,
+) -> pd.DataFrame:
+    """Rolling-origin backtest of ``model_name``: predictions per series x window (the
+    backtest rules and the SageMaker container both run this)."""
+    from capforecast.evaluate import backtest_models
+    from capforecast.models import MODEL_REGISTRY
+
+    if model_name not in MODEL_REGISTRY:
+        raise ConfigError("models.enabled", f"unknown model '{model_name}'")
+    return backtest_models(
+        panel[["series_id", "timestamp", "y"]],
+        {model_name: MODEL_REGISTRY[model_name]},
+        backtest_cfg=backtest_cfg,
+        forecast_cfg=forecast_cfg,
+        models_cfg=models_cfg,
+        freq=freq,
+        bounds=series_bounds(panel, percent_metrics),
+        n_jobs=n_jobs,
+    )
+
+
 def _default(name: str) -> str:
     env, fallback = SAGEMAKER_DEFAULTS[name]
     return os.environ.get(env, fallback)
@@ -157,6 +189,12 @@ def _default(name: str) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Fit one forecasting model and write forecasts")
     parser.add_argument("--model", required=True, help="model name from models.enabled")
+    parser.add_argument(
+        "--task",
+        choices=("forecast", "backtest"),
+        default="forecast",
+        help="forecast: refit on all history; backtest: the rolling-origin windows",
+    )
     parser.add_argument("--train", default=None, help="directory of feature parquet files")
     parser.add_argument("--config", default=None, help="config YAML (file or directory)")
     parser.add_argument("--model-dir", default=None, help="where model artefacts go")
@@ -186,20 +224,23 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if not files:
         raise ForecastInputError(f"no feature parquet files in {args.train}")
     panel = load_panel(files)
-    forecast = fit_forecast(
-        args.model,
-        panel,
-        forecast_cfg=forecast_settings(cfg["forecast"]),
-        backtest_cfg=backtest_settings(cfg["backtest"]),
-        models_cfg=model_settings(cfg["models"]),
-        percent_metrics=cfg["etl"]["percent_metrics"],
-        freq=cfg["etl"]["freq"],
-        n_jobs=args.n_jobs,
-        model_dir=Path(args.model_dir) / args.model,
-    )
+    common = {
+        "forecast_cfg": forecast_settings(cfg["forecast"]),
+        "backtest_cfg": backtest_settings(cfg["backtest"]),
+        "models_cfg": model_settings(cfg["models"]),
+        "percent_metrics": cfg["etl"]["percent_metrics"],
+        "freq": cfg["etl"]["freq"],
+        "n_jobs": args.n_jobs,
+    }
+    if args.task == "backtest":
+        table = backtest_predictions(args.model, panel, **common)
+    else:
+        table = fit_forecast(
+            args.model, panel, model_dir=Path(args.model_dir) / args.model, **common
+        )
     out = Path(args.output_dir) / f"{args.model}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
-    forecast.to_parquet(out, index=False)
+    table.to_parquet(out, index=False)
     (Path(args.model_dir) / args.model).mkdir(parents=True, exist_ok=True)
     return out
 
