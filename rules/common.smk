@@ -126,10 +126,30 @@ def resources_source(wildcards):
     return {}
 
 
+def _alternatives(models):
+    """Model names as a wildcard constraint (never matches when there are none)."""
+    return "|".join(models) if models else "(?!x)x"
+
+
 def family_models(family):
-    """Enabled models of one family, as a wildcard constraint (never matches when none)."""
-    enabled = [m for m in MODEL_FAMILIES[family] if m in MODELS]
-    return "|".join(enabled) if enabled else "(?!x)x"
+    """Enabled models of one family that run here (training.backend.<family>: local)."""
+    if config["training"]["backend"][family] != "local":
+        return _alternatives([])
+    return _alternatives([m for m in MODEL_FAMILIES[family] if m in MODELS])
+
+
+def sagemaker_models(*families):
+    """Enabled models whose family runs on SageMaker (training.backend.<family>: sagemaker),
+    of the given families (all when none is given)."""
+    chosen = families or tuple(MODEL_FAMILIES)
+    return _alternatives(
+        [
+            model
+            for model in MODELS
+            if MODEL_FAMILY[model] in chosen
+            and config["training"]["backend"][MODEL_FAMILY[model]] == "sagemaker"
+        ]
+    )
 
 
 def expand_partitions(pattern):

@@ -2,7 +2,7 @@
 
 import time
 
-from capforecast import backtest, history_check, train
+from capforecast import backtest, history_check, train, train_backtest
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
@@ -12,7 +12,7 @@ def main(smk) -> None:
     panel = train.load_panel(smk.input.features)
     history_check.check_panel(panel, smk.params.backtest, smk.params.freq)
     start = time.perf_counter()
-    predictions = train.backtest_predictions(
+    predictions = train_backtest.backtest_predictions(
         model,
         panel,
         backtest_cfg=backtest_settings(smk.params.backtest),

@@ -1,11 +1,10 @@
 """Training entry logic shared by the Snakemake rules and the SageMaker container.
 
-``fit_forecast`` is what the forecast rules call, ``backtest_predictions`` what the backtest rules
-call; ``main`` is the command-line entry point (``python -m capforecast.train --task
-forecast|backtest``). Inside a SageMaker training container the locations default to
+``fit_forecast`` is what the forecast rules call; ``main`` is the command-line entry point
+(``python -m capforecast.train``). Inside a SageMaker training container the locations default to
 its contract (``SM_CHANNEL_TRAIN``, ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``, ``/opt/ml/...``), so
-the same code runs locally and remotely; submission lives in
-``capforecast.aws.sagemaker_backend``.
+the same code runs locally and remotely (``capforecast.train_backtest`` is the backtest's entry
+point); submission lives in ``capforecast.aws.sagemaker_backend``.
 """
 
 from __future__ import annotations
@@ -13,8 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -151,50 +151,17 @@ def fit_forecast(
     return out
 
 
-def backtest_predictions(
-    model_name: str,
-    panel: pd.DataFrame,
-    *,
-    forecast_cfg: ForecastSettings,
-    backtest_cfg: BacktestSettings,
-    models_cfg: ModelSettings,
-    percent_metrics: Sequence[str],
-    freq: str = "1h",
-    n_jobs: int = 1,
-) -> pd.DataFrame:
-    """Rolling-origin backtest of ``model_name``: predictions per series x window (the
-    backtest rules and the SageMaker container both run this)."""
-    from capforecast.evaluate import backtest_models
-    from capforecast.models import MODEL_REGISTRY
-
-    if model_name not in MODEL_REGISTRY:
-        raise ConfigError("models.enabled", f"unknown model '{model_name}'")
-    return backtest_models(
-        panel[["series_id", "timestamp", "y"]],
-        {model_name: MODEL_REGISTRY[model_name]},
-        backtest_cfg=backtest_cfg,
-        forecast_cfg=forecast_cfg,
-        models_cfg=models_cfg,
-        freq=freq,
-        bounds=series_bounds(panel, percent_metrics),
-        n_jobs=n_jobs,
-    )
-
-
 def _default(name: str) -> str:
     env, fallback = SAGEMAKER_DEFAULTS[name]
     return os.environ.get(env, fallback)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Fit one forecasting model and write forecasts")
+def parse_args(
+    argv: Sequence[str] | None = None,
+    description: str = "Fit one forecasting model and write forecasts",
+) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", required=True, help="model name from models.enabled")
-    parser.add_argument(
-        "--task",
-        choices=("forecast", "backtest"),
-        default="forecast",
-        help="forecast: refit on all history; backtest: the rolling-origin windows",
-    )
     parser.add_argument("--train", default=None, help="directory of feature parquet files")
     parser.add_argument("--config", default=None, help="config YAML (file or directory)")
     parser.add_argument("--model-dir", default=None, help="where model artefacts go")
@@ -209,10 +176,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
+def job_inputs(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The feature panel in ``args.train`` and the settings of ``args.config`` (validated) as
+    the keyword arguments ``fit_forecast`` and the backtest take."""
     from capforecast.config import validated_config
 
-    args = parse_args(argv)
     config_path = Path(args.config)
     if config_path.is_dir():
         candidates = sorted(config_path.glob("*.yaml")) + sorted(config_path.glob("*.yml"))
@@ -223,8 +191,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     files = sorted(Path(args.train).glob("*.parquet"))
     if not files:
         raise ForecastInputError(f"no feature parquet files in {args.train}")
-    panel = load_panel(files)
-    common = {
+    settings = {
         "forecast_cfg": forecast_settings(cfg["forecast"]),
         "backtest_cfg": backtest_settings(cfg["backtest"]),
         "models_cfg": model_settings(cfg["models"]),
@@ -232,18 +199,43 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "freq": cfg["etl"]["freq"],
         "n_jobs": args.n_jobs,
     }
-    if args.task == "backtest":
-        table = backtest_predictions(args.model, panel, **common)
-    else:
-        table = fit_forecast(
-            args.model, panel, model_dir=Path(args.model_dir) / args.model, **common
-        )
+    return load_panel(files), settings
+
+
+def write_table(table: pd.DataFrame, args: argparse.Namespace) -> Path:
     out = Path(args.output_dir) / f"{args.model}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(out, index=False)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = parse_args(argv)
+    panel, settings = job_inputs(args)
+    forecast = fit_forecast(
+        args.model, panel, model_dir=Path(args.model_dir) / args.model, **settings
+    )
+    out = write_table(forecast, args)
     (Path(args.model_dir) / args.model).mkdir(parents=True, exist_ok=True)
     return out
 
 
+def cli(main: Callable[[Sequence[str] | None], Path], argv: Sequence[str] | None = None) -> None:
+    """``main`` for a shell: a ``CapForecastError`` is one line on stderr and exit status 1;
+    inside a SageMaker container also ``/opt/ml/output/failure``, the job's FailureReason."""
+    import sys
+
+    from capforecast.errors import CapForecastError
+
+    try:
+        main(argv)
+    except CapForecastError as err:
+        print(f"capforecast error: {err}", file=sys.stderr)
+        failure = Path(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output")) / "failure"
+        if "SM_MODEL_DIR" in os.environ and failure.parent.is_dir():
+            failure.write_text(f"capforecast error: {err}\n")
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main()
+    cli(main)
