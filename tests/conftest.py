@@ -26,5 +26,5 @@ def schema() -> dict:
     return yaml.safe_load((PROJECT_ROOT / "config" / "schema.yaml").read_text())
 
 
-# The local AWS (moto server on 127.0.0.1) for every AWS test.
-pytest_plugins = ["aws_local"]
+# The local AWS (moto server on 127.0.0.1) for every AWS test; SageMaker jobs run locally.
+pytest_plugins = ["aws_local", "sagemaker_local"]

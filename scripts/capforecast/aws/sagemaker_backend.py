@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from capforecast.aws.errors import AwsError, aws_call, error_code
+from capforecast.aws.errors import AwsError, aws_call, describe, error_code
 from capforecast.aws.session import aws_client, aws_session, aws_settings
 from capforecast.errors import CapForecastError, ConfigError
 
@@ -130,15 +130,14 @@ def job_config(params: Mapping[str, Any]) -> dict[str, Any]:
 def job_base_name(model: str, task: str) -> str:
     """``capforecast-<model>-<task>``: SageMaker names allow letters, digits and hyphens; the
     SDK appends a timestamp (63 characters in all)."""
-    return re.sub(r"[^A-Za-z0-9-]", "-", f"capforecast-{model}-{task}")[:40].strip("-")
+    return re.sub(r"[^A-Za-z0-9-]", "-", f"capforecast-{model}-{task}")[:48].strip("-")
 
 
 def container_command(model: str, task: str) -> str:
     """What the job runs in its code channel (``sm_train.sh`` evals it after the install)."""
     module = ENTRY_POINTS[task]
     return (
-        f"PYTHONPATH=scripts $SM_PYTHON_CMD -m {module} --model {model} "
-        "--output-dir $SM_MODEL_DIR"
+        f"PYTHONPATH=scripts $SM_PYTHON_CMD -m {module} --model {model} --output-dir $SM_MODEL_DIR"
     )
 
 
@@ -202,6 +201,27 @@ def sdk_endpoint(endpoint_url: str | None) -> Iterator[None]:
             os.environ.pop("AWS_ENDPOINT_URL", None)
         else:
             os.environ["AWS_ENDPOINT_URL"] = before
+
+
+@contextlib.contextmanager
+def sdk_call(what: str) -> Iterator[None]:
+    """Like ``aws_call`` for the SageMaker SDK: the failing operation is named (the SDK makes
+    several calls: uploads, CreateTrainingJob, DescribeTrainingJob), and the SDK's own argument
+    checks (``ValueError``, pydantic's included) are one line too."""
+    import botocore.exceptions as bexc
+
+    try:
+        yield
+    except AwsError:
+        raise
+    except bexc.ClientError as err:
+        operation = getattr(err, "operation_name", None)
+        raise describe(err, f"{what} ({operation})" if operation else what) from None
+    except bexc.BotoCoreError as err:
+        raise describe(err, what) from None
+    except ValueError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SageMakerJobError(f"{what}: {first}") from None
 
 
 def check_bucket(s3: Any, bucket: str) -> None:
@@ -278,7 +298,7 @@ def submit(
         *sm.tags,
     ]
     max_wait = sm.max_wait_seconds or 2 * sm.max_run_seconds
-    with sdk_endpoint(settings.endpoint_url), aws_call(f"SageMaker training job {base_name}"):
+    with sdk_endpoint(settings.endpoint_url), sdk_call(f"SageMaker training job {base_name}"):
         trainer = ModelTrainer(
             training_image=image,
             source_code=SourceCode(
