@@ -518,10 +518,11 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument(
         "--configfile",
-        nargs="+",
+        action="append",
         type=Path,
         default=[],
-        help="config files merged over config/config.yaml (like Snakemake's --configfile)",
+        help="a config file merged over config/config.yaml (repeat it for several: later "
+        "files win, like Snakemake's --configfile)",
     )
     sub = top.add_subparsers(dest="command", required=True)
     role = sub.add_parser("setup-role", help="create or update the SageMaker execution role")
