@@ -348,3 +348,31 @@ def test_the_code_bundle_runs_the_project_entry_points(tmp_path):
     assert (bundle / "config" / "schema.yaml").is_file()
     assert (bundle / "requirements.txt").read_text() == backend.REQUIREMENTS_FILE.read_text()
     assert not list(bundle.rglob("__pycache__"))
+
+
+def test_sagemaker_settings_have_no_defaults_of_their_own():
+    """Defaults live in config/schema.yaml only (as capforecast.settings)."""
+    import dataclasses
+
+    assert backend.SageMakerSettings.__dataclass_params__.frozen
+    for field in dataclasses.fields(backend.SageMakerSettings):
+        assert field.default is dataclasses.MISSING, field.name
+        assert field.default_factory is dataclasses.MISSING, field.name
+    cfg = validated_config(
+        {
+            "training": {"backend": {"prophet": "sagemaker"}, "tags": {"team": "cap"}},
+            "aws": {"bucket": "b", "role_arn": "arn:aws:iam::1:role/r", "prefix": "/p/q/"},
+        }
+    )
+    sm = backend.sagemaker_settings(cfg["training"], cfg["aws"])
+    assert (sm.instance_type, sm.use_spot, sm.max_wait_seconds, sm.prefix) == (
+        "ml.m5.xlarge",
+        False,
+        None,
+        "p/q",
+    )
+    assert sm.tags == (("team", "cap"),)
+    with pytest.raises(KeyError):
+        backend.sagemaker_settings(
+            {k: v for k, v in cfg["training"].items() if k != "tags"}, cfg["aws"]
+        )

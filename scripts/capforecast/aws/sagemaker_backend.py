@@ -226,8 +226,6 @@ def sdk_call(what: str) -> Iterator[None]:
 
 def check_bucket(s3: Any, bucket: str) -> None:
     """The bucket exists and is reachable: the SDK would otherwise create it silently."""
-    import botocore.exceptions as bexc
-
     what = f"S3 bucket '{bucket}' (aws.bucket)"
     try:
         with aws_call(what):
@@ -240,8 +238,6 @@ def check_bucket(s3: Any, bucket: str) -> None:
                 code="NoSuchBucket",
             ) from None
         raise
-    except bexc.ClientError as err:  # pragma: no cover - aws_call converts every ClientError
-        raise AwsError(what, str(error_code(err))) from None
 
 
 def sagemaker_session(boto_session: Any, sm: SageMakerSettings) -> Any:
@@ -489,13 +485,17 @@ def run_training_job(
         job_name = submit(request, sm, aws, workdir / "stage")
         progress(f"submitted SageMaker training job {job_name} ({request.task} of {request.model})")
         session = aws_session(settings)
-        job = wait(
-            aws_client("sagemaker", settings, session=session),
-            job_name,
-            poll_seconds=sm.poll_seconds,
-            progress=progress,
-            sleep=sleep,
-        )
+        sagemaker = aws_client("sagemaker", settings, session=session)
+        try:
+            job = wait(
+                sagemaker, job_name, poll_seconds=sm.poll_seconds, progress=progress, sleep=sleep
+            )
+        except KeyboardInterrupt:
+            # Interrupted (Ctrl-C): do not leave an instance running and billing.
+            progress(f"interrupted: stopping SageMaker training job {job_name}")
+            with contextlib.suppress(Exception):
+                sagemaker.stop_training_job(TrainingJobName=job_name)
+            raise
         if job["TrainingJobStatus"] != "Completed":
             logs = aws_client("logs", settings, session=session)
             tail = log_tail(logs, job_name, sm.log_tail_lines)
