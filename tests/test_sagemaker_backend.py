@@ -7,38 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from aws_local import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
+from test_train import feature_panel
 
 from capforecast import train, train_backtest
 from capforecast.aws import sagemaker_backend as backend
 from capforecast.aws.errors import AwsError
 from capforecast.config import validated_config
-from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
 MODEL = "predict_linear"
-
-
-def feature_panel(days: int = 10) -> pd.DataFrame:
-    ts = pd.date_range("2026-03-01", periods=24 * days, freq="h", tz="UTC")
-    hours = np.arange(len(ts))
-    frames = []
-    for rid, metric, level in [("i-1", "cpu_utilization", 50.0), ("i-2", "network_in_bytes", 1e6)]:
-        y = level * (1 + 0.3 * np.sin(2 * np.pi * hours / 24) + 0.001 * hours)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "series_id": f"{rid}|{metric}",
-                    "resource_id": rid,
-                    "metric": metric,
-                    "timestamp": ts,
-                    "y": y,
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
 
 
 def config(bucket: str, role_arn: str, **training) -> dict:
@@ -96,13 +75,7 @@ def run(req: backend.TrainingRequest, cfg: dict) -> tuple[dict, list[str]]:
 
 
 def local_result(cfg: dict, task: str) -> pd.DataFrame:
-    settings = {
-        "forecast_cfg": forecast_settings(cfg["forecast"]),
-        "backtest_cfg": backtest_settings(cfg["backtest"]),
-        "models_cfg": model_settings(cfg["models"]),
-        "percent_metrics": cfg["etl"]["percent_metrics"],
-        "freq": cfg["etl"]["freq"],
-    }
+    settings = train.fit_settings(cfg, n_jobs=1)
     panel = feature_panel().sort_values(["series_id", "timestamp"], ignore_index=True)
     if task == "forecast":
         return train.fit_forecast(MODEL, panel, **settings)

@@ -191,15 +191,19 @@ def job_inputs(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, Any]]:
     files = sorted(Path(args.train).glob("*.parquet"))
     if not files:
         raise ForecastInputError(f"no feature parquet files in {args.train}")
-    settings = {
+    return load_panel(files), fit_settings(cfg, args.n_jobs)
+
+
+def fit_settings(cfg: dict[str, Any], n_jobs: int) -> dict[str, Any]:
+    """A validated config as the keyword arguments ``fit_forecast`` and the backtest take."""
+    return {
         "forecast_cfg": forecast_settings(cfg["forecast"]),
         "backtest_cfg": backtest_settings(cfg["backtest"]),
         "models_cfg": model_settings(cfg["models"]),
         "percent_metrics": cfg["etl"]["percent_metrics"],
         "freq": cfg["etl"]["freq"],
-        "n_jobs": args.n_jobs,
+        "n_jobs": n_jobs,
     }
-    return load_panel(files), settings
 
 
 def write_table(table: pd.DataFrame, args: argparse.Namespace) -> Path:

@@ -106,6 +106,16 @@ def s3_prefix(cfg: Mapping[str, Any]) -> str:
     return str(cfg["aws"]["prefix"]).strip("/")
 
 
+def project_bucket(cfg: Mapping[str, Any], hint: str) -> tuple[Any, Any, str, str]:
+    """(session, S3 client, bucket, prefix) of the configured bucket, which must exist."""
+    settings = aws_settings(cfg["aws"])
+    bucket = require(cfg, "bucket", hint)
+    session = aws_session(settings)
+    s3 = aws_client("s3", settings, session=session)
+    backend.check_bucket(s3, bucket)
+    return session, s3, bucket, s3_prefix(cfg)
+
+
 # --- setup-role ---------------------------------------------------------------------------
 
 
@@ -252,12 +262,7 @@ def data_files(cfg: Mapping[str, Any], data: Path | None) -> list[Path]:
 
 
 def push(cfg: Mapping[str, Any], data: Path | None, out: Callable) -> dict[str, Any]:
-    settings = aws_settings(cfg["aws"])
-    bucket = require(cfg, "bucket", "set the bucket to push to")
-    prefix = s3_prefix(cfg)
-    session = aws_session(settings)
-    s3 = aws_client("s3", settings, session=session)
-    backend.check_bucket(s3, bucket)
+    _, s3, bucket, prefix = project_bucket(cfg, "set the bucket to push to")
     code_key = f"{prefix}/code/workflow.tar.gz"
     with aws_call(f"upload s3://{bucket}/{code_key}"):
         s3.put_object(Bucket=bucket, Key=code_key, Body=workflow_bundle())
@@ -335,13 +340,8 @@ def deploy_command(target: str, cores: str) -> str:
 def deploy(cfg: Mapping[str, Any], args: argparse.Namespace, out: Callable) -> str:
     """A SageMaker Processing job that runs ``target`` of the pushed workflow; its results go
     to ``s3://<bucket>/<prefix>/deploy/<job>/results/``."""
-    settings = aws_settings(cfg["aws"])
-    bucket = require(cfg, "bucket", "set the bucket `push` uploaded to")
     role = require(cfg, "role_arn", "run `python -m capforecast.aws setup-role` and set it")
-    prefix = s3_prefix(cfg)
-    session = aws_session(settings)
-    s3 = aws_client("s3", settings, session=session)
-    backend.check_bucket(s3, bucket)
+    session, s3, bucket, prefix = project_bucket(cfg, "set the bucket `push` uploaded to")
     code_key = f"{prefix}/code/workflow.tar.gz"
     with aws_call(f"s3://{bucket}/{code_key}"):
         try:
@@ -376,7 +376,7 @@ def deploy(cfg: Mapping[str, Any], args: argparse.Namespace, out: Callable) -> s
         )
     sm = backend.sagemaker_settings(cfg["training"], cfg["aws"])
     image = backend.training_image(sm, session.region_name)
-    sagemaker = aws_client("sagemaker", settings, session=session)
+    sagemaker = aws_client("sagemaker", aws_settings(cfg["aws"]), session=session)
     with aws_call(f"SageMaker processing job {job} (CreateProcessingJob)"):
         sagemaker.create_processing_job(
             ProcessingJobName=job,
@@ -475,37 +475,13 @@ def logs(cfg: Mapping[str, Any], name: str, tail: int, out: Callable) -> list[st
     session = aws_session(settings)
     kind, _ = describe_job(aws_client("sagemaker", settings, session=session), name)
     client = aws_client("logs", settings, session=session)
-    if kind == "training":
-        lines = backend.log_tail(client, name, tail)
-    else:
-        lines = _processing_log_tail(client, name, tail)
+    group = backend.TRAINING_LOG_GROUP if kind == "training" else PROCESSING_LOG_GROUP
+    lines = backend.log_tail(client, name, tail, log_group=group)
     if not lines:
         out(f"no log lines for {name} yet (the container may not have started)")
     for line in lines:
         out(line)
     return lines
-
-
-def _processing_log_tail(client: Any, name: str, tail: int) -> list[str]:
-    with aws_call(f"CloudWatch Logs {PROCESSING_LOG_GROUP}/{name}"):
-        try:
-            streams = client.describe_log_streams(
-                logGroupName=PROCESSING_LOG_GROUP, logStreamNamePrefix=f"{name}/"
-            )["logStreams"]
-        except client.exceptions.ResourceNotFoundException:
-            return []
-        events = []
-        for stream in streams:
-            events.extend(
-                (e["timestamp"], e["message"].rstrip())
-                for e in client.get_log_events(
-                    logGroupName=PROCESSING_LOG_GROUP,
-                    logStreamName=stream["logStreamName"],
-                    limit=tail,
-                    startFromHead=False,
-                )["events"]
-            )
-    return [message for _, message in sorted(events)[-tail:]]
 
 
 # --- command line -------------------------------------------------------------------------

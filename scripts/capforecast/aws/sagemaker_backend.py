@@ -358,19 +358,22 @@ def wait(
         sleep(poll_seconds)
 
 
-def log_tail(logs: Any, job_name: str, lines: int) -> list[str]:
-    """The last ``lines`` messages of the job's CloudWatch log streams (``algo-1-...``)."""
-    with aws_call(f"CloudWatch Logs {TRAINING_LOG_GROUP}/{job_name}"):
+def log_tail(
+    logs: Any, job_name: str, lines: int, log_group: str = TRAINING_LOG_GROUP
+) -> list[str]:
+    """The last ``lines`` messages of a job's CloudWatch log streams (``<job>/algo-1-...``;
+    processing jobs log to ``/aws/sagemaker/ProcessingJobs``)."""
+    with aws_call(f"CloudWatch Logs {log_group}/{job_name}"):
         try:
             streams = logs.describe_log_streams(
-                logGroupName=TRAINING_LOG_GROUP, logStreamNamePrefix=f"{job_name}/"
+                logGroupName=log_group, logStreamNamePrefix=f"{job_name}/"
             )["logStreams"]
         except logs.exceptions.ResourceNotFoundException:
             return []
         events: list[tuple[int, str]] = []
         for stream in streams:
             got = logs.get_log_events(
-                logGroupName=TRAINING_LOG_GROUP,
+                logGroupName=log_group,
                 logStreamName=stream["logStreamName"],
                 limit=lines,
                 startFromHead=False,
