@@ -215,13 +215,15 @@ INGEST_SCRIPT = (
     if config["data"]["source"] == "s3"
     else "data_ingest_partition.py"
 )
+# A wildcard constraint nothing matches: routes a partition to one ingest rule, a model to its
+# local or its SageMaker rules.
+NO_MATCH = "(?!x)x"
 # Wildcard constraints that leave each partition to one ingest rule.
-NO_PARTITION = "(?!x)x"
 FILE_PARTITIONS = (
-    NO_PARTITION if config["data"]["source"] == "cloudwatch" else "|".join(PARTITIONS)
+    NO_MATCH if config["data"]["source"] == "cloudwatch" else "|".join(PARTITIONS)
 )
 CLOUDWATCH_PARTITIONS = (
-    "|".join(PARTITIONS) if config["data"]["source"] == "cloudwatch" else NO_PARTITION
+    "|".join(PARTITIONS) if config["data"]["source"] == "cloudwatch" else NO_MATCH
 )
 # data.source cloudwatch (rules/data.smk, ingest_cloudwatch): partition -> service, and the instant fetched
 # up to (data.cloudwatch.end, else now rounded down to etl.freq).
@@ -251,10 +253,26 @@ def resources_source(wildcards):
 
 
 def family_models(family):
-    """The models one family's rules run (rules/forecast.smk), as a wildcard constraint: every
-    model whose spec names the family (capforecast.forecast.models.specs); only the enabled
-    ones are requested."""
+    """The models one family's local rules run (rules/forecast.smk), as a wildcard constraint:
+    every model whose spec names the family (capforecast.forecast.models.specs; only the
+    enabled ones are requested), none when training.backend.<family> is sagemaker (its
+    SageMaker rules run them)."""
+    if config["training"]["backend"][family] != "local":
+        return NO_MATCH
     return "|".join(cf_model_specs.family_models(family))
+
+
+def sagemaker_models(*families):
+    """The models whose family runs on SageMaker (training.backend.<family>: sagemaker), of
+    the given families (all when none is given), as a wildcard constraint."""
+    chosen = families or cf_model_specs.FAMILIES
+    models = [
+        model
+        for family in chosen
+        if config["training"]["backend"][family] == "sagemaker"
+        for model in cf_model_specs.family_models(family)
+    ]
+    return "|".join(models) if models else NO_MATCH
 
 
 def expand_partitions(pattern):

@@ -160,6 +160,73 @@ use rule forecast_baseline as forecast_autogluon with:
         **job_resources("autogluon"),
 
 
+# training.backend.<family>: sagemaker moves a family's backtest and refit to these rules: each
+# job is a SageMaker training job (capforecast.aws.sagemaker_backend) that writes the same files
+# as the local rules, plus a receipt. Where a fit runs is not a param (it does not change what
+# it computes), so an instance type or bucket change reruns nothing.
+rule backtest_sagemaker:
+    input:
+        features=FEATURES,
+        series_index=SERIES_INDEX,
+    output:
+        predictions="results/backtest/models/{model}.parquet",
+        receipt="results/backtest/models/{model}.sagemaker.json",
+    log:
+        "results/logs/backtest/{model}.log",
+    benchmark:
+        "results/benchmarks/backtest/{model}.tsv"
+    wildcard_constraints:
+        model=sagemaker_models(),
+    conda:
+        "../envs/aws.yaml"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
+    params:
+        **MODEL_PARAMS,
+        forecast=config_keys("forecast", "quantiles", "extra_quantiles"),
+        task="backtest",
+        code=script_digest("forecast_sagemaker_model.py"),
+    script:
+        "../scripts/forecast_sagemaker_model.py"
+
+
+rule forecast_sagemaker:
+    input:
+        features=FEATURES,
+        series_index=SERIES_INDEX,
+    output:
+        forecast="results/forecast/models/{model}.parquet",
+        receipt="results/forecast/models/{model}.sagemaker.json",
+    log:
+        "results/logs/forecast/{model}.log",
+    benchmark:
+        "results/benchmarks/forecast/{model}.tsv"
+    wildcard_constraints:
+        model=sagemaker_models("baseline", "statsforecast", "autogluon"),
+    conda:
+        "../envs/aws.yaml"
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
+    params:
+        **MODEL_PARAMS,
+        forecast=config_keys("forecast", "horizon", "quantiles", "extra_quantiles"),
+        task="forecast",
+        code=script_digest("forecast_sagemaker_model.py"),
+    script:
+        "../scripts/forecast_sagemaker_model.py"
+
+
+use rule forecast_sagemaker as forecast_sagemaker_prophet with:
+    output:
+        forecast="results/forecast/models/{model}.parquet",
+        models=directory("results/forecast/prophet_models/{model}"),
+        receipt="results/forecast/models/{model}.sagemaker.json",
+    wildcard_constraints:
+        model=sagemaker_models("prophet"),
+
+
 rule combine_forecasts:
     input:
         forecasts=expand("results/forecast/models/{model}.parquet", model=MODELS),

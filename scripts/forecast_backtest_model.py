@@ -2,10 +2,8 @@
 
 import time
 
+from capforecast import train_backtest
 from capforecast.forecast import backtest, fit, history_check
-from capforecast.forecast.evaluate import backtest_models
-from capforecast.forecast.models import MODEL_REGISTRY
-from capforecast.forecast.panel import series_bounds
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
@@ -15,14 +13,14 @@ def main(smk) -> None:
     panel = fit.load_panel(smk.input.features)
     history_check.check_panel(panel, smk.params.backtest, smk.params.freq)
     start = time.perf_counter()
-    predictions = backtest_models(
-        panel[["series_id", "timestamp", "y"]],
-        {model: MODEL_REGISTRY[model]},
+    predictions = train_backtest.backtest_predictions(
+        model,
+        panel,
         backtest_cfg=backtest_settings(smk.params.backtest),
         forecast_cfg=forecast_settings(smk.params.forecast),
         models_cfg=model_settings(smk.params.models),
+        percent_metrics=smk.params.percent_metrics,
         freq=smk.params.freq,
-        bounds=series_bounds(panel, smk.params.percent_metrics),
         n_jobs=smk.threads,
     )
     skipped = backtest.skipped_table(predictions)

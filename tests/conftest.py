@@ -26,5 +26,6 @@ def schema() -> dict:
     return yaml.safe_load((PROJECT_ROOT / "config" / "schema.yaml").read_text())
 
 
-# The local AWS (moto server on 127.0.0.1) for every AWS test; a local SLURM (tests/slurm_local.py).
-pytest_plugins = ["aws_local", "slurm_local"]
+# The local AWS (moto server on 127.0.0.1) for every AWS test, SageMaker jobs run locally
+# (tests/sagemaker_local.py), and a local SLURM (tests/slurm_local.py).
+pytest_plugins = ["aws_local", "sagemaker_local", "slurm_local"]

@@ -326,13 +326,54 @@ def test_no_object_in_the_schema_accepts_unknown_keys(schema):
     assert open_objects == []
 
 
-def test_sagemaker_backend_is_refused_until_it_exists():
+def test_training_backend_is_chosen_per_model_family():
+    cfg = validated_config({})
+    assert cfg["training"]["backend"] == {
+        "baseline": "local",
+        "statsforecast": "local",
+        "prophet": "local",
+        "autogluon": "local",
+    }
+    remote = {"training": {"backend": {"autogluon": "sagemaker", "prophet": "sagemaker"}}}
+    aws = {"aws": {"bucket": "b", "role_arn": "arn:aws:iam::123456789012:role/r"}}
+    backend = validated_config({**remote, **aws})["training"]["backend"]
+    assert backend["autogluon"] == backend["prophet"] == "sagemaker"
+    assert backend["baseline"] == backend["statsforecast"] == "local"
+
+
+@pytest.mark.parametrize(
+    "cfg, key, words",
+    [
+        ({"training": {"backend": "sagemaker"}}, "training.backend", "object"),
+        ({"training": {"backend": {"prophet": "cloud"}}}, "training.backend.prophet", "local"),
+        ({"training": {"backend": {"arima": "local"}}}, "training.backend.arima", ""),
+        ({"training": {"backend": {"prophet": "sagemaker"}}}, "aws.bucket", "prophet"),
+        (
+            {"training": {"backend": {"prophet": "sagemaker"}}, "aws": {"bucket": "b"}},
+            "aws.role_arn",
+            "setup-role",
+        ),
+        (
+            {
+                "training": {
+                    "backend": {"prophet": "sagemaker"},
+                    "use_spot": True,
+                    "max_run_seconds": 3600,
+                    "max_wait_seconds": 600,
+                },
+                "aws": {"bucket": "b", "role_arn": "arn:aws:iam::1:role/r"},
+            },
+            "training.max_wait_seconds",
+            "max_run_seconds",
+        ),
+    ],
+)
+def test_bad_training_settings_fail_in_one_line(cfg, key, words):
     with pytest.raises(ConfigError) as info:
-        validated_config({"training": {"backend": "sagemaker"}})
+        validated_config(cfg)
     message = str(info.value)
-    assert "training.backend" in message and "not available yet" in message
+    assert key in message and words in message
     assert "\n" not in message
-    assert validated_config({})["training"]["backend"] == "local"
 
 
 def test_the_generator_has_its_own_horizon_and_thresholds():

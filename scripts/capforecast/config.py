@@ -244,10 +244,7 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
         cfg["etl"]["percent_metrics"],
         section="synthetic",
     )
-    if cfg["training"]["backend"] == "sagemaker":
-        raise ConfigError(
-            "training.backend", "sagemaker is not available yet (the AWS work builds it); use local"
-        )
+    _check_training(cfg["training"], cfg["aws"])
     catalogue = cfg["catalogue"]
     for i, svc in enumerate(cfg["synthetic"]["services"]):
         if svc["instance_type"] not in catalogue:
@@ -260,6 +257,27 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError("synthetic.services", f"duplicate service names: {', '.join(dupes)}")
+
+
+def _check_training(training: Mapping[str, Any], aws: Mapping[str, Any]) -> None:
+    """A family on SageMaker needs a bucket and an execution role; spot needs room to wait."""
+    remote = sorted(f for f, backend in training["backend"].items() if backend == "sagemaker")
+    if not remote:
+        return
+    for key in ("bucket", "role_arn"):
+        if not aws[key]:
+            raise ConfigError(
+                f"aws.{key}",
+                f"training.backend runs {', '.join(remote)} on sagemaker, which needs it "
+                "(`python -m capforecast.aws setup-role` prints the role ARN)",
+            )
+    wait = training["max_wait_seconds"]
+    if training["use_spot"] and wait is not None and wait < training["max_run_seconds"]:
+        raise ConfigError(
+            "training.max_wait_seconds",
+            f"{wait} is below training.max_run_seconds ({training['max_run_seconds']}); "
+            "spot training waits for capacity plus runs, so it must be at least that",
+        )
 
 
 def _check_thresholds(

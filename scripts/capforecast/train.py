@@ -5,16 +5,19 @@ the container, so it stays at the package top rather than in ``capforecast.forec
 parses arguments and locations and calls the forecast stage (``capforecast.forecast.fit``).
 Inside a SageMaker training container the locations default to its contract
 (``SM_CHANNEL_TRAIN``, ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``, ``/opt/ml/...``), so the same
-code runs locally and remotely; submission itself lives in the AWS module.
+code runs locally and remotely (``capforecast.train_backtest`` is the backtest's entry point,
+at the top for the same reason); submission lives in ``capforecast.aws.sagemaker_backend``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import yaml
 
 from capforecast.errors import ConfigError, ForecastInputError
@@ -34,8 +37,11 @@ def _default(name: str) -> str:
     return os.environ.get(env, fallback)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Fit one forecasting model and write forecasts")
+def parse_args(
+    argv: Sequence[str] | None = None,
+    description: str = "Fit one forecasting model and write forecasts",
+) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", required=True, help="model name from models.enabled")
     parser.add_argument("--train", default=None, help="directory of feature parquet files")
     parser.add_argument("--config", default=None, help="config YAML (file or directory)")
@@ -51,10 +57,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
+def job_inputs(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The feature panel in ``args.train`` and the settings of ``args.config`` (validated) as
+    the keyword arguments ``fit_forecast`` and the backtest take."""
     from capforecast.config import validated_config
 
-    args = parse_args(argv)
     config_path = Path(args.config)
     if config_path.is_dir():
         candidates = sorted(config_path.glob("*.yaml")) + sorted(config_path.glob("*.yml"))
@@ -65,24 +72,55 @@ def main(argv: Sequence[str] | None = None) -> Path:
     files = sorted(Path(args.train).glob("*.parquet"))
     if not files:
         raise ForecastInputError(f"no feature parquet files in {args.train}")
-    panel = load_panel(files)
-    forecast = fit_forecast(
-        args.model,
-        panel,
-        forecast_cfg=forecast_settings(cfg["forecast"]),
-        backtest_cfg=backtest_settings(cfg["backtest"]),
-        models_cfg=model_settings(cfg["models"]),
-        percent_metrics=cfg["etl"]["percent_metrics"],
-        freq=cfg["etl"]["freq"],
-        n_jobs=args.n_jobs,
-        model_dir=Path(args.model_dir) / args.model,
-    )
+    return load_panel(files), fit_settings(cfg, args.n_jobs)
+
+
+def fit_settings(cfg: dict[str, Any], n_jobs: int) -> dict[str, Any]:
+    """A validated config as the keyword arguments ``fit_forecast`` and the backtest take."""
+    return {
+        "forecast_cfg": forecast_settings(cfg["forecast"]),
+        "backtest_cfg": backtest_settings(cfg["backtest"]),
+        "models_cfg": model_settings(cfg["models"]),
+        "percent_metrics": cfg["etl"]["percent_metrics"],
+        "freq": cfg["etl"]["freq"],
+        "n_jobs": n_jobs,
+    }
+
+
+def write_table(table: pd.DataFrame, args: argparse.Namespace) -> Path:
     out = Path(args.output_dir) / f"{args.model}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
-    forecast.to_parquet(out, index=False)
+    table.to_parquet(out, index=False)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = parse_args(argv)
+    panel, settings = job_inputs(args)
+    forecast = fit_forecast(
+        args.model, panel, model_dir=Path(args.model_dir) / args.model, **settings
+    )
+    out = write_table(forecast, args)
     (Path(args.model_dir) / args.model).mkdir(parents=True, exist_ok=True)
     return out
 
 
+def cli(main: Callable[[Sequence[str] | None], Path], argv: Sequence[str] | None = None) -> None:
+    """``main`` for a shell: a ``CapForecastError`` is one line on stderr and exit status 1;
+    inside a SageMaker container also ``/opt/ml/output/failure``, the job's FailureReason."""
+    import sys
+
+    from capforecast.errors import CapForecastError
+
+    try:
+        main(argv)
+    except CapForecastError as err:
+        print(f"capforecast error: {err}", file=sys.stderr)
+        failure = Path(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output")) / "failure"
+        if "SM_MODEL_DIR" in os.environ and failure.parent.is_dir():
+            failure.write_text(f"capforecast error: {err}\n")
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main()
+    cli(main)

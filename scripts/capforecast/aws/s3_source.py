@@ -5,9 +5,10 @@ prefix (or one object, or a glob on keys), filtered and partitioned exactly like
 (:func:`capforecast.data.ingest.data_suffix`, :mod:`capforecast.data.partitions`: partition
 names from untrusted keys are bounded, path-safe and distinct). Each object is the input of its
 own ingest job through Snakemake's S3 storage plugin, so Snakemake compares the object's
-Last-Modified time with the job's outputs and downloads only the objects whose jobs run: a changed object reruns
-its partition and what depends on it, nothing else. The job reads the downloaded copy with the
-local reader (:func:`ingest_object`), and its errors name the ``s3://`` URI.
+Last-Modified time with the job's outputs and downloads only the objects whose jobs run: a
+changed object reruns its partition and what depends on it, nothing else. The job reads the
+downloaded copy with the local reader (:func:`ingest_object`), and its errors name the
+``s3://`` URI.
 """
 
 from __future__ import annotations

@@ -1,0 +1,149 @@
+"""The workflow with a model family on SageMaker, against moto on 127.0.0.1: Snakemake in a
+subprocess reaches only the local server (tests/aws_local.py: endpoint, fake keys, proxy trap),
+each training job runs in the local container of tests/sagemaker_local.py, and the downstream
+rules run on what the jobs returned. Everything must match a run where every family is local."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from aws_local import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+TINY = ROOT / "tests" / "configs" / "tiny_synthetic.yaml"
+BASELINES = ("seasonal_naive_daily", "predict_linear")
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+
+
+def snakemake(workdir: Path, configs: list[Path], env: dict, *targets: str):
+    cmd = [
+        SNAKEMAKE,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *targets,
+        # Last: it takes several values (a repeated --configfile keeps only the last one).
+        "--configfile",
+        *map(str, configs),
+    ]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", **env},
+        timeout=1500,
+    )
+    return proc
+
+
+def comparable(path: Path) -> pd.DataFrame:
+    frame = pd.read_parquet(path)
+    drop = [c for c in frame if c in ("fit_seconds", "backtest_s", "fit_s")]
+    return frame.drop(columns=drop)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("local")
+    proc = snakemake(workdir, [TINY], {}, "risk")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return workdir
+
+
+def test_a_family_on_sagemaker_gives_the_local_results(
+    tmp_path, local_run, local_sagemaker, fresh_bucket
+):
+    workdir = tmp_path / "work"
+    remote = tmp_path / "sagemaker.yaml"
+    remote.write_text(
+        yaml.safe_dump(
+            {
+                "training": {"backend": {"baseline": "sagemaker"}, "poll_seconds": 0.5},
+                "aws": {
+                    "bucket": fresh_bucket,
+                    "prefix": "runs/tiny",
+                    "role_arn": local_sagemaker.role_arn,
+                },
+            }
+        )
+    )
+    env = local_sagemaker.aws.env()
+    plan = snakemake(workdir, [TINY, remote], env, "-n", "risk")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    for model in BASELINES:
+        assert "rule backtest_sagemaker:\n" in plan.stdout
+        assert f"wildcards: model={model}" in plan.stdout
+    assert "rule backtest_baseline:" not in plan.stdout
+
+    proc = snakemake(workdir, [TINY, remote], env, "risk")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert local_sagemaker.errors == {}
+    # One job per baseline model and task, each run under the SageMaker contract.
+    assert sorted(name.rsplit("-", 1)[0] for name in local_sagemaker.jobs) == sorted(
+        f"capforecast-{model.replace('_', '-')}-{task}"
+        for model in BASELINES
+        for task in ("backtest", "forecast")
+    )
+    results, local = workdir / "results", local_run / "results"
+    for model in BASELINES:
+        for stage in ("backtest", "forecast"):
+            got = results / stage / "models" / f"{model}.parquet"
+            pd.testing.assert_frame_equal(
+                comparable(got), comparable(local / stage / "models" / f"{model}.parquet")
+            )
+            receipt = json.loads(
+                (results / stage / "models" / f"{model}.sagemaker.json").read_text()
+            )
+            assert receipt["status"] == "Completed" and receipt["task"] == stage
+            assert receipt["model_artifacts_s3_uri"].startswith(
+                f"s3://{fresh_bucket}/runs/tiny/sagemaker/"
+            )
+        log = (results / "logs" / "backtest" / f"{model}.log").read_text()
+        assert "submitted SageMaker training job capforecast-" in log
+        assert ": Completed / Completed after" in log
+    # theta stayed local.
+    assert not (results / "backtest" / "models" / "theta.sagemaker.json").exists()
+    # Downstream of the jobs: the same leaderboard, forecasts and risk report as locally.
+    for name in ("backtest/metrics.parquet", "backtest/selection.parquet"):
+        pd.testing.assert_frame_equal(comparable(results / name), comparable(local / name))
+    pd.testing.assert_frame_equal(
+        comparable(results / "forecast" / "forecasts.parquet"),
+        comparable(local / "forecast" / "forecasts.parquet"),
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(results / "risk" / "risk_report.parquet"),
+        pd.read_parquet(local / "risk" / "risk_report.parquet"),
+    )
+    # No key of the test credentials in any output, log or Snakemake record.
+    leaks = [
+        str(path)
+        for base in (workdir / "results", workdir / ".snakemake")
+        for path in base.rglob("*")
+        if path.is_file()
+        and (
+            FAKE_ACCESS_KEY.encode() in path.read_bytes()
+            or FAKE_SECRET_KEY.encode() in path.read_bytes()
+        )
+    ]
+    assert leaks == []
+    assert FAKE_ACCESS_KEY not in proc.stdout + proc.stderr
+    assert FAKE_SECRET_KEY not in proc.stdout + proc.stderr
+    # Nothing left to do; an instance type change reruns nothing (where a fit runs is no param).
+    again = snakemake(workdir, [TINY, remote], env, "-n", "risk")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    bigger = tmp_path / "bigger.yaml"
+    bigger.write_text(yaml.safe_dump({"training": {"instance_type": "ml.m5.2xlarge"}}))
+    again = snakemake(workdir, [TINY, remote, bigger], env, "-n", "risk")
+    assert "Nothing to be done" in again.stdout + again.stderr
