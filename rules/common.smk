@@ -7,6 +7,7 @@ from capforecast.config import validated_config
 from capforecast.errors import CapForecastError
 from capforecast import code_digest as cf_code_digest
 from capforecast.forecast import history_check as cf_history_check
+from capforecast.forecast import shards as cf_shards
 from capforecast.data import ingest as cf_ingest
 from capforecast.data import partitions as cf_partitions
 from capforecast.forecast.models import model_settings
@@ -160,9 +161,42 @@ SYNTHETIC_METRICS_PER_INSTANCE = 5
 FLEET_SERIES = _fleet_series()
 
 
+def _partition_series(partition):
+    """Series of one partition known when planning (synthetic: instances x metrics), else None."""
+    if config["data"]["source"] != "synthetic":
+        return None
+    services = {svc["name"]: svc for svc in config["synthetic"]["services"]}
+    return services[partition]["instances"] * SYNTHETIC_METRICS_PER_INSTANCE
+
+
+# The forecast stage's shards (capforecast.forecast.shards): partition -> its shard count, fixed
+# at plan time from the partition's planned series and forecast.shard_size. A model job handles
+# the series of one partition whose id hashes to its shard.
+SHARDS = {
+    partition: cf_shards.shard_count(
+        _partition_series(partition), config["forecast"]["shard_size"]
+    )
+    for partition in PARTITIONS
+}
+# Series one model job is sized for (job_resources): a shard, or the fleet when it is smaller.
+SHARD_SERIES = min(config["forecast"]["shard_size"], FLEET_SERIES or DEFAULT_JOB_SERIES)
+
+
+def expand_shards(pattern):
+    """`pattern` ({partition}, {shard}, {model}) for every shard of every partition and every
+    enabled model."""
+    return [
+        pattern.format(partition=partition, shard=shard, model=model)
+        for partition, n_shards in SHARDS.items()
+        for shard in range(n_shards)
+        for model in MODELS
+    ]
+
+
 wildcard_constraints:
     partition="|".join(PARTITIONS) if PARTITIONS else "[A-Za-z0-9_-]+",
     model="[a-z_]+",
+    shard="[0-9]+",
 
 
 def service_config(name):

@@ -4,6 +4,10 @@
 # on the full history.
 
 FEATURES = expand_partitions("results/features/{partition}.parquet")
+# A model job handles one shard of one partition (rules/common.smk SHARDS): its partition's
+# features only, so a changed partition reruns its own shards and the aggregates.
+SHARD_FEATURES = "results/features/{partition}.parquet"
+SHARD = "{partition}/{shard}/{model}"
 # Each rule gets the settings its script reads, no more: editing one model's settings reruns
 # that model's jobs only (and what depends on them), not every model's backtest.
 MODEL_PARAMS = dict(
@@ -13,27 +17,31 @@ MODEL_PARAMS = dict(
     models=lambda wildcards: model_settings(config["models"], wildcards.model),
     percent_metrics=config["etl"]["percent_metrics"],
     freq=config["etl"]["freq"],
+    # The partition's shard count: a series' shard is its hash modulo it.
+    n_shards=lambda wildcards: SHARDS[wildcards.partition],
 )
 
 
 rule backtest_baseline:
     input:
-        features=FEATURES,
+        features=SHARD_FEATURES,
         # Not read: a series split over two input files stops the run before any model.
-        series_index=SERIES_INDEX,
+        # ancient: it is rewritten when any partition changes, which must not rerun the
+        # shards of the others.
+        series_index=ancient(SERIES_INDEX),
     output:
-        predictions="results/backtest/models/{model}.parquet",
+        predictions="results/backtest/shards/" + SHARD + ".parquet",
     log:
-        "results/logs/backtest/{model}.log",
+        "results/logs/backtest/" + SHARD + ".log",
     benchmark:
-        "results/benchmarks/backtest/{model}.tsv"
+        "results/benchmarks/backtest/" + SHARD + ".tsv"
     wildcard_constraints:
         model=family_models("baseline"),
     conda:
         "../envs/statsforecast.yaml"
     threads: job_threads("baseline")
     resources:
-        **job_resources("baseline"),
+        **job_resources("baseline", SHARD_SERIES),
     params:
         **MODEL_PARAMS,
         # The models' quantile levels (capforecast.forecast.fit.model_quantiles).
@@ -48,7 +56,7 @@ use rule backtest_baseline as backtest_statsforecast with:
         model=family_models("statsforecast"),
     threads: job_threads("statsforecast")
     resources:
-        **job_resources("statsforecast"),
+        **job_resources("statsforecast", SHARD_SERIES),
 
 
 use rule backtest_baseline as backtest_prophet with:
@@ -58,7 +66,7 @@ use rule backtest_baseline as backtest_prophet with:
         "../envs/prophet.yaml"
     threads: job_threads("prophet")
     resources:
-        **job_resources("prophet"),
+        **job_resources("prophet", SHARD_SERIES),
 
 
 use rule backtest_baseline as backtest_autogluon with:
@@ -68,12 +76,12 @@ use rule backtest_baseline as backtest_autogluon with:
         "../envs/autogluon.yaml"
     threads: job_threads("autogluon")
     resources:
-        **job_resources("autogluon"),
+        **job_resources("autogluon", SHARD_SERIES),
 
 
 rule leaderboard:
     input:
-        predictions=expand("results/backtest/models/{model}.parquet", model=MODELS),
+        predictions=expand_shards("results/backtest/shards/" + SHARD + ".parquet"),
         features=FEATURES,
     output:
         metrics="results/backtest/metrics.parquet",
@@ -104,21 +112,21 @@ rule leaderboard:
 
 rule forecast_baseline:
     input:
-        features=FEATURES,
-        series_index=SERIES_INDEX,
+        features=SHARD_FEATURES,
+        series_index=ancient(SERIES_INDEX),
     output:
-        forecast="results/forecast/models/{model}.parquet",
+        forecast="results/forecast/shards/" + SHARD + ".parquet",
     log:
-        "results/logs/forecast/{model}.log",
+        "results/logs/forecast/" + SHARD + ".log",
     benchmark:
-        "results/benchmarks/forecast/{model}.tsv"
+        "results/benchmarks/forecast/" + SHARD + ".tsv"
     wildcard_constraints:
         model=family_models("baseline"),
     conda:
         "../envs/statsforecast.yaml"
     threads: job_threads("baseline")
     resources:
-        **job_resources("baseline"),
+        **job_resources("baseline", SHARD_SERIES),
     params:
         **MODEL_PARAMS,
         # The quantile levels and the horizon of the refit.
@@ -133,21 +141,21 @@ use rule forecast_baseline as forecast_statsforecast with:
         model=family_models("statsforecast"),
     threads: job_threads("statsforecast")
     resources:
-        **job_resources("statsforecast"),
+        **job_resources("statsforecast", SHARD_SERIES),
 
 
 use rule forecast_baseline as forecast_prophet with:
     output:
-        forecast="results/forecast/models/{model}.parquet",
+        forecast="results/forecast/shards/" + SHARD + ".parquet",
         # The fitted Prophet models, one JSON per series (prophet.serialize).
-        models=directory("results/forecast/prophet_models/{model}"),
+        models=directory("results/forecast/prophet_models/" + SHARD),
     wildcard_constraints:
         model=family_models("prophet"),
     conda:
         "../envs/prophet.yaml"
     threads: job_threads("prophet")
     resources:
-        **job_resources("prophet"),
+        **job_resources("prophet", SHARD_SERIES),
 
 
 use rule forecast_baseline as forecast_autogluon with:
@@ -157,7 +165,7 @@ use rule forecast_baseline as forecast_autogluon with:
         "../envs/autogluon.yaml"
     threads: job_threads("autogluon")
     resources:
-        **job_resources("autogluon"),
+        **job_resources("autogluon", SHARD_SERIES),
 
 
 # training.backend.<family>: sagemaker moves a family's backtest and refit to these rules: each
@@ -166,22 +174,22 @@ use rule forecast_baseline as forecast_autogluon with:
 # it computes), so an instance type or bucket change reruns nothing.
 rule backtest_sagemaker:
     input:
-        features=FEATURES,
-        series_index=SERIES_INDEX,
+        features=SHARD_FEATURES,
+        series_index=ancient(SERIES_INDEX),
     output:
-        predictions="results/backtest/models/{model}.parquet",
-        receipt="results/backtest/models/{model}.sagemaker.json",
+        predictions="results/backtest/shards/" + SHARD + ".parquet",
+        receipt="results/backtest/shards/" + SHARD + ".sagemaker.json",
     log:
-        "results/logs/backtest/{model}.log",
+        "results/logs/backtest/" + SHARD + ".log",
     benchmark:
-        "results/benchmarks/backtest/{model}.tsv"
+        "results/benchmarks/backtest/" + SHARD + ".tsv"
     wildcard_constraints:
         model=sagemaker_models(),
     conda:
         "../envs/aws.yaml"
     threads: job_threads("light")
     resources:
-        **job_resources("light"),
+        **job_resources("light", SHARD_SERIES),
     params:
         **MODEL_PARAMS,
         forecast=config_keys("forecast", "quantiles", "extra_quantiles"),
@@ -193,22 +201,22 @@ rule backtest_sagemaker:
 
 rule forecast_sagemaker:
     input:
-        features=FEATURES,
-        series_index=SERIES_INDEX,
+        features=SHARD_FEATURES,
+        series_index=ancient(SERIES_INDEX),
     output:
-        forecast="results/forecast/models/{model}.parquet",
-        receipt="results/forecast/models/{model}.sagemaker.json",
+        forecast="results/forecast/shards/" + SHARD + ".parquet",
+        receipt="results/forecast/shards/" + SHARD + ".sagemaker.json",
     log:
-        "results/logs/forecast/{model}.log",
+        "results/logs/forecast/" + SHARD + ".log",
     benchmark:
-        "results/benchmarks/forecast/{model}.tsv"
+        "results/benchmarks/forecast/" + SHARD + ".tsv"
     wildcard_constraints:
         model=sagemaker_models("baseline", "statsforecast", "autogluon"),
     conda:
         "../envs/aws.yaml"
     threads: job_threads("light")
     resources:
-        **job_resources("light"),
+        **job_resources("light", SHARD_SERIES),
     params:
         **MODEL_PARAMS,
         forecast=config_keys("forecast", "horizon", "quantiles", "extra_quantiles"),
@@ -220,16 +228,16 @@ rule forecast_sagemaker:
 
 use rule forecast_sagemaker as forecast_sagemaker_prophet with:
     output:
-        forecast="results/forecast/models/{model}.parquet",
-        models=directory("results/forecast/prophet_models/{model}"),
-        receipt="results/forecast/models/{model}.sagemaker.json",
+        forecast="results/forecast/shards/" + SHARD + ".parquet",
+        models=directory("results/forecast/prophet_models/" + SHARD),
+        receipt="results/forecast/shards/" + SHARD + ".sagemaker.json",
     wildcard_constraints:
         model=sagemaker_models("prophet"),
 
 
 rule combine_forecasts:
     input:
-        forecasts=expand("results/forecast/models/{model}.parquet", model=MODELS),
+        forecasts=expand_shards("results/forecast/shards/" + SHARD + ".parquet"),
         selection=rules.leaderboard.output.selection,
         calibration=rules.leaderboard.output.calibration,
         # Series whose rows were all quarantined get NaN rows flagged no_data from it.

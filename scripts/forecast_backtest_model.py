@@ -1,17 +1,27 @@
-"""Rule backtest_<family>: rolling-origin backtest of one model, identical windows for all."""
+"""Rule backtest_<family>: rolling-origin backtest of one model on one shard, identical windows
+for all."""
 
 import time
 
+import pandas as pd
+
 from capforecast import train_backtest
-from capforecast.forecast import backtest, fit, history_check
+from capforecast.forecast import backtest, history_check, shards
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
 
 def main(smk) -> None:
     model = smk.wildcards.model
-    panel = fit.load_panel(smk.input.features)
-    history_check.check_panel(panel, smk.params.backtest, smk.params.freq)
+    partition = shards.load_partition(smk.input.features)
+    panel = shards.select_shard(partition, int(smk.wildcards.shard), smk.params.n_shards)
+    ensure_parent(smk.output.predictions)
+    if panel.empty:
+        LOG.info("%s: shard %s has no series", model, smk.wildcards.shard)
+        pd.DataFrame().to_parquet(smk.output.predictions, index=False)
+        return
+    # The partition's longest series decides, whichever shard it hashed to.
+    history_check.check_panel(partition, smk.params.backtest, smk.params.freq)
     start = time.perf_counter()
     predictions = train_backtest.backtest_predictions(
         model,
@@ -24,7 +34,6 @@ def main(smk) -> None:
         n_jobs=smk.threads,
     )
     skipped = backtest.skipped_table(predictions)
-    ensure_parent(smk.output.predictions)
     predictions.to_parquet(smk.output.predictions, index=False)
     LOG.info(
         "%s: %d prediction rows over %d series in %.1f s; %d series-windows skipped",

@@ -1,8 +1,7 @@
-"""Rule leaderboard: score every model, choose per series without peeking, calibrate, rank."""
+"""Rule leaderboard: score every model over every shard, choose per series without peeking,
+calibrate, rank."""
 
-import pandas as pd
-
-from capforecast.forecast import fit
+from capforecast.forecast import fit, shards
 from capforecast.forecast.evaluate import evaluate_backtests
 from capforecast.forecast.panel import series_bounds
 from capforecast.rulekit import LOG, ensure_parent, run_rule
@@ -12,7 +11,7 @@ from capforecast.spreadsheet import write_csv
 
 def main(smk) -> None:
     panel = fit.load_panel(smk.input.features)
-    predictions = pd.concat([pd.read_parquet(p) for p in smk.input.predictions], ignore_index=True)
+    predictions = shards.read_shards(smk.input.predictions)
     result = evaluate_backtests(
         predictions,
         panel[["series_id", "timestamp", "y"]],
