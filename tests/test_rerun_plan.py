@@ -31,7 +31,8 @@ COPIED = ("Snakefile", "rules", "scripts", "config", "notebooks", "envs", "profi
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
 
 # Jobs are named by rule, plus the model or report they make (the three reports import
-# different modules); per-partition and per-service jobs are counted under their rule.
+# different modules); per-partition and per-service jobs are counted under their rule, model
+# jobs (one per partition, shard and model) under their rule and model.
 BACKTESTS = {
     "backtest_baseline:seasonal_naive_daily",
     "backtest_baseline:predict_linear",
@@ -46,14 +47,15 @@ MODEL_JOBS = BACKTESTS | FORECASTS
 DQ, FB, CR = (f"render_report:{r}" for r in ("data_quality", "forecast_backtest", "capacity_risk"))
 REPORTS = {DQ, FB, CR}
 GENERATE = {"generate_service", "generate_fleet"}
-# Jobs per key in a full run: three services / partitions.
+# Jobs per key in a full run: three services / partitions, and one shard per partition
+# (forecast.shard_size is larger than a service).
 PER_PARTITION = {
     "generate_service",
     "ingest_partition",
     "clean_partition",
     "holdout_partition",
     "features_partition",
-}
+} | MODEL_JOBS
 
 # Who reads whose outputs (rules/*.smk with data.history_end set).
 DOWNSTREAM: dict[str, set[str]] = {
@@ -67,7 +69,9 @@ DOWNSTREAM: dict[str, set[str]] = {
         "clean_partition",
     },
     "ingest_resources": {"quality", "risk_report", "decision_scores"},
-    "series_index": MODEL_JOBS,
+    # The model jobs wait for it but take it as ancient(): rewritten when any partition
+    # changes, it must not rerun the other partitions' shards.
+    "series_index": set(),
     "holdout_span": {"clean_partition", "holdout_partition"},
     "holdout_partition": {"decision_scores"},
     "clean_partition": {"quality", "features_partition", "risk_report", "decision_scores"}
@@ -228,7 +232,10 @@ EXPECTED_CONFIG: dict[str, tuple[dict, set[str], dict[str, int]]] = {
         {"holdout_span", "holdout_partition", "clean_partition", "decision_scores"},
         {},
     ),
-    # One service's settings regenerate that service only (and the fleet-wide tables).
+    # One service's settings regenerate that service only (and the fleet-wide tables). With a
+    # cut every partition's cleaning waits for the span check, which reads every partition, so
+    # every partition's jobs and shards rerun here; without one only the changed partition's
+    # shards do (tests/test_shards_workflow.py).
     "synthetic.services.gamma": (
         {"synthetic": {"services": "gamma base_level 36"}},
         {"generate_service", "generate_fleet"},
@@ -260,6 +267,13 @@ EXPECTED_CONFIG: dict[str, tuple[dict, set[str], dict[str, int]]] = {
         {},
     ),
     "selection.top_k": ({"selection": {"top_k": 2}}, {"leaderboard"}, {}),
+    # Smaller shards: every partition's shard count changes (alpha and beta 10 series -> 4
+    # shards, gamma 5 -> 2), so every model job's n_shards param does: 10 jobs per model.
+    "forecast.shard_size": (
+        {"forecast": {"shard_size": 3}},
+        MODEL_JOBS,
+        dict.fromkeys(MODEL_JOBS, 10),
+    ),
     "forecast.calibrate": (
         {"forecast": {"calibrate": False}},
         {"leaderboard", "combine_forecasts"},
@@ -343,8 +357,12 @@ def plan(project: Path, config: Path) -> tuple[dict[str, int], set[str]]:
     for row in csv.DictReader(lines, delimiter="\t"):
         key = job_key(row["rule"], row["output_file"])
         if row["plan"] != "no update":
-            # Per-partition jobs are told apart by the partition their outputs are named after.
-            name = Path(row["output_file"]).name.split(".")[0]
+            # Per-partition jobs are told apart by the partition their outputs are named after,
+            # model jobs by their partition and shard (results/<stage>/shards/<p>/<s>/<model>).
+            output = Path(row["output_file"])
+            name = output.name.split(".")[0]
+            if key in MODEL_JOBS:
+                name = "/".join(output.parts[-3:-1])
             instances.setdefault(key, set()).add(name if key in PER_PARTITION else "")
         if "params changed" in row["status"]:
             direct.add(key)
