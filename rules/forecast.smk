@@ -7,7 +7,6 @@ FEATURES = expand_partitions("results/features/{partition}.parquet")
 # A model job handles one shard of one partition (rules/common.smk SHARDS): its partition's
 # features only, so a changed partition reruns its own shards and the aggregates.
 SHARD_FEATURES = "results/features/{partition}.parquet"
-SHARD = "{partition}/{shard}/{model}"
 # Each rule gets the settings its script reads, no more: editing one model's settings reruns
 # that model's jobs only (and what depends on them), not every model's backtest.
 MODEL_PARAMS = dict(
@@ -30,11 +29,11 @@ rule backtest_baseline:
         # shards of the others.
         series_index=ancient(SERIES_INDEX),
     output:
-        predictions="results/backtest/shards/" + SHARD + ".parquet",
+        predictions="results/backtest/shards/{partition}/{shard}/{model}.parquet",
     log:
-        "results/logs/backtest/" + SHARD + ".log",
+        "results/logs/backtest/{partition}/{shard}/{model}.log",
     benchmark:
-        "results/benchmarks/backtest/" + SHARD + ".tsv"
+        "results/benchmarks/backtest/{partition}/{shard}/{model}.tsv"
     wildcard_constraints:
         model=family_models("baseline"),
     conda:
@@ -81,7 +80,9 @@ use rule backtest_baseline as backtest_autogluon with:
 
 rule leaderboard:
     input:
-        predictions=expand_shards("results/backtest/shards/" + SHARD + ".parquet"),
+        predictions=expand_shards(
+            "results/backtest/shards/{partition}/{shard}/{model}.parquet"
+        ),
         features=FEATURES,
     output:
         metrics="results/backtest/metrics.parquet",
@@ -115,11 +116,11 @@ rule forecast_baseline:
         features=SHARD_FEATURES,
         series_index=ancient(SERIES_INDEX),
     output:
-        forecast="results/forecast/shards/" + SHARD + ".parquet",
+        forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
     log:
-        "results/logs/forecast/" + SHARD + ".log",
+        "results/logs/forecast/{partition}/{shard}/{model}.log",
     benchmark:
-        "results/benchmarks/forecast/" + SHARD + ".tsv"
+        "results/benchmarks/forecast/{partition}/{shard}/{model}.tsv"
     wildcard_constraints:
         model=family_models("baseline"),
     conda:
@@ -146,9 +147,9 @@ use rule forecast_baseline as forecast_statsforecast with:
 
 use rule forecast_baseline as forecast_prophet with:
     output:
-        forecast="results/forecast/shards/" + SHARD + ".parquet",
+        forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
         # The fitted Prophet models, one JSON per series (prophet.serialize).
-        models=directory("results/forecast/prophet_models/" + SHARD),
+        models=directory("results/forecast/prophet_models/{partition}/{shard}/{model}"),
     wildcard_constraints:
         model=family_models("prophet"),
     conda:
@@ -177,12 +178,12 @@ rule backtest_sagemaker:
         features=SHARD_FEATURES,
         series_index=ancient(SERIES_INDEX),
     output:
-        predictions="results/backtest/shards/" + SHARD + ".parquet",
-        receipt="results/backtest/shards/" + SHARD + ".sagemaker.json",
+        predictions="results/backtest/shards/{partition}/{shard}/{model}.parquet",
+        receipt="results/backtest/shards/{partition}/{shard}/{model}.sagemaker.json",
     log:
-        "results/logs/backtest/" + SHARD + ".log",
+        "results/logs/backtest/{partition}/{shard}/{model}.log",
     benchmark:
-        "results/benchmarks/backtest/" + SHARD + ".tsv"
+        "results/benchmarks/backtest/{partition}/{shard}/{model}.tsv"
     wildcard_constraints:
         model=sagemaker_models(),
     conda:
@@ -204,12 +205,12 @@ rule forecast_sagemaker:
         features=SHARD_FEATURES,
         series_index=ancient(SERIES_INDEX),
     output:
-        forecast="results/forecast/shards/" + SHARD + ".parquet",
-        receipt="results/forecast/shards/" + SHARD + ".sagemaker.json",
+        forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
+        receipt="results/forecast/shards/{partition}/{shard}/{model}.sagemaker.json",
     log:
-        "results/logs/forecast/" + SHARD + ".log",
+        "results/logs/forecast/{partition}/{shard}/{model}.log",
     benchmark:
-        "results/benchmarks/forecast/" + SHARD + ".tsv"
+        "results/benchmarks/forecast/{partition}/{shard}/{model}.tsv"
     wildcard_constraints:
         model=sagemaker_models("baseline", "statsforecast", "autogluon"),
     conda:
@@ -228,16 +229,18 @@ rule forecast_sagemaker:
 
 use rule forecast_sagemaker as forecast_sagemaker_prophet with:
     output:
-        forecast="results/forecast/shards/" + SHARD + ".parquet",
-        models=directory("results/forecast/prophet_models/" + SHARD),
-        receipt="results/forecast/shards/" + SHARD + ".sagemaker.json",
+        forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
+        models=directory("results/forecast/prophet_models/{partition}/{shard}/{model}"),
+        receipt="results/forecast/shards/{partition}/{shard}/{model}.sagemaker.json",
     wildcard_constraints:
         model=sagemaker_models("prophet"),
 
 
 rule combine_forecasts:
     input:
-        forecasts=expand_shards("results/forecast/shards/" + SHARD + ".parquet"),
+        forecasts=expand_shards(
+            "results/forecast/shards/{partition}/{shard}/{model}.parquet"
+        ),
         selection=rules.leaderboard.output.selection,
         calibration=rules.leaderboard.output.calibration,
         # Series whose rows were all quarantined get NaN rows flagged no_data from it.

@@ -108,7 +108,8 @@ def test_a_family_on_sagemaker_gives_the_local_results(
             for shard in SHARDS:
                 got = results / stage / "shards" / shard / f"{model}.parquet"
                 pd.testing.assert_frame_equal(
-                    comparable(got), comparable(local / stage / "shards" / shard / f"{model}.parquet")
+                    comparable(got),
+                    comparable(local / stage / "shards" / shard / f"{model}.parquet"),
                 )
                 receipt = json.loads(
                     (results / stage / "shards" / shard / f"{model}.sagemaker.json").read_text()

@@ -1,0 +1,75 @@
+"""Stable shards of the forecast stage (capforecast.forecast.shards)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from capforecast.forecast import shards
+
+
+def ids(n: int, prefix: str = "i-") -> list[str]:
+    return [f"{prefix}{k:05d}/cpu_utilization" for k in range(n)]
+
+
+def test_a_series_keeps_its_shard_when_others_come_and_go():
+    before = {sid: shards.shard_of(sid, 8) for sid in ids(1000)}
+    # Others added, others removed, order shuffled: the shard is a function of the id alone.
+    after_ids = ids(1000)[::-1][:700] + ids(400, prefix="new-")
+    after = {sid: shards.shard_of(sid, 8) for sid in after_ids}
+    assert all(after[sid] == before[sid] for sid in after if sid in before)
+
+
+def test_the_hash_is_stable_across_processes():
+    # sha256, not hash(): PYTHONHASHSEED must not move a series.
+    assert shards.shard_of("i-00001/cpu_utilization", 1) == 0
+    assert [shards.shard_of(sid, 4) for sid in ids(3)] == [
+        shards.shard_of(sid, 4) for sid in ids(3)
+    ]
+    assert (
+        shards.shard_of("a", 1_000_003)
+        == int.from_bytes(__import__("hashlib").sha256(b"a").digest()[:8], "big") % 1_000_003
+    )
+
+
+def test_shards_are_balanced_and_cover_every_series():
+    n_shards = shards.shard_count(1000, 250)
+    assert n_shards == 4
+    counts = pd.Series([shards.shard_of(sid, n_shards) for sid in ids(1000)]).value_counts()
+    assert set(counts.index) == set(range(n_shards))
+    assert counts.min() > 200 and counts.max() < 300
+
+
+@pytest.mark.parametrize(
+    ("n_series", "shard_size", "expected"),
+    [(None, 10, 1), (0, 10, 1), (10, 10, 1), (11, 10, 2), (25, 3, 9), (5, 500, 1)],
+)
+def test_shard_count(n_series, shard_size, expected):
+    assert shards.shard_count(n_series, shard_size) == expected
+
+
+def test_select_shard_partitions_the_panel():
+    panel = pd.DataFrame(
+        {
+            "series_id": [sid for sid in ids(20) for _ in range(3)],
+            "timestamp": list(pd.date_range("2026-01-01", periods=3, freq="h")) * 20,
+            "y": range(60),
+        }
+    )
+    parts = [shards.select_shard(panel, shard, 3) for shard in range(3)]
+    assert sum(len(p) for p in parts) == len(panel)
+    seen = [set(p["series_id"]) for p in parts]
+    assert set().union(*seen) == set(panel["series_id"])
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    # Every row of a series stays together.
+    assert all(p.groupby("series_id").size().eq(3).all() for p in parts if len(p))
+    with pytest.raises(ValueError, match="not one of"):
+        shards.select_shard(panel, 3, 3)
+
+
+def test_read_shards_skips_empty_shards(tmp_path):
+    pd.DataFrame().to_parquet(tmp_path / "empty.parquet")
+    pd.DataFrame({"series_id": ["a"], "y": [1.0]}).to_parquet(tmp_path / "one.parquet")
+    both = shards.read_shards([tmp_path / "empty.parquet", tmp_path / "one.parquet"])
+    assert list(both["series_id"]) == ["a"]
+    assert shards.read_shards([tmp_path / "empty.parquet"]).empty

@@ -1,0 +1,115 @@
+"""The sharded forecast stage on the tiny fleet: per-series models give the same numbers with
+one shard per partition (forecast.shard_size larger than a service) and with several, and a
+change to one partition replans only that partition's shards plus the aggregates.
+
+AutoGluon, a global model, is fitted per shard: its numbers depend on which series share a
+shard, so it is bounded, not equal (test_autogluon_sharded_within_tolerance).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from test_workflow import CONFIGS, planned_jobs, snakemake
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+
+TIMING = ("fit_seconds", "backtest_s", "fit_s")
+# (file, sort keys): every row and column but run times.
+COMPARED = [
+    ("results/backtest/metrics.parquet", ["model", "series_id", "window", "split"]),
+    ("results/backtest/selection.parquet", ["series_id", "window"]),
+    ("results/backtest/calibration.parquet", ["series_id", "model", "metric"]),
+    ("results/forecast/forecasts.parquet", ["model", "series_id", "timestamp"]),
+    ("results/risk/risk_report.parquet", ["series_id"]),
+]
+# Series per tiny service: alpha and beta 10 (2 instances x 5 metrics), gamma 5.
+SMALL_SHARDS = {"alpha": 4, "beta": 4, "gamma": 2}  # shard_size 3
+
+
+def tiny(tmp_path: Path, name: str, **forecast) -> Path:
+    cfg = yaml.safe_load((CONFIGS / "tiny_synthetic.yaml").read_text())
+    cfg["forecast"].update(forecast)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run(workdir: Path, config: Path, target: str = "risk") -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    snakemake(workdir, "--cores", "2", "--configfile", str(config), target)
+
+
+def comparable(path: Path, keys: list[str]) -> pd.DataFrame:
+    frame = pd.read_parquet(path)
+    frame = frame.drop(columns=[c for c in TIMING if c in frame])
+    frame = frame[sorted(frame.columns)]
+    return frame.sort_values([k for k in keys if k in frame], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """The tiny fleet with one shard per partition (the default size) and with shard_size 3."""
+    base = tmp_path_factory.mktemp("shards")
+    out = {}
+    for name, forecast in (("large", {}), ("small", {"shard_size": 3})):
+        config = tiny(base, name, **forecast)
+        run(base / name, config)
+        out[name] = (base / name, config)
+    return out
+
+
+def test_small_shards_plan_a_job_per_shard_and_model(runs):
+    workdir, _ = runs["small"]
+    shard_dirs = sorted(
+        p.relative_to(workdir / "results" / "backtest" / "shards").as_posix()
+        for p in (workdir / "results" / "backtest" / "shards").glob("*/*")
+    )
+    assert shard_dirs == [
+        f"{partition}/{shard}" for partition, n in SMALL_SHARDS.items() for shard in range(n)
+    ]
+    for shard in shard_dirs:
+        names = {p.name for p in (workdir / "results" / "backtest" / "shards" / shard).iterdir()}
+        assert names == {"seasonal_naive_daily.parquet", "predict_linear.parquet", "theta.parquet"}
+
+
+def test_per_series_models_give_the_same_numbers_sharded_and_unsharded(runs):
+    large, small = runs["large"][0], runs["small"][0]
+    for rel, keys in COMPARED:
+        pd.testing.assert_frame_equal(
+            comparable(small / rel, keys), comparable(large / rel, keys), obj=rel
+        )
+    board = [pd.read_csv(d / "results/backtest/leaderboard.csv") for d in (large, small)]
+    keep = [c for c in board[0] if c not in TIMING]
+    pd.testing.assert_frame_equal(board[0][keep], board[1][keep])
+
+
+def test_one_partition_change_replans_only_its_shards(runs, tmp_path):
+    source, config = runs["small"]
+    workdir = tmp_path / "work"
+    shutil.copytree(source, workdir, ignore=shutil.ignore_patterns("locks"))
+    cfg = yaml.safe_load(config.read_text())
+    cfg["synthetic"]["services"][2]["base_level"] = 36.0  # gamma
+    changed = tmp_path / "gamma.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(workdir, "--configfile", str(changed), "risk")
+    gamma = SMALL_SHARDS["gamma"]
+    assert {rule: n for rule, n in jobs.items() if rule.startswith(("backtest_", "forecast_"))} == {
+        "backtest_baseline": 2 * gamma,
+        "backtest_statsforecast": gamma,
+        "forecast_baseline": 2 * gamma,
+        "forecast_statsforecast": gamma,
+    }
+    for rule in ("generate_service", "ingest_partition", "clean_partition", "features_partition"):
+        assert jobs[rule] == 1
+    for rule in ("leaderboard", "combine_forecasts", "risk_report"):
+        assert jobs[rule] == 1
+    # And which shards: gamma's, named by their wildcards.
+    out = snakemake(workdir, "-n", "--configfile", str(changed), "risk").stdout
+    partitions = set(re.findall(r"wildcards: partition=(\w+), shard=\d+, model=", out))
+    assert partitions == {"gamma"}
