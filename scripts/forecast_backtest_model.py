@@ -3,8 +3,6 @@ for all."""
 
 import time
 
-import pandas as pd
-
 from capforecast import train_backtest
 from capforecast.forecast import backtest, history_check, shards
 from capforecast.rulekit import LOG, ensure_parent, run_rule
@@ -13,12 +11,9 @@ from capforecast.settings import backtest_settings, forecast_settings, model_set
 
 def main(smk) -> None:
     model = smk.wildcards.model
-    partition = shards.load_partition(smk.input.features)
-    panel = shards.select_shard(partition, int(smk.wildcards.shard), smk.params.n_shards)
-    ensure_parent(smk.output.predictions)
-    if panel.empty:
-        LOG.info("%s: shard %s has no series", model, smk.wildcards.shard)
-        pd.DataFrame().to_parquet(smk.output.predictions, index=False)
+    wc = smk.wildcards
+    partition, panel = shards.load_shard(smk.input.features, wc.shard, smk.params.n_shards)
+    if shards.write_if_empty(panel, smk.output.predictions):
         return
     # The partition's longest series decides, whichever shard it hashed to.
     history_check.check_panel(partition, smk.params.backtest, smk.params.freq)
@@ -34,6 +29,7 @@ def main(smk) -> None:
         n_jobs=smk.threads,
     )
     skipped = backtest.skipped_table(predictions)
+    ensure_parent(smk.output.predictions)
     predictions.to_parquet(smk.output.predictions, index=False)
     LOG.info(
         "%s: %d prediction rows over %d series in %.1f s; %d series-windows skipped",

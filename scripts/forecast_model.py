@@ -5,10 +5,6 @@ The same `capforecast.forecast.fit.fit_forecast` runs inside the SageMaker conta
 (`python -m capforecast.train`), so local and remote training cannot drift apart.
 """
 
-from pathlib import Path
-
-import pandas as pd
-
 from capforecast.forecast import fit, history_check, shards
 from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
@@ -16,14 +12,9 @@ from capforecast.settings import backtest_settings, forecast_settings, model_set
 
 def main(smk) -> None:
     model = smk.wildcards.model
-    partition = shards.load_partition(smk.input.features)
-    panel = shards.select_shard(partition, int(smk.wildcards.shard), smk.params.n_shards)
-    ensure_parent(smk.output.forecast)
-    if panel.empty:
-        LOG.info("%s: shard %s has no series", model, smk.wildcards.shard)
-        pd.DataFrame().to_parquet(smk.output.forecast, index=False)
-        if smk.output.get("models"):
-            Path(smk.output.models).mkdir(parents=True, exist_ok=True)
+    shard, models_dir = smk.wildcards.shard, smk.output.get("models")
+    partition, panel = shards.load_shard(smk.input.features, shard, smk.params.n_shards)
+    if shards.write_if_empty(panel, smk.output.forecast, models_dir):
         return
     # The backtest of this run needs it too: fail now rather than after this fit.
     history_check.check_panel(partition, smk.params.backtest, smk.params.freq)
@@ -36,9 +27,10 @@ def main(smk) -> None:
             models_cfg=model_settings(smk.params.models),
             percent_metrics=smk.params.percent_metrics,
             n_jobs=smk.threads,
-            model_dir=smk.output.get("models"),
+            model_dir=models_dir,
             freq=smk.params.freq,
         )
+    ensure_parent(smk.output.forecast)
     forecast.to_parquet(smk.output.forecast, index=False)
     fallbacks = forecast.loc[forecast["model_used"] != model, "series_id"].nunique()
     LOG.info("%s: %d rows; %d series used a fallback model", model, len(forecast), fallbacks)

@@ -9,28 +9,21 @@ import json
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-
 from capforecast.aws import sagemaker_backend as backend
 from capforecast.config import validated_config
 from capforecast.forecast import history_check, shards
-from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.rulekit import LOG, run_rule
 
 
 def main(smk) -> None:
     model, task = smk.wildcards.model, smk.params.task
-    partition = shards.load_partition(smk.input.features)
-    panel = shards.select_shard(partition, int(smk.wildcards.shard), smk.params.n_shards)
+    wc = smk.wildcards
+    partition, panel = shards.load_shard(smk.input.features, wc.shard, smk.params.n_shards)
     outputs = dict(smk.output.items())
     output = Path(outputs.get("predictions") or outputs["forecast"])
-    if panel.empty:
-        # Nothing to train: no job is paid for, the files say so.
-        LOG.info("%s of %s: shard %s has no series", task, model, smk.wildcards.shard)
-        ensure_parent(output, outputs["receipt"])
-        pd.DataFrame().to_parquet(output, index=False)
+    if shards.write_if_empty(panel, output, outputs.get("models")):
+        # Nothing to train: no job is paid for, the receipt says so.
         Path(outputs["receipt"]).write_text(json.dumps({"job_name": None, "series": 0}))
-        if "models" in outputs:
-            Path(outputs["models"]).mkdir(parents=True, exist_ok=True)
         return
     # Before paying for a job: a history too short for the backtest fails here, as locally.
     history_check.check_panel(partition, smk.params.backtest, smk.params.freq)

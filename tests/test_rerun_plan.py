@@ -150,6 +150,8 @@ EXPECTED_CODE: dict[str, set[str]] = {
     "data/features.py": {"features_partition"},
     "forecast/history_check.py": MODEL_JOBS,
     "forecast/panel.py": TRAINING,
+    # Which series a model job handles, and reading the shards back (leaderboard, combine).
+    "forecast/shards.py": TRAINING,
     "forecast/fit.py": TRAINING,
     # The refit's SageMaker / command-line entry point: no rule runs it, but the backtest's
     # entry point (train_backtest.py) reads its command line with its helpers.

@@ -73,3 +73,28 @@ def test_read_shards_skips_empty_shards(tmp_path):
     both = shards.read_shards([tmp_path / "empty.parquet", tmp_path / "one.parquet"])
     assert list(both["series_id"]) == ["a"]
     assert shards.read_shards([tmp_path / "empty.parquet"]).empty
+
+
+def test_an_empty_shard_writes_an_empty_file_and_model_dir(tmp_path):
+    empty = pd.DataFrame(columns=shards.FEATURE_COLUMNS)
+    out, models = tmp_path / "a" / "theta.parquet", tmp_path / "models" / "theta"
+    assert shards.write_if_empty(empty, out, str(models))
+    assert pd.read_parquet(out).empty and models.is_dir()
+    assert not shards.write_if_empty(pd.DataFrame({"series_id": ["a"]}), tmp_path / "b.parquet")
+    assert not (tmp_path / "b.parquet").exists()
+
+
+def test_load_shard_returns_the_partition_and_the_shard(tmp_path):
+    panel = pd.DataFrame(
+        {
+            "series_id": ids(6),
+            "resource_id": "i-1",
+            "metric": "cpu_utilization",
+            "timestamp": pd.Timestamp("2026-01-01", tz="UTC"),
+            "y": 1.0,
+        }
+    )
+    panel.to_parquet(tmp_path / "p.parquet")
+    partition, shard = shards.load_shard(tmp_path / "p.parquet", "1", 2)
+    assert len(partition) == 6
+    assert set(shard["series_id"]) == {s for s in ids(6) if shards.shard_of(s, 2) == 1}

@@ -10,12 +10,14 @@ only a change of its own partition's shard count moves it (and reruns that parti
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
+LOGGER = logging.getLogger(__name__)
 FEATURE_COLUMNS = ["series_id", "resource_id", "metric", "timestamp", "y"]
 
 
@@ -55,6 +57,28 @@ def select_shard(panel: pd.DataFrame, shard: int, n_shards: int) -> pd.DataFrame
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard {shard} is not one of 0..{n_shards - 1}")
     return panel.loc[shard_mask(panel["series_id"], shard, n_shards)].reset_index(drop=True)
+
+
+def load_shard(
+    feature_file: str | Path, shard: int | str, n_shards: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A model job's panels: its partition's (the history check reads its longest series) and
+    the rows of its shard."""
+    partition = load_partition(feature_file)
+    return partition, select_shard(partition, int(shard), n_shards)
+
+
+def write_if_empty(panel: pd.DataFrame, output: str | Path, models_dir: str | None = None) -> bool:
+    """An empty shard (every series of its partition hashed elsewhere, or no rows at all): an
+    empty output file (and model directory), True. False, writing nothing, otherwise."""
+    if len(panel):
+        return False
+    LOGGER.info("shard without series: empty %s", output)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame().to_parquet(output, index=False)
+    if models_dir:
+        Path(models_dir).mkdir(parents=True, exist_ok=True)
+    return True
 
 
 def read_shards(paths: Iterable[str | Path]) -> pd.DataFrame:
