@@ -246,7 +246,8 @@ def test_one_partition_change_reruns_only_that_partition(tmp_path):
     assert "generate_service" not in jobs
     assert sum(jobs.values()) == 1 + 1 + 1 + 1 + 1 + 1 + 2 + 1 + 2 + 1 + 1 + 1
     # ingest, clean, features (one partition), ingest_resources, series_index, quality,
-    # 2 backtests, leaderboard, 2 final fits, combine, risk_report (+ the `risk` target itself)
+    # 2 backtests and 2 final fits (the changed partition's one shard: a local partition is
+    # one shard), leaderboard, combine, risk_report (+ the `risk` target itself)
 
     snakemake(workdir, "--cores", "2", "--configfile", str(cfg), "risk")
     after = {
