@@ -234,6 +234,9 @@ use rule forecast_sagemaker as forecast_sagemaker_prophet with:
         receipt="results/forecast/shards/{partition}/{shard}/{model}.sagemaker.json",
     wildcard_constraints:
         model=sagemaker_models("prophet"),
+    threads: job_threads("light")
+    resources:
+        **job_resources("light", SHARD_SERIES),
 
 
 rule combine_forecasts:
