@@ -4,7 +4,7 @@ for all."""
 import time
 
 from capforecast import train_backtest
-from capforecast.forecast import backtest, history_check, shards
+from capforecast.forecast import backtest, shards
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
@@ -15,8 +15,9 @@ def main(smk) -> None:
     partition, panel = shards.load_shard(smk.input.features, wc.shard, smk.params.n_shards)
     if shards.write_if_empty(panel, smk.output.predictions):
         return
-    # The partition's longest series decides, whichever shard it hashed to.
-    history_check.check_panel(partition, smk.params.backtest, smk.params.freq)
+    # Fatal only for a fleet too short (checked when planning for the synthetic source): a
+    # partition of short series next to long ones is skipped window by window, as before.
+    shards.warn_if_short(partition, smk.params.backtest, smk.params.freq)
     start = time.perf_counter()
     predictions = train_backtest.backtest_predictions(
         model,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from capforecast.aws import sagemaker_backend as backend
 from capforecast.config import validated_config
-from capforecast.forecast import history_check, shards
+from capforecast.forecast import shards
 from capforecast.rulekit import LOG, run_rule
 
 
@@ -25,8 +25,9 @@ def main(smk) -> None:
         # Nothing to train: no job is paid for, the receipt says so.
         Path(outputs["receipt"]).write_text(json.dumps({"job_name": None, "series": 0}))
         return
-    # Before paying for a job: a history too short for the backtest fails here, as locally.
-    history_check.check_panel(partition, smk.params.backtest, smk.params.freq)
+    # A partition too short for the backtest is logged, as locally (the fleet is checked when
+    # planning for the synthetic source).
+    shards.warn_if_short(partition, smk.params.backtest, smk.params.freq)
     cfg = validated_config(dict(smk.config))
     with tempfile.TemporaryDirectory() as staging:
         # The job trains on this shard's series only: its panel is the job's feature file.

@@ -109,9 +109,11 @@ EXPECTED_CODE: dict[str, set[str]] = {
     "contracts.py": EVERYTHING - {"series_index"},
     **dict.fromkeys(
         ["metric_names.py", "metric_names.yaml", "timestamps.py"],
-        EVERYTHING - TRAINING - {"series_index", "risk_report", DQ, FB},
+        EVERYTHING - TRAINING - {"series_index", "risk_report", DQ, FB} | BACKTESTS,
     ),
-    "config.py": GENERATE | {CR},
+    # The backtest's entry point reads its command line with train.py's helpers, which
+    # validate the config: config.py's closure is in the backtests' digest.
+    "config.py": GENERATE | {CR} | BACKTESTS,
     # A stage package's __init__.py runs with any of its modules.
     "data/__init__.py": GENERATE | ETL | CUTTING | {"quality", "features_partition", "risk_report"},
     "forecast/__init__.py": TRAINING | REPORTS | {"risk_report", "decision_scores"},
@@ -148,7 +150,9 @@ EXPECTED_CODE: dict[str, set[str]] = {
     "data/ingest.py": {"ingest_partition", "ingest_resources", "features_partition"},
     "data/series_index.py": {"series_index", "features_partition"},
     "data/features.py": {"features_partition"},
-    "forecast/history_check.py": MODEL_JOBS,
+    # Through forecast/shards.py (its per-partition check), which leaderboard and combine read
+    # the shards with.
+    "forecast/history_check.py": TRAINING,
     "forecast/panel.py": TRAINING,
     # Which series a model job handles, and reading the shards back (leaderboard, combine).
     "forecast/shards.py": TRAINING,
@@ -201,7 +205,7 @@ EXPECTED_CODE: dict[str, set[str]] = {
     "data/partitions.py": set(),
     # AWS: config.py checks the s3/cloudwatch settings (so these rerun what config.py does); the
     # rest runs only in the S3 and CloudWatch ingest jobs (or when the DAG is built).
-    **dict.fromkeys(["aws/__init__.py", "aws/config_checks.py"], GENERATE | {CR}),
+    **dict.fromkeys(["aws/__init__.py", "aws/config_checks.py"], GENERATE | {CR} | BACKTESTS),
     **{
         f"aws/{name}.py": set() for name in ("errors", "session", "s3_source", "cloudwatch", "plan")
     },

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from capforecast.errors import ConfigError
+from capforecast.forecast import history_check
+
 LOGGER = logging.getLogger(__name__)
 FEATURE_COLUMNS = ["series_id", "resource_id", "metric", "timestamp", "y"]
 
@@ -79,6 +82,20 @@ def write_if_empty(panel: pd.DataFrame, output: str | Path, models_dir: str | No
     if models_dir:
         Path(models_dir).mkdir(parents=True, exist_ok=True)
     return True
+
+
+def warn_if_short(partition: pd.DataFrame, backtest_cfg, freq: str) -> bool:
+    """The history check on one partition: a model job sees one partition, not the fleet, so
+    a partition too short for the backtest is logged (its series are skipped in every window,
+    as they were in a fleet-wide job), not fatal. True when it is too short."""
+    if partition.empty:
+        return False
+    try:
+        history_check.check_panel(partition, backtest_cfg, freq)
+    except ConfigError as err:
+        LOGGER.warning("partition too short for the backtest, its series are skipped: %s", err)
+        return True
+    return False
 
 
 def read_shards(paths: Iterable[str | Path]) -> pd.DataFrame:
