@@ -225,6 +225,9 @@ use rule forecast_sagemaker as forecast_sagemaker_prophet with:
         receipt="results/forecast/models/{model}.sagemaker.json",
     wildcard_constraints:
         model=sagemaker_models("prophet"),
+    threads: job_threads("light")
+    resources:
+        **job_resources("light"),
 
 
 rule combine_forecasts:

@@ -103,11 +103,13 @@ CUTTING = {"holdout_span", "holdout_partition", "clean_partition", "decision_sco
 EXPECTED_CODE: dict[str, set[str]] = {
     **dict.fromkeys(["__init__.py", "errors.py", "rulekit.py"], EVERYTHING),
     "contracts.py": EVERYTHING - {"series_index"},
+    # config.py and what it imports: the generator and the capacity-risk report validate with
+    # it, and the backtests through their entry point (train_backtest reads a job's config).
     **dict.fromkeys(
         ["metric_names.py", "metric_names.yaml", "timestamps.py"],
-        EVERYTHING - TRAINING - {"series_index", "risk_report", DQ, FB},
+        EVERYTHING - TRAINING - {"series_index", "risk_report", DQ, FB} | BACKTESTS,
     ),
-    "config.py": GENERATE | {CR},
+    "config.py": GENERATE | {CR} | BACKTESTS,
     # A stage package's __init__.py runs with any of its modules.
     "data/__init__.py": GENERATE | ETL | CUTTING | {"quality", "features_partition", "risk_report"},
     "forecast/__init__.py": TRAINING | REPORTS | {"risk_report", "decision_scores"},
@@ -195,7 +197,7 @@ EXPECTED_CODE: dict[str, set[str]] = {
     "data/partitions.py": set(),
     # AWS: config.py checks the s3/cloudwatch settings (so these rerun what config.py does); the
     # rest runs only in the S3 and CloudWatch ingest jobs (or when the DAG is built).
-    **dict.fromkeys(["aws/__init__.py", "aws/config_checks.py"], GENERATE | {CR}),
+    **dict.fromkeys(["aws/__init__.py", "aws/config_checks.py"], GENERATE | {CR} | BACKTESTS),
     **{
         f"aws/{name}.py": set() for name in ("errors", "session", "s3_source", "cloudwatch", "plan")
     },
