@@ -3,6 +3,7 @@ incrementally) -> raw long format, the per-series ingest record and EC2's resour
 
 from capforecast.aws import cloudwatch
 from capforecast.rulekit import ensure_parent, run_rule
+from capforecast.settings import etl_settings
 
 
 def main(smk) -> None:
@@ -12,7 +13,7 @@ def main(smk) -> None:
         service=smk.params.service,
         until=smk.params.until,
         data_cfg=smk.params.data,
-        etl_cfg=smk.params.etl,
+        etl=etl_settings(smk.params.etl),
         catalogue=smk.params.catalogue,
     )
     ensure_parent(smk.output.raw, smk.output.series, smk.output.resources)

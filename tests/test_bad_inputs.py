@@ -13,6 +13,7 @@ import pytest
 from capforecast.config import validated_config
 from capforecast.data import ingest, quality, resample, validate
 from capforecast.errors import InputDataError
+from capforecast.settings import etl_settings
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +46,11 @@ def error_of(file: Path, data_cfg: dict) -> str:
 
 def process(file: Path, cfg: dict) -> tuple[validate.ValidationResult, pd.DataFrame]:
     raw = ingest.read_input_file(file, cfg["data"])
-    result = validate.validate_rows(raw, cfg["etl"], str(file))
-    clean = resample.resample_series(result.kept, cfg["etl"])
-    table = quality.quality_table(result, clean, raw, cfg["etl"], file.stem, str(file))
+    result = validate.validate_rows(raw, etl_settings(cfg["etl"]), str(file))
+    clean = resample.resample_series(result.kept, etl_settings(cfg["etl"]))
+    table = quality.quality_table(
+        result, clean, raw, etl_settings(cfg["etl"]), file.stem, str(file)
+    )
     return result, table
 
 

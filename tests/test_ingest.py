@@ -13,6 +13,7 @@ from capforecast.config import validated_config
 from capforecast.contracts import INGEST_SERIES_COLUMNS, RAW_COLUMNS, RESOURCE_TABLE_COLUMNS
 from capforecast.data import ingest, partitions, quality, resample, validate
 from capforecast.errors import ConfigError, InputDataError
+from capforecast.settings import etl_settings
 
 
 @pytest.fixture(scope="module")
@@ -512,7 +513,7 @@ def test_cloudwatch_fractions_with_epoch_ms_end_up_canonical_and_0_100(tmp_path)
             }
         }
     )
-    result = ingest.ingest_file(tmp_path / "cloudwatch.csv", cfg["data"], cfg["etl"])
+    result = ingest.ingest_file(tmp_path / "cloudwatch.csv", cfg["data"], etl_settings(cfg["etl"]))
     raw = result.raw
     assert_raw_contract(raw)
     assert set(raw["metric"]) == {"cpu_utilization", "memory_utilization"}
@@ -525,16 +526,22 @@ def test_cloudwatch_fractions_with_epoch_ms_end_up_canonical_and_0_100(tmp_path)
     cpu = raw[raw["metric"] == "cpu_utilization"]["value"].to_numpy()
     np.testing.assert_allclose(cpu[10:], truth["cpu"][10:], rtol=1e-12)
 
-    result_v = validate.validate_rows(raw, cfg["etl"], "cloudwatch.csv")
+    result_v = validate.validate_rows(raw, etl_settings(cfg["etl"]), "cloudwatch.csv")
     counts = result_v.counts
     assert counts["rows_in"] == 2 * len(truth["cpu"]) == len(raw)
     assert counts["rows_quarantined"] == 2  # the blank and the negative row
     assert counts["rows_in"] == counts["rows_kept"] + counts["rows_quarantined"]
     assert sorted(result_v.quarantine["reason"]) == ["missing_value", "negative_value"]
 
-    clean = resample.resample_series(result_v.kept, cfg["etl"])
+    clean = resample.resample_series(result_v.kept, etl_settings(cfg["etl"]))
     table = quality.quality_table(
-        result_v, clean, raw, cfg["etl"], "cloudwatch", "cloudwatch.csv", result.series
+        result_v,
+        clean,
+        raw,
+        etl_settings(cfg["etl"]),
+        "cloudwatch",
+        "cloudwatch.csv",
+        result.series,
     ).set_index("metric")
     hourly = clean[clean["metric"] == "cpu_utilization"].set_index("timestamp")["value"]
     assert hourly.min() > 20 and hourly.max() < 90  # a busy VM in percent, not 0.2-0.9
@@ -550,7 +557,7 @@ def test_series_file_named_as_a_prometheus_ratio_is_converted_alone(tmp_path, cf
     ratio = np.linspace(0.2, 0.8, len(stamps))
     text = "timestamp,value\n" + "".join(f"{t},{v}\n" for t, v in zip(stamps, ratio, strict=True))
     path = write(tmp_path / "node1_instance_node_cpu_utilisation_rate5m.csv", text)
-    result = ingest.ingest_file(path, cfg["data"], cfg["etl"])
+    result = ingest.ingest_file(path, cfg["data"], etl_settings(cfg["etl"]))
     series = result.series.iloc[0]
     assert (series["metric"], series["scale"], series["scale_evidence"]) == (
         "cpu_utilization",
@@ -560,6 +567,6 @@ def test_series_file_named_as_a_prometheus_ratio_is_converted_alone(tmp_path, cf
     np.testing.assert_allclose(result.raw["value"], ratio * 100)
     # The same values under a name that declares nothing: one series alone is no evidence.
     plain = write(tmp_path / "node1_cpu.csv", text)
-    alone = ingest.ingest_file(plain, cfg["data"], cfg["etl"])
+    alone = ingest.ingest_file(plain, cfg["data"], etl_settings(cfg["etl"]))
     assert alone.series["scale"].tolist() == ["ambiguous"]
     np.testing.assert_allclose(alone.raw["value"], ratio)

@@ -17,6 +17,7 @@ from capforecast.config import validated_config
 from capforecast.csv_tables import read_csv_table
 from capforecast.data import ingest, quality, resample, validate
 from capforecast.errors import InputDataError
+from capforecast.settings import etl_settings
 
 LONG_HEADER = "timestamp,resource_id,metric,value"
 # Identifiers pandas reads as missing or as numbers by default.
@@ -106,8 +107,8 @@ def test_compressed_csv_reads_like_the_plain_file(tmp_path, cfg, suffix, compres
     plain.write_text(text)
     packed = tmp_path / f"packed{suffix}"
     packed.write_bytes(compress(text.encode()))
-    expected = ingest.read_input_file(plain, cfg["data"], cfg["etl"])
-    got = ingest.read_input_file(packed, cfg["data"], cfg["etl"])
+    expected = ingest.read_input_file(plain, cfg["data"], etl_settings(cfg["etl"]))
+    got = ingest.read_input_file(packed, cfg["data"], etl_settings(cfg["etl"]))
     pd.testing.assert_frame_equal(got, expected)
 
 
@@ -201,12 +202,12 @@ def test_na_and_number_like_ids_are_names_from_csv_to_quality_csv(tmp_path, cfg,
     rows = hourly_rows(resource) + hourly_rows("vm-ok")
     path = tmp_path / "fleet.csv"
     path.write_text(long_text(rows))
-    raw = ingest.read_input_file(path, cfg["data"], cfg["etl"])
+    raw = ingest.read_input_file(path, cfg["data"], etl_settings(cfg["etl"]))
     assert set(raw["resource_id"]) == {resource, "vm-ok"}
-    result = validate.validate_rows(raw, cfg["etl"], path.name)
+    result = validate.validate_rows(raw, etl_settings(cfg["etl"]), path.name)
     assert result.counts["rows_quarantined"] == 0
-    clean = resample.resample_series(result.kept, cfg["etl"])
-    table = quality.quality_table(result, clean, raw, cfg["etl"], "fleet", path.name)
+    clean = resample.resample_series(result.kept, etl_settings(cfg["etl"]))
+    table = quality.quality_table(result, clean, raw, etl_settings(cfg["etl"]), "fleet", path.name)
     table.to_csv(tmp_path / "quality.csv", index=False)
     back = read_csv_table(tmp_path / "quality.csv")
     assert sorted(back["resource_id"]) == sorted([resource, "vm-ok"])
@@ -233,7 +234,11 @@ def test_missing_value_and_timestamp_spellings_are_quarantined_not_errors(tmp_pa
     path = tmp_path / "gaps.csv"
     path.write_text(long_text(rows))
     raw = ingest.read_input_file(path, cfg["data"])
-    reasons = validate.validate_rows(raw, cfg["etl"], path.name).quarantine["reason"].tolist()
+    reasons = (
+        validate.validate_rows(raw, etl_settings(cfg["etl"]), path.name)
+        .quarantine["reason"]
+        .tolist()
+    )
     assert reasons == ["missing_value", "missing_timestamp"]
 
 

@@ -110,3 +110,45 @@ def test_builders_read_only_the_validated_config():
     partial = {k: v for k, v in cfg["selection"].items() if k != "metric"}
     with pytest.raises(KeyError):
         settings.selection_settings(partial)
+
+
+def test_etl_settings_hold_every_key_of_the_schema_and_nothing_else(schema):
+    """Every etl field comes from the config: one field per key of the schema's etl section."""
+    fields = {field.name for field in dataclasses.fields(settings.EtlSettings)}
+    assert fields == set(schema["properties"]["etl"]["properties"])
+
+
+def test_etl_settings_from_the_schema_defaults():
+    etl = validated_config({})["etl"]
+    built = settings.etl_settings(etl)
+    for field in dataclasses.fields(built):
+        value = getattr(built, field.name)
+        assert value is not None, field.name
+        expected = tuple(etl[field.name]) if isinstance(value, tuple) else etl[field.name]
+        assert value == expected, field.name
+    assert built.percent_metrics == ("cpu_utilization", "memory_utilization", "disk_used_percent")
+    # A copy: the settings cannot change the validated config under the rule.
+    assert built.value_limits == etl["value_limits"]
+    assert built.value_limits is not etl["value_limits"]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        # rules/data.smk ingest_partition: what the 0-1 scale check reads.
+        ("percent_metrics", "fraction_scale", "timestamp_min", "timestamp_max"),
+        # rules/common.smk cut_settings: the holdout span's window.
+        ("freq", "timestamp_min", "timestamp_max"),
+    ],
+)
+def test_etl_settings_from_a_narrowed_params_dict(given):
+    """A rule given only some etl keys gets those, the others None (never a default)."""
+    etl = validated_config({"etl": {"fraction_scale": "never", "freq": "15min"}})["etl"]
+    built = settings.etl_settings({key: etl[key] for key in given})
+    for field in dataclasses.fields(built):
+        value = getattr(built, field.name)
+        if field.name in given:
+            given_value = etl[field.name]
+            assert value == (tuple(given_value) if isinstance(value, tuple) else given_value)
+        else:
+            assert value is None, field.name

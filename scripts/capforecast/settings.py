@@ -21,6 +21,24 @@ import pandas as pd
 
 
 @dataclass(frozen=True)
+class EtlSettings:
+    """``etl``: validation, 0-1 scale decisions, resampling and quality of the data stage."""
+
+    # None for keys a rule is not given (see BacktestSettings): ingest gets only the keys of the
+    # 0-1 scale check, the holdout span only the window and freq.
+    freq: str | None
+    max_fill_gap: int | None
+    min_history_hours: float | None
+    percent_metrics: tuple[str, ...] | None
+    percent_repair_tolerance: float | None
+    fraction_scale: str | None
+    pegged_level: float | None
+    timestamp_min: str | None
+    timestamp_max: str | None
+    value_limits: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
 class BacktestSettings:
     """``backtest``, with ``horizon`` resolved (``validated_config`` fills it from
     ``forecast.horizon`` when null); ``step`` None = ``horizon``."""
@@ -152,6 +170,22 @@ def _given(section: Mapping[str, Any], key: str, convert: Callable[[Any], Any]) 
 
 def _floats(values: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
+
+
+def etl_settings(etl: Mapping[str, Any]) -> EtlSettings:
+    """From the validated ``etl`` section, whole or narrowed to the keys a rule reads."""
+    return EtlSettings(
+        freq=_given(etl, "freq", str),
+        max_fill_gap=_given(etl, "max_fill_gap", int),
+        min_history_hours=_given(etl, "min_history_hours", float),
+        percent_metrics=_given(etl, "percent_metrics", lambda names: tuple(map(str, names))),
+        percent_repair_tolerance=_given(etl, "percent_repair_tolerance", float),
+        fraction_scale=_given(etl, "fraction_scale", str),
+        pegged_level=_given(etl, "pegged_level", float),
+        timestamp_min=_given(etl, "timestamp_min", str),
+        timestamp_max=_given(etl, "timestamp_max", str),
+        value_limits=_given(etl, "value_limits", lambda limits: copy.deepcopy(dict(limits))),
+    )
 
 
 def backtest_settings(backtest: Mapping[str, Any]) -> BacktestSettings:

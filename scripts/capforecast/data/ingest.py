@@ -54,6 +54,7 @@ from capforecast.metric_names import (
     MetricNameMap,
     counter_hint,
 )
+from capforecast.settings import EtlSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -593,16 +594,16 @@ def _resolve_long_metrics(
 def _series_table(
     raw: pd.DataFrame,
     naming: pd.DataFrame,
-    etl_cfg: Mapping[str, Any] | None,
+    etl: EtlSettings | None,
     codes: SeriesCodes | None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scale decisions (when ``etl_cfg`` is given) applied to ``raw``, and the per-series
+    """Scale decisions (when ``etl`` is given) applied to ``raw``, and the per-series
     ingest table (contracts.INGEST_SERIES_COLUMNS)."""
     keys = ["resource_id", "metric"]
-    if etl_cfg is None:
+    if etl is None:
         decided = naming[keys].assign(scale="", scale_evidence="", rows_rescaled=0)
     else:
-        decided, rows = scale.decide_scales(raw, naming, etl_cfg, codes)
+        decided, rows = scale.decide_scales(raw, naming, etl, codes)
         raw = scale.rescale(raw, rows)
     table = naming.drop(columns="declared_scale").merge(decided, on=keys, how="left")
     table["rows_rescaled"] = table["rows_rescaled"].fillna(0).astype("int64")
@@ -612,13 +613,13 @@ def _series_table(
 def ingest_file(
     file: str | Path,
     data_cfg: Mapping[str, Any],
-    etl_cfg: Mapping[str, Any] | None = None,
+    etl: EtlSettings | None = None,
 ) -> IngestResult:
     """Read one input file into the raw long format, one row per file row, in file order.
 
     ``data_cfg`` is the validated config's ``data`` section (format, columns, metric,
-    metric_patterns, metric_names, naive_timezone, timestamp_unit). ``etl_cfg`` (the ``etl``
-    section: percent_metrics, fraction_scale) turns on the 0-1 scale
+    metric_patterns, metric_names, naive_timezone, timestamp_unit). ``etl`` (the ``etl``
+    settings: percent_metrics, fraction_scale, the timestamp window) turns on the 0-1 scale
     check; without it values are kept as they are. Raises :class:`InputDataError` with one line
     naming the file, column and row for anything that cannot be read.
     """
@@ -667,7 +668,7 @@ def ingest_file(
             "value": _parse_values(file, table["value"]),
         }
     ).loc[:, list(RAW_COLUMNS)]
-    raw, series = _series_table(raw.reset_index(drop=True), naming, etl_cfg, codes)
+    raw, series = _series_table(raw.reset_index(drop=True), naming, etl, codes)
     log_series_notes(file, series)
     _log_trimmed(file, trimmed)
     return IngestResult(raw=raw, series=series)
@@ -694,10 +695,10 @@ def _log_trimmed(file: Path, trimmed: Mapping[str, list[str]]) -> None:
 def read_input_file(
     file: str | Path,
     data_cfg: Mapping[str, Any],
-    etl_cfg: Mapping[str, Any] | None = None,
+    etl: EtlSettings | None = None,
 ) -> pd.DataFrame:
     """The raw rows of :func:`ingest_file` (contracts.RAW_COLUMNS)."""
-    return ingest_file(file, data_cfg, etl_cfg).raw
+    return ingest_file(file, data_cfg, etl).raw
 
 
 def _listed(frame: pd.DataFrame) -> str:
