@@ -3,7 +3,7 @@ incrementally) -> raw long format, the per-series ingest record and EC2's resour
 
 from capforecast.aws import cloudwatch
 from capforecast.rulekit import ensure_parent, run_rule
-from capforecast.settings import etl_settings
+from capforecast.settings import data_settings, etl_settings
 
 
 def main(smk) -> None:
@@ -12,7 +12,7 @@ def main(smk) -> None:
         cloudwatch=smk.params.cloudwatch,
         service=smk.params.service,
         until=smk.params.until,
-        data_cfg=smk.params.data,
+        data=data_settings(smk.params.data),
         etl=etl_settings(smk.params.etl),
         catalogue=smk.params.catalogue,
     )

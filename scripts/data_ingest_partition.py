@@ -5,12 +5,12 @@ from pathlib import Path
 
 from capforecast.data import ingest
 from capforecast.rulekit import LOG, ensure_parent, run_rule
-from capforecast.settings import etl_settings
+from capforecast.settings import data_settings, etl_settings
 
 
 def main(smk) -> None:
     result = ingest.ingest_file(
-        Path(smk.input.source), smk.params.data, etl_settings(smk.params.etl)
+        Path(smk.input.source), data_settings(smk.params.data), etl_settings(smk.params.etl)
     )
     ensure_parent(smk.output.raw, smk.output.series)
     result.raw.to_parquet(smk.output.raw, index=False)

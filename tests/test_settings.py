@@ -152,3 +152,49 @@ def test_etl_settings_from_a_narrowed_params_dict(given):
             assert value == (tuple(given_value) if isinstance(value, tuple) else given_value)
         else:
             assert value is None, field.name
+
+
+def test_data_settings_hold_every_key_of_the_schema_and_nothing_else(schema):
+    fields = {field.name for field in dataclasses.fields(settings.DataSettings)}
+    assert fields == set(schema["properties"]["data"]["properties"])
+
+
+def test_data_settings_from_the_schema_defaults():
+    data = validated_config({})["data"]
+    built = settings.data_settings(data)
+    assert built.source == "synthetic" and built.format == data["format"]
+    assert built.timestamp_unit == data["timestamp_unit"]
+    assert built.naive_timezone == data["naive_timezone"]
+    # Null in the config is None here, as it is there.
+    for key in ("path", "metric", "resources", "history_end"):
+        assert data[key] is None and getattr(built, key) is None, key
+    assert [(p.pattern, p.metric) for p in built.metric_patterns] == [
+        (e["pattern"], e["metric"]) for e in data["metric_patterns"]
+    ]
+    assert built.metric_names == data["metric_names"] and built.columns == data["columns"]
+    assert built.cloudwatch == data["cloudwatch"] and built.cloudwatch is not data["cloudwatch"]
+
+
+def test_data_settings_from_ingest_params():
+    """What rules/data.smk gives ingest_partition: the reader's keys; the others are None."""
+    given = ("format", "columns", "metric", "metric_patterns", "metric_names")
+    given += ("naive_timezone", "timestamp_unit")
+    data = validated_config(
+        {
+            "data": {
+                "source": "local",
+                "path": "in/",
+                "metric": "cpu",
+                "columns": {"timestamp": "time"},
+                "naive_timezone": "Europe/Berlin",
+            }
+        }
+    )["data"]
+    built = settings.data_settings({key: data[key] for key in given})
+    assert (built.metric, built.columns, built.naive_timezone) == (
+        "cpu",
+        {"timestamp": "time"},
+        "Europe/Berlin",
+    )
+    for key in ("source", "path", "resources", "cloudwatch", "history_end"):
+        assert getattr(built, key) is None, key

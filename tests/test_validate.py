@@ -11,7 +11,7 @@ from capforecast.config import validated_config
 from capforecast.contracts import QUARANTINE_COLUMNS, RAW_COLUMNS
 from capforecast.data import ingest, partitions, quality, resample, validate
 from capforecast.errors import ConfigError
-from capforecast.settings import EtlSettings, etl_settings
+from capforecast.settings import EtlSettings, data_settings, etl_settings
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +235,7 @@ def test_nab_fixture_validates_resamples_and_reconciles(nab_dir, etl):
     data_cfg = {**cfg["data"], "metric_patterns": patterns}
     files = ingest.list_input_files(str(nab_dir))
     for file in files:
-        raw = ingest.read_input_file(file, data_cfg)
+        raw = ingest.read_input_file(file, data_settings(data_cfg))
         source = pd.read_csv(file)
         result = validate.validate_rows(raw, etl, str(file))
         recon = quality.file_reconciliation(result, str(file), partitions.partition_name(file))
@@ -445,7 +445,7 @@ def test_real_byte_and_count_samples_are_all_kept_with_headroom(project_root, fi
         rows = ds.field("metric").isin(list(rate_of))
         raw = ds.dataset([str(f) for f in files]).to_table(filter=rows).to_pandas()
     else:
-        raw = pd.concat([ingest.read_input_file(f, cfg["data"]) for f in files])
+        raw = pd.concat([ingest.read_input_file(f, data_settings(cfg["data"])) for f in files])
     raw = raw[raw["metric"].isin(list(rate_of))].reset_index(drop=True)
     assert len(raw) > 1000
     reasons = row_reasons(raw, etl_settings(cfg["etl"]))

@@ -39,6 +39,35 @@ class EtlSettings:
 
 
 @dataclass(frozen=True)
+class MetricPattern:
+    """One entry of ``data.metric_patterns``: a file-stem regex and the metric it means."""
+
+    pattern: str
+    metric: str
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """``data``: where the input comes from and how a file is read into the raw long format."""
+
+    # None for keys a rule is not given (see BacktestSettings): ingest gets only the keys the
+    # reader uses, not source, path, resources, cloudwatch or history_end. Keys whose config
+    # value is null (path, metric, resources, history_end) are None as well.
+    source: str | None
+    path: str | None
+    format: str | None
+    metric: str | None
+    metric_patterns: tuple[MetricPattern, ...] | None
+    metric_names: Mapping[str, Any] | None
+    columns: Mapping[str, str] | None
+    timestamp_unit: str | None
+    resources: str | None
+    naive_timezone: str | None
+    cloudwatch: Mapping[str, Any] | None
+    history_end: str | None
+
+
+@dataclass(frozen=True)
 class BacktestSettings:
     """``backtest``, with ``horizon`` resolved (``validated_config`` fills it from
     ``forecast.horizon`` when null); ``step`` None = ``horizon``."""
@@ -185,6 +214,36 @@ def etl_settings(etl: Mapping[str, Any]) -> EtlSettings:
         timestamp_min=_given(etl, "timestamp_min", str),
         timestamp_max=_given(etl, "timestamp_max", str),
         value_limits=_given(etl, "value_limits", lambda limits: copy.deepcopy(dict(limits))),
+    )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def data_settings(data: Mapping[str, Any]) -> DataSettings:
+    """From the validated ``data`` section, whole or narrowed to the keys a rule reads."""
+    return DataSettings(
+        source=_given(data, "source", str),
+        path=_given(data, "path", _text_or_none),
+        format=_given(data, "format", str),
+        metric=_given(data, "metric", _text_or_none),
+        metric_patterns=_given(
+            data,
+            "metric_patterns",
+            lambda entries: tuple(
+                MetricPattern(pattern=str(e["pattern"]), metric=str(e["metric"])) for e in entries
+            ),
+        ),
+        metric_names=_given(data, "metric_names", lambda names: copy.deepcopy(dict(names))),
+        columns=_given(
+            data, "columns", lambda columns: {str(k): str(v) for k, v in columns.items()}
+        ),
+        timestamp_unit=_given(data, "timestamp_unit", str),
+        resources=_given(data, "resources", _text_or_none),
+        naive_timezone=_given(data, "naive_timezone", str),
+        cloudwatch=_given(data, "cloudwatch", lambda section: copy.deepcopy(dict(section))),
+        history_end=_given(data, "history_end", _text_or_none),
     )
 
 

@@ -60,10 +60,10 @@ if mode == "pyarrow":
 else:
     from capforecast.config import validated_config
     from capforecast.data import ingest, validate, resample, quality
-    from capforecast.settings import etl_settings
+    from capforecast.settings import data_settings, etl_settings
     cfg = validated_config({})
     etl = etl_settings(cfg["etl"])
-    raw = ingest.read_input_file(path, cfg["data"])
+    raw = ingest.read_input_file(path, data_settings(cfg["data"]))
     result = validate.validate_rows(raw, etl, path.name)
     clean = resample.resample_series(result.kept, etl)
     table = quality.quality_table(result, clean, raw, etl, "bench", path.name)

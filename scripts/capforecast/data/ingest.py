@@ -54,7 +54,7 @@ from capforecast.metric_names import (
     MetricNameMap,
     counter_hint,
 )
-from capforecast.settings import EtlSettings
+from capforecast.settings import DataSettings, EtlSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -478,21 +478,21 @@ def _text_column(column: pd.Series) -> pd.Series:
 
 
 def infer_metric(
-    file: str | Path, data_cfg: Mapping[str, Any], names: MetricNameMap | None = None
+    file: str | Path, data: DataSettings, names: MetricNameMap | None = None
 ) -> MetricName:
     """Metric of a series-format file: ``data.metric``, else the metric name its stem spells
     out (a whole-token match with the metric-name map), else the first matching
     ``data.metric_patterns`` regex; every result goes through the metric-name map."""
-    names = names or MetricNameMap.from_config(data_cfg)
-    if data_cfg.get("metric"):
-        return names.lookup(str(data_cfg["metric"]))
+    names = names or MetricNameMap(data.metric_names)
+    if data.metric:
+        return names.lookup(str(data.metric))
     stem = data_stem(file)
     spelled = names.from_stem(stem)
     if spelled is not None:
         return spelled
-    for entry in data_cfg.get("metric_patterns") or []:
-        if re.search(entry["pattern"], stem):
-            found = names.lookup(str(entry["metric"]))
+    for entry in data.metric_patterns or ():
+        if re.search(entry.pattern, stem):
+            found = names.lookup(entry.metric)
             if found.match == MATCH_UNKNOWN:
                 return found
             return MetricName(found.metric, MATCH_PATTERN, found.scale)
@@ -612,23 +612,23 @@ def _series_table(
 
 def ingest_file(
     file: str | Path,
-    data_cfg: Mapping[str, Any],
+    data: DataSettings,
     etl: EtlSettings | None = None,
 ) -> IngestResult:
     """Read one input file into the raw long format, one row per file row, in file order.
 
-    ``data_cfg`` is the validated config's ``data`` section (format, columns, metric,
-    metric_patterns, metric_names, naive_timezone, timestamp_unit). ``etl`` (the ``etl``
+    ``data`` are the ``data`` settings (format, columns, metric, metric_patterns, metric_names,
+    naive_timezone, timestamp_unit). ``etl`` (the ``etl``
     settings: percent_metrics, fraction_scale, the timestamp window) turns on the 0-1 scale
     check; without it values are kept as they are. Raises :class:`InputDataError` with one line
     naming the file, column and row for anything that cannot be read.
     """
     file = Path(file)
-    tz = timestamps.check_timezone(str(data_cfg["naive_timezone"]))
-    names = MetricNameMap.from_config(data_cfg)
+    tz = timestamps.check_timezone(str(data.naive_timezone))
+    names = MetricNameMap(data.metric_names)
     table = _normalise_columns(file, _read_table(file))
-    table = _map_columns(file, table, data_cfg.get("columns") or {})
-    layout = _choose_layout(file, table, str(data_cfg["format"]))
+    table = _map_columns(file, table, data.columns or {})
+    layout = _choose_layout(file, table, str(data.format))
     for column in ("timestamp", "value"):
         table[column] = _blank_missing_tokens(table[column])
     stem = data_stem(file)
@@ -643,9 +643,9 @@ def ingest_file(
     else:
         codes = None
         resource_id = pd.Series(stem, index=table.index, dtype=object)
-        found = infer_metric(file, data_cfg, names)
+        found = infer_metric(file, data, names)
         metric = pd.Series(found.metric, index=table.index, dtype=object)
-        source = str(data_cfg.get("metric") or stem)
+        source = str(data.metric or stem)
         naming = pd.DataFrame(
             [[stem, found.metric, source, found.match, found.scale]],
             columns=["resource_id", "metric", "source_metric", "name_match", "declared_scale"],
@@ -657,7 +657,7 @@ def ingest_file(
         functools.partial(_row_label, file),
         table["timestamp"],
         tz=tz,
-        unit=str(data_cfg["timestamp_unit"]),
+        unit=str(data.timestamp_unit),
         series_keys=keys,
     )
     raw = pd.DataFrame(
@@ -694,11 +694,11 @@ def _log_trimmed(file: Path, trimmed: Mapping[str, list[str]]) -> None:
 
 def read_input_file(
     file: str | Path,
-    data_cfg: Mapping[str, Any],
+    data: DataSettings,
     etl: EtlSettings | None = None,
 ) -> pd.DataFrame:
     """The raw rows of :func:`ingest_file` (contracts.RAW_COLUMNS)."""
-    return ingest_file(file, data_cfg, etl).raw
+    return ingest_file(file, data, etl).raw
 
 
 def _listed(frame: pd.DataFrame) -> str:
