@@ -112,20 +112,26 @@ def test_builders_read_only_the_validated_config():
         settings.selection_settings(partial)
 
 
-def test_etl_settings_hold_every_key_of_the_schema_and_nothing_else(schema):
-    """Every etl field comes from the config: one field per key of the schema's etl section."""
-    fields = {field.name for field in dataclasses.fields(settings.EtlSettings)}
-    assert fields == set(schema["properties"]["etl"]["properties"])
+def as_config(value):
+    """A settings value as the config holds it (tuples are lists there)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize(
+    ("cls", "section"), [(settings.EtlSettings, "etl"), (settings.DataSettings, "data")]
+)
+def test_section_settings_hold_every_key_of_the_schema_and_nothing_else(schema, cls, section):
+    """Every field comes from the config: one field per key of the schema's section."""
+    fields = {field.name for field in dataclasses.fields(cls)}
+    assert fields == set(schema["properties"][section]["properties"])
 
 
 def test_etl_settings_from_the_schema_defaults():
     etl = validated_config({})["etl"]
     built = settings.etl_settings(etl)
     for field in dataclasses.fields(built):
-        value = getattr(built, field.name)
-        assert value is not None, field.name
-        expected = tuple(etl[field.name]) if isinstance(value, tuple) else etl[field.name]
-        assert value == expected, field.name
+        assert getattr(built, field.name) is not None, field.name
+        assert as_config(getattr(built, field.name)) == etl[field.name], field.name
     assert built.percent_metrics == ("cpu_utilization", "memory_utilization", "disk_used_percent")
     # A copy: the settings cannot change the validated config under the rule.
     assert built.value_limits == etl["value_limits"]
@@ -147,16 +153,7 @@ def test_etl_settings_from_a_narrowed_params_dict(given):
     built = settings.etl_settings({key: etl[key] for key in given})
     for field in dataclasses.fields(built):
         value = getattr(built, field.name)
-        if field.name in given:
-            given_value = etl[field.name]
-            assert value == (tuple(given_value) if isinstance(value, tuple) else given_value)
-        else:
-            assert value is None, field.name
-
-
-def test_data_settings_hold_every_key_of_the_schema_and_nothing_else(schema):
-    fields = {field.name for field in dataclasses.fields(settings.DataSettings)}
-    assert fields == set(schema["properties"]["data"]["properties"])
+        assert as_config(value) == (etl[field.name] if field.name in given else None), field.name
 
 
 def test_data_settings_from_the_schema_defaults():
