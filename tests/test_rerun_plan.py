@@ -114,7 +114,7 @@ EXPECTED_CODE: dict[str, set[str]] = {
     "risk/__init__.py": {"risk_report", "decision_scores"},
     "decision/__init__.py": {"decision_scores", CR},
     "reports/__init__.py": REPORTS,
-    # The data stage's rule scripts build their EtlSettings from it too.
+    # The data stage's rule scripts build their EtlSettings and DataSettings from it too.
     "settings.py": TRAINING
     | REPORTS
     | ETL - {"series_index"}
