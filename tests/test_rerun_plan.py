@@ -116,7 +116,12 @@ EXPECTED_CODE: dict[str, set[str]] = {
     "risk/__init__.py": {"risk_report", "decision_scores"},
     "decision/__init__.py": {"decision_scores", CR},
     "reports/__init__.py": REPORTS,
-    "settings.py": TRAINING | REPORTS | {"risk_report", "decision_scores"},
+    # The data stage's rule scripts build their EtlSettings and DataSettings from it too.
+    "settings.py": TRAINING
+    | REPORTS
+    | ETL - {"series_index"}
+    | CUTTING
+    | {"quality", "features_partition", "risk_report"},
     **dict.fromkeys(
         [
             "forecast/models/__init__.py",
