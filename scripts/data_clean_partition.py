@@ -6,6 +6,7 @@ import pandas as pd
 
 from capforecast.data import holdout, quality, resample
 from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
+from capforecast.settings import etl_settings
 from capforecast.spreadsheet import write_csv
 
 
@@ -14,14 +15,13 @@ def main(smk) -> None:
     source_file = Path(smk.params.source_file).name
     raw = pd.read_parquet(smk.input.raw)
     ingest_series = pd.read_parquet(smk.input.series)
-    history_end = holdout.parse_history_end(smk.params.history_end, smk.params.etl["freq"])
+    etl = etl_settings(smk.params.etl)
+    history_end = holdout.parse_history_end(smk.params.history_end, etl.freq)
     with timed(f"clean {partition}"):
-        result, history, held_back = holdout.validate_history(
-            raw, smk.params.etl, source_file, history_end
-        )
-        clean = resample.resample_series(result.kept, smk.params.etl)
+        result, history, held_back = holdout.validate_history(raw, etl, source_file, history_end)
+        clean = resample.resample_series(result.kept, etl)
         table = quality.quality_table(
-            result, clean, history, smk.params.etl, partition, source_file, ingest_series
+            result, clean, history, etl, partition, source_file, ingest_series
         )
         reconciliation = holdout.reconciliation_with_held_back(
             quality.file_reconciliation(result, source_file, partition), held_back

@@ -3,6 +3,7 @@ incrementally) -> raw long format, the per-series ingest record and EC2's resour
 
 from capforecast.aws import cloudwatch
 from capforecast.rulekit import ensure_parent, run_rule
+from capforecast.settings import data_settings, etl_settings
 
 
 def main(smk) -> None:
@@ -11,8 +12,8 @@ def main(smk) -> None:
         cloudwatch=smk.params.cloudwatch,
         service=smk.params.service,
         until=smk.params.until,
-        data_cfg=smk.params.data,
-        etl_cfg=smk.params.etl,
+        data=data_settings(smk.params.data),
+        etl=etl_settings(smk.params.etl),
         catalogue=smk.params.catalogue,
     )
     ensure_parent(smk.output.raw, smk.output.series, smk.output.resources)

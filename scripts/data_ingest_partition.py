@@ -5,10 +5,13 @@ from pathlib import Path
 
 from capforecast.data import ingest
 from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.settings import data_settings, etl_settings
 
 
 def main(smk) -> None:
-    result = ingest.ingest_file(Path(smk.input.source), smk.params.data, smk.params.etl)
+    result = ingest.ingest_file(
+        Path(smk.input.source), data_settings(smk.params.data), etl_settings(smk.params.etl)
+    )
     ensure_parent(smk.output.raw, smk.output.series)
     result.raw.to_parquet(smk.output.raw, index=False)
     result.series.to_parquet(smk.output.series, index=False)

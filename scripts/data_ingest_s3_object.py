@@ -3,11 +3,14 @@ long format and the per-series ingest record, as for a local file; errors name t
 
 from capforecast.aws import s3_source
 from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.settings import data_settings, etl_settings
 
 
 def main(smk) -> None:
     uri = smk.params.source_file
-    result = s3_source.ingest_object(smk.input.source, uri, smk.params.data, smk.params.etl)
+    result = s3_source.ingest_object(
+        smk.input.source, uri, data_settings(smk.params.data), etl_settings(smk.params.etl)
+    )
     ensure_parent(smk.output.raw, smk.output.series)
     result.raw.to_parquet(smk.output.raw, index=False)
     result.series.to_parquet(smk.output.series, index=False)

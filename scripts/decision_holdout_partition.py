@@ -6,6 +6,7 @@ import pandas as pd
 
 from capforecast.data import holdout
 from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.settings import etl_settings
 from capforecast.spreadsheet import write_csv
 
 
@@ -14,7 +15,7 @@ def main(smk) -> None:
     source_file = Path(smk.params.source_file).name
     raw = pd.read_parquet(smk.input.raw)
     actuals, _, accounting = holdout.holdout_actuals(
-        raw, smk.params.etl, source_file, smk.wildcards.partition, cut
+        raw, etl_settings(smk.params.etl), source_file, smk.wildcards.partition, cut
     )
     ensure_parent(*smk.output)
     actuals.to_parquet(smk.output.actuals, index=False)

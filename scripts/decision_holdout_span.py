@@ -7,13 +7,15 @@ import pandas as pd
 
 from capforecast.data import holdout
 from capforecast.rulekit import LOG, ensure_parent, run_rule
+from capforecast.settings import etl_settings
 from capforecast.timestamps import timestamp_window
 
 
 def main(smk) -> None:
     cut = holdout.cut_from_config(smk.params.cut)
     raws = {Path(p).stem: pd.read_parquet(p, columns=["timestamp"]) for p in smk.input.raw}
-    span = holdout.data_span(raws, timestamp_window(smk.params.cut["etl"]))
+    etl = etl_settings(smk.params.cut["etl"])
+    span = holdout.data_span(raws, timestamp_window(etl.timestamp_min, etl.timestamp_max))
     holdout.check_cut(cut, span)
     held_back = {
         name: int(holdout.held_back_mask(raw, cut.history_end).sum()) for name, raw in raws.items()

@@ -181,3 +181,50 @@ def local_sagemaker(
     runner.role_arn = role["Role"]["Arn"]
     yield runner
     runner.wait()
+
+
+PROCESSING_ROOT = "/opt/ml/processing"
+
+
+def run_processing_job(aws: LocalAws, name: str, root: Path) -> subprocess.CompletedProcess:
+    """Run a Processing job moto stored (it never runs one) as SageMaker would: each input
+    downloaded to its local path, the container's entry point and arguments run, each output
+    directory uploaded to its S3 URI. ``/opt/ml/processing`` becomes ``root``; the command's
+    ``pip install`` steps are skipped (this venv holds the pinned stack, and the unpacked
+    workflow's package is put first on PYTHONPATH instead of being installed)."""
+    job = aws.client("sagemaker").describe_processing_job(ProcessingJobName=name)
+    s3 = aws.client("s3")
+
+    def local(path: str) -> Path:
+        return root / Path(path).relative_to(PROCESSING_ROOT)
+
+    for item in job["ProcessingInputs"]:
+        uri, target = item["S3Input"]["S3Uri"], local(item["S3Input"]["LocalPath"])
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        target.mkdir(parents=True, exist_ok=True)
+        for obj in s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", []):
+            relative = obj["Key"][len(key) :].lstrip("/") or Path(obj["Key"]).name
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, obj["Key"], str(target / relative))
+    # SageMaker creates every output directory before the container starts.
+    for output in job["ProcessingOutputConfig"]["Outputs"]:
+        local(output["S3Output"]["LocalPath"]).mkdir(parents=True, exist_ok=True)
+    app = job["AppSpecification"]
+    *entry, command = [*app["ContainerEntrypoint"], *app["ContainerArguments"]]
+    steps = [s for s in command.split("; ") if not s.startswith("pip install")]
+    command = "; ".join(steps).replace(PROCESSING_ROOT, str(root))
+    env = {
+        **aws.env(),
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "PYTHONPATH": str(root / "project" / "scripts"),
+        "HOME": str(root),
+    }
+    proc = subprocess.run([*entry, command], capture_output=True, text=True, env=env, timeout=1200)
+    if proc.returncode == 0:
+        for output in job["ProcessingOutputConfig"]["Outputs"]:
+            uri = output["S3Output"]["S3Uri"]
+            source = local(output["S3Output"]["LocalPath"])
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            for path in sorted(p for p in source.rglob("*") if p.is_file()):
+                s3.upload_file(str(path), bucket, f"{key.rstrip('/')}/{path.relative_to(source)}")
+    return proc

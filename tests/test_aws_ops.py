@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from aws_local import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
+from sagemaker_local import run_processing_job
 from test_sagemaker_backend import feature_panel
 
 from capforecast.aws import ops
@@ -152,6 +153,35 @@ def test_deploy_runs_a_target_of_the_pushed_workflow(
     assert output == f"s3://{fresh_bucket}/team/cf/deploy/{job}/results/"
     code, lines = cli("--configfile", str(cfg), "status", job)
     assert code == 0 and "kind: processing" in lines
+
+
+@pytest.mark.slow
+def test_a_deployed_workflow_runs_and_puts_its_results_on_s3(
+    tmp_path, fresh_bucket, local_sagemaker
+):
+    """The Processing job `deploy` defines, run as SageMaker would (tests/sagemaker_local.py):
+    the pushed bundle unpacked, the target run on the deployed config, results on S3."""
+    tiny = yaml.safe_load((ROOT / "tests" / "configs" / "tiny_synthetic.yaml").read_text())
+    cfg = configfile(tmp_path, fresh_bucket, local_sagemaker.role_arn, **tiny)
+    assert cli("--configfile", str(cfg), "push")[0] == 0
+    code, lines = cli("--configfile", str(cfg), "deploy", "--target", "risk")
+    assert code == 0, lines
+    job = lines[0].split()[4].rstrip(":")
+    proc = run_processing_job(local_sagemaker.aws, job, tmp_path / "processing")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s3 = local_sagemaker.aws.client("s3")
+    prefix = f"team/cf/deploy/{job}/results/"
+    keys = {
+        o["Key"][len(prefix) :]
+        for o in s3.list_objects_v2(Bucket=fresh_bucket, Prefix=prefix, MaxKeys=1000)["Contents"]
+    }
+    assert {"risk/risk_report.csv", "risk/summary.json", "backtest/leaderboard.csv"} <= keys
+    body = s3.get_object(Bucket=fresh_bucket, Key=f"{prefix}risk/risk_report.csv")["Body"].read()
+    # The tiny fleet's five instances, each judged on its metrics.
+    assert body.count(b"\n") > 5
+    for key in keys:
+        text = s3.get_object(Bucket=fresh_bucket, Key=prefix + key)["Body"].read()
+        assert FAKE_ACCESS_KEY.encode() not in text and FAKE_SECRET_KEY.encode() not in text
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from capforecast.aws.errors import AwsError
 from capforecast.config import validated_config
 from capforecast.data.partitions import NAME_MAX
 from capforecast.errors import ConfigError, InputDataError
+from capforecast.settings import data_settings, etl_settings
 
 
 def _aws():
@@ -113,7 +114,9 @@ def test_errors_of_a_downloaded_object_name_its_uri(tmp_path):
     local.write_text("timestamp,value\n2026-01-01T00:00:00Z,abc\n")
     cfg = validated_config({})
     with pytest.raises(InputDataError) as info:
-        s3_source.ingest_object(local, "s3://b/k/web_cpu.csv", cfg["data"], cfg["etl"])
+        s3_source.ingest_object(
+            local, "s3://b/k/web_cpu.csv", data_settings(cfg["data"]), etl_settings(cfg["etl"])
+        )
     assert str(info.value).startswith("s3://b/k/web_cpu.csv, column 'value', row 1: non-numeric")
     assert str(tmp_path) not in str(info.value)
 

@@ -183,6 +183,40 @@ def test_s3_inputs_to_s3_results_and_a_rerun_after_one_object_changes(
     )
 
 
+def test_s3_inputs_a_family_on_sagemaker_and_s3_results_in_one_run(
+    aws_env, fresh_bucket, results_bucket, tmp_path, local_sagemaker
+):
+    """All of it at once, as on AWS: inputs listed from S3, the baseline family fitted by
+    SageMaker training jobs (tests/sagemaker_local.py runs them), every output on S3."""
+    s3 = aws_env.client("s3")
+    for name in NAB_FILES:
+        s3.put_object(Bucket=fresh_bucket, Key=f"metrics/{name}", Body=(NAB / name).read_bytes())
+    config = tmp_path / "s3-sagemaker.yaml"
+    settings = {
+        **TINY,
+        "data": {"source": "s3", "path": f"s3://{fresh_bucket}/metrics/"},
+        "training": {"backend": {"baseline": "sagemaker"}, "poll_seconds": 0.5},
+        "aws": {"bucket": fresh_bucket, "prefix": "jobs", "role_arn": local_sagemaker.role_arn},
+    }
+    config.write_text(yaml.safe_dump(settings))
+    work = tmp_path / "work"
+    env = {**aws_env.env(), "CAPFORECAST_S3_PREFIX": f"s3://{results_bucket}/run"}
+    profile = ("--profile", str(ROOT / "profiles" / "aws"))
+    run = snakemake(work, env, config, *profile, "--cores", "2")
+    assert local_sagemaker.errors == {}
+    baselines = TINY["models"]["enabled"]  # seasonal_naive_daily, predict_linear: baselines
+    assert len(local_sagemaker.jobs) == 2 * len(baselines)  # a backtest and a refit each
+    results = s3_objects(s3, results_bucket, "run/results/")
+    for model in baselines:
+        for stage in ("backtest", "forecast"):
+            assert f"run/results/{stage}/models/{model}.sagemaker.json" in results
+            assert f"run/results/{stage}/models/{model}.parquet" in results
+    assert "run/results/risk/risk_report.csv" in results
+    assert not (work / "results").exists()
+    assert "Nothing to be done" in snakemake(work, env, config, *profile, "-n").stdout
+    assert_no_credentials(s3, results_bucket, work, run.stdout + run.stderr)
+
+
 CW_DAYS = 6  # the tiny backtest needs 5 days of hourly history
 
 

@@ -13,6 +13,7 @@ import pytest
 from capforecast.config import validated_config
 from capforecast.data import ingest, quality, resample, validate
 from capforecast.errors import InputDataError
+from capforecast.settings import data_settings, etl_settings
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def five_minute_stamps(n: int, start: str = "2024-05-01 00:00:00") -> list[str]:
 
 def error_of(file: Path, data_cfg: dict) -> str:
     with pytest.raises(InputDataError) as info:
-        ingest.read_input_file(file, data_cfg)
+        ingest.read_input_file(file, data_settings(data_cfg))
     message = str(info.value)
     assert "\n" not in message  # one line
     assert message.startswith(str(file))
@@ -44,10 +45,12 @@ def error_of(file: Path, data_cfg: dict) -> str:
 
 
 def process(file: Path, cfg: dict) -> tuple[validate.ValidationResult, pd.DataFrame]:
-    raw = ingest.read_input_file(file, cfg["data"])
-    result = validate.validate_rows(raw, cfg["etl"], str(file))
-    clean = resample.resample_series(result.kept, cfg["etl"])
-    table = quality.quality_table(result, clean, raw, cfg["etl"], file.stem, str(file))
+    raw = ingest.read_input_file(file, data_settings(cfg["data"]))
+    result = validate.validate_rows(raw, etl_settings(cfg["etl"]), str(file))
+    clean = resample.resample_series(result.kept, etl_settings(cfg["etl"]))
+    table = quality.quality_table(
+        result, clean, raw, etl_settings(cfg["etl"]), file.stem, str(file)
+    )
     return result, table
 
 
@@ -116,14 +119,14 @@ def test_unknown_metric_for_series_file(tmp_path, cfg):
     file = series_csv(tmp_path / "host42_mystery.csv", five_minute_stamps(2), ["1", "2"])
     message = error_of(file, cfg["data"])
     assert "'host42_mystery'" in message and "set data.metric" in message
-    named = ingest.read_input_file(file, {**cfg["data"], "metric": "queue_depth"})
+    named = ingest.read_input_file(file, data_settings({**cfg["data"], "metric": "queue_depth"}))
     assert set(named["metric"]) == {"queue_depth"}
 
 
 def test_timezones(tmp_path, cfg):
     aware = ["2024-05-01T10:00:00+02:00", "2024-05-01T10:05:00+02:00"]
     file = series_csv(tmp_path / "cpu_aware.csv", aware, ["1", "2"])
-    raw = ingest.read_input_file(file, cfg["data"])
+    raw = ingest.read_input_file(file, data_settings(cfg["data"]))
     assert list(raw["timestamp"]) == [
         pd.Timestamp("2024-05-01 08:00", tz="UTC"),
         pd.Timestamp("2024-05-01 08:05", tz="UTC"),
@@ -131,7 +134,9 @@ def test_timezones(tmp_path, cfg):
 
     naive = ["2024-01-15 12:00:00", "2024-07-15 12:00:00"]  # Berlin: +01:00 winter, +02:00 summer
     file = series_csv(tmp_path / "cpu_naive.csv", naive, ["1", "2"])
-    raw = ingest.read_input_file(file, {**cfg["data"], "naive_timezone": "Europe/Berlin"})
+    raw = ingest.read_input_file(
+        file, data_settings({**cfg["data"], "naive_timezone": "Europe/Berlin"})
+    )
     assert list(raw["timestamp"]) == [
         pd.Timestamp("2024-01-15 11:00", tz="UTC"),
         pd.Timestamp("2024-07-15 10:00", tz="UTC"),

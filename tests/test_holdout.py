@@ -12,9 +12,10 @@ from capforecast.config import validated_config
 from capforecast.data import holdout
 from capforecast.data.quality import file_reconciliation
 from capforecast.errors import ConfigError
+from capforecast.settings import etl_settings
 from capforecast.timestamps import timestamp_window
 
-ETL = validated_config({})["etl"]
+ETL = etl_settings(validated_config({})["etl"])
 START = pd.Timestamp("2026-03-01", tz="UTC")
 CUT = pd.Timestamp("2026-03-04", tz="UTC")
 
@@ -147,7 +148,7 @@ def test_timestamps_outside_the_window_do_not_move_the_span_the_cut_is_checked_o
         timestamp=pd.to_datetime(strays).tz_localize("UTC").astype("datetime64[ns, UTC]")
     )
     with_strays = pd.concat([raw, stray_rows], ignore_index=True)
-    window = timestamp_window(ETL)
+    window = timestamp_window(ETL.timestamp_min, ETL.timestamp_max)
     assert holdout.data_span({"vm-1": with_strays}, window) == holdout.data_span({"vm-1": raw})
     assert holdout.data_span({"vm-1": with_strays}) != holdout.data_span({"vm-1": raw})
     too_late = holdout.Cut(START + pd.Timedelta(days=4, hours=1), pd.Timedelta("1h"), 24)

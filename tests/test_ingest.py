@@ -13,6 +13,7 @@ from capforecast.config import validated_config
 from capforecast.contracts import INGEST_SERIES_COLUMNS, RAW_COLUMNS, RESOURCE_TABLE_COLUMNS
 from capforecast.data import ingest, partitions, quality, resample, validate
 from capforecast.errors import ConfigError, InputDataError
+from capforecast.settings import data_settings, etl_settings
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,9 @@ def test_long_csv_keeps_every_row_in_file_order(tmp_path, data_cfg):
         ("", "i-2", "memory_utilization", "7", "w"),
     ]
     text = "Timestamp, Resource_ID ,metric,value,extra\n" + "\n".join(",".join(r) for r in rows)
-    raw = ingest.read_input_file(write(tmp_path / "fleet.csv", text + "\n\n\n"), data_cfg)
+    raw = ingest.read_input_file(
+        write(tmp_path / "fleet.csv", text + "\n\n\n"), data_settings(data_cfg)
+    )
     assert_raw_contract(raw)
     assert len(raw) == len(rows)  # trailing blank lines are not records
     assert list(raw["resource_id"]) == [r[1] for r in rows]
@@ -98,7 +101,7 @@ def test_long_csv_keeps_every_row_in_file_order(tmp_path, data_cfg):
 
 def test_blank_line_inside_csv_is_kept_so_rows_match_lines(tmp_path, data_cfg):
     text = "timestamp,value\n2024-01-01 00:00,1\n\n2024-01-01 00:10,3\n"
-    raw = ingest.read_input_file(write(tmp_path / "cpu_a.csv", text), data_cfg)
+    raw = ingest.read_input_file(write(tmp_path / "cpu_a.csv", text), data_settings(data_cfg))
     assert len(raw) == 3
     assert pd.isna(raw["timestamp"].iloc[1]) and np.isnan(raw["value"].iloc[1])
     assert raw["value"].iloc[2] == 3.0
@@ -106,7 +109,9 @@ def test_blank_line_inside_csv_is_kept_so_rows_match_lines(tmp_path, data_cfg):
 
 def test_series_csv_infers_resource_and_metric(tmp_path, data_cfg):
     text = "timestamp,value\n2024-01-01 00:00:00,1.5\n2024-01-01 00:05:00,2.5\n"
-    raw = ingest.read_input_file(write(tmp_path / "host-7_mem_used.csv", text), data_cfg)
+    raw = ingest.read_input_file(
+        write(tmp_path / "host-7_mem_used.csv", text), data_settings(data_cfg)
+    )
     assert_raw_contract(raw)
     assert set(raw["resource_id"]) == {"host-7_mem_used"}
     assert set(raw["metric"]) == {"memory_utilization"}
@@ -115,21 +120,23 @@ def test_series_csv_infers_resource_and_metric(tmp_path, data_cfg):
 
 def test_series_metric_override_and_first_pattern_wins(tmp_path, data_cfg):
     path = write(tmp_path / "cpu_and_mem.csv", "timestamp,value\n2024-01-01,1\n")
-    assert ingest.read_input_file(path, data_cfg)["metric"].iloc[0] == "cpu_utilization"
+    assert (
+        ingest.read_input_file(path, data_settings(data_cfg))["metric"].iloc[0] == "cpu_utilization"
+    )
     forced = {**data_cfg, "metric": "custom_metric"}
-    assert ingest.read_input_file(path, forced)["metric"].iloc[0] == "custom_metric"
+    assert ingest.read_input_file(path, data_settings(forced))["metric"].iloc[0] == "custom_metric"
 
 
 def test_format_long_rejects_series_file(tmp_path, data_cfg):
     path = write(tmp_path / "cpu.csv", "timestamp,value\n2024-01-01,1\n")
     with pytest.raises(InputDataError, match=r"'resource_id'.*long format"):
-        ingest.read_input_file(path, {**data_cfg, "format": "long"})
+        ingest.read_input_file(path, data_settings({**data_cfg, "format": "long"}))
 
 
 def test_auto_format_with_half_long_columns_is_an_error(tmp_path, data_cfg):
     path = write(tmp_path / "cpu.csv", "timestamp,resource_id,value\n2024-01-01,i-1,1\n")
     with pytest.raises(InputDataError, match=r"column 'metric'.*long format"):
-        ingest.read_input_file(path, data_cfg)
+        ingest.read_input_file(path, data_settings(data_cfg))
 
 
 def test_parquet_with_aware_and_naive_timestamps(tmp_path, data_cfg):
@@ -143,7 +150,7 @@ def test_parquet_with_aware_and_naive_timestamps(tmp_path, data_cfg):
         }
     )
     frame.to_parquet(tmp_path / "aware.parquet")
-    raw = ingest.read_input_file(tmp_path / "aware.parquet", data_cfg)
+    raw = ingest.read_input_file(tmp_path / "aware.parquet", data_settings(data_cfg))
     assert_raw_contract(raw)
     assert list(raw["timestamp"]) == list(local.tz_convert("UTC"))
     assert list(raw["resource_id"]) == ["1", "1", "2"]
@@ -151,7 +158,7 @@ def test_parquet_with_aware_and_naive_timestamps(tmp_path, data_cfg):
     naive = frame.assign(timestamp=local.tz_localize(None))
     naive.to_parquet(tmp_path / "naive.pq")
     berlin = ingest.read_input_file(
-        tmp_path / "naive.pq", {**data_cfg, "naive_timezone": "Europe/Berlin"}
+        tmp_path / "naive.pq", data_settings({**data_cfg, "naive_timezone": "Europe/Berlin"})
     )
     expected = local.tz_localize(None).tz_localize("Europe/Berlin").tz_convert("UTC")
     assert list(berlin["timestamp"]) == list(expected)
@@ -162,7 +169,7 @@ def test_parquet_string_timestamps_and_values(tmp_path, data_cfg):
         {"timestamp": ["2024-01-01T00:00:00Z", None], "value": ["1.25", None]}, dtype=object
     )
     frame.to_parquet(tmp_path / "web_network_in.parquet")
-    raw = ingest.read_input_file(tmp_path / "web_network_in.parquet", data_cfg)
+    raw = ingest.read_input_file(tmp_path / "web_network_in.parquet", data_settings(data_cfg))
     assert raw["metric"].iloc[0] == "network_in_bytes"
     assert raw["value"].iloc[0] == 1.25 and np.isnan(raw["value"].iloc[1])
     assert pd.isna(raw["timestamp"].iloc[1])
@@ -171,7 +178,7 @@ def test_parquet_string_timestamps_and_values(tmp_path, data_cfg):
 def test_mixed_offsets_and_naive_in_one_column(tmp_path, data_cfg):
     stamps = ["2024-03-30 12:00:00+01:00", "2024-03-31 12:00:00+02:00", "2024-03-31 13:00:00"]
     text = "timestamp,value\n" + "\n".join(f"{s},1" for s in stamps) + "\n"
-    raw = ingest.read_input_file(write(tmp_path / "cpu.csv", text), data_cfg)
+    raw = ingest.read_input_file(write(tmp_path / "cpu.csv", text), data_settings(data_cfg))
     assert list(raw["timestamp"]) == [
         pd.Timestamp("2024-03-30 11:00", tz="UTC"),
         pd.Timestamp("2024-03-31 10:00", tz="UTC"),
@@ -183,7 +190,7 @@ def test_dst_fall_back_hour_resolved_from_sample_order(tmp_path, data_cfg):
     local = ["01:30", "02:00", "02:30", "02:00", "02:30", "03:00"]
     text = "timestamp,value\n" + "\n".join(f"2024-10-27 {t},1" for t in local) + "\n"
     berlin = {**data_cfg, "naive_timezone": "Europe/Berlin"}
-    raw = ingest.read_input_file(write(tmp_path / "cpu.csv", text), berlin)
+    raw = ingest.read_input_file(write(tmp_path / "cpu.csv", text), data_settings(berlin))
     start = pd.Timestamp("2024-10-26 23:30", tz="UTC")
     assert list(raw["timestamp"]) == [start + pd.Timedelta(minutes=30 * k) for k in range(6)]
 
@@ -192,16 +199,16 @@ def test_dst_nonexistent_and_unresolvable_local_times_are_errors(tmp_path, data_
     berlin = {**data_cfg, "naive_timezone": "Europe/Berlin"}
     spring = "timestamp,value\n2024-03-31 01:30,1\n2024-03-31 02:30,1\n"
     with pytest.raises(InputDataError, match=r"column 'timestamp', row 2: .*does not exist"):
-        ingest.read_input_file(write(tmp_path / "cpu_s.csv", spring), berlin)
+        ingest.read_input_file(write(tmp_path / "cpu_s.csv", spring), data_settings(berlin))
     autumn = "timestamp,value\n2024-10-27 02:30,1\n"
     with pytest.raises(InputDataError, match=r"row 1: .*ambiguous"):
-        ingest.read_input_file(write(tmp_path / "cpu_a.csv", autumn), berlin)
+        ingest.read_input_file(write(tmp_path / "cpu_a.csv", autumn), data_settings(berlin))
 
 
 def test_unknown_naive_timezone_is_a_config_error(tmp_path, data_cfg):
     path = write(tmp_path / "cpu.csv", "timestamp,value\n2024-01-01,1\n")
     with pytest.raises(ConfigError, match=r"data\.naive_timezone"):
-        ingest.read_input_file(path, {**data_cfg, "naive_timezone": "Mars/Olympus"})
+        ingest.read_input_file(path, data_settings({**data_cfg, "naive_timezone": "Mars/Olympus"}))
 
 
 # --------------------------------------------------------------------------- resources
@@ -299,7 +306,7 @@ def test_nab_fixture_ingests_every_file_and_row(nab_dir, nab_data_cfg):
     assert len(partitions.partition_names(files)) == 19
     total = 0
     for file in files:
-        raw = ingest.read_input_file(file, nab_data_cfg)
+        raw = ingest.read_input_file(file, data_settings(nab_data_cfg))
         assert_raw_contract(raw)
         lines = file.read_text().splitlines()
         assert len(raw) == len(lines) - 1, file.name
@@ -319,7 +326,7 @@ def test_nab_fixture_ingests_every_file_and_row(nab_dir, nab_data_cfg):
 def test_nab_grok_file_needs_a_metric(nab_dir, cfg):
     defaults = {**cfg["data"], "metric_patterns": [{"pattern": "cpu", "metric": "cpu_utilization"}]}
     with pytest.raises(InputDataError, match=r"grok_asg_anomaly\.csv.*set data\.metric"):
-        ingest.read_input_file(nab_dir / "grok_asg_anomaly.csv", defaults)
+        ingest.read_input_file(nab_dir / "grok_asg_anomaly.csv", data_settings(defaults))
 
 
 # --------------------------------------------------------------------------- column mapping
@@ -337,7 +344,9 @@ def test_column_mapping_long_and_series(tmp_path, data_cfg):
         "metric": "MetricName",
         "value": " Reading ",
     }
-    raw = ingest.read_input_file(write(tmp_path / "x.csv", text), {**data_cfg, "columns": mapping})
+    raw = ingest.read_input_file(
+        write(tmp_path / "x.csv", text), data_settings({**data_cfg, "columns": mapping})
+    )
     assert_raw_contract(raw)
     assert list(raw["resource_id"]) == ["i-1", "i-2"]
     assert list(raw["metric"]) == ["cpu_utilization", "network_in_bytes"]
@@ -345,7 +354,9 @@ def test_column_mapping_long_and_series(tmp_path, data_cfg):
     series = pd.DataFrame({"ts": pd.date_range("2024-01-01", periods=3, freq="h"), "v": [1, 2, 3]})
     series.to_parquet(tmp_path / "web_cpu.parquet")
     columns = {"timestamp": "ts", "value": "v"}
-    raw = ingest.read_input_file(tmp_path / "web_cpu.parquet", {**data_cfg, "columns": columns})
+    raw = ingest.read_input_file(
+        tmp_path / "web_cpu.parquet", data_settings({**data_cfg, "columns": columns})
+    )
     assert_raw_contract(raw)
     assert raw["value"].tolist() == [1.0, 2.0, 3.0] and set(raw["metric"]) == {"cpu_utilization"}
 
@@ -353,19 +364,19 @@ def test_column_mapping_long_and_series(tmp_path, data_cfg):
 def test_missing_mapped_column_and_a_clash_are_one_line_errors(tmp_path, data_cfg):
     path = write(tmp_path / "cpu.csv", "ts,value,val\n2024-01-01,1,2\n")
     with pytest.raises(InputDataError) as info:
-        ingest.read_input_file(path, {**data_cfg, "columns": {"timestamp": "time"}})
+        ingest.read_input_file(path, data_settings({**data_cfg, "columns": {"timestamp": "time"}}))
     message = str(info.value)
     assert message.startswith(f"{path}, column 'time': ")
     assert "named by data.columns.timestamp not found" in message and "'ts'" in message
     clash = {"timestamp": "ts", "value": "val"}
     with pytest.raises(InputDataError, match=r"column 'value' is there as well as 'val'"):
-        ingest.read_input_file(path, {**data_cfg, "columns": clash})
+        ingest.read_input_file(path, data_settings({**data_cfg, "columns": clash}))
 
 
 def test_missing_column_error_points_to_the_mapping(tmp_path, data_cfg):
     path = write(tmp_path / "cpu.csv", "time,val\n2024-01-01,1\n")
     with pytest.raises(InputDataError, match=r"can be mapped with data\.columns"):
-        ingest.read_input_file(path, data_cfg)
+        ingest.read_input_file(path, data_settings(data_cfg))
 
 
 @pytest.mark.parametrize(
@@ -401,7 +412,7 @@ def test_long_file_metric_names_are_mapped_and_recorded(tmp_path, data_cfg):
         ("2024-01-01 00:00", "i-1", "cpu_utilization_extra", "1"),
         ("2024-01-01 00:05", "", "NetworkIn", "7"),  # no resource: no series, still mapped
     ]
-    result = ingest.ingest_file(long_csv(tmp_path / "cw.csv", rows), data_cfg)
+    result = ingest.ingest_file(long_csv(tmp_path / "cw.csv", rows), data_settings(data_cfg))
     assert list(result.raw["metric"]) == [
         "cpu_utilization",
         "memory_utilization",
@@ -426,7 +437,7 @@ def test_two_names_for_one_metric_of_one_resource_is_an_error(tmp_path, data_cfg
     ]
     path = long_csv(tmp_path / "cw.csv", rows)
     with pytest.raises(InputDataError) as info:
-        ingest.read_input_file(path, data_cfg)
+        ingest.read_input_file(path, data_settings(data_cfg))
     message = str(info.value)
     assert message.startswith(f"{path}, column 'metric', row 3: ")
     assert "'CPUUtilization' (line 2 of the file) and 'cpu_usage_active' (line 4" in message
@@ -441,7 +452,7 @@ def test_config_names_win_and_unknown_names_warn(tmp_path, data_cfg, caplog):
     ]
     cfg = {**data_cfg, "metric_names": {"heap_used_%": "memory_utilization"}}
     with caplog.at_level("WARNING", logger="capforecast"):
-        raw = ingest.read_input_file(long_csv(tmp_path / "x.csv", rows), cfg)
+        raw = ingest.read_input_file(long_csv(tmp_path / "x.csv", rows), data_settings(cfg))
     assert list(raw["metric"]) == [
         "memory_utilization",
         "node_network_receive_bytes_total",
@@ -466,7 +477,7 @@ def test_config_names_win_and_unknown_names_warn(tmp_path, data_cfg, caplog):
 )
 def test_series_file_metric_from_its_name_or_data_metric(tmp_path, data_cfg, stem, data, metric):
     path = write(tmp_path / f"{stem}.csv", "timestamp,value\n2024-01-01,1\n")
-    result = ingest.ingest_file(path, {**data_cfg, **data})
+    result = ingest.ingest_file(path, data_settings({**data_cfg, **data}))
     assert set(result.raw["metric"]) == {metric}
     assert result.series["source_metric"].tolist() == [data.get("metric", stem)]
 
@@ -512,7 +523,9 @@ def test_cloudwatch_fractions_with_epoch_ms_end_up_canonical_and_0_100(tmp_path)
             }
         }
     )
-    result = ingest.ingest_file(tmp_path / "cloudwatch.csv", cfg["data"], cfg["etl"])
+    result = ingest.ingest_file(
+        tmp_path / "cloudwatch.csv", data_settings(cfg["data"]), etl_settings(cfg["etl"])
+    )
     raw = result.raw
     assert_raw_contract(raw)
     assert set(raw["metric"]) == {"cpu_utilization", "memory_utilization"}
@@ -525,16 +538,22 @@ def test_cloudwatch_fractions_with_epoch_ms_end_up_canonical_and_0_100(tmp_path)
     cpu = raw[raw["metric"] == "cpu_utilization"]["value"].to_numpy()
     np.testing.assert_allclose(cpu[10:], truth["cpu"][10:], rtol=1e-12)
 
-    result_v = validate.validate_rows(raw, cfg["etl"], "cloudwatch.csv")
+    result_v = validate.validate_rows(raw, etl_settings(cfg["etl"]), "cloudwatch.csv")
     counts = result_v.counts
     assert counts["rows_in"] == 2 * len(truth["cpu"]) == len(raw)
     assert counts["rows_quarantined"] == 2  # the blank and the negative row
     assert counts["rows_in"] == counts["rows_kept"] + counts["rows_quarantined"]
     assert sorted(result_v.quarantine["reason"]) == ["missing_value", "negative_value"]
 
-    clean = resample.resample_series(result_v.kept, cfg["etl"])
+    clean = resample.resample_series(result_v.kept, etl_settings(cfg["etl"]))
     table = quality.quality_table(
-        result_v, clean, raw, cfg["etl"], "cloudwatch", "cloudwatch.csv", result.series
+        result_v,
+        clean,
+        raw,
+        etl_settings(cfg["etl"]),
+        "cloudwatch",
+        "cloudwatch.csv",
+        result.series,
     ).set_index("metric")
     hourly = clean[clean["metric"] == "cpu_utilization"].set_index("timestamp")["value"]
     assert hourly.min() > 20 and hourly.max() < 90  # a busy VM in percent, not 0.2-0.9
@@ -550,7 +569,7 @@ def test_series_file_named_as_a_prometheus_ratio_is_converted_alone(tmp_path, cf
     ratio = np.linspace(0.2, 0.8, len(stamps))
     text = "timestamp,value\n" + "".join(f"{t},{v}\n" for t, v in zip(stamps, ratio, strict=True))
     path = write(tmp_path / "node1_instance_node_cpu_utilisation_rate5m.csv", text)
-    result = ingest.ingest_file(path, cfg["data"], cfg["etl"])
+    result = ingest.ingest_file(path, data_settings(cfg["data"]), etl_settings(cfg["etl"]))
     series = result.series.iloc[0]
     assert (series["metric"], series["scale"], series["scale_evidence"]) == (
         "cpu_utilization",
@@ -560,6 +579,6 @@ def test_series_file_named_as_a_prometheus_ratio_is_converted_alone(tmp_path, cf
     np.testing.assert_allclose(result.raw["value"], ratio * 100)
     # The same values under a name that declares nothing: one series alone is no evidence.
     plain = write(tmp_path / "node1_cpu.csv", text)
-    alone = ingest.ingest_file(plain, cfg["data"], cfg["etl"])
+    alone = ingest.ingest_file(plain, data_settings(cfg["data"]), etl_settings(cfg["etl"]))
     assert alone.series["scale"].tolist() == ["ambiguous"]
     np.testing.assert_allclose(alone.raw["value"], ratio)

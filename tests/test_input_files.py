@@ -17,6 +17,7 @@ from capforecast.config import validated_config
 from capforecast.csv_tables import read_csv_table
 from capforecast.data import ingest, quality, resample, validate
 from capforecast.errors import InputDataError
+from capforecast.settings import data_settings, etl_settings
 
 LONG_HEADER = "timestamp,resource_id,metric,value"
 # Identifiers pandas reads as missing or as numbers by default.
@@ -106,15 +107,15 @@ def test_compressed_csv_reads_like_the_plain_file(tmp_path, cfg, suffix, compres
     plain.write_text(text)
     packed = tmp_path / f"packed{suffix}"
     packed.write_bytes(compress(text.encode()))
-    expected = ingest.read_input_file(plain, cfg["data"], cfg["etl"])
-    got = ingest.read_input_file(packed, cfg["data"], cfg["etl"])
+    expected = ingest.read_input_file(plain, data_settings(cfg["data"]), etl_settings(cfg["etl"]))
+    got = ingest.read_input_file(packed, data_settings(cfg["data"]), etl_settings(cfg["etl"]))
     pd.testing.assert_frame_equal(got, expected)
 
 
 def test_compressed_series_file_takes_resource_and_metric_from_the_bare_stem(tmp_path, cfg):
     path = tmp_path / "host7_CPUUtilization.csv.gz"
     path.write_bytes(gzip.compress(b"timestamp,value\n2024-05-01 00:00:00,5\n"))
-    result = ingest.ingest_file(path, cfg["data"])
+    result = ingest.ingest_file(path, data_settings(cfg["data"]))
     assert result.raw["resource_id"].tolist() == ["host7_CPUUtilization"]
     assert result.raw["metric"].tolist() == ["cpu_utilization"]
 
@@ -136,7 +137,7 @@ def test_corrupt_or_empty_compressed_files_are_one_line_errors(
     path = tmp_path / f"bad{suffix}"
     path.write_bytes(payload)
     with pytest.raises(InputDataError, match=problem) as err:
-        ingest.read_input_file(path, cfg["data"])
+        ingest.read_input_file(path, data_settings(cfg["data"]))
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
@@ -161,7 +162,7 @@ def test_a_nul_byte_stops_ingest_naming_line_and_column(tmp_path, cfg, body, col
     path = tmp_path / "nul.csv"
     path.write_bytes(LONG_HEADER.encode() + b"\n" + body)
     with pytest.raises(InputDataError, match="NUL byte") as err:
-        ingest.read_input_file(path, cfg["data"])
+        ingest.read_input_file(path, data_settings(cfg["data"]))
     assert err.value.column == column and err.value.row == row
     assert f"line {row + 1} of the file" in str(err.value)
 
@@ -170,7 +171,7 @@ def test_a_nul_byte_in_a_compressed_file_or_a_parquet_id_is_caught_too(tmp_path,
     packed = tmp_path / "nul.csv.gz"
     packed.write_bytes(gzip.compress(LONG_HEADER.encode() + b"\n2024-05-01,a\x00b,cpu,1\n"))
     with pytest.raises(InputDataError, match="NUL byte"):
-        ingest.read_input_file(packed, cfg["data"])
+        ingest.read_input_file(packed, data_settings(cfg["data"]))
     table = pd.DataFrame(
         {
             "timestamp": pd.to_datetime(["2024-05-01", "2024-05-01"], utc=True),
@@ -182,7 +183,7 @@ def test_a_nul_byte_in_a_compressed_file_or_a_parquet_id_is_caught_too(tmp_path,
     parquet = tmp_path / "ids.parquet"
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), parquet)
     with pytest.raises(InputDataError, match="contains a NUL byte") as err:
-        ingest.read_input_file(parquet, cfg["data"])
+        ingest.read_input_file(parquet, data_settings(cfg["data"]))
     assert err.value.column == "resource_id" and err.value.row == 2
 
 
@@ -190,7 +191,7 @@ def test_utf16_text_is_named_as_such(tmp_path, cfg):
     path = tmp_path / "utf16.csv"
     path.write_bytes(long_text(hourly_rows("vm1")).encode("utf-16"))
     with pytest.raises(InputDataError, match="UTF-16 text; save the file as UTF-8"):
-        ingest.read_input_file(path, cfg["data"])
+        ingest.read_input_file(path, data_settings(cfg["data"]))
 
 
 # --------------------------------------------------------------------------- ids stay text
@@ -201,12 +202,12 @@ def test_na_and_number_like_ids_are_names_from_csv_to_quality_csv(tmp_path, cfg,
     rows = hourly_rows(resource) + hourly_rows("vm-ok")
     path = tmp_path / "fleet.csv"
     path.write_text(long_text(rows))
-    raw = ingest.read_input_file(path, cfg["data"], cfg["etl"])
+    raw = ingest.read_input_file(path, data_settings(cfg["data"]), etl_settings(cfg["etl"]))
     assert set(raw["resource_id"]) == {resource, "vm-ok"}
-    result = validate.validate_rows(raw, cfg["etl"], path.name)
+    result = validate.validate_rows(raw, etl_settings(cfg["etl"]), path.name)
     assert result.counts["rows_quarantined"] == 0
-    clean = resample.resample_series(result.kept, cfg["etl"])
-    table = quality.quality_table(result, clean, raw, cfg["etl"], "fleet", path.name)
+    clean = resample.resample_series(result.kept, etl_settings(cfg["etl"]))
+    table = quality.quality_table(result, clean, raw, etl_settings(cfg["etl"]), "fleet", path.name)
     table.to_csv(tmp_path / "quality.csv", index=False)
     back = read_csv_table(tmp_path / "quality.csv")
     assert sorted(back["resource_id"]) == sorted([resource, "vm-ok"])
@@ -217,7 +218,7 @@ def test_metric_names_spelled_like_missing_values_are_names_too(tmp_path, cfg):
     rows = [("2024-05-01T00:00:00Z", "vm1", name, "1") for name in ("NA", "null", "None")]
     path = tmp_path / "metrics.csv"
     path.write_text(long_text(rows))
-    series = ingest.ingest_file(path, cfg["data"]).series
+    series = ingest.ingest_file(path, data_settings(cfg["data"])).series
     assert sorted(series["source_metric"]) == ["NA", "None", "null"]
     assert series["metric"].str.fullmatch(r"[a-z][a-z0-9_]*").all()
     assert series["metric"].nunique() == 3
@@ -232,8 +233,12 @@ def test_missing_value_and_timestamp_spellings_are_quarantined_not_errors(tmp_pa
     ]
     path = tmp_path / "gaps.csv"
     path.write_text(long_text(rows))
-    raw = ingest.read_input_file(path, cfg["data"])
-    reasons = validate.validate_rows(raw, cfg["etl"], path.name).quarantine["reason"].tolist()
+    raw = ingest.read_input_file(path, data_settings(cfg["data"]))
+    reasons = (
+        validate.validate_rows(raw, etl_settings(cfg["etl"]), path.name)
+        .quarantine["reason"]
+        .tolist()
+    )
     assert reasons == ["missing_value", "missing_timestamp"]
 
 

@@ -107,12 +107,12 @@ CUTTING = {"holdout_span", "holdout_partition", "clean_partition", "decision_sco
 EXPECTED_CODE: dict[str, set[str]] = {
     **dict.fromkeys(["__init__.py", "errors.py", "rulekit.py"], EVERYTHING),
     "contracts.py": EVERYTHING - {"series_index"},
+    # config.py and what it imports: the generator and the capacity-risk report validate with
+    # it, and the backtests through their entry point (train_backtest reads a job's config).
     **dict.fromkeys(
         ["metric_names.py", "metric_names.yaml", "timestamps.py"],
         EVERYTHING - TRAINING - {"series_index", "risk_report", DQ, FB} | BACKTESTS,
     ),
-    # The backtest's entry point reads its command line with train.py's helpers, which
-    # validate the config: config.py's closure is in the backtests' digest.
     "config.py": GENERATE | {CR} | BACKTESTS,
     # A stage package's __init__.py runs with any of its modules.
     "data/__init__.py": GENERATE | ETL | CUTTING | {"quality", "features_partition", "risk_report"},
@@ -120,7 +120,12 @@ EXPECTED_CODE: dict[str, set[str]] = {
     "risk/__init__.py": {"risk_report", "decision_scores"},
     "decision/__init__.py": {"decision_scores", CR},
     "reports/__init__.py": REPORTS,
-    "settings.py": TRAINING | REPORTS | {"risk_report", "decision_scores"},
+    # The data stage's rule scripts build their EtlSettings and DataSettings from it too.
+    "settings.py": TRAINING
+    | REPORTS
+    | ETL - {"series_index"}
+    | CUTTING
+    | {"quality", "features_partition", "risk_report"},
     **dict.fromkeys(
         [
             "forecast/models/__init__.py",

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,13 +12,14 @@ import pytest
 from capforecast.config import validated_config
 from capforecast.contracts import CLEAN_COLUMNS, QUALITY_COLUMNS
 from capforecast.data import quality, resample, validate
+from capforecast.settings import EtlSettings, etl_settings
 
 T0 = pd.Timestamp("2024-05-01 00:00", tz="UTC")
 
 
 @pytest.fixture(scope="module")
-def etl() -> dict:
-    return validated_config({})["etl"]
+def etl() -> EtlSettings:
+    return etl_settings(validated_config({})["etl"])
 
 
 def kept_frame(minutes, values, resource_id="i-1", metric="cpu_utilization") -> pd.DataFrame:
@@ -30,8 +33,8 @@ def kept_frame(minutes, values, resource_id="i-1", metric="cpu_utilization") -> 
     )
 
 
-def hourly(etl: dict, **overrides) -> dict:
-    return {**etl, "freq": "1h", **overrides}
+def hourly(etl: EtlSettings, **overrides) -> EtlSettings:
+    return dataclasses.replace(etl, **{"freq": "1h", **overrides})
 
 
 # --------------------------------------------------------------------------- resample
@@ -133,10 +136,10 @@ def test_rejects_unvalidated_values(etl):
 # --------------------------------------------------------------------------- quality
 
 
-def run_quality(raw: pd.DataFrame, etl_cfg: dict) -> pd.DataFrame:
-    result = validate.validate_rows(raw, etl_cfg, "src.csv")
-    clean = resample.resample_series(result.kept, etl_cfg)
-    return quality.quality_table(result, clean, raw, etl_cfg, "part", "src.csv")
+def run_quality(raw: pd.DataFrame, etl: EtlSettings) -> pd.DataFrame:
+    result = validate.validate_rows(raw, etl, "src.csv")
+    clean = resample.resample_series(result.kept, etl)
+    return quality.quality_table(result, clean, raw, etl, "part", "src.csv")
 
 
 def test_quality_gaps_coverage_and_fill_counts(etl):
@@ -178,7 +181,7 @@ def test_quality_all_quarantined_series_still_listed(etl):
 
 
 def test_quality_pegged_only_for_percent_metrics(etl):
-    level = etl["pegged_level"]
+    level = etl.pegged_level
     values = [level, level + 0.5, 50.0, 10.0]  # half the samples at the ceiling
     raw = pd.concat(
         [
@@ -195,7 +198,7 @@ def test_quality_pegged_only_for_percent_metrics(etl):
 
 
 def test_quality_history_threshold_and_step_statistics(etl):
-    min_hours = etl["min_history_hours"]
+    min_hours = etl.min_history_hours
     n_bins = int(min_hours)  # exactly the minimum number of hourly bins: long enough
     minutes = np.arange(0, n_bins * 60, 5)
     long_enough = kept_frame(minutes, np.ones(len(minutes)), resource_id="long")

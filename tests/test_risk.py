@@ -23,7 +23,7 @@ from capforecast.risk.probability import (
     first_crossings,
 )
 from capforecast.risk.rightsizing import HOURS_PER_MONTH
-from capforecast.settings import RiskSettings, risk_settings
+from capforecast.settings import RiskSettings, etl_settings, risk_settings
 
 START = pd.Timestamp("2026-09-12", tz="UTC")
 HOUR = pd.Timedelta(hours=1)
@@ -1021,7 +1021,7 @@ TRACE_START = pd.Timestamp("2013-07-01", tz="UTC")
 
 def bitbrains_weeks(ids, weeks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validated hourly data of the VMs: the first ``weeks`` weeks and the week after."""
-    etl = validated_config({})["etl"]
+    etl = etl_settings(validated_config({})["etl"])
     frames = []
     for resource_id in ids:
         raw = pd.read_parquet(BITBRAINS / "long" / f"{resource_id}.parquet")

@@ -6,6 +6,7 @@ a user hands in, and the same windows divided by 100 mostly must.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +16,15 @@ import pytest
 from capforecast.config import validated_config
 from capforecast.contracts import RAW_COLUMNS
 from capforecast.data import quality, resample, scale, validate
+from capforecast.settings import EtlSettings, etl_settings
 
 BITBRAINS = Path(__file__).resolve().parent / "data" / "bitbrains-rnd" / "long"
 PERCENT = ["cpu_utilization", "memory_utilization"]
 
 
 @pytest.fixture(scope="module")
-def etl() -> dict:
-    return validated_config({})["etl"]
+def etl() -> EtlSettings:
+    return etl_settings(validated_config({})["etl"])
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,9 @@ def undeclared(raw: pd.DataFrame) -> pd.DataFrame:
     return keys.assign(declared_scale=None)
 
 
-def decide(raw: pd.DataFrame, etl: dict, declared: pd.DataFrame | None = None) -> pd.DataFrame:
+def decide(
+    raw: pd.DataFrame, etl: EtlSettings, declared: pd.DataFrame | None = None
+) -> pd.DataFrame:
     given = undeclared(raw) if declared is None else declared
     return scale.decide_scales(raw, given, etl)[0].set_index(["resource_id", "metric"])
 
@@ -231,7 +235,7 @@ def test_fraction_scale_never_and_always_override_everything(etl, mode, expected
         }
     )
     declared = undeclared(raw).assign(declared_scale=["fraction", None, None])
-    table = decide(raw, {**etl, "fraction_scale": mode}, declared)
+    table = decide(raw, dataclasses.replace(etl, fraction_scale=mode), declared)
     assert set(table["scale"]) == {expected}
     assert set(table["scale_evidence"]) == {"config"}
 
@@ -275,4 +279,4 @@ def test_a_stray_timestamp_outside_the_window_is_no_evidence_of_a_long_span(
     # In a window that holds it, the same sample is a real one and makes the span long.
     wide = validated_config({"etl": {"timestamp_min": "1678-01-01", "timestamp_max": "2262-04-11"}})
     expected = {"fraction"} if inside_wide_window else {"ambiguous"}
-    assert set(decide(with_stray, wide["etl"])["scale"]) == expected
+    assert set(decide(with_stray, etl_settings(wide["etl"]))["scale"]) == expected

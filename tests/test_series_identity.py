@@ -20,7 +20,13 @@ from capforecast.data import features, ingest, quality, resample, series_index, 
 from capforecast.errors import InputDataError
 from capforecast.forecast import fit
 from capforecast.forecast.panel import metric_of, series_bounds
-from capforecast.settings import backtest_settings, forecast_settings, model_settings
+from capforecast.settings import (
+    backtest_settings,
+    data_settings,
+    etl_settings,
+    forecast_settings,
+    model_settings,
+)
 
 HOSTILE_RESOURCES = ("a|b", "a", "|", "||x", "a|", "vm 1", "x,y", "日本", "=cmd()", "NA", "0012")
 METRICS = ("cpu_utilization", "b_cpu_utilization", "m")
@@ -64,7 +70,7 @@ def test_a_metric_with_the_separator_is_refused_and_never_produced(metric):
     with pytest.raises(ValueError, match="series-id separator"):
         series_id("a", metric)
     assert "|" not in metric_names.sanitise(metric)
-    assert "|" not in metric_names.MetricNameMap.from_config({}).lookup(metric).metric
+    assert "|" not in metric_names.MetricNameMap({}).lookup(metric).metric
 
 
 # --------------------------------------------------------------------------- within one file
@@ -76,9 +82,9 @@ def test_a_separator_in_resource_ids_keeps_series_apart_from_file_to_forecast(tm
     rows = hours("a|b", "cpu_utilization", 10) + hours("a", "b|cpu_utilization", 50)
     rows += hours("|", "cpu_utilization", 30)
     path = long_csv(tmp_path / "fleet.csv", rows)
-    raw = ingest.read_input_file(path, cfg["data"], cfg["etl"])
-    kept = validate.validate_rows(raw, cfg["etl"], path.name).kept
-    panel = features.build_features(resample.resample_series(kept, cfg["etl"]))
+    raw = ingest.read_input_file(path, data_settings(cfg["data"]), etl_settings(cfg["etl"]))
+    kept = validate.validate_rows(raw, etl_settings(cfg["etl"]), path.name).kept
+    panel = features.build_features(resample.resample_series(kept, etl_settings(cfg["etl"])))
     assert sorted(panel["series_id"].unique()) == [
         "a|b_cpu_utilization",
         "a|b|cpu_utilization",
@@ -123,7 +129,7 @@ def test_two_source_names_that_become_one_metric_stop_ingest(tmp_path, cfg, firs
     ]
     path = long_csv(tmp_path / "names.csv", rows)
     with pytest.raises(InputDataError, match=f"both mean '{metric}' for the same resource") as err:
-        ingest.read_input_file(path, cfg["data"])
+        ingest.read_input_file(path, data_settings(cfg["data"]))
     assert repr(first) in str(err.value) and repr(second) in str(err.value)
     assert err.value.row == 3
 
@@ -220,7 +226,7 @@ def test_ids_with_surrounding_whitespace_are_one_name_flagged_and_logged(tmp_pat
     rows += hours("vm 2", "cpu_utilization", 20) + hours("vm3", " memory_utilization ", 30)
     path = long_csv(tmp_path / "fleet.csv", rows)
     with caplog.at_level("WARNING", logger="capforecast"):
-        result = ingest.ingest_file(path, cfg["data"], cfg["etl"])
+        result = ingest.ingest_file(path, data_settings(cfg["data"]), etl_settings(cfg["etl"]))
     trimmed = result.series.set_index(["resource_id", "metric"])["ids_trimmed"].to_dict()
     assert trimmed == {
         ("vm1", "cpu_utilization"): True,
@@ -234,10 +240,10 @@ def test_ids_with_surrounding_whitespace_are_one_name_flagged_and_logged(tmp_pat
     assert "3 identifiers" in warning[0]
 
     raw = result.raw
-    checked = validate.validate_rows(raw, cfg["etl"], path.name)
-    clean = resample.resample_series(checked.kept, cfg["etl"])
+    checked = validate.validate_rows(raw, etl_settings(cfg["etl"]), path.name)
+    clean = resample.resample_series(checked.kept, etl_settings(cfg["etl"]))
     table = quality.quality_table(
-        checked, clean, raw, cfg["etl"], "fleet", path.name, result.series
+        checked, clean, raw, etl_settings(cfg["etl"]), "fleet", path.name, result.series
     ).set_index("resource_id")
     flagged = table["flags"].str.split(";").map(lambda f: "id_whitespace_trimmed" in f)
     assert flagged.to_dict() == {"vm1": True, "vm 2": False, "vm3": True}
@@ -248,6 +254,6 @@ def test_ids_with_surrounding_whitespace_are_one_name_flagged_and_logged(tmp_pat
 def test_ids_without_surrounding_whitespace_raise_no_flag(tmp_path, cfg, caplog):
     path = long_csv(tmp_path / "fleet.csv", hours("vm1", "cpu_utilization", 10, n=24))
     with caplog.at_level("WARNING", logger="capforecast"):
-        result = ingest.ingest_file(path, cfg["data"], cfg["etl"])
+        result = ingest.ingest_file(path, data_settings(cfg["data"]), etl_settings(cfg["etl"]))
     assert not result.series["ids_trimmed"].any()
     assert not [r for r in caplog.records if "whitespace" in r.getMessage()]

@@ -110,3 +110,88 @@ def test_builders_read_only_the_validated_config():
     partial = {k: v for k, v in cfg["selection"].items() if k != "metric"}
     with pytest.raises(KeyError):
         settings.selection_settings(partial)
+
+
+def as_config(value):
+    """A settings value as the config holds it (tuples are lists there)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize(
+    ("cls", "section"), [(settings.EtlSettings, "etl"), (settings.DataSettings, "data")]
+)
+def test_section_settings_hold_every_key_of_the_schema_and_nothing_else(schema, cls, section):
+    """Every field comes from the config: one field per key of the schema's section."""
+    fields = {field.name for field in dataclasses.fields(cls)}
+    assert fields == set(schema["properties"][section]["properties"])
+
+
+def test_etl_settings_from_the_schema_defaults():
+    etl = validated_config({})["etl"]
+    built = settings.etl_settings(etl)
+    for field in dataclasses.fields(built):
+        assert getattr(built, field.name) is not None, field.name
+        assert as_config(getattr(built, field.name)) == etl[field.name], field.name
+    assert built.percent_metrics == ("cpu_utilization", "memory_utilization", "disk_used_percent")
+    # A copy: the settings cannot change the validated config under the rule.
+    assert built.value_limits == etl["value_limits"]
+    assert built.value_limits is not etl["value_limits"]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        # rules/data.smk ingest_partition: what the 0-1 scale check reads.
+        ("percent_metrics", "fraction_scale", "timestamp_min", "timestamp_max"),
+        # rules/common.smk cut_settings: the holdout span's window.
+        ("freq", "timestamp_min", "timestamp_max"),
+    ],
+)
+def test_etl_settings_from_a_narrowed_params_dict(given):
+    """A rule given only some etl keys gets those, the others None (never a default)."""
+    etl = validated_config({"etl": {"fraction_scale": "never", "freq": "15min"}})["etl"]
+    built = settings.etl_settings({key: etl[key] for key in given})
+    for field in dataclasses.fields(built):
+        value = getattr(built, field.name)
+        assert as_config(value) == (etl[field.name] if field.name in given else None), field.name
+
+
+def test_data_settings_from_the_schema_defaults():
+    data = validated_config({})["data"]
+    built = settings.data_settings(data)
+    assert built.source == "synthetic" and built.format == data["format"]
+    assert built.timestamp_unit == data["timestamp_unit"]
+    assert built.naive_timezone == data["naive_timezone"]
+    # Null in the config is None here, as it is there.
+    for key in ("path", "metric", "resources", "history_end"):
+        assert data[key] is None and getattr(built, key) is None, key
+    assert [(p.pattern, p.metric) for p in built.metric_patterns] == [
+        (e["pattern"], e["metric"]) for e in data["metric_patterns"]
+    ]
+    assert built.metric_names == data["metric_names"] and built.columns == data["columns"]
+    assert built.cloudwatch == data["cloudwatch"] and built.cloudwatch is not data["cloudwatch"]
+
+
+def test_data_settings_from_ingest_params():
+    """What rules/data.smk gives ingest_partition: the reader's keys; the others are None."""
+    given = ("format", "columns", "metric", "metric_patterns", "metric_names")
+    given += ("naive_timezone", "timestamp_unit")
+    data = validated_config(
+        {
+            "data": {
+                "source": "local",
+                "path": "in/",
+                "metric": "cpu",
+                "columns": {"timestamp": "time"},
+                "naive_timezone": "Europe/Berlin",
+            }
+        }
+    )["data"]
+    built = settings.data_settings({key: data[key] for key in given})
+    assert (built.metric, built.columns, built.naive_timezone) == (
+        "cpu",
+        {"timestamp": "time"},
+        "Europe/Berlin",
+    )
+    for key in ("source", "path", "resources", "cloudwatch", "history_end"):
+        assert getattr(built, key) is None, key

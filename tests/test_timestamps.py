@@ -12,6 +12,7 @@ import pytest
 from capforecast.config import validated_config
 from capforecast.data import ingest
 from capforecast.errors import ConfigError, InputDataError
+from capforecast.settings import data_settings
 
 START = pd.Timestamp("2024-05-01 00:00", tz="UTC")
 STAMPS = pd.date_range(START, periods=4, freq="5min")
@@ -34,7 +35,7 @@ def series_csv(path: Path, cells: list) -> Path:
 
 def error_of(file: Path, data_cfg: dict) -> str:
     with pytest.raises(InputDataError) as info:
-        ingest.read_input_file(file, data_cfg)
+        ingest.read_input_file(file, data_settings(data_cfg))
     message = str(info.value)
     assert "\n" not in message and message.startswith(str(file))
     assert "column 'timestamp'" in message
@@ -43,7 +44,9 @@ def error_of(file: Path, data_cfg: dict) -> str:
 
 @pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
 def test_epoch_integers_in_csv_are_read_by_magnitude(tmp_path, data_cfg, unit):
-    raw = ingest.read_input_file(series_csv(tmp_path / "cpu_a.csv", epochs(unit)), data_cfg)
+    raw = ingest.read_input_file(
+        series_csv(tmp_path / "cpu_a.csv", epochs(unit)), data_settings(data_cfg)
+    )
     assert list(raw["timestamp"]) == list(STAMPS)
     assert str(raw["timestamp"].dtype) == "datetime64[ns, UTC]"
 
@@ -58,14 +61,14 @@ def test_epoch_numbers_in_parquet_ints_floats_and_text(tmp_path, data_cfg, unit)
     }.items():
         path = tmp_path / f"{name}_{unit}_cpu.parquet"
         pd.DataFrame({"timestamp": column, "value": [1.0, 2.0, 3.0, 4.0]}).to_parquet(path)
-        raw = ingest.read_input_file(path, data_cfg)
+        raw = ingest.read_input_file(path, data_settings(data_cfg))
         assert list(raw["timestamp"]) == list(STAMPS), (name, unit)
 
 
 def test_float_seconds_land_on_whole_microseconds(tmp_path, data_cfg):
     # 1714521600.25 s: as float ns it would be 256 ns off; samples must stay on their instants.
     cells = [f"{t.value / 1e9:.2f}" for t in STAMPS + pd.Timedelta("250ms")]
-    raw = ingest.read_input_file(series_csv(tmp_path / "cpu_a.csv", cells), data_cfg)
+    raw = ingest.read_input_file(series_csv(tmp_path / "cpu_a.csv", cells), data_settings(data_cfg))
     assert list(raw["timestamp"]) == list(STAMPS + pd.Timedelta("250ms"))
 
 
@@ -77,18 +80,20 @@ def test_epoch_long_file_blank_cells_and_timezone_setting(tmp_path, data_cfg):
     path = tmp_path / "fleet.csv"
     path.write_text("\n".join(lines) + "\n")
     berlin = {**data_cfg, "naive_timezone": "Europe/Berlin"}  # epoch times are UTC regardless
-    raw = ingest.read_input_file(path, berlin)
+    raw = ingest.read_input_file(path, data_settings(berlin))
     assert list(raw["timestamp"].iloc[:4]) == list(STAMPS)
     assert pd.isna(raw["timestamp"].iloc[4])
 
 
 def test_forced_unit_reads_numbers_in_it_and_datetimes_as_they_are(tmp_path, data_cfg):
     path = series_csv(tmp_path / "cpu_a.csv", epochs("s"))
-    forced = ingest.read_input_file(path, {**data_cfg, "timestamp_unit": "ms"})
+    forced = ingest.read_input_file(path, data_settings({**data_cfg, "timestamp_unit": "ms"}))
     assert forced["timestamp"].iloc[0] == pd.Timestamp(epochs("s")[0], unit="ms", tz="UTC")
     frame = pd.DataFrame({"timestamp": STAMPS, "value": [1.0, 2.0, 3.0, 4.0]})
     frame.to_parquet(tmp_path / "cpu_b.parquet")
-    dated = ingest.read_input_file(tmp_path / "cpu_b.parquet", {**data_cfg, "timestamp_unit": "s"})
+    dated = ingest.read_input_file(
+        tmp_path / "cpu_b.parquet", data_settings({**data_cfg, "timestamp_unit": "s"})
+    )
     assert list(dated["timestamp"]) == list(STAMPS)
 
 
@@ -97,7 +102,7 @@ def test_iso_setting_refuses_numbers_and_auto_keeps_iso_text(tmp_path, data_cfg)
     message = error_of(path, {**data_cfg, "timestamp_unit": "iso"})
     assert "unparseable timestamp '1714521600'" in message and "row 1" in message
     iso = series_csv(tmp_path / "cpu_b.csv", [str(t) for t in STAMPS])
-    assert list(ingest.read_input_file(iso, data_cfg)["timestamp"]) == list(STAMPS)
+    assert list(ingest.read_input_file(iso, data_settings(data_cfg))["timestamp"]) == list(STAMPS)
 
 
 @pytest.mark.parametrize(
@@ -162,7 +167,7 @@ def test_stand_ins_are_the_module_constants():
 def test_iso_dates_beyond_pandas_range_are_read_as_stand_ins(tmp_path, data_cfg, cell, read_as):
     cells = [str(t.tz_localize(None)) for t in STAMPS]
     cells[2] = cell
-    raw = ingest.read_input_file(series_csv(tmp_path / "cpu_a.csv", cells), data_cfg)
+    raw = ingest.read_input_file(series_csv(tmp_path / "cpu_a.csv", cells), data_settings(data_cfg))
     assert raw["timestamp"].iloc[2] == read_as
     others = raw["timestamp"].drop(index=2)
     assert list(others) == [t for i, t in enumerate(STAMPS) if i != 2]
@@ -182,7 +187,7 @@ def test_iso_dates_beyond_pandas_range_are_read_as_stand_ins(tmp_path, data_cfg,
 )
 def test_stray_epoch_numbers_are_read_not_refused(tmp_path, data_cfg, cells, unit, stray, read_as):
     path = series_csv(tmp_path / "cpu_a.csv", cells)
-    raw = ingest.read_input_file(path, {**data_cfg, "timestamp_unit": unit})
+    raw = ingest.read_input_file(path, data_settings({**data_cfg, "timestamp_unit": unit}))
     assert raw["timestamp"].iloc[stray] == read_as
     assert raw["timestamp"].drop(index=stray).isin(STAMPS).all()
 
@@ -198,7 +203,9 @@ def test_wide_parquet_datetimes_beyond_range_are_read_as_stand_ins(tmp_path, dat
     column = pa.array(moments, pa.timestamp("us", tz=tz))
     path = tmp_path / "cpu_a.parquet"
     pq.write_table(pa.table({"timestamp": column, "value": [1.0, 2.0, 3.0]}), path)
-    raw = ingest.read_input_file(path, {**data_cfg, "naive_timezone": "Europe/Amsterdam"})
+    raw = ingest.read_input_file(
+        path, data_settings({**data_cfg, "naive_timezone": "Europe/Amsterdam"})
+    )
     # Arrow stores tz-aware values as UTC instants; naive ones are read in data.naive_timezone.
     first = pd.Timestamp("2024-05-01", tz="UTC" if tz else "Europe/Amsterdam").tz_convert("UTC")
     assert list(raw["timestamp"]) == [first, HIGH, LOW]

@@ -11,11 +11,12 @@ from capforecast.config import validated_config
 from capforecast.contracts import QUARANTINE_COLUMNS, RAW_COLUMNS
 from capforecast.data import ingest, partitions, quality, resample, validate
 from capforecast.errors import ConfigError
+from capforecast.settings import EtlSettings, data_settings, etl_settings
 
 
 @pytest.fixture(scope="module")
-def etl() -> dict:
-    return validated_config({})["etl"]
+def etl() -> EtlSettings:
+    return etl_settings(validated_config({})["etl"])
 
 
 T0 = pd.Timestamp("2024-05-01 00:00", tz="UTC")
@@ -72,7 +73,7 @@ def test_clean_rows_are_kept_unchanged_and_sorted(etl):
 
 
 def test_each_reason_and_its_precedence(etl):
-    tol = etl["percent_repair_tolerance"]
+    tol = etl.percent_repair_tolerance
     rows = [
         (None, "i-1", "cpu_utilization", np.nan),  # no timestamp wins over no value
         (1, None, "cpu_utilization", 1.0),
@@ -108,7 +109,7 @@ def test_each_reason_and_its_precedence(etl):
 
 
 def test_percent_repair_within_tolerance(etl):
-    tol = etl["percent_repair_tolerance"]
+    tol = etl.percent_repair_tolerance
     rows = [
         (0, "i-1", "cpu_utilization", 100.0),
         (5, "i-1", "cpu_utilization", 100.0 + tol),  # edge of the tolerance: repaired
@@ -234,7 +235,7 @@ def test_nab_fixture_validates_resamples_and_reconciles(nab_dir, etl):
     data_cfg = {**cfg["data"], "metric_patterns": patterns}
     files = ingest.list_input_files(str(nab_dir))
     for file in files:
-        raw = ingest.read_input_file(file, data_cfg)
+        raw = ingest.read_input_file(file, data_settings(data_cfg))
         source = pd.read_csv(file)
         result = validate.validate_rows(raw, etl, str(file))
         recon = quality.file_reconciliation(result, str(file), partitions.partition_name(file))
@@ -244,7 +245,7 @@ def test_nab_fixture_validates_resamples_and_reconciles(nab_dir, etl):
 
         clean = resample.resample_series(result.kept, etl)
         assert clean["n_obs"].sum() == len(result.kept)
-        step = pd.Timedelta(etl["freq"])
+        step = pd.Timedelta(etl.freq)
         assert (clean["timestamp"].diff().dropna() == step).all()
         assert clean["timestamp"].iloc[0] == pd.Timestamp(
             source["timestamp"].min(), tz="UTC"
@@ -333,19 +334,21 @@ def test_single_sample_series_uses_the_modelling_step_as_its_period(etl):
 
 
 def test_value_limits_are_configurable_per_metric_kind():
-    etl = validated_config(
-        {
-            "etl": {
-                "value_limits": {
-                    "byte_metrics": ["network_in_bytes", "nic_rx"],
-                    "max_bytes_per_second": 1.25e9,  # a 10 Gbit/s fleet
-                    "count_metrics": ["request_count", "jobs"],
-                    "max_counts_per_second": 1000,
-                    "max_value": 1e12,
+    etl = etl_settings(
+        validated_config(
+            {
+                "etl": {
+                    "value_limits": {
+                        "byte_metrics": ["network_in_bytes", "nic_rx"],
+                        "max_bytes_per_second": 1.25e9,  # a 10 Gbit/s fleet
+                        "count_metrics": ["request_count", "jobs"],
+                        "max_counts_per_second": 1000,
+                        "max_value": 1e12,
+                    }
                 }
             }
-        }
-    )["etl"]
+        )["etl"]
+    )
     rows = [
         *five_minute_rows("i-1", "nic_rx", [1e9, 3.8e11, 3.7e11]),  # 1.25e9 x 300 = 3.75e11
         *five_minute_rows("i-1", "jobs", [10.0, 3.1e5, 2.9e5]),  # 1000 x 300 = 3e5
@@ -398,13 +401,15 @@ def test_window_is_fixed_config_not_the_clock(schema):
     assert etl_schema["timestamp_max"]["default"] == "2100-01-01T00:00:00Z"
     next_year = (pd.Timestamp.now(tz="UTC") - T0).total_seconds() / 60 + 365 * 24 * 60
     rows = [(0, "i-1", "cpu_utilization", 1.0), (next_year, "i-1", "cpu_utilization", 2.0)]
-    default = validated_config({})["etl"]
+    default = etl_settings(validated_config({})["etl"])
     assert row_reasons(raw_frame(rows), default).tolist() == [None, None]
     with pytest.raises(ConfigError, match=r"synthetic\.start"):  # the synthetic fleet is 2026
         validated_config({"etl": {"timestamp_max": "2024-06-01"}})
-    local = validated_config(
-        {"data": {"source": "local", "path": "x"}, "etl": {"timestamp_max": "2024-06-01"}}
-    )["etl"]
+    local = etl_settings(
+        validated_config(
+            {"data": {"source": "local", "path": "x"}, "etl": {"timestamp_max": "2024-06-01"}}
+        )["etl"]
+    )
     assert row_reasons(raw_frame(rows), local).tolist() == [
         None,
         "timestamp_outside_window",
@@ -440,10 +445,10 @@ def test_real_byte_and_count_samples_are_all_kept_with_headroom(project_root, fi
         rows = ds.field("metric").isin(list(rate_of))
         raw = ds.dataset([str(f) for f in files]).to_table(filter=rows).to_pandas()
     else:
-        raw = pd.concat([ingest.read_input_file(f, cfg["data"]) for f in files])
+        raw = pd.concat([ingest.read_input_file(f, data_settings(cfg["data"])) for f in files])
     raw = raw[raw["metric"].isin(list(rate_of))].reset_index(drop=True)
     assert len(raw) > 1000
-    reasons = row_reasons(raw, cfg["etl"])
+    reasons = row_reasons(raw, etl_settings(cfg["etl"]))
     assert reasons.isna().all(), reasons.value_counts()
     top = int(raw["value"].idxmax())
     codes = validate.series_codes(raw)

@@ -220,7 +220,7 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
     for key in ("etl.freq", "synthetic.freq"):
         _positive_step(cfg, key)
     _check_etl_freq(cfg["etl"]["freq"])
-    low, high = timestamp_window(cfg["etl"])
+    low, high = timestamp_window(cfg["etl"]["timestamp_min"], cfg["etl"]["timestamp_max"])
     history_end = parse_history_end(data.get("history_end"), cfg["etl"]["freq"])
     if history_end is not None and not low <= history_end <= high:
         raise ConfigError(

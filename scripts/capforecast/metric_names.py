@@ -152,10 +152,6 @@ class MetricNameMap:
         if known is None or known.origin == MATCH_CANONICAL:
             self._entries[key] = entry
 
-    @classmethod
-    def from_config(cls, data_cfg: Mapping[str, Any]) -> MetricNameMap:
-        return cls(data_cfg.get("metric_names") or {})
-
     def lookup(self, source: str) -> MetricName:
         """Resolve one name as written in the data (or in ``data.metric``)."""
         for key in _namespace_suffixes(source):

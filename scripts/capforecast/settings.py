@@ -21,6 +21,53 @@ import pandas as pd
 
 
 @dataclass(frozen=True)
+class EtlSettings:
+    """``etl``: validation, 0-1 scale decisions, resampling and quality of the data stage."""
+
+    # None for keys a rule is not given (see BacktestSettings): ingest gets only the keys of the
+    # 0-1 scale check, the holdout span only the window and freq.
+    freq: str | None
+    max_fill_gap: int | None
+    min_history_hours: float | None
+    percent_metrics: tuple[str, ...] | None
+    percent_repair_tolerance: float | None
+    fraction_scale: str | None
+    pegged_level: float | None
+    timestamp_min: str | None
+    timestamp_max: str | None
+    value_limits: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class MetricPattern:
+    """One entry of ``data.metric_patterns``: a file-stem regex and the metric it means."""
+
+    pattern: str
+    metric: str
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """``data``: where the input comes from and how a file is read into the raw long format."""
+
+    # None for keys a rule is not given (see BacktestSettings): ingest gets only the keys the
+    # reader uses, not source, path, resources, cloudwatch or history_end. Keys whose config
+    # value is null (path, metric, resources, history_end) are None as well.
+    source: str | None
+    path: str | None
+    format: str | None
+    metric: str | None
+    metric_patterns: tuple[MetricPattern, ...] | None
+    metric_names: Mapping[str, Any] | None
+    columns: Mapping[str, str] | None
+    timestamp_unit: str | None
+    resources: str | None
+    naive_timezone: str | None
+    cloudwatch: Mapping[str, Any] | None
+    history_end: str | None
+
+
+@dataclass(frozen=True)
 class BacktestSettings:
     """``backtest``, with ``horizon`` resolved (``validated_config`` fills it from
     ``forecast.horizon`` when null); ``step`` None = ``horizon``."""
@@ -152,6 +199,52 @@ def _given(section: Mapping[str, Any], key: str, convert: Callable[[Any], Any]) 
 
 def _floats(values: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
+
+
+def etl_settings(etl: Mapping[str, Any]) -> EtlSettings:
+    """From the validated ``etl`` section, whole or narrowed to the keys a rule reads."""
+    return EtlSettings(
+        freq=_given(etl, "freq", str),
+        max_fill_gap=_given(etl, "max_fill_gap", int),
+        min_history_hours=_given(etl, "min_history_hours", float),
+        percent_metrics=_given(etl, "percent_metrics", lambda names: tuple(map(str, names))),
+        percent_repair_tolerance=_given(etl, "percent_repair_tolerance", float),
+        fraction_scale=_given(etl, "fraction_scale", str),
+        pegged_level=_given(etl, "pegged_level", float),
+        timestamp_min=_given(etl, "timestamp_min", str),
+        timestamp_max=_given(etl, "timestamp_max", str),
+        value_limits=_given(etl, "value_limits", lambda limits: copy.deepcopy(dict(limits))),
+    )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def data_settings(data: Mapping[str, Any]) -> DataSettings:
+    """From the validated ``data`` section, whole or narrowed to the keys a rule reads."""
+    return DataSettings(
+        source=_given(data, "source", str),
+        path=_given(data, "path", _text_or_none),
+        format=_given(data, "format", str),
+        metric=_given(data, "metric", _text_or_none),
+        metric_patterns=_given(
+            data,
+            "metric_patterns",
+            lambda entries: tuple(
+                MetricPattern(pattern=str(e["pattern"]), metric=str(e["metric"])) for e in entries
+            ),
+        ),
+        metric_names=_given(data, "metric_names", lambda names: copy.deepcopy(dict(names))),
+        columns=_given(
+            data, "columns", lambda columns: {str(k): str(v) for k, v in columns.items()}
+        ),
+        timestamp_unit=_given(data, "timestamp_unit", str),
+        resources=_given(data, "resources", _text_or_none),
+        naive_timezone=_given(data, "naive_timezone", str),
+        cloudwatch=_given(data, "cloudwatch", lambda section: copy.deepcopy(dict(section))),
+        history_end=_given(data, "history_end", _text_or_none),
+    )
 
 
 def backtest_settings(backtest: Mapping[str, Any]) -> BacktestSettings:

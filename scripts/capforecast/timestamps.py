@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ def _error(file: Path, problem: str, row: int | None = None) -> InputDataError:
     return InputDataError(str(file), problem, column=COLUMN, row=None if row is None else row + 1)
 
 
-def timestamp_window(etl_cfg: Mapping[str, Any]) -> tuple[pd.Timestamp, pd.Timestamp]:
+def timestamp_window(timestamp_min: Any, timestamp_max: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
     """``etl.timestamp_min`` and ``etl.timestamp_max`` as UTC instants (naive text is UTC).
 
     ConfigError names the key when a bound is no instant, lies beyond what pandas can hold or
@@ -76,8 +76,7 @@ def timestamp_window(etl_cfg: Mapping[str, Any]) -> tuple[pd.Timestamp, pd.Times
     as those are always outside the window.
     """
     bounds = []
-    for key in WINDOW_KEYS:
-        value = etl_cfg[key]
+    for key, value in zip(WINDOW_KEYS, (timestamp_min, timestamp_max), strict=True):
         try:
             stamp = pd.Timestamp(value)
         except (ValueError, TypeError, OverflowError):
@@ -94,9 +93,7 @@ def timestamp_window(etl_cfg: Mapping[str, Any]) -> tuple[pd.Timestamp, pd.Times
         bounds.append(stamp)
     low, high = bounds
     if low >= high:
-        raise ConfigError(
-            "etl.timestamp_max", f"{etl_cfg['timestamp_max']!r} is not after etl.timestamp_min"
-        )
+        raise ConfigError("etl.timestamp_max", f"{timestamp_max!r} is not after etl.timestamp_min")
     return low, high
 
 

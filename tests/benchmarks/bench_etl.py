@@ -60,11 +60,13 @@ if mode == "pyarrow":
 else:
     from capforecast.config import validated_config
     from capforecast.data import ingest, validate, resample, quality
+    from capforecast.settings import data_settings, etl_settings
     cfg = validated_config({})
-    raw = ingest.read_input_file(path, cfg["data"])
-    result = validate.validate_rows(raw, cfg["etl"], path.name)
-    clean = resample.resample_series(result.kept, cfg["etl"])
-    table = quality.quality_table(result, clean, raw, cfg["etl"], "bench", path.name)
+    etl = etl_settings(cfg["etl"])
+    raw = ingest.read_input_file(path, data_settings(cfg["data"]))
+    result = validate.validate_rows(raw, etl, path.name)
+    clean = resample.resample_series(result.kept, etl)
+    table = quality.quality_table(result, clean, raw, etl, "bench", path.name)
     rows = len(raw)
 seconds = time.perf_counter() - t0
 peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

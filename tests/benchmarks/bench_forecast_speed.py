@@ -96,6 +96,7 @@ def build_panel(path: Path, instances: int, days: int) -> int:
     from capforecast.config import validated_config
     from capforecast.data import resample, synth, validate
     from capforecast.data.features import build_features
+    from capforecast.settings import etl_settings
 
     services = [
         {
@@ -110,11 +111,12 @@ def build_panel(path: Path, instances: int, days: int) -> int:
     ]
     cfg = validated_config({"synthetic": {"days": days, "freq": "1h", "services": services}})
     plan = synth.plan_fleet(cfg)
+    etl = etl_settings(cfg["etl"])
     frames = []
     for svc in services:
         raw = synth.generate_service(plan, svc["name"], cfg)
-        kept = validate.validate_rows(raw, cfg["etl"], svc["name"]).kept
-        frames.append(build_features(resample.resample_series(kept, cfg["etl"])))
+        kept = validate.validate_rows(raw, etl, svc["name"]).kept
+        frames.append(build_features(resample.resample_series(kept, etl)))
     import pandas as pd
 
     panel = pd.concat(frames, ignore_index=True)

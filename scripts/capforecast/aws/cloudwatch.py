@@ -46,6 +46,7 @@ from capforecast.aws.session import aws_client, aws_session
 from capforecast.contracts import RAW_COLUMNS, RESOURCE_TABLE_COLUMNS
 from capforecast.data import capacity, ingest
 from capforecast.errors import ConfigError
+from capforecast.settings import DataSettings, EtlSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -586,8 +587,8 @@ def ingest_service(
     cloudwatch: Mapping[str, Any],
     service: str,
     until: str,
-    data_cfg: Mapping[str, Any],
-    etl_cfg: Mapping[str, Any],
+    data: DataSettings,
+    etl: EtlSettings,
     catalogue: Mapping[str, Mapping[str, Any]],
 ) -> tuple[ingest.IngestResult, pd.DataFrame, FetchReport]:
     """One service's ingest job: fetch what is new (:func:`fetch_service`), then read the
@@ -619,4 +620,4 @@ def ingest_service(
             len(report.missing),
             ingest._shown(report.missing),
         )
-    return ingest.ingest_file(path, data_cfg, etl_cfg), resources, report
+    return ingest.ingest_file(path, data, etl), resources, report

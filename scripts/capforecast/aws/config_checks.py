@@ -107,7 +107,7 @@ def _check_cloudwatch(data: Mapping[str, Any], defaults: Mapping[str, Any], freq
                 f"data.cloudwatch.services[{i}].name",
                 f"{svc['name']!r} is also services[{other}] (names are compared ignoring case)",
             )
-    names = MetricNameMap.from_config(data)
+    names = MetricNameMap(data["metric_names"])
     metrics: dict[str, int] = {}
     for i, entry in enumerate(cw["metrics"]):
         metric = names.lookup(cloudwatch_source_metric(entry)).metric

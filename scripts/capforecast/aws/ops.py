@@ -49,6 +49,7 @@ WORKFLOW_FILES = (
     "profiles",
     "report",
     "requirements.lock",
+    "pyproject.toml",
 )
 PROCESSING_LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
 # The account that publishes AWS's deep learning container images (the AutoGluon ones too).
@@ -331,6 +332,8 @@ def deploy_command(target: str, cores: str) -> str:
         "pip install --quiet torch==$(grep '^torch==' requirements.lock | cut -d= -f3) "
         "--extra-index-url https://download.pytorch.org/whl/cpu; "
         "pip install --quiet -r requirements.lock; "
+        # The workflow imports the capforecast package: installed, as `make venv` does.
+        "pip install --quiet --no-deps -e .; "
         f"snakemake --cores {cores} {target} --configfile config/config.yaml "
         "/opt/ml/processing/input/config/config.yaml; "
         "cp -r results/. /opt/ml/processing/output/results/"

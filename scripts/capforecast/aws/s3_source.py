@@ -25,6 +25,7 @@ from capforecast.aws.errors import aws_call, error_code
 from capforecast.aws.session import aws_client
 from capforecast.data import ingest, partitions
 from capforecast.errors import InputDataError
+from capforecast.settings import DataSettings, EtlSettings
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -202,13 +203,13 @@ def partition_objects(objects: Iterable[S3Object]) -> dict[str, S3Object]:
 def ingest_object(
     local: str | Path,
     uri: str,
-    data_cfg: Mapping[str, Any],
-    etl_cfg: Mapping[str, Any] | None = None,
+    data: DataSettings,
+    etl: EtlSettings | None = None,
 ) -> ingest.IngestResult:
     """:func:`capforecast.data.ingest.ingest_file` on the downloaded copy of ``uri`` (the storage
     plugin keeps the key's file name, so a series file's resource id is its stem); errors name
     the URI, not the local copy."""
     try:
-        return ingest.ingest_file(Path(local), data_cfg, etl_cfg)
+        return ingest.ingest_file(Path(local), data, etl)
     except InputDataError as err:
         raise InputDataError(uri, err.problem, column=err.column, row=err.row) from None

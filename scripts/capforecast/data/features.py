@@ -58,14 +58,16 @@ def panel_from_local_files(cfg: Mapping[str, Any]) -> pd.DataFrame:
     files is an error (:mod:`capforecast.data.series_index`).
     """
     from capforecast.data import ingest, resample, series_index, validate
+    from capforecast.settings import data_settings, etl_settings
 
+    data, etl = data_settings(cfg["data"]), etl_settings(cfg["etl"])
     frames = []
     records = {}
-    for path in ingest.list_input_files(cfg["data"]["path"]):
-        result = ingest.ingest_file(path, cfg["data"], cfg["etl"])
+    for path in ingest.list_input_files(data.path):
+        result = ingest.ingest_file(path, data, etl)
         records[str(path)] = (path, result.series)
-        kept = validate.validate_rows(result.raw, cfg["etl"], path.name).kept
-        clean = resample.resample_series(kept, cfg["etl"])
+        kept = validate.validate_rows(result.raw, etl, path.name).kept
+        clean = resample.resample_series(kept, etl)
         frames.append(build_features(clean, target=cfg["forecast"]["target"]))
     series_index.series_index(records)
     return pd.concat(frames, ignore_index=True)

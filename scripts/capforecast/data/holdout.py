@@ -25,6 +25,7 @@ from capforecast.data.quality import RECONCILIATION_COLUMNS, file_reconciliation
 from capforecast.data.resample import resample_series
 from capforecast.data.validate import ValidationResult, timestamps_ns, validate_rows
 from capforecast.errors import ConfigError
+from capforecast.settings import EtlSettings
 from capforecast.timestamps import HISTORY_END_KEY, parse_history_end
 
 # Columns of the per-file accounting of the actuals window (results/holdout/*.reconciliation.csv).
@@ -77,10 +78,10 @@ def held_back_mask(raw: pd.DataFrame, history_end: pd.Timestamp | None) -> np.nd
 
 
 def _validate_subset(
-    raw: pd.DataFrame, rows: np.ndarray, etl_cfg: Mapping[str, Any], source_file: str
+    raw: pd.DataFrame, rows: np.ndarray, etl: EtlSettings, source_file: str
 ) -> ValidationResult:
     """validate_rows on ``raw`` rows at positions ``rows``; quarantine rows keep raw positions."""
-    result = validate_rows(raw.iloc[rows], etl_cfg, source_file)
+    result = validate_rows(raw.iloc[rows], etl, source_file)
     quarantine = result.quarantine.copy()
     quarantine["row"] = rows[quarantine["row"].to_numpy(dtype="int64")].astype("int64")
     return dataclasses.replace(result, quarantine=quarantine)
@@ -88,7 +89,7 @@ def _validate_subset(
 
 def validate_history(
     raw: pd.DataFrame,
-    etl_cfg: Mapping[str, Any],
+    etl: EtlSettings,
     source_file: str,
     history_end: pd.Timestamp | None,
 ) -> tuple[ValidationResult, pd.DataFrame, int]:
@@ -100,7 +101,7 @@ def validate_history(
     raw = raw.reset_index(drop=True)
     held = held_back_mask(raw, history_end)
     history = np.flatnonzero(~held)
-    result = _validate_subset(raw, history, etl_cfg, source_file)
+    result = _validate_subset(raw, history, etl, source_file)
     return result, raw.iloc[history], int(held.sum())
 
 
@@ -121,7 +122,7 @@ def reconciliation_with_held_back(reconciliation: pd.DataFrame, held_back: int) 
 
 def holdout_actuals(
     raw: pd.DataFrame,
-    etl_cfg: Mapping[str, Any],
+    etl: EtlSettings,
     source_file: str,
     partition: str,
     cut: Cut,
@@ -136,8 +137,8 @@ def holdout_actuals(
     held = held_back_mask(raw, cut.history_end)
     stamps, _ = timestamps_ns(raw)
     in_window = held & (stamps < cut.actuals_end.value)
-    result = _validate_subset(raw, np.flatnonzero(in_window), etl_cfg, source_file)
-    actuals = resample_series(result.kept, etl_cfg)
+    result = _validate_subset(raw, np.flatnonzero(in_window), etl, source_file)
+    actuals = resample_series(result.kept, etl)
     accounting = file_reconciliation(result, source_file, partition)
     accounting["rows_beyond_horizon"] = int((held & ~in_window).sum())
     return actuals, result, accounting.loc[:, list(HOLDOUT_RECONCILIATION_COLUMNS)]

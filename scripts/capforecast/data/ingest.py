@@ -54,6 +54,7 @@ from capforecast.metric_names import (
     MetricNameMap,
     counter_hint,
 )
+from capforecast.settings import DataSettings, EtlSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -477,21 +478,21 @@ def _text_column(column: pd.Series) -> pd.Series:
 
 
 def infer_metric(
-    file: str | Path, data_cfg: Mapping[str, Any], names: MetricNameMap | None = None
+    file: str | Path, data: DataSettings, names: MetricNameMap | None = None
 ) -> MetricName:
     """Metric of a series-format file: ``data.metric``, else the metric name its stem spells
     out (a whole-token match with the metric-name map), else the first matching
     ``data.metric_patterns`` regex; every result goes through the metric-name map."""
-    names = names or MetricNameMap.from_config(data_cfg)
-    if data_cfg.get("metric"):
-        return names.lookup(str(data_cfg["metric"]))
+    names = names or MetricNameMap(data.metric_names)
+    if data.metric:
+        return names.lookup(str(data.metric))
     stem = data_stem(file)
     spelled = names.from_stem(stem)
     if spelled is not None:
         return spelled
-    for entry in data_cfg.get("metric_patterns") or []:
-        if re.search(entry["pattern"], stem):
-            found = names.lookup(str(entry["metric"]))
+    for entry in data.metric_patterns or ():
+        if re.search(entry.pattern, stem):
+            found = names.lookup(entry.metric)
             if found.match == MATCH_UNKNOWN:
                 return found
             return MetricName(found.metric, MATCH_PATTERN, found.scale)
@@ -593,16 +594,16 @@ def _resolve_long_metrics(
 def _series_table(
     raw: pd.DataFrame,
     naming: pd.DataFrame,
-    etl_cfg: Mapping[str, Any] | None,
+    etl: EtlSettings | None,
     codes: SeriesCodes | None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scale decisions (when ``etl_cfg`` is given) applied to ``raw``, and the per-series
+    """Scale decisions (when ``etl`` is given) applied to ``raw``, and the per-series
     ingest table (contracts.INGEST_SERIES_COLUMNS)."""
     keys = ["resource_id", "metric"]
-    if etl_cfg is None:
+    if etl is None:
         decided = naming[keys].assign(scale="", scale_evidence="", rows_rescaled=0)
     else:
-        decided, rows = scale.decide_scales(raw, naming, etl_cfg, codes)
+        decided, rows = scale.decide_scales(raw, naming, etl, codes)
         raw = scale.rescale(raw, rows)
     table = naming.drop(columns="declared_scale").merge(decided, on=keys, how="left")
     table["rows_rescaled"] = table["rows_rescaled"].fillna(0).astype("int64")
@@ -611,23 +612,23 @@ def _series_table(
 
 def ingest_file(
     file: str | Path,
-    data_cfg: Mapping[str, Any],
-    etl_cfg: Mapping[str, Any] | None = None,
+    data: DataSettings,
+    etl: EtlSettings | None = None,
 ) -> IngestResult:
     """Read one input file into the raw long format, one row per file row, in file order.
 
-    ``data_cfg`` is the validated config's ``data`` section (format, columns, metric,
-    metric_patterns, metric_names, naive_timezone, timestamp_unit). ``etl_cfg`` (the ``etl``
-    section: percent_metrics, fraction_scale) turns on the 0-1 scale
+    ``data`` are the ``data`` settings (format, columns, metric, metric_patterns, metric_names,
+    naive_timezone, timestamp_unit). ``etl`` (the ``etl``
+    settings: percent_metrics, fraction_scale, the timestamp window) turns on the 0-1 scale
     check; without it values are kept as they are. Raises :class:`InputDataError` with one line
     naming the file, column and row for anything that cannot be read.
     """
     file = Path(file)
-    tz = timestamps.check_timezone(str(data_cfg["naive_timezone"]))
-    names = MetricNameMap.from_config(data_cfg)
+    tz = timestamps.check_timezone(str(data.naive_timezone))
+    names = MetricNameMap(data.metric_names)
     table = _normalise_columns(file, _read_table(file))
-    table = _map_columns(file, table, data_cfg.get("columns") or {})
-    layout = _choose_layout(file, table, str(data_cfg["format"]))
+    table = _map_columns(file, table, data.columns or {})
+    layout = _choose_layout(file, table, str(data.format))
     for column in ("timestamp", "value"):
         table[column] = _blank_missing_tokens(table[column])
     stem = data_stem(file)
@@ -642,9 +643,9 @@ def ingest_file(
     else:
         codes = None
         resource_id = pd.Series(stem, index=table.index, dtype=object)
-        found = infer_metric(file, data_cfg, names)
+        found = infer_metric(file, data, names)
         metric = pd.Series(found.metric, index=table.index, dtype=object)
-        source = str(data_cfg.get("metric") or stem)
+        source = str(data.metric or stem)
         naming = pd.DataFrame(
             [[stem, found.metric, source, found.match, found.scale]],
             columns=["resource_id", "metric", "source_metric", "name_match", "declared_scale"],
@@ -656,7 +657,7 @@ def ingest_file(
         functools.partial(_row_label, file),
         table["timestamp"],
         tz=tz,
-        unit=str(data_cfg["timestamp_unit"]),
+        unit=str(data.timestamp_unit),
         series_keys=keys,
     )
     raw = pd.DataFrame(
@@ -667,7 +668,7 @@ def ingest_file(
             "value": _parse_values(file, table["value"]),
         }
     ).loc[:, list(RAW_COLUMNS)]
-    raw, series = _series_table(raw.reset_index(drop=True), naming, etl_cfg, codes)
+    raw, series = _series_table(raw.reset_index(drop=True), naming, etl, codes)
     log_series_notes(file, series)
     _log_trimmed(file, trimmed)
     return IngestResult(raw=raw, series=series)
@@ -693,11 +694,11 @@ def _log_trimmed(file: Path, trimmed: Mapping[str, list[str]]) -> None:
 
 def read_input_file(
     file: str | Path,
-    data_cfg: Mapping[str, Any],
-    etl_cfg: Mapping[str, Any] | None = None,
+    data: DataSettings,
+    etl: EtlSettings | None = None,
 ) -> pd.DataFrame:
     """The raw rows of :func:`ingest_file` (contracts.RAW_COLUMNS)."""
-    return ingest_file(file, data_cfg, etl_cfg).raw
+    return ingest_file(file, data, etl).raw
 
 
 def _listed(frame: pd.DataFrame) -> str:

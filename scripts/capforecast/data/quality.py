@@ -7,8 +7,7 @@ were quarantined (flag ``all_quarantined``), so nothing vanishes between ingest 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ from capforecast.data.resample import freq_nanoseconds
 from capforecast.data.scale import AMBIGUOUS
 from capforecast.data.validate import SERIES_KEYS, ValidationResult, series_codes, timestamps_ns
 from capforecast.metric_names import SCALE_FRACTION
+from capforecast.settings import EtlSettings
 
 UNCLASSIFIED = "unclassified_metric"
 SHOWN_SERIES = 5  # resource ids named in a warning before "..."
@@ -120,13 +120,13 @@ def _step_stats(raw: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _observed_span(kept: pd.DataFrame, etl_cfg: Mapping[str, Any]) -> pd.DataFrame:
+def _observed_span(kept: pd.DataFrame, etl: EtlSettings) -> pd.DataFrame:
     """Per series: first and last kept timestamp and the share of pegged percent samples."""
     columns = [*SERIES_KEYS, "first_timestamp", "last_timestamp", "pegged_fraction"]
     if len(kept) == 0:
         return pd.DataFrame(columns=columns)
-    level = float(etl_cfg["pegged_level"])
-    is_percent = kept["metric"].isin(list(etl_cfg.get("percent_metrics") or []))
+    level = float(etl.pegged_level)
+    is_percent = kept["metric"].isin(list(etl.percent_metrics or ()))
     pegged = (is_percent & (kept["value"] >= level)).astype("float64")
     frame = kept[[*SERIES_KEYS, "timestamp"]].assign(pegged=pegged)
     out = frame.groupby(SERIES_KEYS, sort=True).agg(
@@ -181,7 +181,7 @@ def quality_table(
     validation: ValidationResult,
     clean: pd.DataFrame,
     raw: pd.DataFrame,
-    etl_cfg: Mapping[str, Any],
+    etl: EtlSettings,
     partition: str,
     source_file: str,
     ingest_series: pd.DataFrame | None = None,
@@ -199,11 +199,11 @@ def quality_table(
     ``ingest_series``, the ingest record of the file
     (:class:`capforecast.data.ingest.IngestResult`).
     """
-    freq_hours = freq_nanoseconds(str(etl_cfg["freq"])) / 3.6e12
-    min_history = float(etl_cfg["min_history_hours"])
+    freq_hours = freq_nanoseconds(str(etl.freq)) / 3.6e12
+    min_history = float(etl.min_history_hours)
     counts = validation.series_counts
     table = counts.merge(_grid_stats(clean), on=SERIES_KEYS, how="left")
-    table = table.merge(_observed_span(validation.kept, etl_cfg), on=SERIES_KEYS, how="left")
+    table = table.merge(_observed_span(validation.kept, etl), on=SERIES_KEYS, how="left")
     table = table.merge(_step_stats(raw), on=SERIES_KEYS, how="left")
     table = table.merge(_ingest_columns(counts, ingest_series), on=SERIES_KEYS, how="left")
     table["source_metric"] = table["source_metric"].fillna(table["metric"])

@@ -11,13 +11,11 @@ pandas resampling: one pass over sorted data, no Python loop over rows or series
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
 from capforecast.contracts import CLEAN_COLUMNS
+from capforecast.settings import EtlSettings
 
 
 def freq_nanoseconds(freq: str) -> int:
@@ -66,7 +64,7 @@ def _run_lengths(mask: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.nd
     return run_id, lengths
 
 
-def resample_series(kept: pd.DataFrame, etl_cfg: Mapping[str, Any]) -> pd.DataFrame:
+def resample_series(kept: pd.DataFrame, etl: EtlSettings) -> pd.DataFrame:
     """Regular grid per series (contracts.CLEAN_COLUMNS), sorted by resource_id, metric,
     timestamp, with bin-start timestamps in UTC.
 
@@ -75,8 +73,8 @@ def resample_series(kept: pd.DataFrame, etl_cfg: Mapping[str, Any]) -> pd.DataFr
     """
     if len(kept) == 0:
         return empty_clean_frame()
-    step = freq_nanoseconds(str(etl_cfg["freq"]))
-    max_fill = int(etl_cfg["max_fill_gap"])
+    step = freq_nanoseconds(str(etl.freq))
+    max_fill = int(etl.max_fill_gap)
 
     values = kept["value"].to_numpy(dtype="float64")
     if not np.isfinite(values).all():

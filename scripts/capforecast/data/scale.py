@@ -39,14 +39,12 @@ for VMware's CPU readings slightly above 100 %; validation then clips or quarant
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
 from capforecast.data.validate import PERCENT_CEILING, SeriesCodes, series_codes, timestamps_ns
 from capforecast.metric_names import SCALE_FRACTION, SCALE_PERCENT
+from capforecast.settings import EtlSettings
 from capforecast.timestamps import timestamp_window
 
 MODE_AUTO = "auto"
@@ -126,13 +124,13 @@ def _series_stats(
 def decide_scales(
     raw: pd.DataFrame,
     declared: pd.DataFrame,
-    etl_cfg: Mapping[str, Any],
+    etl: EtlSettings,
     codes: SeriesCodes | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Decide the scale of every series of ``raw`` (contracts.RAW_COLUMNS, one file).
 
     ``declared``: resource_id, metric, declared_scale (SCALE_* or None) per series, from the
-    source names. ``etl_cfg`` needs percent_metrics, fraction_scale, timestamp_min and
+    source names. ``etl`` needs percent_metrics, fraction_scale, timestamp_min and
     timestamp_max.
     Returns the per-series table (SCALE_COLUMNS; every keyed series, non-percentage ones with an
     empty scale) and a boolean mask of the raw rows to multiply by 100. ``codes``: the rows'
@@ -146,13 +144,13 @@ def decide_scales(
     table = pd.DataFrame({"resource_id": rid, "metric": met}, index=present)
     table = table.merge(declared, on=["resource_id", "metric"], how="left").set_index(present)
 
-    percent = table["metric"].isin(list(etl_cfg["percent_metrics"])).to_numpy()
+    percent = table["metric"].isin(list(etl.percent_metrics)).to_numpy()
     values = raw["value"].to_numpy(dtype="float64")
     # Only percentage rows are judged: the others get code -1 here.
-    percent_names = np.isin(codes.metric_names, list(etl_cfg["percent_metrics"]))
+    percent_names = np.isin(codes.metric_names, list(etl.percent_metrics))
     judged_rows = np.append(percent_names, False)[codes.row_metric]
     judged_code = np.where(judged_rows, codes.code, -1)
-    window = timestamp_window(etl_cfg)
+    window = timestamp_window(etl.timestamp_min, etl.timestamp_max)
     stats = _series_stats(judged_code, values, raw, n_series, window).reindex(present)
     # All zeros read the same on either scale: nothing to decide.
     has_values = (stats["positive"] > 0).to_numpy()
@@ -162,7 +160,7 @@ def decide_scales(
 
     scale = np.where(percent, SCALE_PERCENT, "").astype(object)
     evidence = np.full(len(table), "", dtype=object)
-    mode = str(etl_cfg["fraction_scale"])
+    mode = str(etl.fraction_scale)
     if mode != MODE_AUTO:
         scale[percent] = SCALE_FRACTION if mode == MODE_ALWAYS else SCALE_PERCENT
         evidence[percent] = EVIDENCE_CONFIG

@@ -7,15 +7,14 @@ same ``resource_id, metric, timestamp``) or quarantined with one reason, so that
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from capforecast.contracts import QUARANTINE_COLUMNS, RAW_COLUMNS
 from capforecast.data.value_limits import above_physical_limit, rows_of_metrics
+from capforecast.settings import EtlSettings
 from capforecast.timestamps import timestamp_window
 
 SERIES_KEYS = ["resource_id", "metric"]
@@ -129,10 +128,8 @@ def timestamps_ns(raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return values, stamps.isna().to_numpy()
 
 
-def _percent_rows(codes: SeriesCodes, etl_cfg: Mapping[str, Any]) -> np.ndarray:
-    return rows_of_metrics(
-        codes.metric_names, codes.row_metric, etl_cfg.get("percent_metrics") or []
-    )
+def _percent_rows(codes: SeriesCodes, etl: EtlSettings) -> np.ndarray:
+    return rows_of_metrics(codes.metric_names, codes.row_metric, list(etl.percent_metrics or ()))
 
 
 def _reasons(
@@ -140,11 +137,11 @@ def _reasons(
     codes: SeriesCodes,
     ts: np.ndarray,
     ts_missing: np.ndarray,
-    etl_cfg: Mapping[str, Any],
+    etl: EtlSettings,
 ) -> np.ndarray:
     values = raw["value"].to_numpy(dtype="float64")
-    ceiling = PERCENT_CEILING + float(etl_cfg["percent_repair_tolerance"])
-    low, high = timestamp_window(etl_cfg)
+    ceiling = PERCENT_CEILING + float(etl.percent_repair_tolerance)
+    low, high = timestamp_window(etl.timestamp_min, etl.timestamp_max)
     outside_window = ~ts_missing & ((ts < low.value) | (ts > high.value))
     above_limit = above_physical_limit(
         values,
@@ -153,8 +150,8 @@ def _reasons(
         timed=(codes.code >= 0) & ~ts_missing & ~outside_window,
         metric_names=codes.metric_names,
         row_metric=codes.row_metric,
-        limits=etl_cfg["value_limits"],
-        freq_seconds=pd.Timedelta(etl_cfg["freq"]).total_seconds(),
+        limits=etl.value_limits,
+        freq_seconds=pd.Timedelta(etl.freq).total_seconds(),
     )
     with np.errstate(invalid="ignore"):
         checks = [
@@ -165,7 +162,7 @@ def _reasons(
             np.isnan(values),
             np.isinf(values),
             values < 0,
-            _percent_rows(codes, etl_cfg) & (values > ceiling),
+            _percent_rows(codes, etl) & (values > ceiling),
             above_limit,
         ]
     # Select small integer codes, not the reason strings: a fixed-width text array of every
@@ -196,9 +193,7 @@ def _unsorted_flags(code: np.ndarray, ts: np.ndarray, usable: np.ndarray) -> np.
     return flags
 
 
-def validate_rows(
-    raw: pd.DataFrame, etl_cfg: Mapping[str, Any], source_file: str
-) -> ValidationResult:
+def validate_rows(raw: pd.DataFrame, etl: EtlSettings, source_file: str) -> ValidationResult:
     """Check every raw row (contracts.RAW_COLUMNS) of one file.
 
     Quarantined: missing timestamp, timestamp outside etl.timestamp_min .. timestamp_max,
@@ -213,13 +208,13 @@ def validate_rows(
     n = len(raw)
     codes = series_codes(raw)
     ts, ts_missing = timestamps_ns(raw)
-    reasons = _reasons(raw, codes, ts, ts_missing, etl_cfg)
+    reasons = _reasons(raw, codes, ts, ts_missing, etl)
     quarantined = np.not_equal(reasons, None)
     keyed = codes.code >= 0
     values = raw["value"].to_numpy(dtype="float64").copy()
 
     with np.errstate(invalid="ignore"):
-        repaired = ~quarantined & _percent_rows(codes, etl_cfg) & (values > PERCENT_CEILING)
+        repaired = ~quarantined & _percent_rows(codes, etl) & (values > PERCENT_CEILING)
     values[repaired] = PERCENT_CEILING
     unsorted = _unsorted_flags(codes.code, ts, keyed & ~ts_missing)
 
