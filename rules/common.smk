@@ -65,6 +65,9 @@ def config_keys(section, *keys):
 SYNTHETIC_DIR = "results/synthetic"
 # Which input file each series comes from; the model rules wait for it (rules/data.smk).
 SERIES_INDEX = "results/series_index.parquet"
+# The fleet's history against the backtest (rules/forecast.smk history_check); the model rules
+# wait for it too.
+HISTORY_CHECK = "results/backtest/history_check.json"
 
 
 # Entries of data.path that are not read, with the reason (results/quality/skipped_files.csv).

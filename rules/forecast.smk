@@ -10,7 +10,7 @@ SHARD_FEATURES = "results/features/{partition}.parquet"
 # Each rule gets the settings its script reads, no more: editing one model's settings reruns
 # that model's jobs only (and what depends on them), not every model's backtest.
 MODEL_PARAMS = dict(
-    # The history check reads every backtest key, the backtest itself all of them.
+    # The backtest reads every backtest key, the refit the season.
     backtest=config["backtest"],
     # The shared model settings and this model's own (capforecast.forecast.models.model_settings).
     models=lambda wildcards: model_settings(config["models"], wildcards.model),
@@ -21,13 +21,39 @@ MODEL_PARAMS = dict(
 )
 
 
+# The whole fleet's history against the backtest, before any model job: one line naming the
+# config key (backtest.windows or backtest.season) when even the longest series is too short
+# (capforecast.forecast.history_check.check_fleet). A model job sees one shard of one partition
+# and cannot tell; it waits for this job instead.
+rule history_check:
+    input:
+        features=FEATURES,
+    output:
+        check=HISTORY_CHECK,
+    log:
+        "results/logs/backtest/history_check.log",
+    conda:
+        "../envs/etl.yaml"
+    threads: job_threads("aggregate")
+    resources:
+        **job_resources("aggregate"),
+    params:
+        partitions=PARTITIONS,
+        backtest=config["backtest"],
+        freq=config["etl"]["freq"],
+        code=script_digest("forecast_history_check.py"),
+    script:
+        "../scripts/forecast_history_check.py"
+
+
 rule backtest_baseline:
     input:
         features=SHARD_FEATURES,
-        # Not read: a series split over two input files stops the run before any model.
-        # ancient: it is rewritten when any partition changes, which must not rerun the
-        # shards of the others.
+        # Not read: a series split over two input files, or a fleet too short for the
+        # backtest, stops the run before any model. ancient: both are rewritten when any
+        # partition changes, which must not rerun the shards of the others.
         series_index=ancient(SERIES_INDEX),
+        history_check=ancient(HISTORY_CHECK),
     output:
         predictions="results/backtest/shards/{partition}/{shard}/{model}.parquet",
     log:
@@ -115,6 +141,7 @@ rule forecast_baseline:
     input:
         features=SHARD_FEATURES,
         series_index=ancient(SERIES_INDEX),
+        history_check=ancient(HISTORY_CHECK),
     output:
         forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
     log:
@@ -177,6 +204,7 @@ rule backtest_sagemaker:
     input:
         features=SHARD_FEATURES,
         series_index=ancient(SERIES_INDEX),
+        history_check=ancient(HISTORY_CHECK),
     output:
         predictions="results/backtest/shards/{partition}/{shard}/{model}.parquet",
         receipt="results/backtest/shards/{partition}/{shard}/{model}.sagemaker.json",
@@ -204,6 +232,7 @@ rule forecast_sagemaker:
     input:
         features=SHARD_FEATURES,
         series_index=ancient(SERIES_INDEX),
+        history_check=ancient(HISTORY_CHECK),
     output:
         forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
         receipt="results/forecast/shards/{partition}/{shard}/{model}.sagemaker.json",

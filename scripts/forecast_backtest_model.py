@@ -12,12 +12,9 @@ from capforecast.settings import backtest_settings, forecast_settings, model_set
 def main(smk) -> None:
     model = smk.wildcards.model
     wc = smk.wildcards
-    partition, panel = shards.load_shard(smk.input.features, wc.shard, smk.params.n_shards)
+    panel = shards.load_shard(smk.input.features, wc.shard, smk.params.n_shards)
     if shards.write_if_empty(panel, smk.output.predictions):
         return
-    # Fatal only for a fleet too short (checked when planning for the synthetic source): a
-    # partition of short series next to long ones is skipped window by window, as before.
-    shards.warn_if_short(partition, smk.params.backtest, smk.params.freq)
     start = time.perf_counter()
     predictions = train_backtest.backtest_predictions(
         model,

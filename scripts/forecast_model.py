@@ -13,12 +13,9 @@ from capforecast.settings import backtest_settings, forecast_settings, model_set
 def main(smk) -> None:
     model = smk.wildcards.model
     shard, models_dir = smk.wildcards.shard, smk.output.get("models")
-    partition, panel = shards.load_shard(smk.input.features, shard, smk.params.n_shards)
+    panel = shards.load_shard(smk.input.features, shard, smk.params.n_shards)
     if shards.write_if_empty(panel, smk.output.forecast, models_dir):
         return
-    # Fatal only for a fleet too short (checked when planning for the synthetic source): a
-    # partition of short series next to long ones is skipped window by window, as before.
-    shards.warn_if_short(partition, smk.params.backtest, smk.params.freq)
     with timed(f"fit {model} on {panel['series_id'].nunique()} series"):
         forecast = fit.fit_forecast(
             model,

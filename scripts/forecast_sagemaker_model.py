@@ -18,16 +18,13 @@ from capforecast.rulekit import LOG, run_rule
 def main(smk) -> None:
     model, task = smk.wildcards.model, smk.params.task
     wc = smk.wildcards
-    partition, panel = shards.load_shard(smk.input.features, wc.shard, smk.params.n_shards)
+    panel = shards.load_shard(smk.input.features, wc.shard, smk.params.n_shards)
     outputs = dict(smk.output.items())
     output = Path(outputs.get("predictions") or outputs["forecast"])
     if shards.write_if_empty(panel, output, outputs.get("models")):
         # Nothing to train: no job is paid for, the receipt says so.
         Path(outputs["receipt"]).write_text(json.dumps({"job_name": None, "series": 0}))
         return
-    # A partition too short for the backtest is logged, as locally (the fleet is checked when
-    # planning for the synthetic source).
-    shards.warn_if_short(partition, smk.params.backtest, smk.params.freq)
     cfg = validated_config(dict(smk.config))
     with tempfile.TemporaryDirectory() as staging:
         # The job trains on this shard's series only: its panel is the job's feature file.

@@ -77,7 +77,9 @@ DOWNSTREAM: dict[str, set[str]] = {
     "clean_partition": {"quality", "features_partition", "risk_report", "decision_scores"}
     | REPORTS,
     "quality": {"combine_forecasts", "risk_report", DQ},
-    "features_partition": MODEL_JOBS | {"leaderboard"},
+    "features_partition": MODEL_JOBS | {"history_check", "leaderboard"},
+    # The model jobs wait for the fleet-wide history check, as for the series index.
+    "history_check": set(),
     **{job: {"leaderboard"} for job in BACKTESTS},
     **{job: {"combine_forecasts"} for job in FORECASTS},
     "leaderboard": {"combine_forecasts", FB},
@@ -90,6 +92,7 @@ EVERYTHING = (
     GENERATE
     | {"ingest_partition", "ingest_resources", "series_index"}
     | {"holdout_span", "holdout_partition", "clean_partition", "quality", "features_partition"}
+    | {"history_check"}
     | MODEL_JOBS
     | {"leaderboard", "combine_forecasts", "risk_report", "decision_scores"}
     | REPORTS
@@ -106,17 +109,20 @@ ETL = {"ingest_partition", "ingest_resources", "series_index"}
 CUTTING = {"holdout_span", "holdout_partition", "clean_partition", "decision_scores"}
 EXPECTED_CODE: dict[str, set[str]] = {
     **dict.fromkeys(["__init__.py", "errors.py", "rulekit.py"], EVERYTHING),
-    "contracts.py": EVERYTHING - {"series_index"},
+    "contracts.py": EVERYTHING - {"series_index", "history_check"},
     # config.py and what it imports: the generator and the capacity-risk report validate with
     # it, and the backtests through their entry point (train_backtest reads a job's config).
     **dict.fromkeys(
         ["metric_names.py", "metric_names.yaml", "timestamps.py"],
-        EVERYTHING - TRAINING - {"series_index", "risk_report", DQ, FB} | BACKTESTS,
+        EVERYTHING - TRAINING - {"series_index", "history_check", "risk_report", DQ, FB}
+        | BACKTESTS,
     ),
     "config.py": GENERATE | {CR} | BACKTESTS,
     # A stage package's __init__.py runs with any of its modules.
     "data/__init__.py": GENERATE | ETL | CUTTING | {"quality", "features_partition", "risk_report"},
-    "forecast/__init__.py": TRAINING | REPORTS | {"risk_report", "decision_scores"},
+    "forecast/__init__.py": TRAINING
+    | REPORTS
+    | {"history_check", "risk_report", "decision_scores"},
     "risk/__init__.py": {"risk_report", "decision_scores"},
     "decision/__init__.py": {"decision_scores", CR},
     "reports/__init__.py": REPORTS,
@@ -155,9 +161,8 @@ EXPECTED_CODE: dict[str, set[str]] = {
     "data/ingest.py": {"ingest_partition", "ingest_resources", "features_partition"},
     "data/series_index.py": {"series_index", "features_partition"},
     "data/features.py": {"features_partition"},
-    # Through forecast/shards.py (its per-partition check), which leaderboard and combine read
-    # the shards with.
-    "forecast/history_check.py": TRAINING,
+    # The fleet-wide check only: no model job imports it (it sees one shard of one partition).
+    "forecast/history_check.py": {"history_check"},
     "forecast/panel.py": TRAINING,
     # Which series a model job handles, and reading the shards back (leaderboard, combine).
     "forecast/shards.py": TRAINING,
@@ -258,7 +263,8 @@ EXPECTED_CONFIG: dict[str, tuple[dict, set[str], dict[str, int]]] = {
         {"clean_partition", "holdout_partition"},
         {},
     ),
-    "backtest.step": ({"backtest": {"step": 12}}, MODEL_JOBS, {}),
+    # The backtest and the fleet-wide check of its windows against the history.
+    "backtest.step": ({"backtest": {"step": 12}}, MODEL_JOBS | {"history_check"}, {}),
     # Prophet is not enabled in the tiny run: its settings rerun nothing.
     "models.prophet": ({"models": {"prophet": {"n_changepoints": 10}}}, set(), {}),
     # The predict_linear window: that model's jobs and the decision backtest's alert rule.

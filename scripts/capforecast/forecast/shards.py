@@ -17,9 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from capforecast.errors import ConfigError
-from capforecast.forecast import history_check
-
 LOGGER = logging.getLogger(__name__)
 FEATURE_COLUMNS = ["series_id", "resource_id", "metric", "timestamp", "y"]
 
@@ -62,13 +59,9 @@ def select_shard(panel: pd.DataFrame, shard: int, n_shards: int) -> pd.DataFrame
     return panel.loc[shard_mask(panel["series_id"], shard, n_shards)].reset_index(drop=True)
 
 
-def load_shard(
-    feature_file: str | Path, shard: int | str, n_shards: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A model job's panels: its partition's (the history check reads its longest series) and
-    the rows of its shard."""
-    partition = load_partition(feature_file)
-    return partition, select_shard(partition, int(shard), n_shards)
+def load_shard(feature_file: str | Path, shard: int | str, n_shards: int) -> pd.DataFrame:
+    """A model job's panel: the rows of its shard of its partition's feature panel."""
+    return select_shard(load_partition(feature_file), int(shard), n_shards)
 
 
 def write_if_empty(panel: pd.DataFrame, output: str | Path, models_dir: str | None = None) -> bool:
@@ -82,20 +75,6 @@ def write_if_empty(panel: pd.DataFrame, output: str | Path, models_dir: str | No
     if models_dir:
         Path(models_dir).mkdir(parents=True, exist_ok=True)
     return True
-
-
-def warn_if_short(partition: pd.DataFrame, backtest_cfg, freq: str) -> bool:
-    """The history check on one partition: a model job sees one partition, not the fleet, so
-    a partition too short for the backtest is logged (its series are skipped in every window,
-    as they were in a fleet-wide job), not fatal. True when it is too short."""
-    if partition.empty:
-        return False
-    try:
-        history_check.check_panel(partition, backtest_cfg, freq)
-    except ConfigError as err:
-        LOGGER.warning("partition too short for the backtest, its series are skipped: %s", err)
-        return True
-    return False
 
 
 def read_shards(paths: Iterable[str | Path]) -> pd.DataFrame:
