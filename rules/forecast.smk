@@ -21,10 +21,11 @@ MODEL_PARAMS = dict(
 )
 
 
-# The whole fleet's history against the backtest, before any model job: one line naming the
-# config key (backtest.windows or backtest.season) when even the longest series is too short
+# The whole fleet's history against the backtest: one line naming the config key
+# (backtest.windows or backtest.season) when even the longest series is too short
 # (capforecast.forecast.history_check.check_fleet). A model job sees one shard of one partition
-# and cannot tell; it waits for this job instead.
+# and cannot tell. It runs as soon as the last feature panel exists, before the model jobs
+# ready then (priority); the leaderboard waits for it.
 rule history_check:
     input:
         features=FEATURES,
@@ -32,6 +33,7 @@ rule history_check:
         check=HISTORY_CHECK,
     log:
         "results/logs/backtest/history_check.log",
+    priority: 10
     conda:
         "../envs/etl.yaml"
     threads: job_threads("aggregate")
@@ -49,11 +51,6 @@ rule history_check:
 rule backtest_baseline:
     input:
         features=SHARD_FEATURES,
-        # Not read: a series split over two input files, or a fleet too short for the
-        # backtest, stops the run before any model. ancient: both are rewritten when any
-        # partition changes, which must not rerun the shards of the others.
-        series_index=ancient(SERIES_INDEX),
-        history_check=ancient(HISTORY_CHECK),
     output:
         predictions="results/backtest/shards/{partition}/{shard}/{model}.parquet",
     log:
@@ -110,6 +107,12 @@ rule leaderboard:
             "results/backtest/shards/{partition}/{shard}/{model}.parquet"
         ),
         features=FEATURES,
+        # Not read: the fleet-wide checks that stop the run in one line (a series split over
+        # two input files, a history too short for the backtest). Only the aggregates wait for
+        # them: a model job that did would be rerun by (or, as ancient(), masked from) every
+        # change to any partition. They run first (priority) once their inputs exist.
+        series_index=SERIES_INDEX,
+        history_check=HISTORY_CHECK,
     output:
         metrics="results/backtest/metrics.parquet",
         leaderboard=report(
@@ -140,8 +143,6 @@ rule leaderboard:
 rule forecast_baseline:
     input:
         features=SHARD_FEATURES,
-        series_index=ancient(SERIES_INDEX),
-        history_check=ancient(HISTORY_CHECK),
     output:
         forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
     log:
@@ -203,8 +204,6 @@ use rule forecast_baseline as forecast_autogluon with:
 rule backtest_sagemaker:
     input:
         features=SHARD_FEATURES,
-        series_index=ancient(SERIES_INDEX),
-        history_check=ancient(HISTORY_CHECK),
     output:
         predictions="results/backtest/shards/{partition}/{shard}/{model}.parquet",
         receipt="results/backtest/shards/{partition}/{shard}/{model}.sagemaker.json",
@@ -231,8 +230,6 @@ rule backtest_sagemaker:
 rule forecast_sagemaker:
     input:
         features=SHARD_FEATURES,
-        series_index=ancient(SERIES_INDEX),
-        history_check=ancient(HISTORY_CHECK),
     output:
         forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
         receipt="results/forecast/shards/{partition}/{shard}/{model}.sagemaker.json",

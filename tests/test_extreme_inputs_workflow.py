@@ -100,9 +100,9 @@ def test_config_that_used_to_fail_late_stops_before_any_job(tmp_path, text, key)
     assert not (tmp_path / "results").exists()
 
 
-def test_a_season_longer_than_the_local_history_stops_before_any_model_is_fitted(tmp_path):
+def test_a_season_longer_than_the_local_history_stops_the_run_in_one_line(tmp_path):
     """The fleet-wide check (rule history_check) sees every partition: one line naming the
-    key, the fleet's longest series and the largest season that fits, and no model job."""
+    key, the fleet's longest series and the largest season that fits; nothing is scored."""
     data = tmp_path / "input"
     data.mkdir()
     shutil.copy(NAB / "ec2_cpu_utilization_24ae8d.csv", data)  # 14 days: 337 hourly bins
@@ -120,7 +120,8 @@ def test_a_season_longer_than_the_local_history_stops_before_any_model_is_fitted
     assert "spans 337 steps" in errors[0] and "at most 132" in errors[0]
     assert "Error in rule history_check" in out
     assert "Traceback" not in out
-    # No model job started: the shard outputs and their logs do not exist.
+    # It runs before the aggregates: nothing is scored or forecast.
     results = tmp_path / "results"
-    assert not list(results.glob("*/shards/**/*.parquet"))
-    assert not list((results / "logs").glob("*/*/*/*.log"))
+    assert (results / "features").is_dir()
+    assert not (results / "backtest" / "leaderboard.csv").exists()
+    assert not (results / "forecast" / "forecasts.parquet").exists()

@@ -69,17 +69,16 @@ DOWNSTREAM: dict[str, set[str]] = {
         "clean_partition",
     },
     "ingest_resources": {"quality", "risk_report", "decision_scores"},
-    # The model jobs wait for it but take it as ancient(): rewritten when any partition
-    # changes, it must not rerun the other partitions' shards.
-    "series_index": set(),
+    # Fleet-wide checks: only the leaderboard waits for them (a model job that did would rerun,
+    # or with ancient() be masked, whenever any partition changes).
+    "series_index": {"leaderboard"},
     "holdout_span": {"clean_partition", "holdout_partition"},
     "holdout_partition": {"decision_scores"},
     "clean_partition": {"quality", "features_partition", "risk_report", "decision_scores"}
     | REPORTS,
     "quality": {"combine_forecasts", "risk_report", DQ},
     "features_partition": MODEL_JOBS | {"history_check", "leaderboard"},
-    # The model jobs wait for the fleet-wide history check, as for the series index.
-    "history_check": set(),
+    "history_check": {"leaderboard"},
     **{job: {"leaderboard"} for job in BACKTESTS},
     **{job: {"combine_forecasts"} for job in FORECASTS},
     "leaderboard": {"combine_forecasts", FB},

@@ -97,3 +97,61 @@ def test_load_shard_returns_the_rows_of_its_shard(tmp_path):
     panel.to_parquet(tmp_path / "p.parquet")
     shard = shards.load_shard(tmp_path / "p.parquet", "1", 2)
     assert set(shard["series_id"]) == {s for s in ids(6) if shards.shard_of(s, 2) == 1}
+
+
+def test_a_shard_of_short_series_is_skipped_window_by_window_as_in_the_fleet():
+    """A shard whose longest series cannot hold the earliest window is not an error (the fleet
+    was checked by rule history_check): each series is scored in the windows it can be, as in
+    one backtest of the whole fleet; on its own panel the check still names the key."""
+    from capforecast import train_backtest
+    from capforecast.config import validated_config
+    from capforecast.errors import ConfigError
+    from capforecast.forecast import backtest
+    from capforecast.forecast.models import model_settings as model_section
+    from capforecast.settings import backtest_settings, forecast_settings, model_settings
+
+    cfg = validated_config(
+        {"backtest": {"windows": 2, "horizon": 24, "selection_windows": 1, "season": 12}}
+    )
+    end = pd.Timestamp("2026-01-10", tz="UTC")
+    frames = []
+    for sid, steps in {"long|cpu_utilization": 200, "short|cpu_utilization": 60}.items():
+        stamps = pd.date_range(end=end, periods=steps, freq="1h")
+        y = 50 + 10 * (stamps.hour.to_numpy() % 24 < 8)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "series_id": sid,
+                    "resource_id": sid.split("|")[0],
+                    "metric": "cpu_utilization",
+                    "timestamp": stamps,
+                    "y": y.astype(float),
+                }
+            )
+        )
+    fleet = pd.concat(frames, ignore_index=True)
+    short = fleet[fleet["series_id"].str.startswith("short")].reset_index(drop=True)
+
+    def predictions(panel):
+        out = train_backtest.backtest_predictions(
+            "seasonal_naive_daily",
+            panel,
+            backtest_cfg=backtest_settings(cfg["backtest"]),
+            forecast_cfg=forecast_settings(cfg["forecast"]),
+            models_cfg=model_settings(model_section(cfg["models"], "seasonal_naive_daily")),
+            percent_metrics=cfg["etl"]["percent_metrics"],
+        )
+        return out.drop(columns="fit_seconds"), backtest.skipped_table(out)
+
+    whole, whole_skipped = predictions(fleet)
+    alone, alone_skipped = predictions(short)
+    assert set(alone["window"]) == {2}  # 60 steps: too short for windows 0 and 1
+    pd.testing.assert_frame_equal(
+        alone, whole[whole["series_id"] == short["series_id"][0]].reset_index(drop=True)
+    )
+    pd.testing.assert_frame_equal(
+        alone_skipped,
+        whole_skipped[whole_skipped["series_id"].str.startswith("short")].reset_index(drop=True),
+    )
+    with pytest.raises(ConfigError, match=r"config key 'backtest\.windows'"):
+        backtest.plan_backtest(short, windows=2, horizon=24, selection_windows=1, season=12)

@@ -46,8 +46,10 @@ def backtest_models(
     freq: str,
     bounds: Mapping[str, tuple[float, float | None]],
     n_jobs: int = 1,
+    fleet_checked: bool = False,
 ) -> pd.DataFrame:
-    """Run the configured rolling-origin backtest for each model; predictions concatenated."""
+    """Run the configured rolling-origin backtest for each model; predictions concatenated.
+    ``fleet_checked``: ``history`` is one shard of a checked fleet (``backtest.plan_backtest``)."""
     bt = backtest_cfg
     frames = [
         backtest.run_backtest(
@@ -64,6 +66,7 @@ def backtest_models(
             model_cfg=models_cfg,
             selection_windows=bt.selection_windows,
             freq=freq,
+            fleet_checked=fleet_checked,
         )
         for name, fn in models.items()
     ]
