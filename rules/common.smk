@@ -10,6 +10,7 @@ from capforecast.forecast import history_check as cf_history_check
 from capforecast.forecast import shards as cf_shards
 from capforecast.data import ingest as cf_ingest
 from capforecast.data import partitions as cf_partitions
+from capforecast.data import series_count as cf_series_count
 from capforecast.forecast.models import model_settings
 from capforecast.forecast.models import specs as cf_model_specs
 from capforecast.aws import plan as cf_aws_plan
@@ -63,10 +64,9 @@ def config_keys(section, *keys):
 
 
 SYNTHETIC_DIR = "results/synthetic"
-# Which input file each series comes from; the model rules wait for it (rules/data.smk).
+# Which input file each series comes from (rules/data.smk), and the fleet's history against the
+# backtest (rules/forecast.smk history_check): fleet-wide checks the leaderboard waits for.
 SERIES_INDEX = "results/series_index.parquet"
-# The fleet's history against the backtest (rules/forecast.smk history_check); the model rules
-# wait for it too.
 HISTORY_CHECK = "results/backtest/history_check.json"
 
 
@@ -137,8 +137,8 @@ def job_threads(kind):
 
 def job_resources(kind, n_series=None):
     """mem_mb and runtime (minutes) of one job of this kind that handles `n_series` series
-    (None: the whole fleet, sized for FLEET_SERIES or DEFAULT_JOB_SERIES). The hook for a
-    sharded forecast stage: call it with the shard size. Memory is a whole number of GiB (AWS
+    (None: the whole fleet, sized for FLEET_SERIES or DEFAULT_JOB_SERIES; model jobs pass
+    SHARD_SERIES). Memory is a whole number of GiB (AWS
     Batch accepts only its listed memory sizes) and both grow with the retry attempt."""
     _, base_mb, mb_per_k, base_min, min_per_k = JOB_COSTS[kind]
     series = n_series if n_series is not None else FLEET_SERIES or DEFAULT_JOB_SERIES
@@ -150,26 +150,37 @@ def job_resources(kind, n_series=None):
     }
 
 
-def _fleet_series():
-    """Series in the fleet when it is known before any job runs (synthetic), else None."""
-    if config["data"]["source"] != "synthetic":
-        return None
-    instances = sum(svc["instances"] for svc in config["synthetic"]["services"])
-    return instances * SYNTHETIC_METRICS_PER_INSTANCE
-
-
 # len(capforecast.synth.METRICS), not imported: scipy would add 0.7 s to every DAG build
 # (tests/test_profiles.py keeps them equal).
 SYNTHETIC_METRICS_PER_INSTANCE = 5
-FLEET_SERIES = _fleet_series()
+# Local files' series counts, per working directory (capforecast.data.series_count).
+SERIES_COUNT_CACHE = ".snakemake/capforecast/series_counts.json"
 
 
-def _partition_series(partition):
-    """Series of one partition known when planning (synthetic: instances x metrics), else None."""
-    if config["data"]["source"] != "synthetic":
-        return None
-    services = {svc["name"]: svc for svc in config["synthetic"]["services"]}
-    return services[partition]["instances"] * SYNTHETIC_METRICS_PER_INSTANCE
+def _partition_series():
+    """Partition -> the series it is planned for (None: not known, one shard): a synthetic
+    service's instances x metrics, a local file's series counted now (cached), a CloudWatch
+    service's instance_ids x metrics, else forecast.series_per_partition."""
+    source = config["data"]["source"]
+    if source == "synthetic":
+        return {
+            svc["name"]: svc["instances"] * SYNTHETIC_METRICS_PER_INSTANCE
+            for svc in config["synthetic"]["services"]
+        }
+    if source == "local":
+        return cf_series_count.file_series(
+            PARTITION_SOURCES, config["data"], SERIES_COUNT_CACHE
+        )
+    return cf_aws_plan.planned_series(config, PARTITION_SOURCES)
+
+
+PARTITION_SERIES = _partition_series()
+# Series in the fleet when every partition's are known when planning, else None.
+FLEET_SERIES = (
+    sum(PARTITION_SERIES.values())
+    if PARTITION_SERIES and None not in PARTITION_SERIES.values()
+    else None
+)
 
 
 # The forecast stage's shards (capforecast.forecast.shards): partition -> its shard count, fixed
@@ -177,7 +188,7 @@ def _partition_series(partition):
 # the series of one partition whose id hashes to its shard.
 SHARDS = {
     partition: cf_shards.shard_count(
-        _partition_series(partition), config["forecast"]["shard_size"]
+        PARTITION_SERIES[partition], config["forecast"]["shard_size"]
     )
     for partition in PARTITIONS
 }

@@ -1,6 +1,7 @@
 """The sharded forecast stage on the tiny fleet: per-series models give the same numbers with
 one shard per partition (forecast.shard_size larger than a service) and with several, and a
-change to one partition replans only that partition's shards plus the aggregates.
+change to one partition replans only that partition's shards plus the aggregates. The same for
+local files, whose series are counted when the workflow is planned.
 
 AutoGluon, a global model, is fitted per shard: its numbers depend on which series share a
 shard, so it is bounded, not equal (test_autogluon_sharded_within_tolerance).
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from test_workflow import CONFIGS, planned_jobs, snakemake
+from test_workflow import CONFIGS, NAB, planned_jobs, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
 
@@ -113,3 +114,72 @@ def test_one_partition_change_replans_only_its_shards(runs, tmp_path):
     out = snakemake(workdir, "-n", "--configfile", str(changed), "risk").stdout
     partitions = set(re.findall(r"wildcards: partition=(\w+), shard=\d+, model=", out))
     assert partitions == {"gamma"}
+
+
+# A local long-format file of 5 series (3 shards at shard_size 2) next to a series-format file
+# (one series, one shard).
+LOCAL_LONG = "fleet.csv"
+LOCAL_SERIES = "ec2_network_in_257a54.csv"
+
+
+def local_inputs(directory: Path) -> Path:
+    directory.mkdir()
+    cpu = pd.read_csv(NAB / "ec2_cpu_utilization_24ae8d.csv")
+    frames = [
+        cpu.assign(resource_id=f"vm-{k}", metric="cpu_utilization", value=cpu["value"] + k)
+        for k in range(5)
+    ]
+    long = pd.concat(frames, ignore_index=True)[["timestamp", "resource_id", "metric", "value"]]
+    long.to_csv(directory / LOCAL_LONG, index=False)
+    shutil.copy(NAB / LOCAL_SERIES, directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def local_runs(tmp_path_factory) -> dict[str, Path]:
+    """Local files with the default shard size (one shard per file) and with shard_size 2."""
+    base = tmp_path_factory.mktemp("local_shards")
+    data = local_inputs(base / "input")
+    out = {}
+    for name, forecast in (("large", {}), ("small", {"shard_size": 2})):
+        cfg = yaml.safe_load((CONFIGS / "tiny_local.yaml").read_text())
+        cfg["data"]["path"] = str(data)
+        cfg["forecast"].update(forecast)
+        config = base / f"{name}.yaml"
+        config.write_text(yaml.safe_dump(cfg))
+        run(base / name, config)
+        out[name] = base / name
+    return out
+
+
+def test_a_local_file_is_counted_when_planning_and_split_into_shards(local_runs):
+    """Counted from the file before ingest: 5 series at shard_size 2 are 3 shards, each with
+    its model jobs; the series-format file is one series, one shard."""
+    shards_dir = local_runs["small"] / "results" / "backtest" / "shards"
+    assert sorted(p.relative_to(shards_dir).as_posix() for p in shards_dir.glob("*/*")) == [
+        "ec2_network_in_257a54/0",
+        "fleet/0",
+        "fleet/1",
+        "fleet/2",
+    ]
+    large = local_runs["large"] / "results" / "backtest" / "shards"
+    assert sorted(p.relative_to(large).as_posix() for p in large.glob("*/*")) == [
+        "ec2_network_in_257a54/0",
+        "fleet/0",
+    ]
+    # Every series is in exactly one shard (per model), and more than one shard has series.
+    per_shard = {
+        shard.name: set(pd.read_parquet(shard / "predict_linear.parquet").get("series_id", []))
+        for shard in sorted(shards_dir.glob("fleet/*"))
+    }
+    assert sum(len(ids) for ids in per_shard.values()) == 5
+    assert set().union(*per_shard.values()) == {f"vm-{k}|cpu_utilization" for k in range(5)}
+    assert sum(1 for ids in per_shard.values() if ids) > 1
+
+
+def test_local_files_give_the_same_numbers_sharded_and_unsharded(local_runs):
+    large, small = local_runs["large"], local_runs["small"]
+    for rel, keys in COMPARED:
+        pd.testing.assert_frame_equal(
+            comparable(small / rel, keys), comparable(large / rel, keys), obj=rel
+        )
