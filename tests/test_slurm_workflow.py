@@ -108,6 +108,7 @@ def check_every_job_ran_through_sbatch(workdir: Path, log: str, slurm) -> dict[s
         "clean_partition",
         "quality",
         "features_partition",
+        "history_check",
         "backtest_baseline",
         "backtest_statsforecast",
         "leaderboard",
@@ -120,7 +121,7 @@ def check_every_job_ran_through_sbatch(workdir: Path, log: str, slurm) -> dict[s
     # The scheduler's own record: each of them ran on the node and completed.
     records = {r["JobId"]: r for r in slurm.completed_jobs()}
     ids = [job_id for ids in jobs.values() for job_id in ids]
-    assert len(ids) == len(set(ids)) == 37
+    assert len(ids) == len(set(ids)) == 38
     for job_id in ids:
         record = records.get(job_id)
         assert record is not None, f"SLURM job {job_id} is not in the job-completion log"
