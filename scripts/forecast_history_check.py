@@ -1,5 +1,5 @@
 """Rule history_check: is the fleet's history long enough for the configured backtest? One line
-naming the config key when it is not, before any model job (they all wait for it)."""
+naming the config key when it is not, before anything is scored (the leaderboard waits for it)."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Is the history long enough for the configured backtest? Checked before any model is fitted.
+"""Is the history long enough for the configured backtest? Checked before anything is scored.
 
 The backtest (:func:`capforecast.forecast.backtest.plan_backtest`) scores a series in a window
 only when it has ``2 x backtest.season`` training steps before the window's cutoff, and its earliest
@@ -9,10 +9,12 @@ requirement depends on the data, so it is checked as soon as the lengths are kno
 
 * at plan time for the synthetic source, from ``synthetic.days`` (rules/common.smk);
 * for any source, by the ``history_check`` rule on every partition's feature panel
-  (:func:`check_fleet`, scripts/forecast_history_check.py), which every model job waits for:
-  the one step that sees the whole fleet before any fit (a model job sees one shard of one
-  partition). A failed check stops the run in one line naming the key; a partition whose own
-  series are all too short is only logged (its series are skipped window by window).
+  (:func:`check_fleet`, scripts/forecast_history_check.py) as soon as the last one is written,
+  first among the jobs ready then (rule priority); the leaderboard waits for it. A model job
+  sees one shard of one partition and does not wait for it (a fleet-wide input would rerun
+  every shard when any partition changes). A failed check stops the run in one line naming
+  the key; a partition whose own series are all too short is only logged (its series are
+  skipped window by window, ``backtest.plan_backtest(fleet_checked=True)`` in its shards).
 
 Gaps are not counted: a long but gappy series passes here and may still be skipped in a window,
 with the reason recorded in the backtest's skipped table.
