@@ -205,12 +205,17 @@ def test_s3_inputs_a_family_on_sagemaker_and_s3_results_in_one_run(
     run = snakemake(work, env, config, *profile, "--cores", "2")
     assert local_sagemaker.errors == {}
     baselines = TINY["models"]["enabled"]  # seasonal_naive_daily, predict_linear: baselines
-    assert len(local_sagemaker.jobs) == 2 * len(baselines)  # a backtest and a refit each
+    # A backtest and a refit per model and shard: each object is one partition of one shard
+    # (forecast.series_per_partition unset).
+    partitions = [name.removesuffix(".csv") for name in NAB_FILES]
+    assert len(local_sagemaker.jobs) == 2 * len(baselines) * len(partitions)
     results = s3_objects(s3, results_bucket, "run/results/")
     for model in baselines:
         for stage in ("backtest", "forecast"):
-            assert f"run/results/{stage}/models/{model}.sagemaker.json" in results
-            assert f"run/results/{stage}/models/{model}.parquet" in results
+            for partition in partitions:
+                shard = f"run/results/{stage}/shards/{partition}/0/{model}"
+                assert f"{shard}.sagemaker.json" in results
+                assert f"{shard}.parquet" in results
     assert "run/results/risk/risk_report.csv" in results
     assert not (work / "results").exists()
     assert "Nothing to be done" in snakemake(work, env, config, *profile, "-n").stdout

@@ -88,7 +88,10 @@ def test_a_family_on_sagemaker_gives_the_local_results(
     assert plan.returncode == 0, plan.stdout + plan.stderr
     for model in BASELINES:
         assert "rule backtest_sagemaker:\n" in plan.stdout
-        assert f"wildcards: model={model}" in plan.stdout
+        for shard in SHARDS:
+            partition, number = shard.split("/")
+            wildcards = f"wildcards: partition={partition}, shard={number}, model={model}\n"
+            assert wildcards in plan.stdout
     assert "rule backtest_baseline:" not in plan.stdout
 
     proc = snakemake(workdir, [TINY, remote], env, "risk")
