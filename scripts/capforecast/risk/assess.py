@@ -689,7 +689,8 @@ def _summary(
         ),
         "assumptions": {
             "breach_by_t": "max(comonotone lower bound, mean(days as independent blocks, "
-            "share of the last 4 weeks that reached the threshold)); see capforecast.risk.probability",
+            "share of the last 4 weeks that reached the threshold)); "
+            "see capforecast.risk.probability",
             "tails": "exponential upper tail beyond the outermost quantile, linear lower tail",
             "risk_score": "0 none, 1 P(warn)>=0.2, 2 P(warn)>=0.5, 3 P(crit)>=0.2, "
             "4 P(crit)>=0.5 or act_by passed",
