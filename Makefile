@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test venv lint unit workflow chromium slurm lock benchmark bench-speed bench-accuracy bench-intervals decision-backtest clean
+.PHONY: run test venv lint unit workflow chromium slurm lock benchmark bench-speed bench-accuracy bench-intervals bench-scaling decision-backtest clean
 
 run: venv
 	$(BIN)/snakemake --cores $(CORES)
@@ -61,6 +61,11 @@ benchmark: venv
 
 # Forecasting speed: 1,000 synthetic series x 90 days, every model's backtest and final fit;
 # regenerates the README table.
+# The whole workflow on 100 / 1,000 / 10,000 synthetic series, fast and default model sets
+# (about 40 min on 2 cores); regenerates the README table.
+bench-scaling: venv
+	$(BIN)/python tests/benchmarks/bench_scaling.py --write-readme
+
 bench-speed: venv
 	$(BIN)/python tests/benchmarks/bench_forecast_speed.py --write-readme
 
