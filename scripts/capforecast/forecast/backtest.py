@@ -270,6 +270,17 @@ def series_cutoffs(
     return out
 
 
+def window_spans(predictions: pd.DataFrame) -> pd.DataFrame:
+    """``cutoff`` and ``test_end`` (last forecast timestamp) per ``window, series_id``.
+
+    Small (a row per series and window): the spans of several shards concatenated are the
+    fleet's, so ``earlier_windows`` can be decided for the fleet without all its predictions.
+    """
+    return predictions.groupby(["window", "series_id"]).agg(
+        cutoff=("cutoff", "first"), test_end=("timestamp", "max")
+    )
+
+
 def earlier_windows(predictions: pd.DataFrame, window: int) -> list[int]:
     """Windows before ``window`` whose actuals all precede ``window``'s cutoff, per series.
 
@@ -277,9 +288,11 @@ def earlier_windows(predictions: pd.DataFrame, window: int) -> list[int]:
     forecast in both, v's last forecast timestamp is at or before w's cutoff of that series
     (with ``step < horizon`` the windows just before ``w`` overlap it and are left out).
     """
-    spans = predictions.groupby(["window", "series_id"]).agg(
-        cutoff=("cutoff", "first"), test_end=("timestamp", "max")
-    )
+    return earlier_windows_in_spans(window_spans(predictions), window)
+
+
+def earlier_windows_in_spans(spans: pd.DataFrame, window: int) -> list[int]:
+    """``earlier_windows`` from ``window_spans`` (of one shard or of the whole fleet)."""
     if window not in spans.index.get_level_values("window"):
         return []
     current = spans.xs(window, level="window")["cutoff"]
