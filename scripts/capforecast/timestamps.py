@@ -152,6 +152,17 @@ def _datetime_column(
     file: Path, where: Where, column: pd.Series, tz: str, series_keys: pd.DataFrame | None
 ) -> pd.Series:
     """A datetime column (any resolution; naive ones in ``tz``) as datetime64[ns, UTC]."""
+    aware = isinstance(column.dtype, pd.DatetimeTZDtype)
+    unit = column.dtype.unit if aware else np.datetime_data(column.dtype)[0]
+    if unit == "ns":
+        # Every ns instant is one pandas holds: only those before UNREPRESENTABLE_LOW (a whole
+        # second) are read as it. The usual column has none and needs no conversion pass.
+        ns = column.array.asi8
+        if not ((ns < UNREPRESENTABLE_LOW.value) & (ns != np.iinfo("int64").min)).any():
+            if aware:
+                return column.dt.tz_convert("UTC")
+            if tz == "UTC":
+                return column.dt.tz_localize("UTC")
     beyond = _datetime_beyond_range(column)
     inside = column.mask(beyond != 0)
     if isinstance(column.dtype, pd.DatetimeTZDtype):

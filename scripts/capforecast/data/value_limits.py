@@ -82,8 +82,11 @@ def above_physical_limit(
             rate = float(limits[rate_key])
             # A value within one second's worth passes whatever the period: only the rows above
             # it need their series' period (none at all on real data).
-            suspect = rows_of_metrics(metric_names, row_metric, limits[metrics_key])
-            suspect &= (values > rate) & (series >= 0)
+            suspect = values > rate
+            if not suspect.any():
+                continue
+            suspect &= rows_of_metrics(metric_names, row_metric, limits[metrics_key])
+            suspect &= series >= 0
             if not suspect.any():
                 continue
             in_suspect_series = np.isin(series, np.unique(series[suspect]))
