@@ -50,6 +50,7 @@ UNREPRESENTABLE_LOW = pd.Timestamp.min.ceil("s").tz_localize("UTC")
 UNREPRESENTABLE_HIGH = pd.Timestamp.max.floor("s").tz_localize("UTC")
 _RANGE_TEXT = f"{UNREPRESENTABLE_LOW:%Y-%m-%d} .. {UNREPRESENTABLE_HIGH:%Y-%m-%d}"
 WINDOW_KEYS = ("timestamp_min", "timestamp_max")
+UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
 Where = Callable[[int], str]
 
@@ -160,9 +161,15 @@ def _datetime_column(
         ns = column.array.asi8
         if not ((ns < UNREPRESENTABLE_LOW.value) & (ns != np.iinfo("int64").min)).any():
             if aware:
-                return column.dt.tz_convert("UTC")
-            if tz == "UTC":
-                return column.dt.tz_localize("UTC")
+                if column.dtype == UTC_NS:
+                    return column
+                utc = column.array.tz_convert("UTC")
+            elif tz == "UTC":
+                utc = column.array.tz_localize("UTC")
+            else:
+                utc = None
+            if utc is not None:
+                return pd.Series(utc, index=column.index, name=column.name, copy=False)
     beyond = _datetime_beyond_range(column)
     inside = column.mask(beyond != 0)
     if isinstance(column.dtype, pd.DatetimeTZDtype):

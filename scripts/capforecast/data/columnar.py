@@ -78,10 +78,10 @@ def as_object_columns(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFra
 
 
 def category_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
-    """(codes, names) of a categorical text column whose categories are all str, with names
-    present in the rows only and sorted as Python sorts str, codes (a small integer dtype) -1
-    where missing; None for any other column. Categories that are sorted and all used
-    (:func:`sorted_categories`) cost two passes over the codes."""
+    """(codes, names) of a categorical text column whose categories are all str: names sorted
+    as Python sorts str (possibly with some no row uses), codes into them in a small integer
+    dtype, -1 where missing; None for any other column. Sorted categories
+    (:func:`sorted_categories`) are read as they are, without a pass over the rows."""
     if not is_categorical(column):
         return None
     categories = column.cat.categories
@@ -89,28 +89,24 @@ def category_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
     if not all(isinstance(name, str) for name in names):
         return None
     codes = column.cat.codes.to_numpy()
-    used = np.zeros(len(names) + 1, dtype=bool)  # the last entry catches code -1
-    used[codes] = True
-    used = used[:-1]
-    if used.all() and categories.is_monotonic_increasing:
+    if categories.is_monotonic_increasing:
         return codes, names
-    keep = np.flatnonzero(used)
-    keep = keep[np.argsort(names[keep], kind="stable")]
-    lookup = np.full(len(names) + 1, -1, dtype=codes.dtype)  # code -1 -> the last entry, -1
-    lookup[keep] = np.arange(len(keep))
-    return lookup[codes], names[keep]
+    order = np.argsort(names, kind="stable")
+    lookup = np.empty(len(names) + 1, dtype=codes.dtype)
+    lookup[order] = np.arange(len(names))
+    lookup[-1] = -1  # code -1 (missing) stays -1
+    return lookup[codes], names[order]
 
 
 def sorted_categories(column: pd.Series) -> pd.Series:
-    """A categorical text column with its categories sorted (and unused ones dropped), so that
-    :func:`category_codes` has nothing to remap; any other column as it is."""
+    """A categorical text column with its categories sorted, so that :func:`category_codes`
+    has nothing to remap; any other column as it is."""
+    if not is_categorical(column) or column.cat.categories.is_monotonic_increasing:
+        return column
     factorised = category_codes(column)
     if factorised is None:
         return column
-    codes, names = factorised
-    if len(names) == len(column.cat.categories) and column.cat.categories.is_monotonic_increasing:
-        return column
-    return pd.Series(text_categorical(codes, names), index=column.index, name=column.name)
+    return pd.Series(text_categorical(*factorised), index=column.index, name=column.name)
 
 
 # --------------------------------------------------------------------------- timestamps
@@ -126,8 +122,13 @@ def utc_nanoseconds(stamps: pd.Series) -> np.ndarray | None:
 
 
 def utc_timestamps(ns: np.ndarray) -> pd.DatetimeIndex:
-    """datetime64[ns, UTC] values from int64 ns (far cheaper than pd.to_datetime(unit="ns"))."""
-    return pd.DatetimeIndex(np.asarray(ns, dtype="int64").view("M8[ns]")).tz_localize("UTC")
+    """datetime64[ns, UTC] values from int64 ns (far cheaper than pd.to_datetime(unit="ns")),
+    never sharing memory with ``ns``."""
+    ns = np.asarray(ns, dtype="int64")
+    out = pd.DatetimeIndex(ns.view("M8[ns]")).tz_localize("UTC")
+    if np.may_share_memory(out.asi8, ns):
+        out = out.copy()
+    return out
 
 
 # --------------------------------------------------------------------------- codes
@@ -140,6 +141,14 @@ def small_codes(codes: np.ndarray, n_names: int) -> np.ndarray:
         if n_names <= np.iinfo(dtype).max:
             return codes.astype(dtype, copy=False)
     return codes.astype("int64", copy=False)
+
+
+def recode(lookup: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``lookup[codes]`` (``lookup`` ends with the entry for code -1), without the pass over the
+    rows when ``lookup`` maps every code to itself."""
+    if lookup[-1] == -1 and np.array_equal(lookup[:-1], np.arange(len(lookup) - 1)):
+        return codes
+    return lookup[codes]
 
 
 def is_sorted(values: np.ndarray) -> bool:
@@ -223,7 +232,8 @@ def within_group_sorted(code: np.ndarray, ts: np.ndarray) -> bool:
     """True when ``ts`` never decreases inside runs of equal ``code`` (rows grouped by code)."""
     if len(code) < 2:
         return True
-    return bool(((ts[1:] >= ts[:-1]) | (code[1:] != code[:-1])).all())
+    back = np.flatnonzero(ts[1:] < ts[:-1])  # usually none: one pass
+    return bool((code[back + 1] != code[back]).all())
 
 
 def series_time_order(code: np.ndarray, ts: np.ndarray) -> np.ndarray | None:

@@ -311,7 +311,9 @@ def _read_table(
             ]
             if text:
                 parquet = pq.ParquetFile(file, read_dictionary=text)
-            table = parquet.read().to_pandas(split_blocks=True)
+            # split_blocks + self_destruct: columns are handed over one by one (zero-copy
+            # where pyarrow can), so the read and the frame never both hold every column.
+            table = parquet.read().to_pandas(split_blocks=True, self_destruct=True)
             if not isinstance(table.index, pd.RangeIndex):
                 # pandas wrote a named index (e.g. timestamp) as metadata: make it a column again.
                 table = table.reset_index()
@@ -441,7 +443,7 @@ def _parse_values(file: Path, column: pd.Series, name: str = "value") -> pd.Seri
     ):
         raise InputDataError(str(file), f"expected numbers, found {column.dtype}", column=name)
     if pd.api.types.is_numeric_dtype(column):
-        return column.astype("float64")
+        return column.astype("float64", copy=False)  # the table read is ingest's own
     text = column.astype("string").str.strip()
     blank = (text.isna() | (text == "")).fillna(True).to_numpy(dtype=bool)
     cells = np.where(blank, np.nan, column.to_numpy(dtype=object))
@@ -495,7 +497,8 @@ def _text_codes(
     # Names that differ only by surrounding spaces become one name.
     merged, names = pd.factorize(cleaned.where(present).astype(object), use_na_sentinel=True)
     lookup = np.append(merged, -1)[to_unique]  # code -1 (empty cell) stays -1
-    return columnar.small_codes(lookup, len(names))[codes], np.asarray(names, dtype=object)
+    codes = columnar.recode(columnar.small_codes(lookup, len(names)), codes)
+    return codes, np.asarray(names, dtype=object)
 
 
 def _untrimmed_spellings(uniques: Iterable[Any]) -> dict[str, list[str]]:
@@ -586,21 +589,29 @@ class IngestResult:
 
 
 def _conflict_error(
-    file: Path, row_pairs: np.ndarray, pairs: np.ndarray, canonical: np.ndarray, labels: np.ndarray
+    file: Path,
+    row_resource: np.ndarray,
+    row_source: np.ndarray,
+    pairs: np.ndarray,
+    canonical: np.ndarray,
+    labels: np.ndarray,
 ) -> InputDataError | None:
     """Two source names of one resource meaning the same metric (CPUUtilization and
     cpu_usage_active, say) would be merged into one series silently: an error naming both.
 
     ``pairs`` are the distinct (resource, source name) codes as ``r * n_sources + s``,
-    ``row_pairs`` the same code per row (-1 without a resource or name)."""
+    ``row_resource`` and ``row_source`` the codes per row (-1 where missing)."""
     r_code, s_code = np.divmod(pairs, max(len(labels), 1))
     found = pd.DataFrame({"r": r_code, "c": canonical[s_code], "pair": pairs})
     clash = found[found.duplicated(["r", "c"], keep=False)]
     if clash.empty:
         return None
     first = clash[clash["r"] == clash["r"].iloc[0]]
-    rows = sorted(int(np.flatnonzero(row_pairs == pair)[0]) for pair in first["pair"][:2])
-    a, b = (labels[row_pairs[row] % max(len(labels), 1)] for row in rows)
+    rows = sorted(
+        int(np.flatnonzero((row_resource == r) & (row_source == s))[0])
+        for r, s in (divmod(int(pair), max(len(labels), 1)) for pair in first["pair"][:2])
+    )
+    a, b = (labels[row_source[row]] for row in rows)
     return InputDataError(
         str(file),
         f"metric names {a!r} ({_row_label(file, rows[0])}) and {b!r} "
@@ -634,20 +645,21 @@ def _resolve_long_metrics(
     resolved = [names.lookup(str(label)) for label in labels]
     canonical = np.array([r.metric for r in resolved], dtype=object)
     n_src = max(len(labels), 1)
-    keyed = (r_code >= 0) & (s_code >= 0)
-    row_pairs = r_code.astype("int64")
-    row_pairs *= n_src
-    row_pairs += s_code
-    every_row = keyed.all()
-    if not every_row:
-        row_pairs[~keyed] = -1
-    pairs = columnar.distinct(row_pairs if every_row else row_pairs[keyed], len(r_names) * n_src)
-    error = _conflict_error(file, row_pairs, pairs, canonical, labels)
+    # Every distinct (resource, source name) pair starts a run of equal pairs: only the rows
+    # where either code changes are looked at.
+    change = np.ones(len(r_code), dtype=bool)
+    change[1:] = (r_code[1:] != r_code[:-1]) | (s_code[1:] != s_code[:-1])
+    r_at, s_at = r_code[change], s_code[change]
+    keyed_at = (r_at >= 0) & (s_at >= 0)
+    pairs = columnar.distinct(
+        r_at[keyed_at].astype("int64") * n_src + s_at[keyed_at], len(r_names) * n_src
+    )
+    error = _conflict_error(file, r_code, s_code, pairs, canonical, labels)
     if error is not None:
         raise error
     m_of_source, m_names = pd.factorize(canonical)
     # Canonical metric code per row; code -1 (no name) stays -1.
-    m_code = columnar.small_codes(np.append(m_of_source, -1), len(m_names))[s_code]
+    m_code = columnar.recode(columnar.small_codes(np.append(m_of_source, -1), len(m_names)), s_code)
     pair_r, pair_s = np.divmod(pairs, n_src)
     trimmed_ids = _untrimmed_spellings(resource_cells[1])
     trimmed_metrics = _untrimmed_spellings(metric_cells[1])
@@ -706,7 +718,10 @@ def ingest_file(
     table = _map_columns(file, table, data.columns or {})
     layout = _choose_layout(file, table, str(data.format))
     for column in ("timestamp", "value"):
-        table[column] = _blank_missing_tokens(table[column])
+        cells = table[column]
+        blanked = _blank_missing_tokens(cells)
+        if blanked is not cells:  # text columns only: assigning copies the column
+            table[column] = blanked
     stem = data_stem(file)
     if layout == "long":
         long = _resolve_long_metrics(file, names, table["resource_id"], table["metric"])

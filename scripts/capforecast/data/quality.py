@@ -112,28 +112,31 @@ def _step_stats(raw: pd.DataFrame) -> pd.DataFrame:
         code, stamp = code[distinct], stamp[distinct]
     present, size = columnar.code_counts(code)
     n_steps = size - 1  # steps between a series' distinct timestamps
-    # Steps of each series, series after series (the step across two series left out).
+    # step_ns[i] = stamp[i + 1] - stamp[i]: series j's steps are step_ns[start_j : end_j - 1]
+    # (the step at end_j - 1 crosses into the next series).
     step_ns = np.diff(stamp)
-    if len(present) > 1:
-        step_ns = step_ns[code[1:] == code[:-1]]
+    end = np.cumsum(size)
+    start = end - size
     median = np.full(len(present), np.nan)
     n_off = np.zeros(len(present), dtype="int64")
     stepped = np.flatnonzero(n_steps > 0)
     if len(stepped):
-        bounds = np.concatenate(([0], np.cumsum(n_steps[stepped])[:-1]))
-        low = np.minimum.reduceat(step_ns, bounds)
-        high = np.maximum.reduceat(step_ns, bounds)
+        # Reduce over [start, end - 1) of each stepped series: the odd segments in between
+        # (cross-series steps and series without steps) are discarded.
+        bounds = np.column_stack((start[stepped], end[stepped] - 1)).ravel()
+        bounds = bounds[:-1] if bounds[-1] >= len(step_ns) else bounds
+        low = np.minimum.reduceat(step_ns, bounds)[::2]
+        high = np.maximum.reduceat(step_ns, bounds)[::2]
         regular = low == high
         median[stepped[regular]] = low[regular] / 1e9
         irregular = stepped[~regular]
         if len(irregular):
-            owner = np.repeat(np.arange(len(present)), n_steps)
-            rows = np.isin(owner, irregular)
-            steps = pd.Series(step_ns[rows] / 1e9)
-            step_owner = owner[rows]
-            median[irregular] = steps.groupby(step_owner).median().reindex(irregular).to_numpy()
-            off = steps.to_numpy() != median[step_owner]
-            n_off = np.bincount(step_owner[off], minlength=len(present))
+            owner = np.repeat(irregular, n_steps[irregular])
+            at = np.concatenate([np.arange(start[j], end[j] - 1) for j in irregular])
+            steps = pd.Series(step_ns[at] / 1e9)
+            median[irregular] = steps.groupby(owner).median().reindex(irregular).to_numpy()
+            off = steps.to_numpy() != median[owner]
+            n_off = np.bincount(owner[off], minlength=len(present))
     rid_names, met_names = codes.names(present)
     return pd.DataFrame(
         {

@@ -55,11 +55,13 @@ def _text_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def _pair_codes(kept: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Integer code per row, ordered like (resource_id, metric) (``rid * n_met + met`` into the
-    sorted names), the names and ``n_met``."""
+    sorted names), the names and ``n_met``. Rows must name a resource and a metric."""
     rid_codes, rid_names = _text_codes(kept["resource_id"])
     met_codes, met_names = _text_codes(kept["metric"])
     n_met = max(len(met_names), 1)
-    pair = rid_codes.astype("int64") * n_met
+    fits = len(rid_names) * n_met < np.iinfo("int32").max  # int32: half the memory traffic
+    pair = rid_codes.astype("int32" if fits else "int64")
+    pair *= n_met
     pair += met_codes
     return pair, rid_names, met_names, n_met
 

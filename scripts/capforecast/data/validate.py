@@ -107,8 +107,11 @@ class SeriesCodes:
 
     @functools.cached_property
     def code(self) -> np.ndarray:
-        code = self.row_resource.astype("int64")
-        code *= max(len(self.metric_names), 1)
+        n_met = max(len(self.metric_names), 1)
+        # int32 while every code fits: half the memory traffic of int64 on every pass.
+        fits = len(self.resource_names) * n_met < np.iinfo("int32").max
+        code = self.row_resource.astype("int32" if fits else "int64")
+        code *= n_met
         code += self.row_metric
         missing = self.resource_missing | self.metric_missing
         if missing.any():
@@ -170,25 +173,28 @@ def _percent_rows(codes: SeriesCodes, etl: EtlSettings) -> np.ndarray:
 def _quarantine_reasons(
     values: np.ndarray,
     codes: SeriesCodes,
+    keyed: np.ndarray,
     ts: np.ndarray,
     ts_missing: np.ndarray,
-    percent: np.ndarray,
+    high_percent: np.ndarray | None,
     etl: EtlSettings,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The rows to quarantine and, for each of them (in row order), the 1-based index into
-    REASONS of the first check it fails.
+    REASONS of the first check it fails. ``high_percent``: percentage rows above 100 or the
+    repair ceiling, whichever is lower (None: there are none).
 
     The union of the checks is a few passes over every row; which check comes first is worked
     out for the flagged rows only (usually none).
     """
     ceiling = PERCENT_CEILING + float(etl.percent_repair_tolerance)
     low, high = timestamp_window(etl.timestamp_min, etl.timestamp_max)
-    outside_window = ~ts_missing & ((ts < low.value) | (ts > high.value))
+    # A missing timestamp (NaT, the int64 minimum) is below any window: bad either way.
+    bad_time = (ts < low.value) | (ts > high.value)
     above_limit = above_physical_limit(
         values,
         series=codes.code,
         stamps=ts,
-        timed=(codes.code >= 0) & ~ts_missing & ~outside_window,
+        timed=lambda: keyed & ~bad_time,
         metric_names=codes.metric_names,
         row_metric=codes.row_metric,
         limits=etl.value_limits,
@@ -196,20 +202,25 @@ def _quarantine_reasons(
     )
     with np.errstate(invalid="ignore"):
         # NaN, -inf and negatives fail ``values >= 0``; +inf is the only other non-finite.
-        flagged = ts_missing | outside_window | (codes.code < 0) | ~(values >= 0)
-        flagged |= np.isposinf(values) | above_limit | (percent & (values > ceiling))
+        flagged = bad_time | ~keyed
+        flagged |= ~(values >= 0)
+        flagged |= values == np.inf
+        flagged |= above_limit
+        if high_percent is not None:
+            flagged |= high_percent & (values > ceiling)
     rows = np.flatnonzero(flagged)
     v = values[rows]
+    over = np.zeros(len(rows), dtype=bool) if high_percent is None else high_percent[rows]
     with np.errstate(invalid="ignore"):
         checks = [
             ts_missing[rows],
-            outside_window[rows],
+            bad_time[rows] & ~ts_missing[rows],
             codes.resource_missing[rows],
             codes.metric_missing[rows],
             np.isnan(v),
             np.isinf(v),
             v < 0,
-            percent[rows] & (v > ceiling),
+            over & (v > ceiling),
             above_limit[rows],
         ]
     first_reason = np.select(checks, list(range(1, len(REASONS) + 1)), default=0)
@@ -261,11 +272,13 @@ def _kept_order(
 
 def _kept_ids(codes: np.ndarray, names: np.ndarray, used: np.ndarray) -> pd.Categorical:
     """Categorical of the kept rows' names (``codes`` into ``names``), categories the names
-    ``used`` (sorted codes of the names that have kept rows)."""
+    ``used`` (sorted codes of the names that have kept rows); never a view of ``codes``."""
     if len(used) < len(names):
-        lookup = np.full(len(names), -1, dtype="int64")
+        lookup = columnar.small_codes(np.full(len(names), -1), len(used))
         lookup[used] = np.arange(len(used))
         codes, names = lookup[codes], names[used]
+    else:
+        codes = columnar.small_codes(codes, len(names)).copy()
     return columnar.text_categorical(codes, names)
 
 
@@ -285,13 +298,22 @@ def validate_rows(raw: pd.DataFrame, etl: EtlSettings, source_file: str) -> Vali
     n = len(raw)
     codes = series_codes(raw)
     ts, ts_missing = timestamps_ns(raw)
-    values = raw["value"].to_numpy(dtype="float64")
-    percent = _percent_rows(codes, etl)
-    quarantined, reason_codes = _quarantine_reasons(values, codes, ts, ts_missing, percent, etl)
+    values = raw_values = raw["value"].to_numpy(dtype="float64")
     keyed = codes.code >= 0
-
+    # Percentages above 100 or above the repair ceiling, whichever is lower.
+    above = min(PERCENT_CEILING, PERCENT_CEILING + float(etl.percent_repair_tolerance))
     with np.errstate(invalid="ignore"):
-        repaired = ~quarantined & percent & (values > PERCENT_CEILING)
+        high_percent = _percent_rows(codes, etl) & (values > above)
+    if not high_percent.any():
+        high_percent = None  # the usual case: nothing to repair, no percentage out of range
+    quarantined, reason_codes = _quarantine_reasons(
+        values, codes, keyed, ts, ts_missing, high_percent, etl
+    )
+
+    repaired = np.zeros(n, dtype=bool)
+    if high_percent is not None:
+        with np.errstate(invalid="ignore"):
+            repaired = high_percent & ~quarantined & (values > PERCENT_CEILING)
     if repaired.any():
         values = values.copy()
         values[repaired] = PERCENT_CEILING
@@ -337,16 +359,18 @@ def validate_rows(raw: pd.DataFrame, etl: EtlSettings, source_file: str) -> Vali
     series_codes_present, series_counts = _series_table(codes, keyed, flags)
     kept_series = series_codes_present[series_counts["rows_kept"].to_numpy() > 0]
     n_met = max(len(codes.metric_names), 1)
+    if k_val is raw_values:
+        k_val = k_val.copy()  # never a view of the caller's frame
     kept = pd.DataFrame(
         {
-            "timestamp": columnar.utc_timestamps(k_ts),
+            "timestamp": columnar.utc_timestamps(k_ts),  # a new array
             "resource_id": _kept_ids(
                 k_rid, codes.resource_names, columnar.distinct(kept_series // n_met)
             ),
             "metric": _kept_ids(k_met, codes.metric_names, columnar.distinct(kept_series % n_met)),
-            "value": np.asarray(k_val, dtype="float64"),
+            "value": k_val,
         },
-        copy=order is None and first.all(),  # never a view of the caller's frame
+        copy=False,
     )
 
     q_rows = np.flatnonzero(quarantined)
