@@ -45,6 +45,14 @@ def text_categorical(codes: np.ndarray, names: np.ndarray) -> pd.Categorical:
     )
 
 
+def present_categories(column: pd.Series) -> np.ndarray:
+    """The categories of a categorical column that some row holds."""
+    codes = column.cat.codes.to_numpy()
+    used = np.zeros(len(column.cat.categories) + 1, dtype=bool)  # the last entry: code -1
+    used[codes] = True
+    return np.asarray(column.cat.categories, dtype=object)[used[:-1]]
+
+
 def sorted_text_categorical(codes: np.ndarray, names: np.ndarray) -> pd.Categorical:
     """:func:`text_categorical` with the categories sorted (as Python sorts str), which is what
     :func:`category_codes` reads without remapping."""
@@ -253,21 +261,30 @@ def series_time_order(code: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
 # --------------------------------------------------------------------------- parquet
 
 
-def read_parquet(path: str | Path, categorical: Sequence[str] = ID_COLUMNS) -> pd.DataFrame:
-    """A parquet file as pandas, the string columns named in ``categorical`` as categoricals
-    with sorted categories (read dictionary-encoded: no Python string per row)."""
+def read_parquet(
+    path: str | Path,
+    categorical: Sequence[str] = ID_COLUMNS,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """A parquet file (its ``columns``, default all) as pandas, the string columns named in
+    ``categorical`` as categoricals with sorted categories (read dictionary-encoded: no Python
+    string per row)."""
     schema = pq.read_schema(path)
     names = list(schema.names)
     wanted = [
         name
         for name in categorical
         if names.count(name) == 1
+        and (columns is None or name in columns)
         and (
             pa.types.is_string(schema.field(name).type)
             or pa.types.is_large_string(schema.field(name).type)
         )
     ]
-    frame = pq.read_table(path, read_dictionary=wanted or None).to_pandas(split_blocks=True)
+    table = pq.read_table(
+        path, columns=None if columns is None else list(columns), read_dictionary=wanted or None
+    )
+    frame = table.to_pandas(split_blocks=True)
     for name in wanted:
         frame[name] = sorted_categories(frame[name])
     return frame
