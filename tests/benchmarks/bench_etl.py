@@ -164,7 +164,12 @@ def main() -> None:
         print(line, flush=True)
         lines.append(line)
 
-    say(etl_lines, f"Measured on {os.cpu_count()} cores.")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    say(
+        etl_lines,
+        f"Measured on {os.cpu_count()} cores (1-minute load average {load:.1f} when it started: "
+        "other jobs running at the same time slow both columns).",
+    )
     say(etl_lines)
     say(
         etl_lines,

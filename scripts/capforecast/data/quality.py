@@ -98,18 +98,21 @@ def _step_stats(raw: pd.DataFrame) -> pd.DataFrame:
     """
     codes = series_codes(raw)
     ts, ts_missing = timestamps_ns(raw)
-    usable = (codes.code >= 0) & ~ts_missing
-    if usable.all():
-        code, stamp = codes.code, ts
+    unusable = codes.resource_missing | codes.metric_missing | ts_missing
+    if unusable.any():
+        code, stamp = codes.code[~unusable], ts[~unusable]
     else:
-        code, stamp = codes.code[usable], ts[usable]
+        code, stamp = codes.code, ts
     order = columnar.series_time_order(code, stamp)
     if order is not None:
         code, stamp = code[order], stamp[order]
-    distinct = np.ones(len(code), dtype=bool)
-    distinct[1:] = (code[1:] != code[:-1]) | (stamp[1:] != stamp[:-1])
-    if not distinct.all():
-        code, stamp = code[distinct], stamp[distinct]
+    # Repeated timestamps of a series count once (usually there are none: one pass).
+    same_time = np.flatnonzero(stamp[1:] == stamp[:-1])
+    repeated = same_time[code[same_time + 1] == code[same_time]] + 1
+    if len(repeated):
+        keep = np.ones(len(code), dtype=bool)
+        keep[repeated] = False
+        code, stamp = code[keep], stamp[keep]
     present, size = columnar.code_counts(code)
     n_steps = size - 1  # steps between a series' distinct timestamps
     # step_ns[i] = stamp[i + 1] - stamp[i]: series j's steps are step_ns[start_j : end_j - 1]

@@ -165,7 +165,7 @@ def resample_series(kept: pd.DataFrame, etl: EtlSettings) -> pd.DataFrame:
             mean[at] = mean[lo] + (mean[hi] - mean[lo]) * weight
             vmax[at] = vmax[lo] + (vmax[hi] - vmax[lo]) * weight
 
-    clean = pd.DataFrame(
+    return pd.DataFrame(
         {
             "timestamp": columnar.utc_timestamps(grid_bin * step),
             "resource_id": names_rid[grid_code],
@@ -175,6 +175,7 @@ def resample_series(kept: pd.DataFrame, etl: EtlSettings) -> pd.DataFrame:
             "n_obs": n_obs,
             "is_filled": is_filled,
             "is_gap": is_gap,
-        }
+        },
+        columns=list(CLEAN_COLUMNS),
+        copy=False,  # every array is new
     )
-    return clean.loc[:, list(CLEAN_COLUMNS)]

@@ -337,7 +337,8 @@ def validate_rows(raw: pd.DataFrame, etl: EtlSettings, source_file: str) -> Vali
     else:
         k_code, k_ts, k_val = codes.code[order], ts[order], values[order]
     first = np.ones(len(k_code), dtype=bool)
-    first[1:] = (k_code[1:] != k_code[:-1]) | (k_ts[1:] != k_ts[:-1])
+    same_time = np.flatnonzero(k_ts[1:] == k_ts[:-1])  # usually none: one pass
+    first[same_time + 1] = k_code[same_time + 1] != k_code[same_time]
     duplicate = np.zeros(n, dtype=bool)
     if not first.all():
         duplicate[np.flatnonzero(~first) if order is None else order[~first]] = True
@@ -375,15 +376,16 @@ def validate_rows(raw: pd.DataFrame, etl: EtlSettings, source_file: str) -> Vali
 
     q_rows = np.flatnonzero(quarantined)
     quarantine = columnar.as_object_columns(
-        raw.iloc[q_rows].loc[:, list(RAW_COLUMNS)].copy(), ("resource_id", "metric")
+        raw.iloc[q_rows if len(q_rows) else slice(0, 0)].loc[:, list(RAW_COLUMNS)].copy(),
+        ("resource_id", "metric"),
     )
     quarantine.insert(0, "row", q_rows.astype("int64"))
     quarantine.insert(0, "source_file", str(source_file))
     quarantine["reason"] = np.array(REASONS, dtype=object)[reason_codes - 1].astype(str)
     quarantine = quarantine.loc[:, list(QUARANTINE_COLUMNS)].reset_index(drop=True)
 
-    counts = {"rows_in": n, "rows_kept": int((~quarantined).sum())}
-    counts.update({name: int(v.sum()) for name, v in flags.items()})
+    counts = {"rows_in": n, "rows_kept": int(np.count_nonzero(~quarantined))}
+    counts.update({name: int(np.count_nonzero(v)) for name, v in flags.items()})
     counts = {name: counts[name] for name in COUNT_COLUMNS}
 
     # The accounting promise of this module: no row disappears without a trace.

@@ -83,7 +83,10 @@ def above_physical_limit(
     function giving them (called only when some value needs its series' period).
     NaN values compare False (validation gives them their own reason).
     """
+    lowest = min(float(limits["max_value"]), *(float(limits[key]) for _, key in RATE_KINDS))
     with np.errstate(invalid="ignore"):
+        if not (values > lowest).any():  # the usual case: no value near any ceiling
+            return np.zeros(len(values), dtype=bool)
         over = values > float(limits["max_value"])
         for metrics_key, rate_key in RATE_KINDS:
             rate = float(limits[rate_key])
