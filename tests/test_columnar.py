@@ -202,3 +202,28 @@ def test_code_helpers_match_numpy(layout):
     want = np.lexsort((ts, code))
     got = np.arange(len(code)) if order is None else order
     np.testing.assert_array_equal(got, want)
+
+
+def test_features_sort_by_series_id_like_sort_values(etl):
+    """build_features sorts by the series id's rank and the timestamp on integer keys: the same
+    rows in the same order as sort_values on the id strings, also when the ids sort otherwise
+    than (resource_id, metric) ("a b|m" < "a|m") and for rows in any order."""
+    from capforecast.contracts import series_id
+    from capforecast.data.features import FEATURE_COLUMNS, build_features
+
+    clean = resample.resample_series(validate.validate_rows(hostile_raw(), etl, "f").kept, etl)
+    clean.loc[: len(clean) // 3, "resource_id"] = "a b"
+    clean.loc[len(clean) // 3 :, "resource_id"] = clean["resource_id"].str.replace("vm-", "a|")
+    for frame in (clean, clean.sample(frac=1.0, random_state=2).reset_index(drop=True)):
+        got = build_features(frame)
+        ids = [series_id(r, m) for r, m in zip(frame["resource_id"], frame["metric"], strict=True)]
+        want = (
+            frame.assign(series_id=ids)
+            .rename(columns={"value": "y"})
+            .assign(
+                hour=lambda f: f["timestamp"].dt.hour.astype("int8"),
+                dayofweek=lambda f: f["timestamp"].dt.dayofweek.astype("int8"),
+            )
+            .sort_values(["series_id", "timestamp"], ignore_index=True)[list(FEATURE_COLUMNS)]
+        )
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
