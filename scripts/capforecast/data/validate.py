@@ -81,8 +81,8 @@ class SeriesCodes:
     -1 where the row has no resource_id or no metric.
 
     Built from per-row resource and metric codes (-1 = missing; any integer dtype, usually a
-    small one) into their names; the combined ``code`` (int64) and the missing masks are worked
-    out when first used.
+    small one) into their names; the combined ``code`` (int32 while every code fits, else int64)
+    and the missing masks are worked out when first used.
     """
 
     def __init__(
