@@ -201,7 +201,8 @@ def main() -> None:
             say(noop_lines, "|---|---:|---:|---:|")
             say(
                 noop_lines,
-                f"| 10 services x 20 instances x 5 metrics | {series:,} | {first:.1f} | {noop:.1f} |",
+                f"| 10 services x 20 instances x 5 metrics | {series:,} | {first:.1f} "
+                f"| {noop:.1f} |",
             )
     if args.write_readme:
         write_readme(ETL_BLOCK, etl_lines)

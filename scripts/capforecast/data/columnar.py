@@ -184,7 +184,7 @@ def distinct(codes: np.ndarray, size: int | None = None) -> np.ndarray:
     size = int(codes.max()) + 1 if size is None else size
     if size <= _DENSE_FACTOR * len(codes) + _DENSE_FLOOR:
         return np.flatnonzero(np.bincount(codes, minlength=size))
-    return np.unique(codes)
+    return np.unique(codes).astype("int64", copy=False)
 
 
 def code_counts(codes: np.ndarray, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -201,7 +201,8 @@ def code_counts(codes: np.ndarray, size: int | None = None) -> tuple[np.ndarray,
         counts = np.bincount(codes, minlength=size)
         present = np.flatnonzero(counts)
         return present, counts[present]
-    return np.unique(codes, return_counts=True)
+    present, counts = np.unique(codes, return_counts=True)
+    return present.astype("int64", copy=False), counts
 
 
 def count_in(codes: np.ndarray, present: np.ndarray, size: int | None = None) -> np.ndarray:
