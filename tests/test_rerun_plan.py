@@ -141,7 +141,7 @@ EXPECTED_CODE: dict[str, set[str]] = {
     | CUTTING
     | {"quality", "features_partition", "risk_report"},
     **dict.fromkeys(
-        ["data/scale.py", "data/validate.py", "data/value_limits.py"],
+        ["data/columnar.py", "data/scale.py", "data/validate.py", "data/value_limits.py"],
         ETL - {"series_index"} | CUTTING | {"quality", "features_partition"},
     ),
     "data/resample.py": CUTTING | {"quality", "features_partition"},
