@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from capforecast.data import holdout, quality, resample
+from capforecast.data import columnar, holdout, quality, resample
 from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
 from capforecast.settings import etl_settings
 from capforecast.spreadsheet import write_csv
@@ -13,7 +13,7 @@ from capforecast.spreadsheet import write_csv
 def main(smk) -> None:
     partition = smk.wildcards.partition
     source_file = Path(smk.params.source_file).name
-    raw = pd.read_parquet(smk.input.raw)
+    raw = columnar.read_parquet(smk.input.raw)  # resource_id, metric as categoricals
     ingest_series = pd.read_parquet(smk.input.series)
     etl = etl_settings(smk.params.etl)
     history_end = holdout.parse_history_end(smk.params.history_end, etl.freq)

@@ -2,6 +2,7 @@
 incrementally) -> raw long format, the per-series ingest record and EC2's resources table."""
 
 from capforecast.aws import cloudwatch
+from capforecast.data import columnar
 from capforecast.rulekit import ensure_parent, run_rule
 from capforecast.settings import data_settings, etl_settings
 
@@ -17,7 +18,7 @@ def main(smk) -> None:
         catalogue=smk.params.catalogue,
     )
     ensure_parent(smk.output.raw, smk.output.series, smk.output.resources)
-    result.raw.to_parquet(smk.output.raw, index=False)
+    columnar.write_parquet(result.raw, smk.output.raw)
     result.series.to_parquet(smk.output.series, index=False)
     resources.to_parquet(smk.output.resources, index=False)
 

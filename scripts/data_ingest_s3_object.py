@@ -2,6 +2,7 @@
 long format and the per-series ingest record, as for a local file; errors name the s3:// URI."""
 
 from capforecast.aws import s3_source
+from capforecast.data import columnar
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 from capforecast.settings import data_settings, etl_settings
 
@@ -12,7 +13,7 @@ def main(smk) -> None:
         smk.input.source, uri, data_settings(smk.params.data), etl_settings(smk.params.etl)
     )
     ensure_parent(smk.output.raw, smk.output.series)
-    result.raw.to_parquet(smk.output.raw, index=False)
+    columnar.write_parquet(result.raw, smk.output.raw)
     result.series.to_parquet(smk.output.series, index=False)
     LOG.info("%s: %d rows, %d series", uri, len(result.raw), len(result.series))
 

@@ -2,9 +2,7 @@
 
 from pathlib import Path
 
-import pandas as pd
-
-from capforecast.data import holdout
+from capforecast.data import columnar, holdout
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 from capforecast.settings import etl_settings
 from capforecast.spreadsheet import write_csv
@@ -13,7 +11,7 @@ from capforecast.spreadsheet import write_csv
 def main(smk) -> None:
     cut = holdout.cut_from_config(smk.params.cut)
     source_file = Path(smk.params.source_file).name
-    raw = pd.read_parquet(smk.input.raw)
+    raw = columnar.read_parquet(smk.input.raw)  # resource_id, metric as categoricals
     actuals, _, accounting = holdout.holdout_actuals(
         raw, etl_settings(smk.params.etl), source_file, smk.wildcards.partition, cut
     )

@@ -13,13 +13,16 @@ from capforecast.timestamps import timestamp_window
 
 def main(smk) -> None:
     cut = holdout.cut_from_config(smk.params.cut)
-    raws = {Path(p).stem: pd.read_parquet(p, columns=["timestamp"]) for p in smk.input.raw}
     etl = etl_settings(smk.params.cut["etl"])
-    span = holdout.data_span(raws, timestamp_window(etl.timestamp_min, etl.timestamp_max))
+    window = timestamp_window(etl.timestamp_min, etl.timestamp_max)
+    # One partition's timestamps at a time: its span and its rows at or after the cut.
+    spans, held_back = [], {}
+    for path in smk.input.raw:
+        raw = pd.read_parquet(path, columns=["timestamp"])
+        spans.append(holdout.data_span({Path(path).stem: raw}, window))
+        held_back[Path(path).stem] = int(holdout.held_back_mask(raw, cut.history_end).sum())
+    span = holdout.merge_spans(spans)
     holdout.check_cut(cut, span)
-    held_back = {
-        name: int(holdout.held_back_mask(raw, cut.history_end).sum()) for name, raw in raws.items()
-    }
     record = holdout.span_record(cut, span, held_back)
     ensure_parent(smk.output.span)
     Path(smk.output.span).write_text(json.dumps(record, indent=2))

@@ -3,8 +3,7 @@
 import os
 from pathlib import Path
 
-import papermill
-
+from capforecast.reports.execute import execute_notebook
 from capforecast.reports.html import notebook_html
 from capforecast.rulekit import LOG, ensure_parent, run_rule, timed
 
@@ -28,7 +27,7 @@ def main(smk) -> None:
     # The notebook finds the library through this even when --directory points elsewhere.
     os.environ["CAPFORECAST_ROOT"] = smk.params.project_root
     with timed(f"execute {smk.input.notebook}"):
-        papermill.execute_notebook(
+        execute_notebook(
             smk.input.notebook,
             smk.output.notebook,
             # The notebook reads what this rule declares and shows the run's validated settings.
@@ -38,9 +37,7 @@ def main(smk) -> None:
                 "sample_series": smk.params.sample_series,
                 **smk.params.settings,
             },
-            cwd=str(Path.cwd()),
-            kernel_name="python3",
-            progress_bar=False,
+            cwd=Path.cwd(),
         )
     body = notebook_html(smk.output.notebook, hide_code=smk.params.hide_code)
     Path(smk.output.html).write_text(body, encoding="utf-8")

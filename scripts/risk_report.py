@@ -12,8 +12,8 @@ from capforecast.spreadsheet import write_csv
 
 
 def main(smk) -> None:
-    forecasts = pd.read_parquet(smk.input.forecasts)
-    history = pd.concat([pd.read_parquet(p) for p in smk.input.clean], ignore_index=True)
+    forecasts = risk.read_selected_forecasts(smk.input.forecasts)
+    history = risk.read_clean_history(smk.input.clean)
     resources = pd.read_parquet(smk.input.resources)
     quality = read_csv_table(smk.input.quality)
     settings = risk_settings(smk.params.config)

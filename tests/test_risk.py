@@ -1146,3 +1146,42 @@ def test_a_downsize_keeps_at_least_the_floor_of_every_dimension(floor, expected,
     assert new["vcpu"] >= floor * 4 and new["memory_gib"] >= floor * 16
     if sizing == "keep":
         assert "downsize_step_limited" in cpu["reason_codes"]
+
+
+def test_the_risk_rule_reads_only_selected_rows_and_the_history_it_uses(tmp_path):
+    from capforecast.risk.assess import HISTORY_COLUMNS, read_clean_history, read_selected_forecasts
+
+    stamps = pd.date_range("2026-01-01", periods=3, freq="1h", tz="UTC")
+    forecasts = pd.DataFrame(
+        {
+            "model": ["selected", "theta", "selected", "theta", "selected", "theta"],
+            "resource_id": "i-1",
+            "metric": "cpu_utilization",
+            "timestamp": stamps.repeat(2),
+            "q0.5": [1.0, 9.0, 2.0, 9.0, 3.0, 9.0],
+        }
+    )
+    path = tmp_path / "forecasts.parquet"
+    forecasts.to_parquet(path, index=False)
+    selected = read_selected_forecasts(path)
+    assert selected["model"].eq("selected").all() and selected["q0.5"].tolist() == [1.0, 2.0, 3.0]
+    # Without a selected row the whole table comes back, so the error can name its models.
+    forecasts.assign(model="theta").to_parquet(path, index=False)
+    assert len(read_selected_forecasts(path)) == len(forecasts)
+    clean = pd.DataFrame(
+        {
+            "timestamp": stamps,
+            "resource_id": "i-1",
+            "metric": "cpu_utilization",
+            "value": [1.0, 2.0, 3.0],
+            "value_max": [1.5, 2.5, 3.5],
+            "n_obs": 12,
+            "is_gap": False,
+        }
+    )
+    parts = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    clean.to_parquet(parts[0], index=False)
+    clean.drop(columns="value_max").to_parquet(parts[1], index=False)
+    history = read_clean_history(parts)
+    assert list(history.columns) == list(HISTORY_COLUMNS)
+    assert len(history) == 6 and history["value_max"].isna().sum() == 3

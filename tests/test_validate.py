@@ -154,7 +154,7 @@ def test_unsorted_rows_counted_per_series(etl):
     per = result.series_counts.set_index("resource_id")["unsorted_rows"]
     assert per.to_dict() == {"i-1": 2, "i-2": 0}
     assert result.kept["timestamp"].is_monotonic_increasing is False  # two series
-    for _, part in result.kept.groupby("resource_id"):
+    for _, part in result.kept.groupby("resource_id", observed=True):
         assert part["timestamp"].is_monotonic_increasing
 
 

@@ -50,6 +50,7 @@ UNREPRESENTABLE_LOW = pd.Timestamp.min.ceil("s").tz_localize("UTC")
 UNREPRESENTABLE_HIGH = pd.Timestamp.max.floor("s").tz_localize("UTC")
 _RANGE_TEXT = f"{UNREPRESENTABLE_LOW:%Y-%m-%d} .. {UNREPRESENTABLE_HIGH:%Y-%m-%d}"
 WINDOW_KEYS = ("timestamp_min", "timestamp_max")
+UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
 Where = Callable[[int], str]
 
@@ -152,6 +153,23 @@ def _datetime_column(
     file: Path, where: Where, column: pd.Series, tz: str, series_keys: pd.DataFrame | None
 ) -> pd.Series:
     """A datetime column (any resolution; naive ones in ``tz``) as datetime64[ns, UTC]."""
+    aware = isinstance(column.dtype, pd.DatetimeTZDtype)
+    unit = column.dtype.unit if aware else np.datetime_data(column.dtype)[0]
+    if unit == "ns":
+        # Every ns instant is one pandas holds: only those before UNREPRESENTABLE_LOW (a whole
+        # second) are read as it. The usual column has none and needs no conversion pass.
+        ns = column.array.asi8
+        if not ((ns < UNREPRESENTABLE_LOW.value) & (ns != np.iinfo("int64").min)).any():
+            if aware:
+                if column.dtype == UTC_NS:
+                    return column
+                utc = column.array.tz_convert("UTC")
+            elif tz == "UTC":
+                utc = column.array.tz_localize("UTC")
+            else:
+                utc = None
+            if utc is not None:
+                return pd.Series(utc, index=column.index, name=column.name, copy=False)
     beyond = _datetime_beyond_range(column)
     inside = column.mask(beyond != 0)
     if isinstance(column.dtype, pd.DatetimeTZDtype):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from capforecast.contracts import series_id
@@ -31,11 +32,26 @@ def build_features(clean: pd.DataFrame, target: str = "mean") -> pd.DataFrame:
     """
     if target not in {"mean", "max"}:
         raise ValueError(f"forecast target must be 'mean' or 'max', got {target!r}")
+    # One id per distinct (resource_id, metric), not per row.
+    rid_codes, rid_names = pd.factorize(clean["resource_id"])
+    met_codes, met_names = pd.factorize(clean["metric"])
+    stamps = pd.DatetimeIndex(clean["timestamp"])
+    fast = len(clean) > 0 and not ((rid_codes < 0).any() or (met_codes < 0).any() or stamps.hasnans)
+    if fast:
+        n_met = max(len(met_names), 1)
+        pair = rid_codes.astype("int64") * n_met + met_codes
+        pairs, row_pair = np.unique(pair, return_inverse=True)
+        ids = np.array(
+            [series_id(rid_names[p // n_met], met_names[p % n_met]) for p in pairs], dtype=object
+        )
+        row_ids = ids[row_pair]
+    else:  # missing ids or times: the ids (and errors) of every row as they are
+        row_ids = [
+            series_id(r, m) for r, m in zip(clean["resource_id"], clean["metric"], strict=True)
+        ]
     out = pd.DataFrame(
         {
-            "series_id": [
-                series_id(r, m) for r, m in zip(clean["resource_id"], clean["metric"], strict=True)
-            ],
+            "series_id": row_ids,
             "resource_id": clean["resource_id"].astype(str),
             "metric": clean["metric"].astype(str),
             "timestamp": clean["timestamp"],
@@ -47,7 +63,14 @@ def build_features(clean: pd.DataFrame, target: str = "mean") -> pd.DataFrame:
     )
     out["hour"] = out["timestamp"].dt.hour.astype("int8")
     out["dayofweek"] = out["timestamp"].dt.dayofweek.astype("int8")
-    return out.sort_values(["series_id", "timestamp"], ignore_index=True)[list(FEATURE_COLUMNS)]
+    if not fast:
+        return out.sort_values(["series_id", "timestamp"], ignore_index=True)[list(FEATURE_COLUMNS)]
+    # sort_values(["series_id", "timestamp"]) on integer keys (the ids' ranks); both sorts are
+    # stable, so even tied rows keep the same order.
+    rank = np.empty(len(ids), dtype="int64")
+    rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
+    order = np.lexsort((stamps.asi8, rank[row_pair]))
+    return out.take(order).reset_index(drop=True)[list(FEATURE_COLUMNS)]
 
 
 def panel_from_local_files(cfg: Mapping[str, Any]) -> pd.DataFrame:

@@ -14,7 +14,7 @@ counted (``rows_beyond_horizon``), never scored.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,6 +172,15 @@ def data_span(
     if not starts:
         return None
     return DataSpan(pd.Timestamp(min(starts), tz="UTC"), pd.Timestamp(max(ends), tz="UTC"))
+
+
+def merge_spans(spans: Iterable[DataSpan | None]) -> DataSpan | None:
+    """The span covering every given span (None when none has timestamps): the fleet's span
+    from its partitions' spans, read one partition at a time."""
+    known = [span for span in spans if span is not None]
+    if not known:
+        return None
+    return DataSpan(min(s.start for s in known), max(s.end for s in known))
 
 
 def check_cut(cut: Cut, span: DataSpan | None) -> None:

@@ -30,7 +30,7 @@ import glob
 import io
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from capforecast import timestamps
-from capforecast.contracts import INGEST_SERIES_COLUMNS, RAW_COLUMNS, RESOURCE_TABLE_COLUMNS
-from capforecast.data import capacity, scale
+from capforecast.contracts import INGEST_SERIES_COLUMNS, RESOURCE_TABLE_COLUMNS
+from capforecast.data import capacity, columnar, scale
 from capforecast.data.validate import SeriesCodes
 from capforecast.errors import InputDataError
 from capforecast.metric_names import (
@@ -257,9 +257,15 @@ def _check_no_nul(file: Path, data: bytes) -> None:
     )
 
 
-def _read_table(file: Path) -> pd.DataFrame:
+def _read_table(
+    file: Path, categorical: Callable[[list[str]], list[str]] | None = None
+) -> pd.DataFrame:
     """Read a CSV (every cell as text, only blank cells missing) or parquet file; one-line
-    errors for missing, empty, header-only, corrupt or unsupported files."""
+    errors for missing, empty, header-only, corrupt or unsupported files.
+
+    ``categorical``: given a parquet file's column names, those of its string columns to read
+    as pandas categoricals (dictionary-encoded: no Python string per row).
+    """
     _check_suffix(file)
     if not file.is_file():
         raise InputDataError(str(file), "file not found")
@@ -292,7 +298,22 @@ def _read_table(file: Path) -> pd.DataFrame:
         table = table.iloc[:last]
     else:
         try:
-            table = pq.ParquetFile(file).read().to_pandas()
+            parquet = pq.ParquetFile(file)
+            schema = parquet.schema_arrow
+            text = [
+                name
+                for name in (categorical(list(schema.names)) if categorical else [])
+                if schema.names.count(name) == 1
+                and (
+                    pa.types.is_string(schema.field(name).type)
+                    or pa.types.is_large_string(schema.field(name).type)
+                )
+            ]
+            if text:
+                parquet = pq.ParquetFile(file, read_dictionary=text)
+            # split_blocks + self_destruct: columns are handed over one by one (zero-copy
+            # where pyarrow can), so the read and the frame never both hold every column.
+            table = parquet.read().to_pandas(split_blocks=True, self_destruct=True)
             if not isinstance(table.index, pd.RangeIndex):
                 # pandas wrote a named index (e.g. timestamp) as metadata: make it a column again.
                 table = table.reset_index()
@@ -305,7 +326,16 @@ def _read_table(file: Path) -> pd.DataFrame:
         what = "header only" if _is_csv(file) else "zero rows"
         columns = ", ".join(map(str, table.columns))
         raise InputDataError(str(file), f"no data rows ({what}; columns: {columns})")
+    if table.index.equals(pd.RangeIndex(len(table))):
+        return table
     return table.reset_index(drop=True)
+
+
+def _renamed(table: pd.DataFrame, names: Mapping[Any, str]) -> pd.DataFrame:
+    """``table`` with columns renamed (``names``: old -> new), without copying its data."""
+    out = table.copy(deep=False)
+    out.columns = [names.get(col, col) for col in table.columns]
+    return out
 
 
 def _normalise_columns(file: Path, table: pd.DataFrame) -> pd.DataFrame:
@@ -320,7 +350,7 @@ def _normalise_columns(file: Path, table: pd.DataFrame) -> pd.DataFrame:
             )
         seen[key] = col
         renamed[col] = key
-    return table.rename(columns=renamed)
+    return _renamed(table, renamed)
 
 
 def _missing_columns_error(
@@ -362,7 +392,24 @@ def _map_columns(file: Path, table: pd.DataFrame, columns: Mapping[str, str]) ->
                 "rename one of them",
                 column=target,
             )
-    return table.rename(columns=renamed)
+    return _renamed(table, renamed)
+
+
+def _identifier_columns(data: DataSettings) -> Callable[[list[str]], list[str]]:
+    """Which of a file's columns become resource_id or metric (matched like every column,
+    then renamed by ``data.columns``): the ones worth reading as categoricals."""
+    columns = data.columns or {}
+    targets = {str(source).strip().lower(): target for target, source in columns.items()}
+
+    def identifiers(columns: list[str]) -> list[str]:
+        return [
+            col
+            for col in columns
+            if targets.get(str(col).strip().lower(), str(col).strip().lower())
+            in ("resource_id", "metric")
+        ]
+
+    return identifiers
 
 
 def _choose_layout(file: Path, table: pd.DataFrame, fmt: str) -> str:
@@ -396,7 +443,7 @@ def _parse_values(file: Path, column: pd.Series, name: str = "value") -> pd.Seri
     ):
         raise InputDataError(str(file), f"expected numbers, found {column.dtype}", column=name)
     if pd.api.types.is_numeric_dtype(column):
-        return column.astype("float64")
+        return column.astype("float64", copy=False)  # the table read is ingest's own
     text = column.astype("string").str.strip()
     blank = (text.isna() | (text == "")).fillna(True).to_numpy(dtype=bool)
     cells = np.where(blank, np.nan, column.to_numpy(dtype=object))
@@ -415,27 +462,51 @@ def _parse_values(file: Path, column: pd.Series, name: str = "value") -> pd.Seri
     )
 
 
-def _text_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _distinct_cells(column: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct present cells of a column in the order they first appear (``uniques``) and
+    where each row's cell is: ``uniques[to_unique[codes[i]]]``, missing where that is -1
+    (``to_unique`` ends with -1, the entry of code -1). A categorical column (read
+    dictionary-encoded) is not hashed row by row."""
+    if columnar.is_categorical(column) and all(
+        isinstance(name, str) for name in column.cat.categories
+    ):
+        codes = column.cat.codes.to_numpy()
+        seen = columnar.first_appearance(codes)
+        seen = seen[seen >= 0]
+        to_unique = np.full(len(column.cat.categories) + 1, -1, dtype="int64")
+        to_unique[seen] = np.arange(len(seen))
+        return codes, np.asarray(column.cat.categories, dtype=object)[seen], to_unique
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    uniques = np.asarray(uniques, dtype=object)
+    return codes, uniques, np.append(np.arange(len(uniques)), -1)
+
+
+def _text_codes(
+    column: pd.Series, distinct: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Identifiers as codes into their distinct cleaned names (stripped; -1 for empty cells).
 
     Identifiers repeat (a few thousand distinct ones in millions of rows), so the strings are
     cleaned once per distinct value and mapped back by code, much faster than per row (the
-    README's "Whole workflow and ETL" table).
+    README's "Whole workflow and ETL" table). ``distinct``: :func:`_distinct_cells` of the
+    column, when the caller has it.
     """
-    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    codes, uniques, to_unique = _distinct_cells(column) if distinct is None else distinct
     cleaned = pd.Series(uniques, dtype=object).astype("string").str.strip()
     present = (cleaned.notna() & (cleaned != "")).fillna(False).to_numpy(dtype=bool)
     # Names that differ only by surrounding spaces become one name.
     merged, names = pd.factorize(cleaned.where(present).astype(object), use_na_sentinel=True)
-    lookup = np.append(merged, -1)  # code -1 (empty cell) stays -1
-    return lookup[codes].astype("int64"), np.asarray(names, dtype=object)
+    lookup = np.append(merged, -1)[to_unique]  # code -1 (empty cell) stays -1
+    codes = columnar.recode(columnar.small_codes(lookup, len(names)), codes)
+    return codes, np.asarray(names, dtype=object)
 
 
-def _untrimmed_spellings(column: pd.Series) -> dict[str, list[str]]:
+def _untrimmed_spellings(uniques: Iterable[Any]) -> dict[str, list[str]]:
     """Name -> the spellings with surrounding whitespace that :func:`_text_codes` read as it
-    (``"vm1 "`` and ``" vm1"`` are ``vm1``: a repair that is counted, never a silent merge)."""
+    (``"vm1 "`` and ``" vm1"`` are ``vm1``: a repair that is counted, never a silent merge).
+    ``uniques``: the column's distinct present cells in the order they first appear."""
     spellings: dict[str, list[str]] = {}
-    for raw in pd.unique(column.dropna()):
+    for raw in uniques:
         text = str(raw)
         name = text.strip()
         if name and text != name:
@@ -518,21 +589,29 @@ class IngestResult:
 
 
 def _conflict_error(
-    file: Path, row_pairs: np.ndarray, pairs: np.ndarray, canonical: np.ndarray, labels: np.ndarray
+    file: Path,
+    row_resource: np.ndarray,
+    row_source: np.ndarray,
+    pairs: np.ndarray,
+    canonical: np.ndarray,
+    labels: np.ndarray,
 ) -> InputDataError | None:
     """Two source names of one resource meaning the same metric (CPUUtilization and
     cpu_usage_active, say) would be merged into one series silently: an error naming both.
 
     ``pairs`` are the distinct (resource, source name) codes as ``r * n_sources + s``,
-    ``row_pairs`` the same code per row (-1 without a resource or name)."""
+    ``row_resource`` and ``row_source`` the codes per row (-1 where missing)."""
     r_code, s_code = np.divmod(pairs, max(len(labels), 1))
     found = pd.DataFrame({"r": r_code, "c": canonical[s_code], "pair": pairs})
     clash = found[found.duplicated(["r", "c"], keep=False)]
     if clash.empty:
         return None
     first = clash[clash["r"] == clash["r"].iloc[0]]
-    rows = sorted(int(np.flatnonzero(row_pairs == pair)[0]) for pair in first["pair"][:2])
-    a, b = (labels[row_pairs[row] % max(len(labels), 1)] for row in rows)
+    rows = sorted(
+        int(np.flatnonzero((row_resource == r) & (row_source == s))[0])
+        for r, s in (divmod(int(pair), max(len(labels), 1)) for pair in first["pair"][:2])
+    )
+    a, b = (labels[row_source[row]] for row in rows)
     return InputDataError(
         str(file),
         f"metric names {a!r} ({_row_label(file, rows[0])}) and {b!r} "
@@ -558,23 +637,32 @@ def _resolve_long_metrics(
 ) -> _LongMetrics:
     """Resolve every distinct metric name once, check that no resource has two names for one
     metric, and build the rows' series codes and the per-series naming table."""
-    r_code, r_names = _text_codes(resource)
-    s_code, labels = _text_codes(metric)
+    resource_cells, metric_cells = _distinct_cells(resource), _distinct_cells(metric)
+    r_code, r_names = _text_codes(resource, resource_cells)
+    s_code, labels = _text_codes(metric, metric_cells)
     _check_identifiers(file, "resource_id", r_code, r_names)
     _check_identifiers(file, "metric", s_code, labels)
     resolved = [names.lookup(str(label)) for label in labels]
     canonical = np.array([r.metric for r in resolved], dtype=object)
     n_src = max(len(labels), 1)
-    row_pairs = np.where((r_code >= 0) & (s_code >= 0), r_code * n_src + s_code, -1)
-    pairs = np.sort(pd.unique(row_pairs[row_pairs >= 0]))
-    error = _conflict_error(file, row_pairs, pairs, canonical, labels)
+    # Every distinct (resource, source name) pair starts a run of equal pairs: only the rows
+    # where either code changes are looked at.
+    change = np.ones(len(r_code), dtype=bool)
+    change[1:] = (r_code[1:] != r_code[:-1]) | (s_code[1:] != s_code[:-1])
+    r_at, s_at = r_code[change], s_code[change]
+    keyed_at = (r_at >= 0) & (s_at >= 0)
+    pairs = columnar.distinct(
+        r_at[keyed_at].astype("int64") * n_src + s_at[keyed_at], len(r_names) * n_src
+    )
+    error = _conflict_error(file, r_code, s_code, pairs, canonical, labels)
     if error is not None:
         raise error
     m_of_source, m_names = pd.factorize(canonical)
-    m_code = np.where(s_code >= 0, np.append(m_of_source, -1)[s_code], -1)
+    # Canonical metric code per row; code -1 (no name) stays -1.
+    m_code = columnar.recode(columnar.small_codes(np.append(m_of_source, -1), len(m_names)), s_code)
     pair_r, pair_s = np.divmod(pairs, n_src)
-    trimmed_ids = _untrimmed_spellings(resource)
-    trimmed_metrics = _untrimmed_spellings(metric)
+    trimmed_ids = _untrimmed_spellings(resource_cells[1])
+    trimmed_metrics = _untrimmed_spellings(metric_cells[1])
     naming = pd.DataFrame(
         {
             "resource_id": r_names[pair_r],
@@ -626,25 +714,35 @@ def ingest_file(
     file = Path(file)
     tz = timestamps.check_timezone(str(data.naive_timezone))
     names = MetricNameMap(data.metric_names)
-    table = _normalise_columns(file, _read_table(file))
+    table = _normalise_columns(file, _read_table(file, _identifier_columns(data)))
     table = _map_columns(file, table, data.columns or {})
     layout = _choose_layout(file, table, str(data.format))
     for column in ("timestamp", "value"):
-        table[column] = _blank_missing_tokens(table[column])
+        cells = table[column]
+        blanked = _blank_missing_tokens(cells)
+        if blanked is not cells:  # text columns only: assigning copies the column
+            table[column] = blanked
     stem = data_stem(file)
     if layout == "long":
         long = _resolve_long_metrics(file, names, table["resource_id"], table["metric"])
         codes: SeriesCodes | None = long.codes
         naming = long.naming
         trimmed = long.trimmed
-        resource_id = _from_codes(codes.row_resource, codes.resource_names, table.index)
-        metric = _from_codes(codes.row_metric, codes.metric_names, table.index)
-        keys = pd.DataFrame({"r": resource_id.fillna(""), "m": metric.fillna("")})
+        resource_id = columnar.sorted_text_categorical(codes.row_resource, codes.resource_names)
+        metric = columnar.sorted_text_categorical(codes.row_metric, codes.metric_names)
+        # Series keys for resolving DST fall-back hours per series: codes stand for the names
+        # (-1 for a missing one). Only naive times outside UTC need them.
+        keys = (
+            None
+            if tz == "UTC"
+            else pd.DataFrame({"r": codes.row_resource, "m": codes.row_metric}, index=table.index)
+        )
     else:
         codes = None
-        resource_id = pd.Series(stem, index=table.index, dtype=object)
+        single = np.zeros(len(table), dtype="int8")
+        resource_id = columnar.text_categorical(single, np.array([stem], dtype=object))
         found = infer_metric(file, data, names)
-        metric = pd.Series(found.metric, index=table.index, dtype=object)
+        metric = columnar.text_categorical(single, np.array([found.metric], dtype=object))
         source = str(data.metric or stem)
         naming = pd.DataFrame(
             [[stem, found.metric, source, found.match, found.scale]],
@@ -666,9 +764,10 @@ def ingest_file(
             "resource_id": resource_id,
             "metric": metric,
             "value": _parse_values(file, table["value"]),
-        }
-    ).loc[:, list(RAW_COLUMNS)]
-    raw, series = _series_table(raw.reset_index(drop=True), naming, etl, codes)
+        },
+        copy=False,
+    )
+    raw, series = _series_table(raw, naming, etl, codes)
     log_series_notes(file, series)
     _log_trimmed(file, trimmed)
     return IngestResult(raw=raw, series=series)

@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 
 from capforecast.contracts import QUALITY_COLUMNS, SKIPPED_FILE_COLUMNS
+from capforecast.data import columnar
 from capforecast.data.capacity import CAPACITY_ISSUES
 from capforecast.data.resample import freq_nanoseconds
 from capforecast.data.scale import AMBIGUOUS
 from capforecast.data.validate import SERIES_KEYS, ValidationResult, series_codes, timestamps_ns
+from capforecast.data.value_limits import rows_of_metrics
 from capforecast.metric_names import SCALE_FRACTION
 from capforecast.settings import EtlSettings
 
@@ -55,67 +57,96 @@ def _grid_stats(clean: pd.DataFrame) -> pd.DataFrame:
     """
     if len(clean) == 0:
         return pd.DataFrame(columns=[*SERIES_KEYS, *GRID_COUNT_COLUMNS])
-    empty = (clean["n_obs"].to_numpy() == 0).astype("int64")
-    series = clean.groupby(SERIES_KEYS, sort=False).ngroup().to_numpy()
+    rid, rid_names = pd.factorize(clean["resource_id"], sort=True)
+    met, met_names = pd.factorize(clean["metric"], sort=True)
+    n_met = max(len(met_names), 1)
+    size = len(rid_names) * n_met
+    series = rid.astype("int64") * n_met + met
+    keys, expected = columnar.code_counts(series, size)
+    empty = clean["n_obs"].to_numpy() == 0
     # A run of empty bins starts where an empty bin follows an observed one (or a new series).
-    start = empty.astype(bool).copy()
-    start[1:] &= (empty[:-1] == 0) | (series[1:] != series[:-1])
-    run_id = np.cumsum(start)
-    frame = pd.DataFrame(
+    start = empty.copy()
+    start[1:] &= ~empty[:-1] | (series[1:] != series[:-1])
+    run_series = series[start]
+    run_length = np.bincount(np.cumsum(start)[empty], minlength=len(run_series) + 1)[1:]
+    longest = np.zeros(len(keys), dtype="int64")
+    np.maximum.at(longest, np.searchsorted(keys, run_series), run_length)
+    return pd.DataFrame(
         {
-            "resource_id": clean["resource_id"].to_numpy(),
-            "metric": clean["metric"].to_numpy(),
-            "empty": empty,
-            "run": np.where(empty == 1, run_id, 0),
-            "filled": clean["is_filled"].to_numpy(dtype="int64"),
-            "unfilled": clean["is_gap"].to_numpy(dtype="int64"),
+            "resource_id": np.asarray(rid_names, dtype=object)[keys // n_met],
+            "metric": np.asarray(met_names, dtype=object)[keys % n_met],
+            "expected_bins": expected,
+            "filled_points": columnar.count_in(
+                series[clean["is_filled"].to_numpy(dtype=bool)], keys, size
+            ),
+            "unfilled_points": columnar.count_in(
+                series[clean["is_gap"].to_numpy(dtype=bool)], keys, size
+            ),
+            "observed_bins": expected - columnar.count_in(series[empty], keys, size),
+            "gap_count": columnar.count_in(run_series, keys, size),
+            "longest_gap_bins": longest,
         }
     )
-    grouped = frame.groupby(SERIES_KEYS, sort=True)
-    stats = grouped.agg(
-        expected_bins=("empty", "size"),
-        empty_bins=("empty", "sum"),
-        filled_points=("filled", "sum"),
-        unfilled_points=("unfilled", "sum"),
-    )
-    stats["observed_bins"] = stats["expected_bins"] - stats.pop("empty_bins")
-    runs = frame.loc[frame["run"] > 0]
-    run_lengths = runs.groupby([*SERIES_KEYS, "run"], sort=False).size().rename("length")
-    per_series = run_lengths.groupby(level=SERIES_KEYS).agg(["size", "max"])
-    stats["gap_count"] = per_series["size"].reindex(stats.index).fillna(0).astype("int64")
-    stats["longest_gap_bins"] = per_series["max"].reindex(stats.index).fillna(0).astype("int64")
-    return stats.reset_index()
 
 
 def _step_stats(raw: pd.DataFrame) -> pd.DataFrame:
     """Per series, from its distinct raw timestamps in time order: the median step in seconds
-    and the share of steps that differ from it (gaps and jitter both count)."""
+    and the share of steps that differ from it (gaps and jitter both count).
+
+    A series whose steps are all equal (regular samples) has that step as its median and no
+    step off it; only the other series' steps go through a grouped median.
+    """
     codes = series_codes(raw)
     ts, ts_missing = timestamps_ns(raw)
-    usable = (codes.code >= 0) & ~ts_missing
-    code, stamp = codes.code[usable], ts[usable]
-    order = np.lexsort((stamp, code))
-    code, stamp = code[order], stamp[order]
-    distinct = np.ones(len(code), dtype=bool)
-    distinct[1:] = (code[1:] != code[:-1]) | (stamp[1:] != stamp[:-1])
-    code, stamp = code[distinct], stamp[distinct]
-    within = code[1:] == code[:-1]
-    step_code = code[1:][within]
-    steps = pd.Series((stamp[1:] - stamp[:-1])[within] / 1e9)
-    present = np.unique(code)
-    median = steps.groupby(step_code).median().reindex(present)
-    off = steps.to_numpy() != median.reindex(step_code).to_numpy()
-    n_steps = pd.Series(np.bincount(step_code, minlength=0)).reindex(present, fill_value=0)
-    n_off = pd.Series(np.bincount(step_code, weights=off)).reindex(present, fill_value=0.0)
+    unusable = codes.resource_missing | codes.metric_missing | ts_missing
+    if unusable.any():
+        code, stamp = codes.code[~unusable], ts[~unusable]
+    else:
+        code, stamp = codes.code, ts
+    order = columnar.series_time_order(code, stamp)
+    if order is not None:
+        code, stamp = code[order], stamp[order]
+    # Repeated timestamps of a series count once (usually there are none: one pass).
+    same_time = np.flatnonzero(stamp[1:] == stamp[:-1])
+    repeated = same_time[code[same_time + 1] == code[same_time]] + 1
+    if len(repeated):
+        keep = np.ones(len(code), dtype=bool)
+        keep[repeated] = False
+        code, stamp = code[keep], stamp[keep]
+    present, size = columnar.code_counts(code)
+    n_steps = size - 1  # steps between a series' distinct timestamps
+    # step_ns[i] = stamp[i + 1] - stamp[i]: series j's steps are step_ns[start_j : end_j - 1]
+    # (the step at end_j - 1 crosses into the next series).
+    step_ns = np.diff(stamp)
+    end = np.cumsum(size)
+    start = end - size
+    median = np.full(len(present), np.nan)
+    n_off = np.zeros(len(present), dtype="int64")
+    stepped = np.flatnonzero(n_steps > 0)
+    if len(stepped):
+        # Reduce over [start, end - 1) of each stepped series: the odd segments in between
+        # (cross-series steps and series without steps) are discarded.
+        bounds = np.column_stack((start[stepped], end[stepped] - 1)).ravel()
+        bounds = bounds[:-1] if bounds[-1] >= len(step_ns) else bounds
+        low = np.minimum.reduceat(step_ns, bounds)[::2]
+        high = np.maximum.reduceat(step_ns, bounds)[::2]
+        regular = low == high
+        median[stepped[regular]] = low[regular] / 1e9
+        irregular = stepped[~regular]
+        if len(irregular):
+            owner = np.repeat(irregular, n_steps[irregular])
+            at = np.concatenate([np.arange(start[j], end[j] - 1) for j in irregular])
+            steps = pd.Series(step_ns[at] / 1e9)
+            median[irregular] = steps.groupby(owner).median().reindex(irregular).to_numpy()
+            off = steps.to_numpy() != median[owner]
+            n_off = np.bincount(owner[off], minlength=len(present))
     rid_names, met_names = codes.names(present)
     return pd.DataFrame(
         {
             "resource_id": rid_names,
             "metric": met_names,
-            "median_step_seconds": median.to_numpy(dtype="float64"),
-            "irregular_fraction": np.where(
-                n_steps.to_numpy() > 0, n_off.to_numpy() / np.maximum(n_steps.to_numpy(), 1), 0.0
-            ),
+            "median_step_seconds": median,
+            "irregular_fraction": np.where(n_steps > 0, n_off / np.maximum(n_steps, 1), 0.0),
         }
     )
 
@@ -125,14 +156,44 @@ def _observed_span(kept: pd.DataFrame, etl: EtlSettings) -> pd.DataFrame:
     columns = [*SERIES_KEYS, "first_timestamp", "last_timestamp", "pegged_fraction"]
     if len(kept) == 0:
         return pd.DataFrame(columns=columns)
+    codes = series_codes(kept)
+    ts, missing = timestamps_ns(kept)
+    code = codes.code
+    # Validated rows: every row keyed and dated, sorted by series, then time.
+    if (code < 0).any() or missing.any() or not columnar.is_sorted(code):
+        return _observed_span_grouped(kept, etl)
+    if not columnar.within_group_sorted(code, ts):
+        return _observed_span_grouped(kept, etl)
+    percent = rows_of_metrics(codes.metric_names, codes.row_metric, etl.percent_metrics or ())
+    pegged = percent & (kept["value"].to_numpy(dtype="float64") >= float(etl.pegged_level))
+    present, size = columnar.code_counts(code)
+    ends = np.cumsum(size)
+    rid_names, met_names = codes.names(present)
+    return pd.DataFrame(
+        {
+            "resource_id": rid_names,
+            "metric": met_names,
+            "first_timestamp": columnar.utc_timestamps(ts[ends - size]),
+            "last_timestamp": columnar.utc_timestamps(ts[ends - 1]),
+            "pegged_fraction": columnar.count_in(code[pegged], present) / size,
+        }
+    )
+
+
+def _observed_span_grouped(kept: pd.DataFrame, etl: EtlSettings) -> pd.DataFrame:
+    """:func:`_observed_span` by a pandas groupby, for frames with missing keys or times."""
     level = float(etl.pegged_level)
     is_percent = kept["metric"].isin(list(etl.percent_metrics or ()))
     pegged = (is_percent & (kept["value"] >= level)).astype("float64")
-    frame = kept[[*SERIES_KEYS, "timestamp"]].assign(pegged=pegged)
-    out = frame.groupby(SERIES_KEYS, sort=True).agg(
-        first_timestamp=("timestamp", "min"),
-        last_timestamp=("timestamp", "max"),
-        pegged_fraction=("pegged", "mean"),
+    frame = columnar.as_object_columns(kept[[*SERIES_KEYS, "timestamp"]], SERIES_KEYS)
+    out = (
+        frame.assign(pegged=pegged.to_numpy())
+        .groupby(SERIES_KEYS, sort=True)
+        .agg(
+            first_timestamp=("timestamp", "min"),
+            last_timestamp=("timestamp", "max"),
+            pegged_fraction=("pegged", "mean"),
+        )
     )
     return out.reset_index()
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from capforecast.contracts import CLEAN_COLUMNS
+from capforecast.data import columnar
 from capforecast.settings import EtlSettings
 
 
@@ -42,16 +43,27 @@ def empty_clean_frame() -> pd.DataFrame:
     ).loc[:, list(CLEAN_COLUMNS)]
 
 
-def _series_codes(kept: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Integer code per row, ordered like (resource_id, metric), and the code -> names arrays."""
-    rid_codes, rid_names = pd.factorize(kept["resource_id"], sort=True)
-    met_codes, met_names = pd.factorize(kept["metric"], sort=True)
-    pair = rid_codes.astype("int64") * len(met_names) + met_codes
-    # Sort-based unique on few distinct values is cheap; it yields dense codes in key order.
-    uniques, codes = np.unique(pair, return_inverse=True)
-    names_rid = np.asarray(rid_names, dtype=object)[uniques // len(met_names)]
-    names_met = np.asarray(met_names, dtype=object)[uniques % len(met_names)]
-    return codes.astype("int64"), names_rid, names_met
+def _text_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes into the sorted distinct names of an identifier column (categorical: from its
+    codes, without hashing)."""
+    factorised = columnar.category_codes(column)
+    if factorised is not None:
+        return factorised
+    codes, names = pd.factorize(column, sort=True)
+    return codes.astype("int64"), np.asarray(names, dtype=object)
+
+
+def _pair_codes(kept: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Integer code per row, ordered like (resource_id, metric) (``rid * n_met + met`` into the
+    sorted names), the names and ``n_met``. Rows must name a resource and a metric."""
+    rid_codes, rid_names = _text_codes(kept["resource_id"])
+    met_codes, met_names = _text_codes(kept["metric"])
+    n_met = max(len(met_names), 1)
+    fits = len(rid_names) * n_met < np.iinfo("int32").max  # int32: half the memory traffic
+    pair = rid_codes.astype("int32" if fits else "int64")
+    pair *= n_met
+    pair += met_codes
+    return pair, rid_names, met_names, n_met
 
 
 def _run_lengths(mask: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,24 +94,30 @@ def resample_series(kept: pd.DataFrame, etl: EtlSettings) -> pd.DataFrame:
     stamps = kept["timestamp"]
     if not isinstance(stamps.dtype, pd.DatetimeTZDtype):
         raise ValueError("resample_series expects tz-aware UTC timestamps")
-    ns = stamps.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").array.asi8
-    if (ns == np.iinfo("int64").min).any():
+    ns = columnar.utc_nanoseconds(stamps)
+    if ns is None:
+        ns = stamps.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").array.asi8
+    if (ns == columnar.NAT).any():
         raise ValueError("resample_series expects validated rows: found missing timestamps")
 
-    codes, names_rid, names_met = _series_codes(kept)
+    pair, rid_names, met_names, n_met = _pair_codes(kept)
     bins = np.floor_divide(ns, step)
     # Validated data arrive sorted; only sort when they do not (lexsort is the costly part).
-    order_ok = np.all((np.diff(codes) > 0) | ((np.diff(codes) == 0) & (np.diff(bins) >= 0)))
-    if not order_ok:
-        order = np.lexsort((bins, codes))
-        codes, bins, values = codes[order], bins[order], values[order]
+    if not columnar.is_sorted(pair) or not columnar.within_group_sorted(pair, bins):
+        order = np.lexsort((bins, pair))
+        pair, bins, values = pair[order], bins[order], values[order]
 
     # One aggregate per (series, bin) run of the sorted rows.
     new_run = np.empty(len(bins), dtype=bool)
     new_run[0] = True
-    new_run[1:] = (bins[1:] != bins[:-1]) | (codes[1:] != codes[:-1])
+    new_run[1:] = (bins[1:] != bins[:-1]) | (pair[1:] != pair[:-1])
     run_starts = np.flatnonzero(new_run)
-    run_code = codes[run_starts]
+    run_pair = pair[run_starts]
+    # Dense series codes in key order, from the runs (far fewer than rows).
+    uniques = columnar.distinct(run_pair)
+    run_code = np.searchsorted(uniques, run_pair)
+    names_rid = rid_names[uniques // n_met]
+    names_met = met_names[uniques % n_met]
     run_bin = bins[run_starts]
     run_count = np.diff(np.append(run_starts, len(bins)))
     run_mean = np.add.reduceat(values, run_starts) / run_count
@@ -147,10 +165,9 @@ def resample_series(kept: pd.DataFrame, etl: EtlSettings) -> pd.DataFrame:
             mean[at] = mean[lo] + (mean[hi] - mean[lo]) * weight
             vmax[at] = vmax[lo] + (vmax[hi] - vmax[lo]) * weight
 
-    timestamps = pd.to_datetime(grid_bin * step, unit="ns", utc=True)
-    clean = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "timestamp": timestamps.astype("datetime64[ns, UTC]"),
+            "timestamp": columnar.utc_timestamps(grid_bin * step),
             "resource_id": names_rid[grid_code],
             "metric": names_met[grid_code],
             "value": mean,
@@ -158,6 +175,7 @@ def resample_series(kept: pd.DataFrame, etl: EtlSettings) -> pd.DataFrame:
             "n_obs": n_obs,
             "is_filled": is_filled,
             "is_gap": is_gap,
-        }
+        },
+        columns=list(CLEAN_COLUMNS),
+        copy=False,  # every array is new
     )
-    return clean.loc[:, list(CLEAN_COLUMNS)]

@@ -42,6 +42,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from capforecast.data import columnar
 from capforecast.data.validate import PERCENT_CEILING, SeriesCodes, series_codes, timestamps_ns
 from capforecast.metric_names import SCALE_FRACTION, SCALE_PERCENT
 from capforecast.settings import EtlSettings
@@ -139,7 +140,8 @@ def decide_scales(
     codes = series_codes(raw) if codes is None else codes
     n_met = max(len(codes.metric_names), 1)
     n_series = len(codes.resource_names) * n_met
-    present = np.unique(codes.code[codes.code >= 0])
+    keyed = codes.code >= 0
+    present = columnar.distinct(codes.code[keyed], n_series)
     rid, met = codes.names(present)
     table = pd.DataFrame({"resource_id": rid, "metric": met}, index=present)
     table = table.merge(declared, on=["resource_id", "metric"], how="left").set_index(present)
@@ -199,7 +201,6 @@ def decide_scales(
     table["scale_evidence"] = evidence
     to_convert = np.zeros(n_series, dtype=bool)
     to_convert[present[scale == SCALE_FRACTION]] = True
-    keyed = codes.code >= 0
     rows = np.zeros(len(raw), dtype=bool)
     rows[keyed] = to_convert[codes.code[keyed]]
     counted = rows & ~np.isnan(values)

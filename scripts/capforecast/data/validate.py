@@ -7,12 +7,15 @@ same ``resource_id, metric, timestamp``) or quarantined with one reason, so that
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from capforecast.contracts import QUARANTINE_COLUMNS, RAW_COLUMNS
+from capforecast.data import columnar
 from capforecast.data.value_limits import above_physical_limit, rows_of_metrics
 from capforecast.settings import EtlSettings
 from capforecast.timestamps import timestamp_window
@@ -73,18 +76,47 @@ class ValidationResult:
     series_counts: pd.DataFrame = field(repr=False)
 
 
-@dataclass
 class SeriesCodes:
     """Integer code per raw row for its (resource_id, metric), ordered like the names;
-    -1 where the row has no resource_id or no metric."""
+    -1 where the row has no resource_id or no metric.
 
-    code: np.ndarray
-    resource_missing: np.ndarray
-    metric_missing: np.ndarray
-    resource_names: np.ndarray
-    metric_names: np.ndarray
-    row_metric: np.ndarray  # metric code per row (-1 = missing)
-    row_resource: np.ndarray  # resource code per row (-1 = missing)
+    Built from per-row resource and metric codes (-1 = missing; any integer dtype, usually a
+    small one) into their names; the combined ``code`` (int32 while every code fits, else int64)
+    and the missing masks are worked out when first used.
+    """
+
+    def __init__(
+        self,
+        row_resource: np.ndarray,
+        resource_names: np.ndarray,
+        row_metric: np.ndarray,
+        metric_names: np.ndarray,
+    ) -> None:
+        self.row_resource = row_resource  # resource code per row (-1 = missing)
+        self.resource_names = resource_names
+        self.row_metric = row_metric  # metric code per row (-1 = missing)
+        self.metric_names = metric_names
+
+    @functools.cached_property
+    def resource_missing(self) -> np.ndarray:
+        return self.row_resource < 0
+
+    @functools.cached_property
+    def metric_missing(self) -> np.ndarray:
+        return self.row_metric < 0
+
+    @functools.cached_property
+    def code(self) -> np.ndarray:
+        n_met = max(len(self.metric_names), 1)
+        # int32 while every code fits: half the memory traffic of int64 on every pass.
+        fits = len(self.resource_names) * n_met < np.iinfo("int32").max
+        code = self.row_resource.astype("int32" if fits else "int64")
+        code *= n_met
+        code += self.row_metric
+        missing = self.resource_missing | self.metric_missing
+        if missing.any():
+            code[missing] = -1
+        return code
 
     def names(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n_met = max(len(self.metric_names), 1)
@@ -95,22 +127,25 @@ class SeriesCodes:
         cls, rid: np.ndarray, rid_names: np.ndarray, met: np.ndarray, met_names: np.ndarray
     ) -> SeriesCodes:
         """From per-row resource and metric codes (-1 = missing) and their names."""
-        keyed = (rid >= 0) & (met >= 0)
-        code = np.where(keyed, rid * max(len(met_names), 1) + met, -1).astype("int64")
-        return cls(code, rid < 0, met < 0, rid_names, met_names, met, rid)
+        return cls(rid, rid_names, met, met_names)
 
 
 def _factorize_text(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Codes (sorted names) with -1 for absent identifiers (None/NaN or blank text).
 
-    Factorising first means the blank check runs on the few distinct names, not on every row.
+    Factorising first means the blank check runs on the few distinct names, not on every row;
+    a categorical column (what ingest gives) is factorised from its codes, without hashing.
     """
-    codes, names = pd.factorize(column.to_numpy(dtype=object), sort=True)
-    names = np.asarray(names, dtype=object)
+    factorised = columnar.category_codes(column)
+    if factorised is None:
+        codes, names = pd.factorize(column.to_numpy(dtype=object), sort=True)
+        codes, names = codes.astype("int64"), np.asarray(names, dtype=object)
+    else:
+        codes, names = factorised
     blank = np.array([not str(n).strip() for n in names], dtype=bool)
     if blank.any():
         codes = np.where(np.isin(codes, np.flatnonzero(blank)), -1, codes)
-    return codes.astype("int64"), names
+    return codes, names
 
 
 def series_codes(raw: pd.DataFrame) -> SeriesCodes:
@@ -122,6 +157,9 @@ def series_codes(raw: pd.DataFrame) -> SeriesCodes:
 def timestamps_ns(raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Timestamps as int64 ns since the epoch (UTC) and the mask of missing ones."""
     stamps = raw["timestamp"]
+    values = columnar.utc_nanoseconds(stamps)
+    if values is not None:
+        return values, values == columnar.NAT
     if isinstance(stamps.dtype, pd.DatetimeTZDtype):
         stamps = stamps.dt.tz_convert("UTC")
     values = stamps.astype("datetime64[ns, UTC]").array.asi8
@@ -132,43 +170,61 @@ def _percent_rows(codes: SeriesCodes, etl: EtlSettings) -> np.ndarray:
     return rows_of_metrics(codes.metric_names, codes.row_metric, list(etl.percent_metrics or ()))
 
 
-def _reasons(
-    raw: pd.DataFrame,
+def _quarantine_reasons(
+    values: np.ndarray,
     codes: SeriesCodes,
+    keyed: np.ndarray,
     ts: np.ndarray,
     ts_missing: np.ndarray,
+    high_percent: np.ndarray | None,
     etl: EtlSettings,
-) -> np.ndarray:
-    values = raw["value"].to_numpy(dtype="float64")
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows to quarantine and, for each of them (in row order), the 1-based index into
+    REASONS of the first check it fails. ``high_percent``: percentage rows above 100 or the
+    repair ceiling, whichever is lower (None: there are none).
+
+    The union of the checks is a few passes over every row; which check comes first is worked
+    out for the flagged rows only (usually none).
+    """
     ceiling = PERCENT_CEILING + float(etl.percent_repair_tolerance)
     low, high = timestamp_window(etl.timestamp_min, etl.timestamp_max)
-    outside_window = ~ts_missing & ((ts < low.value) | (ts > high.value))
+    # A missing timestamp (NaT, the int64 minimum) is below any window: bad either way.
+    bad_time = (ts < low.value) | (ts > high.value)
     above_limit = above_physical_limit(
         values,
         series=codes.code,
         stamps=ts,
-        timed=(codes.code >= 0) & ~ts_missing & ~outside_window,
+        timed=lambda: keyed & ~bad_time,
         metric_names=codes.metric_names,
         row_metric=codes.row_metric,
         limits=etl.value_limits,
         freq_seconds=pd.Timedelta(etl.freq).total_seconds(),
     )
     with np.errstate(invalid="ignore"):
+        # NaN, -inf and negatives fail ``values >= 0``; +inf is the only other non-finite.
+        flagged = bad_time | ~keyed
+        flagged |= ~(values >= 0)
+        flagged |= values == np.inf
+        flagged |= above_limit
+        if high_percent is not None:
+            flagged |= high_percent & (values > ceiling)
+    rows = np.flatnonzero(flagged)
+    v = values[rows]
+    over = np.zeros(len(rows), dtype=bool) if high_percent is None else high_percent[rows]
+    with np.errstate(invalid="ignore"):
         checks = [
-            ts_missing,
-            outside_window,
-            codes.resource_missing,
-            codes.metric_missing,
-            np.isnan(values),
-            np.isinf(values),
-            values < 0,
-            _percent_rows(codes, etl) & (values > ceiling),
-            above_limit,
+            ts_missing[rows],
+            bad_time[rows] & ~ts_missing[rows],
+            codes.resource_missing[rows],
+            codes.metric_missing[rows],
+            np.isnan(v),
+            np.isinf(v),
+            v < 0,
+            over & (v > ceiling),
+            above_limit[rows],
         ]
-    # Select small integer codes, not the reason strings: a fixed-width text array of every
-    # row's reason cost more than all the checks together.
     first_reason = np.select(checks, list(range(1, len(REASONS) + 1)), default=0)
-    return np.array([None, *REASONS], dtype=object)[first_reason]
+    return flagged, first_reason
 
 
 def _segment_cummax(values: np.ndarray, segment_start: np.ndarray) -> np.ndarray:
@@ -176,21 +232,54 @@ def _segment_cummax(values: np.ndarray, segment_start: np.ndarray) -> np.ndarray
     return pd.Series(values).groupby(np.cumsum(segment_start)).cummax().to_numpy()
 
 
-def _unsorted_flags(code: np.ndarray, ts: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """True for usable rows whose timestamp is earlier than one already seen in the same series
-    (file order): the rows that sorting has to move."""
+def _unsorted_flags(code: np.ndarray, ts: np.ndarray, grouped: np.ndarray | None) -> np.ndarray:
+    """True for usable rows whose timestamp is earlier than one already seen in the same
+    series (file order): the rows that sorting has to move. ``grouped``: the usable rows
+    grouped by series, in file order within each (None: every row, as they are)."""
     flags = np.zeros(len(code), dtype=bool)
-    rows = np.flatnonzero(usable)
-    if len(rows) < 2:
-        return flags
-    by_series = rows[np.argsort(code[rows], kind="stable")]  # file order within each series
-    c, t = code[by_series], ts[by_series]
-    new = np.r_[True, c[1:] != c[:-1]]
-    if np.all(new[1:] | (t[1:] >= t[:-1])):
+    c, t = (code, ts) if grouped is None else (code[grouped], ts[grouped])
+    if len(c) < 2 or columnar.within_group_sorted(c, t):
         return flags  # already in time order: the usual case, no grouped scan needed
+    new = np.r_[True, c[1:] != c[:-1]]
     previous_max = np.r_[np.iinfo("int64").min, _segment_cummax(t, new)[:-1]]
-    flags[by_series] = ~new & (t < previous_max)
+    if grouped is None:
+        flags[:] = ~new & (t < previous_max)
+    else:
+        flags[grouped] = ~new & (t < previous_max)
     return flags
+
+
+def _kept_order(
+    code: np.ndarray, ts: np.ndarray, kept: np.ndarray, grouped: np.ndarray | None
+) -> np.ndarray | None:
+    """Kept rows in (series, timestamp) order, equal keys in file order (a stable lexsort); None
+    when that is every row in file order. ``grouped`` as for :func:`_unsorted_flags` (kept rows
+    are usable ones)."""
+    every_row = kept.all()
+    if grouped is None and every_row:
+        if columnar.within_group_sorted(code, ts):
+            return None
+    else:
+        if grouped is None:
+            grouped = np.flatnonzero(kept)
+        elif not every_row:
+            grouped = grouped[kept[grouped]]
+        if columnar.within_group_sorted(code[grouped], ts[grouped]):
+            return grouped
+    kept_rows = np.flatnonzero(kept)
+    return kept_rows[np.lexsort((ts[kept_rows], code[kept_rows]))]
+
+
+def _kept_ids(codes: np.ndarray, names: np.ndarray, used: np.ndarray) -> pd.Categorical:
+    """Categorical of the kept rows' names (``codes`` into ``names``), categories the names
+    ``used`` (sorted codes of the names that have kept rows); never a view of ``codes``."""
+    if len(used) < len(names):
+        lookup = columnar.small_codes(np.full(len(names), -1), len(used))
+        lookup[used] = np.arange(len(used))
+        codes, names = lookup[codes], names[used]
+    else:
+        codes = columnar.small_codes(codes, len(names)).copy()
+    return columnar.text_categorical(codes, names)
 
 
 def validate_rows(raw: pd.DataFrame, etl: EtlSettings, source_file: str) -> ValidationResult:
@@ -204,58 +293,100 @@ def validate_rows(raw: pd.DataFrame, etl: EtlSettings, source_file: str) -> Vali
     averaged into one; they count as kept and as ``duplicates``. Rows out of time order within
     their series are counted as ``unsorted_rows``; the kept frame is sorted.
     """
-    raw = raw.reset_index(drop=True)
+    if not raw.index.equals(pd.RangeIndex(len(raw))):
+        raw = raw.reset_index(drop=True)
     n = len(raw)
     codes = series_codes(raw)
     ts, ts_missing = timestamps_ns(raw)
-    reasons = _reasons(raw, codes, ts, ts_missing, etl)
-    quarantined = np.not_equal(reasons, None)
+    values = raw_values = raw["value"].to_numpy(dtype="float64")
     keyed = codes.code >= 0
-    values = raw["value"].to_numpy(dtype="float64").copy()
-
+    # Percentages above 100 or above the repair ceiling, whichever is lower.
+    above = min(PERCENT_CEILING, PERCENT_CEILING + float(etl.percent_repair_tolerance))
     with np.errstate(invalid="ignore"):
-        repaired = ~quarantined & _percent_rows(codes, etl) & (values > PERCENT_CEILING)
-    values[repaired] = PERCENT_CEILING
-    unsorted = _unsorted_flags(codes.code, ts, keyed & ~ts_missing)
+        high_percent = _percent_rows(codes, etl) & (values > above)
+    if not high_percent.any():
+        high_percent = None  # the usual case: nothing to repair, no percentage out of range
+    quarantined, reason_codes = _quarantine_reasons(
+        values, codes, keyed, ts, ts_missing, high_percent, etl
+    )
 
-    # Kept rows in (series, timestamp) order; equal neighbours are duplicates to average.
-    kept_rows = np.flatnonzero(~quarantined)
-    order = kept_rows[np.lexsort((ts[kept_rows], codes.code[kept_rows]))]
-    k_code, k_ts, k_val = codes.code[order], ts[order], values[order]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = (k_code[1:] != k_code[:-1]) | (k_ts[1:] != k_ts[:-1])
+    repaired = np.zeros(n, dtype=bool)
+    if high_percent is not None:
+        with np.errstate(invalid="ignore"):
+            repaired = high_percent & ~quarantined & (values > PERCENT_CEILING)
+    if repaired.any():
+        values = values.copy()
+        values[repaired] = PERCENT_CEILING
+
+    # Usable rows (a series and a timestamp) grouped by series, file order within each: which
+    # rows are out of time order, and the kept rows in (series, timestamp) order.
+    usable = keyed & ~ts_missing
+    if usable.all():
+        by_series = columnar.group_order(codes.code)
+        grouped = by_series  # None: every row, already grouped
+    else:
+        rows = np.flatnonzero(usable)
+        by_series = columnar.group_order(codes.code[rows])
+        grouped = rows if by_series is None else rows[by_series]
+    unsorted = _unsorted_flags(codes.code, ts, grouped)
+    order = _kept_order(codes.code, ts, ~quarantined, grouped)
+
+    # Equal neighbours are duplicates to average.
+    if order is None:
+        k_code, k_ts, k_val = codes.code, ts, values
+    else:
+        k_code, k_ts, k_val = codes.code[order], ts[order], values[order]
+    first = np.ones(len(k_code), dtype=bool)
+    same_time = np.flatnonzero(k_ts[1:] == k_ts[:-1])  # usually none: one pass
+    first[same_time + 1] = k_code[same_time + 1] != k_code[same_time]
     duplicate = np.zeros(n, dtype=bool)
-    duplicate[order[~first]] = True
-    starts = np.flatnonzero(first)
-    if len(starts) < len(order):
-        k_val = np.add.reduceat(k_val, starts) / np.diff(np.r_[starts, len(order)])
-    k_code, k_ts = k_code[starts], k_ts[starts]
-    rid_names, met_names = codes.names(k_code)
-    kept = pd.DataFrame(
-        {
-            "timestamp": pd.to_datetime(k_ts, unit="ns", utc=True),
-            "resource_id": rid_names,
-            "metric": met_names,
-            "value": np.asarray(k_val, dtype="float64"),
-        }
-    ).loc[:, list(RAW_COLUMNS)]
-
-    quarantine = raw.loc[quarantined, list(RAW_COLUMNS)].copy()
-    quarantine.insert(0, "row", quarantine.index.to_numpy(dtype="int64"))
-    quarantine.insert(0, "source_file", str(source_file))
-    quarantine["reason"] = reasons[quarantined].astype(str)
-    quarantine = quarantine.loc[:, list(QUARANTINE_COLUMNS)].reset_index(drop=True)
+    if not first.all():
+        duplicate[np.flatnonzero(~first) if order is None else order[~first]] = True
+        starts = np.flatnonzero(first)
+        k_val = np.add.reduceat(k_val, starts) / np.diff(np.r_[starts, len(k_code)])
+        k_code, k_ts = k_code[starts], k_ts[starts]
+        k_rid, k_met = np.divmod(k_code, max(len(codes.metric_names), 1))
+    elif order is None:
+        k_rid, k_met = codes.row_resource, codes.row_metric
+    else:
+        k_rid, k_met = codes.row_resource[order], codes.row_metric[order]
 
     flags = {
-        "rows_in": np.ones(n, dtype=bool),
-        "rows_kept": ~quarantined,
         "rows_repaired": repaired,
         "rows_quarantined": quarantined,
         "duplicates": duplicate,
         "unsorted_rows": unsorted,
     }
-    counts = {name: int(v.sum()) for name, v in flags.items()}
-    series_counts = _series_table(codes, keyed, flags)
+    series_codes_present, series_counts = _series_table(codes, keyed, flags)
+    kept_series = series_codes_present[series_counts["rows_kept"].to_numpy() > 0]
+    n_met = max(len(codes.metric_names), 1)
+    if k_val is raw_values:
+        k_val = k_val.copy()  # never a view of the caller's frame
+    kept = pd.DataFrame(
+        {
+            "timestamp": columnar.utc_timestamps(k_ts),  # a new array
+            "resource_id": _kept_ids(
+                k_rid, codes.resource_names, columnar.distinct(kept_series // n_met)
+            ),
+            "metric": _kept_ids(k_met, codes.metric_names, columnar.distinct(kept_series % n_met)),
+            "value": k_val,
+        },
+        copy=False,
+    )
+
+    q_rows = np.flatnonzero(quarantined)
+    quarantine = columnar.as_object_columns(
+        raw.iloc[q_rows if len(q_rows) else slice(0, 0)].loc[:, list(RAW_COLUMNS)].copy(),
+        ("resource_id", "metric"),
+    )
+    quarantine.insert(0, "row", q_rows.astype("int64"))
+    quarantine.insert(0, "source_file", str(source_file))
+    quarantine["reason"] = np.array(REASONS, dtype=object)[reason_codes - 1].astype(str)
+    quarantine = quarantine.loc[:, list(QUARANTINE_COLUMNS)].reset_index(drop=True)
+
+    counts = {"rows_in": n, "rows_kept": int(np.count_nonzero(~quarantined))}
+    counts.update({name: int(np.count_nonzero(v)) for name, v in flags.items()})
+    counts = {name: counts[name] for name in COUNT_COLUMNS}
 
     # The accounting promise of this module: no row disappears without a trace.
     if counts["rows_in"] != counts["rows_kept"] + counts["rows_quarantined"]:
@@ -273,13 +404,23 @@ def validate_rows(raw: pd.DataFrame, etl: EtlSettings, source_file: str) -> Vali
 
 def _series_table(
     codes: SeriesCodes, keyed: np.ndarray, flags: Mapping[str, np.ndarray]
-) -> pd.DataFrame:
-    """Per-series sums of the row flags, for every series with at least one raw row."""
-    present, inverse = np.unique(codes.code[keyed], return_inverse=True)
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Per-series sums of the row flags (COUNT_COLUMNS but rows_in and rows_kept), for every
+    series with at least one raw row; rows_in counts the rows, rows_kept those not quarantined.
+    Returns the series' codes (sorted) and the table.
+    """
+    size = len(codes.resource_names) * max(len(codes.metric_names), 1)
+    every_row = keyed.all()
+    code = codes.code if every_row else codes.code[keyed]
+    present, rows_in = columnar.code_counts(code, size)
     rid_names, met_names = codes.names(present)
     table = pd.DataFrame({"resource_id": rid_names, "metric": met_names})
+    table["rows_in"] = rows_in.astype("int64")
+    counted = {}
     for name, flag in flags.items():
-        table[name] = np.bincount(inverse, weights=flag[keyed], minlength=len(present)).astype(
-            "int64"
-        )
-    return table
+        rows = flag if every_row else flag[keyed]
+        counted[name] = columnar.count_in(code[rows] if rows.any() else code[:0], present, size)
+    table["rows_kept"] = table["rows_in"] - counted["rows_quarantined"]
+    for name in COUNT_COLUMNS[2:]:
+        table[name] = counted[name]
+    return present, table

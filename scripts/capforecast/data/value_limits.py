@@ -17,7 +17,7 @@ rather than per sample, and ``etl.freq`` for a series with a single timestamp.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,12 @@ def rows_of_metrics(
     one of ``metrics``."""
     wanted = set(metrics)
     is_wanted = np.array([str(name) in wanted for name in metric_names], dtype=bool)
+    codes = np.flatnonzero(is_wanted)
+    if len(codes) <= 4:  # a comparison per wanted code beats a gather with a row index
+        rows = np.zeros(len(row_metric), dtype=bool)
+        for code in codes:
+            rows |= row_metric == int(code)  # a Python int keeps the codes' dtype
+        return rows
     return np.append(is_wanted, False)[row_metric]  # code -1 -> the appended False
 
 
@@ -64,7 +70,7 @@ def above_physical_limit(
     *,
     series: np.ndarray,
     stamps: np.ndarray,
-    timed: np.ndarray,
+    timed: np.ndarray | Callable[[], np.ndarray],
     metric_names: np.ndarray,
     row_metric: np.ndarray,
     limits: Mapping[str, Any],
@@ -73,20 +79,29 @@ def above_physical_limit(
     """True for rows whose value exceeds the ceiling of their metric's kind.
 
     ``series``: series code per row (-1 = no series); ``stamps``: int64 ns; ``timed``: rows
-    whose timestamp may count towards a sample period (keyed, present, inside the window).
+    whose timestamp may count towards a sample period (keyed, present, inside the window), or a
+    function giving them (called only when some value needs its series' period).
     NaN values compare False (validation gives them their own reason).
     """
+    lowest = min(float(limits["max_value"]), *(float(limits[key]) for _, key in RATE_KINDS))
     with np.errstate(invalid="ignore"):
+        if not (values > lowest).any():  # the usual case: no value near any ceiling
+            return np.zeros(len(values), dtype=bool)
         over = values > float(limits["max_value"])
         for metrics_key, rate_key in RATE_KINDS:
             rate = float(limits[rate_key])
             # A value within one second's worth passes whatever the period: only the rows above
             # it need their series' period (none at all on real data).
-            suspect = rows_of_metrics(metric_names, row_metric, limits[metrics_key])
-            suspect &= (values > rate) & (series >= 0)
+            suspect = values > rate
+            if not suspect.any():
+                continue
+            suspect &= rows_of_metrics(metric_names, row_metric, limits[metrics_key])
+            suspect &= series >= 0
             if not suspect.any():
                 continue
             in_suspect_series = np.isin(series, np.unique(series[suspect]))
+            if callable(timed):
+                timed = timed()
             periods = sample_periods_seconds(
                 series, stamps, timed & in_suspect_series, freq_seconds
             )

@@ -5,7 +5,7 @@ Shared by the `leaderboard` rule and the accuracy benchmark so both score exactl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +76,18 @@ def backtest_models(
     return out
 
 
+@dataclass(frozen=True)
+class ShardSource:
+    """One shard's inputs, read when needed: each pass over the fleet holds one shard at a time.
+
+    ``predictions``: its backtest predictions (every candidate model); ``history``: its panel
+    rows (``series_id, timestamp, y``), the MASE scale's data.
+    """
+
+    predictions: Callable[[], pd.DataFrame]
+    history: Callable[[], pd.DataFrame]
+
+
 def evaluate_backtests(
     predictions: pd.DataFrame,
     history: pd.DataFrame,
@@ -88,11 +100,66 @@ def evaluate_backtests(
 ) -> Evaluation:
     """Score all models, select per window without peeking, calibrate, and rank.
 
-    ``history`` is the panel (series_id, timestamp, y) the MASE scale is computed from.
+    ``history`` is the panel (series_id, timestamp, y) the MASE scale is computed from. The
+    whole fleet as one shard of ``evaluate_shards``.
+    """
+    return evaluate_shards(
+        [ShardSource(lambda: predictions, lambda: history)],
+        backtest_cfg=backtest_cfg,
+        forecast_cfg=forecast_cfg,
+        selection_cfg=selection_cfg,
+        bounds=bounds,
+        baseline=baseline,
+    )
+
+
+def evaluate_shards(
+    shards: Sequence[ShardSource],
+    *,
+    backtest_cfg: BacktestSettings,
+    forecast_cfg: ForecastSettings,
+    selection_cfg: SelectionSettings,
+    bounds: Mapping[str, tuple[float, float | None]],
+    baseline: str = "seasonal_naive_daily",
+) -> Evaluation:
+    """``evaluate_backtests`` over a fleet split into shards, with the same result.
+
+    Three passes, one shard in memory at a time: (1) score every candidate and collect the
+    small fleet-wide tables selection needs (scores, window spans, available models); choose
+    per window for the whole fleet; (2) combine each shard's ``selected`` predictions;
+    calibrate them fleet-wide (the scaling pools every series); (3) score them shard by shard.
+    Everything a choice depends on is fleet-wide and sorted, so the shards' order and sizes
+    change nothing.
     """
     season, scored_quantiles = backtest_cfg.season, list(forecast_cfg.quantiles)
-    scores = metrics.score_predictions(predictions, history, season, scored_quantiles)
-    selected, choices = selection.select_without_peeking(scores, predictions, selection_cfg)
+    score_frames, span_frames = [], []
+    available: dict[int, list[pd.DataFrame]] = {}
+    columns: list[str] = []
+    for shard in shards:
+        predictions = shard.predictions()
+        candidates = _candidates(predictions)
+        score_frames.append(
+            metrics.score_predictions(candidates, shard.history(), season, scored_quantiles)
+        )
+        span_frames.append(backtest.window_spans(candidates))
+        for window, table in selection.available_by_window(candidates).items():
+            available.setdefault(window, []).append(table)
+        columns = columns or list(predictions.columns)
+    scores = _sorted_scores(score_frames)
+    plan = selection.plan_selection(
+        scores,
+        pd.concat(span_frames),
+        {window: pd.concat(tables, ignore_index=True) for window, tables in available.items()},
+        selection_cfg,
+    )
+    selected, choices = selection.finish_selected(
+        [
+            selection.combine_planned(_candidates(shard.predictions()), plan, selection_cfg)
+            for shard in shards
+        ],
+        plan,
+        columns,
+    )
     table = pd.DataFrame()
     if forecast_cfg.calibrate:
         levels = model_quantiles(forecast_cfg)
@@ -102,8 +169,12 @@ def evaluate_backtests(
         scored_windows = selected[~selected["is_selection_window"].astype(bool)]
         table = calibration.fit_interval_scaling(scored_windows, levels)
         selected, _ = calibration.calibrate_without_peeking(selected, levels, bounds=bounds)
-    selected_scores = metrics.score_predictions(selected, history, season, scored_quantiles)
-    all_scores = pd.concat([scores, selected_scores], ignore_index=True)
+    selected_scores = []
+    for shard in shards:
+        history = shard.history()
+        mine = selected[selected["series_id"].isin(history["series_id"].unique())]
+        selected_scores.append(metrics.score_predictions(mine, history, season, scored_quantiles))
+    all_scores = pd.concat([scores, _sorted_scores(selected_scores)], ignore_index=True)
     return Evaluation(
         metrics=all_scores,
         leaderboard=metrics.leaderboard(all_scores, baseline=baseline),
@@ -112,6 +183,17 @@ def evaluate_backtests(
         calibration=table,
         window_choices=choices,
     )
+
+
+def _candidates(predictions: pd.DataFrame) -> pd.DataFrame:
+    return predictions[predictions["model"] != selection.SELECTED]
+
+
+def _sorted_scores(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Shards' scores in the order ``score_predictions`` gives for the whole fleet."""
+    scores = pd.concat(frames, ignore_index=True)
+    scores = scores.sort_values(["model", "series_id", "window"], kind="stable")
+    return scores.reset_index(drop=True)
 
 
 def leaderboard_with_peers(

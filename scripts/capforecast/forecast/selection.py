@@ -37,13 +37,18 @@ distinct model that forecast it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from capforecast.contracts import quantile_column
 from capforecast.errors import ForecastInputError
-from capforecast.forecast.backtest import assert_no_peeking, earlier_windows
+from capforecast.forecast.backtest import (
+    assert_no_peeking,
+    earlier_windows_in_spans,
+    window_spans,
+)
 from capforecast.forecast.metrics import RELGM_CLIP, quantile_levels
 from capforecast.forecast.models.base import base_model_name
 from capforecast.forecast.panel import clip_to_bounds
@@ -274,6 +279,94 @@ def combine_weighted(
     return out
 
 
+@dataclass(frozen=True)
+class WindowChoice:
+    """How ``selected`` is made in one backtest window: from which earlier windows' scores
+    (``earlier``) and with which models and weights per series (``weights``)."""
+
+    window: int
+    earlier: list[int]
+    weights: pd.DataFrame
+
+
+def plan_selection(
+    metrics: pd.DataFrame,
+    spans: pd.DataFrame,
+    available: Mapping[int, pd.DataFrame],
+    settings: SelectionSettings,
+) -> list[WindowChoice]:
+    """Every window's choice, from small fleet-wide tables only.
+
+    ``metrics``: the candidates' scores (``score_predictions``); ``spans``: their
+    ``backtest.window_spans``; ``available``: per window, ``underlying_models`` of the
+    candidates that forecast it. Each table can be built shard by shard and concatenated, so a
+    fleet is selected without holding all its predictions.
+    """
+    history = metrics[metrics["model"] != SELECTED]
+    plan = []
+    for window in sorted(available):
+        earlier = earlier_windows_in_spans(spans, window)
+        weights = choose_models(
+            history[history["window"].isin(earlier)], available[window], settings
+        )
+        plan.append(WindowChoice(int(window), earlier, weights))
+    return plan
+
+
+def combine_planned(
+    candidates: pd.DataFrame, plan: Sequence[WindowChoice], settings: SelectionSettings
+) -> pd.DataFrame:
+    """``selected`` predictions of the series in ``candidates`` (a shard or the fleet).
+
+    Asserts, on these predictions' own timestamps, that no choice used an actual after the
+    cutoff of the window it was made for.
+    """
+    frames = []
+    for choice in plan:
+        current = candidates[candidates["window"] == choice.window]
+        if current.empty:
+            continue
+        assert_no_peeking(
+            candidates[candidates["window"].isin(choice.earlier)], current, choice.window
+        )
+        frames.append(
+            combine_weighted(
+                current,
+                choice.weights,
+                ["series_id", "window", "timestamp"],
+                settings.combination,
+            )
+        )
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def finish_selected(
+    frames: Sequence[pd.DataFrame], plan: Sequence[WindowChoice], columns: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``selected`` predictions of every shard in the ``run_backtest`` layout (``columns``
+    are the candidates'), sorted, and the choices table (``CHOICE_COLUMNS``)."""
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=list(columns)), pd.DataFrame(columns=list(CHOICE_COLUMNS))
+    selected = pd.concat(frames, ignore_index=True)
+    ordered = ["model", *[c for c in columns if c != "model" and c in selected.columns]]
+    selected = selected[ordered].sort_values(["series_id", "window", "timestamp"], kind="stable")
+    choices = pd.concat(
+        [choice.weights.assign(window=choice.window) for choice in plan], ignore_index=True
+    )[list(CHOICE_COLUMNS)]
+    return selected.reset_index(drop=True), choices.reset_index(drop=True)
+
+
+def available_by_window(candidates: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """``underlying_models`` of the candidates, per window they forecast."""
+    return {
+        int(window): underlying_models(candidates[candidates["window"] == window])
+        for window in sorted(candidates["window"].unique())
+    }
+
+
 def select_without_peeking(
     metrics: pd.DataFrame, predictions: pd.DataFrame, settings: SelectionSettings
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -289,36 +382,16 @@ def select_without_peeking(
     model in window ``w`` (``model_used``) count once.
 
     Returns ``(selected_predictions, choices)``: predictions in the ``run_backtest`` layout
-    with ``model = "selected"`` and ``choices`` with ``CHOICE_COLUMNS``.
+    with ``model = "selected"`` and ``choices`` with ``CHOICE_COLUMNS``. The same steps run
+    shard by shard in ``capforecast.forecast.evaluate.evaluate_shards``.
     """
     candidates = predictions[predictions["model"] != SELECTED]
-    history = metrics[metrics["model"] != SELECTED]
-    selected, choices = [], []
-    for window in sorted(candidates["window"].unique()):
-        earlier = earlier_windows(candidates, window)
-        current = candidates[candidates["window"] == window]
-        assert_no_peeking(candidates[candidates["window"].isin(earlier)], current, window)
-        weights = choose_models(
-            history[history["window"].isin(earlier)], underlying_models(current), settings
-        )
-        combined = combine_weighted(
-            current, weights, ["series_id", "window", "timestamp"], settings.combination
-        )
-        selected.append(combined)
-        choices.append(weights.assign(window=window))
-    columns = [c for c in predictions.columns if c != "model"]
-    if not selected:
-        return (
-            pd.DataFrame(columns=list(predictions.columns)),
-            pd.DataFrame(columns=list(CHOICE_COLUMNS)),
-        )
-    selected_predictions = pd.concat(selected, ignore_index=True)
-    ordered = ["model", *[c for c in columns if c in selected_predictions.columns]]
-    selected_predictions = selected_predictions[ordered].sort_values(
-        ["series_id", "window", "timestamp"], kind="stable"
+    plan = plan_selection(
+        metrics, window_spans(candidates), available_by_window(candidates), settings
     )
-    choice_table = pd.concat(choices, ignore_index=True)[list(CHOICE_COLUMNS)]
-    return selected_predictions.reset_index(drop=True), choice_table.reset_index(drop=True)
+    return finish_selected(
+        [combine_planned(candidates, plan, settings)], plan, list(predictions.columns)
+    )
 
 
 def final_selection(metrics: pd.DataFrame, settings: SelectionSettings) -> pd.DataFrame:

@@ -68,12 +68,14 @@ cost deltas over resources, not rows (the summary does).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from capforecast.contracts import RISK_REPORT_COLUMNS
 from capforecast.errors import ForecastInputError
@@ -88,6 +90,7 @@ from capforecast.risk.capacity import (
     service_capacity,
 )
 from capforecast.risk.probability import (
+    SELECTED_MODEL,
     SERIES_KEYS,
     BreachTables,
     ThresholdsFor,
@@ -689,7 +692,8 @@ def _summary(
         ),
         "assumptions": {
             "breach_by_t": "max(comonotone lower bound, mean(days as independent blocks, "
-            "share of the last 4 weeks that reached the threshold)); see risk_probability",
+            "share of the last 4 weeks that reached the threshold)); "
+            "see capforecast.risk.probability",
             "tails": "exponential upper tail beyond the outermost quantile, linear lower tail",
             "risk_score": "0 none, 1 P(warn)>=0.2, 2 P(warn)>=0.5, 3 P(crit)>=0.2, "
             "4 P(crit)>=0.5 or act_by passed",
@@ -701,6 +705,29 @@ def _summary(
             "now": "forecast start (not the wall clock)",
         },
     }
+
+
+# The clean-history columns the risk stage reads (contracts.CLEAN_COLUMNS has more).
+HISTORY_COLUMNS: tuple[str, ...] = ("timestamp", "resource_id", "metric", "value", "value_max")
+
+
+def read_selected_forecasts(path: str | Path) -> pd.DataFrame:
+    """The ``selected`` rows of forecasts.parquet (it also holds every candidate model's).
+
+    Read with a row filter, a sixth of the table with the default models; when no row matches,
+    the whole table, so that ``assess_risk`` names the models it found instead.
+    """
+    selected = pd.read_parquet(path, filters=[("model", "==", SELECTED_MODEL)])
+    return selected if len(selected) else pd.read_parquet(path)
+
+
+def read_clean_history(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """The cleaned partitions' ``HISTORY_COLUMNS``, concatenated."""
+    frames = []
+    for path in paths:
+        present = set(pq.read_schema(path).names)
+        frames.append(pd.read_parquet(path, columns=[c for c in HISTORY_COLUMNS if c in present]))
+    return pd.concat(frames, ignore_index=True)
 
 
 def assess_risk(

@@ -318,10 +318,13 @@ def recurrence(
         out[f"recurrence_{name}"] = np.nan
     if history is None or history.empty:
         return out
-    frame = history[[*SERIES_KEYS, "timestamp", "value"]].copy()
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-    start = pd.MultiIndex.from_frame(frame[list(SERIES_KEYS)]).map(starts.to_dict().get)
-    frame["start"] = pd.to_datetime(pd.Series(start, index=frame.index), utc=True)
+    frame = history[[*SERIES_KEYS, "timestamp", "value"]]
+    frame = frame.assign(timestamp=pd.to_datetime(frame["timestamp"], utc=True))
+    # Only the last RECURRENCE_BLOCKS weeks before a start count: drop older rows before
+    # joining each row to its series' start (the join is the costly part on a large fleet).
+    start_of = pd.to_datetime(starts, utc=True).rename("start").reset_index()
+    frame = frame[frame["timestamp"] >= start_of["start"].min() - RECURRENCE_BLOCKS * block]
+    frame = frame.merge(start_of, on=list(SERIES_KEYS), how="inner")
     frame["block"] = (frame["start"] - frame["timestamp"] - pd.Timedelta(1, "ns")) // block
     frame = frame[(frame["block"] >= 0) & (frame["block"] < RECURRENCE_BLOCKS)]
     peaks = frame.groupby([*SERIES_KEYS, "block"], as_index=False)["value"].max()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,12 +61,13 @@ def finalize_forecast(frame: pd.DataFrame, request: ForecastRequest) -> pd.DataF
     values = np.sort(out[cols].to_numpy(dtype=float), axis=1)
     out[cols] = values
     if request.bounds:
-        lower = out["series_id"].map(lambda s: request.bounds.get(s, (0.0, None))[0]).astype(float)
-        upper = (
-            out["series_id"]
-            .map(lambda s: request.bounds.get(s, (0.0, None))[1] or np.inf)
-            .astype(float)
-        )
+        # A series without bounds is clipped at 0 below and not above; an upper bound of None
+        # (or 0) means unbounded. Mapped per series, not per row: this runs on every forecast.
+        lower_of = {sid: float(low) for sid, (low, _) in request.bounds.items()}
+        upper_of = {sid: float(high or np.inf) for sid, (_, high) in request.bounds.items()}
+        series = out["series_id"]
+        lower = series.map(lower_of).fillna(0.0).astype(float)
+        upper = series.map(upper_of).fillna(np.inf).astype(float)
         for col in [*cols, "mean"]:
             out[col] = out[col].clip(lower=lower, upper=upper)
     return out
@@ -126,8 +127,18 @@ def fill_missing(values: np.ndarray, season: int | None = None) -> np.ndarray:
                 break
             filled[candidates[usable]] = source[usable]
             missing = np.isnan(filled)
-    series = pd.Series(filled)
-    return series.interpolate(method="linear").ffill().bfill().to_numpy()
+    return _interpolate_edges(filled)
+
+
+def _interpolate_edges(values: np.ndarray) -> np.ndarray:
+    """Linear interpolation inside, edge values carried outwards; all-NaN stays all-NaN."""
+    missing = np.isnan(values)
+    if not missing.any() or missing.all():
+        return values
+    positions = np.arange(values.size)
+    present = ~missing
+    values[missing] = np.interp(positions[missing], positions[present], values[present])
+    return values
 
 
 def quantile_frame(
@@ -145,6 +156,72 @@ def quantile_frame(
     for q, values in quantile_values.items():
         data[quantile_column(q)] = np.asarray(values, dtype=float)
     return pd.DataFrame(data)
+
+
+def iter_series(history: pd.DataFrame) -> Iterator[tuple[str, np.ndarray, pd.Timestamp]]:
+    """``(series_id, y, last timestamp)`` per series, in order of first appearance.
+
+    What ``groupby("series_id", sort=False)`` gives, without a DataFrame per series (which
+    costs more than a baseline's whole forecast).
+    """
+    if history.empty:
+        return
+    codes, uniques = pd.factorize(history["series_id"], sort=False)
+    order = np.argsort(codes, kind="stable")
+    y = history["y"].to_numpy(dtype=float)[order]
+    timestamps = history["timestamp"].iloc[order]
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(order)]])
+    for sid, start, end in zip(uniques, starts, ends, strict=True):
+        yield str(sid), y[start:end], timestamps.iloc[end - 1]
+
+
+class ForecastRows:
+    """Per-series forecasts collected as arrays and turned into one contract frame at the end.
+
+    Building a DataFrame (and a date range) per series costs more than most models' fits on
+    hourly data; this builds the columns once. Rows come out in the order series were added.
+    """
+
+    def __init__(self, horizon: int, freq: str, quantiles: tuple[float, ...] | list[float]):
+        self.horizon = horizon
+        self.step = pd.Timedelta(_as_timedelta_string(freq))
+        self.quantiles = tuple(quantiles)
+        self.series_ids: list[str] = []
+        self.last_timestamps: list[pd.Timestamp] = []
+        self.means: list[np.ndarray] = []
+        self.quantile_values: dict[float, list[np.ndarray]] = {q: [] for q in self.quantiles}
+
+    def add(
+        self,
+        series_id: str,
+        last_timestamp: pd.Timestamp,
+        mean: np.ndarray,
+        quantile_values: dict[float, np.ndarray],
+    ) -> None:
+        """One series' forecast for the ``horizon`` steps after ``last_timestamp``."""
+        self.series_ids.append(series_id)
+        self.last_timestamps.append(pd.Timestamp(last_timestamp))
+        self.means.append(np.asarray(mean, dtype=float))
+        for q in self.quantiles:
+            self.quantile_values[q].append(np.asarray(quantile_values[q], dtype=float))
+
+    def frame(self) -> pd.DataFrame:
+        """The contract layout (without ``model_used``): series_id, timestamp, mean, quantiles."""
+        if not self.series_ids:
+            return empty_forecast_frame(self.quantiles).drop(columns="model_used")
+        lasts = pd.DatetimeIndex(self.last_timestamps).as_unit("ns")
+        offsets = pd.TimedeltaIndex(np.arange(1, self.horizon + 1) * self.step).as_unit("ns")
+        timestamps = lasts.repeat(self.horizon) + np.tile(offsets, len(lasts))
+        data: dict[str, Any] = {
+            "series_id": np.repeat(np.array(self.series_ids, dtype=object), self.horizon),
+            "timestamp": timestamps,
+            "mean": np.concatenate(self.means),
+        }
+        for q in self.quantiles:
+            data[quantile_column(q)] = np.concatenate(self.quantile_values[q])
+        return pd.DataFrame(data)
 
 
 def empty_forecast_frame(quantiles: tuple[float, ...] | list[float]) -> pd.DataFrame:

@@ -28,9 +28,9 @@ import pandas as pd
 
 from capforecast.forecast.models.base import (
     ForecastRequest,
+    ForecastRows,
     fill_missing,
-    future_timestamps,
-    quantile_frame,
+    iter_series,
     steps_per,
 )
 from capforecast.settings import ModelSettings
@@ -135,10 +135,8 @@ def _per_series(
 
     ``fill``: gaps are filled first (``fill_missing`` with ``fill_season``).
     """
-    frames = []
-    for sid, group in request.history.groupby("series_id", sort=False):
-        y = group["y"].to_numpy(dtype=float)
+    rows = ForecastRows(request.horizon, request.freq, request.quantiles)
+    for sid, y, last in iter_series(request.history):
         point, quantile_values = forecast(fill_missing(y, fill_season) if fill else y)
-        timestamps = future_timestamps(group["timestamp"].iloc[-1], request.horizon, request.freq)
-        frames.append(quantile_frame(str(sid), timestamps, point, quantile_values))
-    return pd.concat(frames, ignore_index=True)
+        rows.add(sid, last, point, quantile_values)
+    return rows.frame()

@@ -41,9 +41,9 @@ import pandas as pd
 from capforecast.contracts import model_used_label
 from capforecast.forecast.models.base import (
     ForecastRequest,
+    ForecastRows,
     fill_missing,
-    future_timestamps,
-    quantile_frame,
+    iter_series,
     steps_per,
 )
 from capforecast.forecast.models.pool import map_in_processes
@@ -199,12 +199,14 @@ def statsforecast_forecast(
     history = request.history
     cache = request.fitted_models if cache_key is not None else None
     ids, jobs = [], []
-    for sid, group in history.groupby("series_id", sort=False):
-        y = fill_missing(group["y"].to_numpy(dtype=float), request.season)
-        form = cache.get((cache_key, str(sid))) if cache is not None else None
+    last_timestamps = []
+    for sid, values, last in iter_series(history):
+        y = fill_missing(values, request.season)
+        form = cache.get((cache_key, sid)) if cache is not None else None
         template = model if hasattr(model, "fit") else model(y, form)
-        ids.append(str(sid))
+        ids.append(sid)
         jobs.append((template, y))
+        last_timestamps.append(last)
     if intervals not in INTERVAL_METHODS:
         raise ValueError(f"unknown interval method {intervals!r}; known: {INTERVAL_METHODS}")
     shape = intervals
@@ -212,15 +214,13 @@ def statsforecast_forecast(
         _run_one, horizon=request.horizon, quantiles=request.quantiles, intervals=shape
     )
     outputs = map_in_processes(fit_one, jobs, request.n_jobs, min_items=_MIN_SERIES_FOR_POOL)
-    last_timestamps = history.groupby("series_id", sort=False)["timestamp"].last()
-    frames = []
-    for sid, (form, mean, quantile_values) in zip(ids, outputs, strict=True):
+    rows = ForecastRows(request.horizon, request.freq, request.quantiles)
+    for sid, last, (form, mean, quantile_values) in zip(ids, last_timestamps, outputs, strict=True):
         if cache is not None:
             cache[(cache_key, sid)] = form
         # Timestamps regenerated from the input grid, so they continue it exactly.
-        timestamps = future_timestamps(last_timestamps[sid], request.horizon, request.freq)
-        frames.append(quantile_frame(sid, timestamps, mean, quantile_values))
-    return pd.concat(frames, ignore_index=True)
+        rows.add(sid, last, mean, quantile_values)
+    return rows.frame()
 
 
 def series_quantiles(

@@ -1,0 +1,302 @@
+"""Scaling benchmark: the whole workflow on synthetic fleets of growing size.
+
+For each fleet (100, 1,000 and 10,000 series x 90 days hourly by default) and model set (the
+fast statistical set and the default set), in a fresh working directory with `snakemake
+--cores 2`:
+
+- DAG build: `snakemake -n` before anything ran, and the jobs it plans;
+- each stage run to its target (data: features + quality; forecast: combine_forecasts;
+  risk; reports: everything left), its wall time and its peak memory, sampled every 0.2 s over
+  the whole process tree (the sum over concurrent jobs, and the largest single process);
+- the no-op rerun (nothing to do) and the rerun after one partition (service) changed, with the
+  jobs the change plans.
+
+Side by side on the 1,000-series fleet: the seed-style loop (one default `Prophet()` per series
+and window, sequential; timed on a sample and scaled linearly), as a ratio to the forecast stage.
+
+Run: .venv/bin/python tests/benchmarks/bench_scaling.py [--series 100 1000 10000]
+[--sets fast default] [--default-max-series 1000] [--write-readme]
+(`make bench-scaling` writes the README table between its markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_forecast_speed import FAST_SET, SEED_LOOP
+from readme_blocks import replace_block
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+SERVICES = 10
+METRICS_PER_INSTANCE = 5
+SCENARIOS = ["flat", "growing", "saturating", "over_provisioned"]
+# Targets run one after the other; each stage's time is its own.
+STAGES = [
+    ("data", ["features", "quality"]),
+    ("forecast", ["combine_forecasts"]),
+    ("risk", ["risk"]),
+    ("reports", ["all"]),
+]
+
+
+def fleet_config(n_series: int, models: list[str], days: int) -> dict:
+    """A synthetic fleet of ``n_series`` hourly series in ``SERVICES`` services (partitions)."""
+    instances = max(1, n_series // (METRICS_PER_INSTANCE * SERVICES))
+    services = []
+    for i in range(SERVICES):
+        scenario = SCENARIOS[i % len(SCENARIOS)]
+        service = {
+            "name": f"svc{i:02d}",
+            "instances": instances,
+            "instance_type": "m5.large",
+            "scenario": scenario,
+            "base_level": 35.0 if scenario != "over_provisioned" else 6.0,
+        }
+        if scenario == "saturating":
+            service["saturating_metric"] = "cpu_utilization"
+        services.append(service)
+    return {
+        "synthetic": {
+            "days": days,
+            "freq": "1h",
+            "decommissioned_fraction": 0.0,
+            "new_instance_fraction": 0.0,
+            "services": services,
+        },
+        "models": {"enabled": models},
+    }
+
+
+class PeakMemory:
+    """Samples the RSS of a process and its descendants until stopped."""
+
+    def __init__(self, pid: int, interval: float = 0.2):
+        self.pid, self.interval = pid, interval
+        self.total_mib = 0.0
+        self.single_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self._stop.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            sizes = []
+            for proc in procs:
+                try:
+                    sizes.append(proc.memory_info().rss / 2**20)
+                except psutil.NoSuchProcess:
+                    continue
+            if sizes:
+                self.total_mib = max(self.total_mib, sum(sizes))
+                self.single_mib = max(self.single_mib, max(sizes))
+            time.sleep(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def snakemake(workdir: Path, config: Path, *args: str) -> tuple[float, str, PeakMemory]:
+    """Run Snakemake; (wall seconds, stdout + stderr, peak memory). Fails loudly."""
+    cmd = [
+        SNAKEMAKE,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        f"--configfile={config}",
+        *args,
+    ]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    memory = PeakMemory(proc.pid)
+    output, _ = proc.communicate()
+    memory.stop()
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = "\n".join(output.splitlines()[-40:])
+        raise SystemExit(f"snakemake {' '.join(args)} failed in {workdir}:\n{tail}")
+    return seconds, output, memory
+
+
+def planned_jobs(output: str) -> int:
+    """Total of the "Job stats" table of a dry run (0 when there is nothing to do)."""
+    match = re.search(r"^total\s+(\d+)", output, re.M)
+    return int(match.group(1)) if match else 0
+
+
+def seed_loop_seconds(features_dir: Path, sample: int) -> tuple[float, int, int]:
+    """(seconds, series timed, series in the fleet) of the seed-style Prophet loop."""
+    import pandas as pd
+
+    panel = pd.concat(
+        [
+            pd.read_parquet(p, columns=["series_id", "timestamp", "y"])
+            for p in sorted(features_dir.glob("*.parquet"))
+        ],
+        ignore_index=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "panel.parquet"
+        panel.to_parquet(path, index=False)
+        out = subprocess.run(
+            [sys.executable, "-c", SEED_LOOP, str(path), str(sample)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(res["seconds"]), int(res["series"]), int(panel["series_id"].nunique())
+
+
+def run_fleet(n_series: int, set_name: str, models: list[str], days: int, cores: int) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix=f"scaling-{n_series}-{set_name}-"))
+    config = workdir / "bench.yaml"
+    cfg = fleet_config(n_series, models, days)
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    row: dict = {"series": n_series, "set": set_name}
+    dag_s, out, _ = snakemake(workdir, config, "-n", "--cores", str(cores))
+    row["jobs"], row["dag_s"] = planned_jobs(out), dag_s
+    wall = 0.0
+    for stage, targets in STAGES:
+        seconds, _, memory = snakemake(workdir, config, "--cores", str(cores), *targets)
+        row[f"{stage}_s"] = seconds
+        row[f"{stage}_peak_mib"] = memory.total_mib
+        row[f"{stage}_job_mib"] = memory.single_mib
+        wall += seconds
+        print(
+            f"# {n_series} {set_name} {stage}: {seconds:.1f} s, peak {memory.total_mib:,.0f} "
+            f"MiB (one process {memory.single_mib:,.0f})",
+            flush=True,
+        )
+    row["total_s"] = wall
+    noop_s, out, _ = snakemake(workdir, config, "--cores", str(cores))
+    if "Nothing to be done" not in out:
+        raise SystemExit(f"the rerun of {workdir} was not a no-op:\n{out[-2000:]}")
+    row["noop_s"] = noop_s
+    cfg["synthetic"]["services"][0]["base_level"] += 1.0
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    _, out, _ = snakemake(workdir, config, "-n", "--cores", str(cores))
+    row["changed_jobs"] = planned_jobs(out)
+    row["changed_s"], _, _ = snakemake(workdir, config, "--cores", str(cores))
+    row["workdir"] = workdir
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--series", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument(
+        "--sets", nargs="+", choices=["fast", "default"], default=["fast", "default"]
+    )
+    parser.add_argument(
+        "--default-max-series",
+        type=int,
+        default=1000,
+        help="largest fleet the default set runs on (its 10,000-series run takes hours on 2 cores)",
+    )
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed-sample", type=int, default=20)
+    parser.add_argument("--write-readme", action="store_true")
+    args = parser.parse_args()
+    from capforecast.config import validated_config
+
+    sets = {"fast": FAST_SET, "default": list(validated_config({})["models"]["enabled"])}
+    rows = []
+    for n_series in args.series:
+        for set_name in args.sets:
+            if set_name == "default" and n_series > args.default_max_series:
+                continue
+            rows.append(run_fleet(n_series, set_name, sets[set_name], args.days, args.cores))
+
+    lines: list[str] = []
+
+    def say(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    say(
+        f"Synthetic fleets x {args.days} days hourly in {SERVICES} services (partitions), "
+        f"`snakemake --cores {args.cores}` on {os.cpu_count()} cores, shard size "
+        f"{validated_config({})['forecast'].get('shard_size', 'n/a')}. Fast set: "
+        f"{', '.join(FAST_SET)}; default set: {', '.join(sets['default'])}. Peak memory: the "
+        "whole process tree (concurrent jobs summed) / the largest single process, sampled "
+        "every 0.2 s."
+    )
+    say()
+    say(
+        "| series | set | jobs | DAG build s | data s | forecast s | risk s | reports s | "
+        "end to end s | peak MiB (tree / one job) | no-op rerun s | one partition changed: "
+        "jobs, s |"
+    )
+    say("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        peak = max(r[f"{stage}_peak_mib"] for stage, _ in STAGES)
+        job = max(r[f"{stage}_job_mib"] for stage, _ in STAGES)
+        say(
+            f"| {r['series']:,} | {r['set']} | {r['jobs']} | {r['dag_s']:.1f} | {r['data_s']:.0f} "
+            f"| {r['forecast_s']:.0f} | {r['risk_s']:.0f} | {r['reports_s']:.0f} | "
+            f"**{r['total_s']:.0f}** ({r['total_s'] / 60:.1f} min) | {peak:,.0f} / {job:,.0f} | "
+            f"{r['noop_s']:.1f} | {r['changed_jobs']}, {r['changed_s']:.0f} |"
+        )
+    by_key = {(r["series"], r["set"]): r for r in rows}
+    for small, large in zip(args.series, args.series[1:], strict=False):
+        for set_name in args.sets:
+            if (small, set_name) in by_key and (large, set_name) in by_key:
+                ratio = by_key[(large, set_name)]["total_s"] / by_key[(small, set_name)]["total_s"]
+                say()
+                say(
+                    f"{set_name} set, {small:,} -> {large:,} series ({large / small:.0f}x): "
+                    f"end to end {ratio:.1f}x the time."
+                )
+    # The peer runs on the 1,000-series fleet (or the largest fleet below it).
+    seed_row = max(
+        (r for r in rows if r["series"] <= 1000), key=lambda r: r["series"], default=None
+    )
+    if seed_row is not None:
+        features = seed_row["workdir"] / "results" / "features"
+        seconds, timed, fleet = seed_loop_seconds(features, args.seed_sample)
+        projected = seconds / timed * fleet
+        ratios = ", ".join(
+            f"{projected / by_key[(fleet_size, s)]['forecast_s']:.1f}x the {s} set's forecast stage"
+            for (fleet_size, s) in by_key
+            if fleet_size == seed_row["series"]
+        )
+        say()
+        say(
+            f"Peer, the same {fleet:,} series: the seed-style loop (one default `Prophet()` per "
+            f"series and window, 5 fits each, sequential) took {seconds:.1f} s for {timed} series, "
+            f"{projected:.0f} s projected: {ratios}."
+        )
+    for r in rows:
+        shutil.rmtree(r["workdir"], ignore_errors=True)
+    if args.write_readme:
+        replace_block("bench-scaling", lines, "make bench-scaling")
+
+
+if __name__ == "__main__":
+    main()
