@@ -135,6 +135,8 @@ rule leaderboard:
         forecast=config_keys("forecast", "quantiles", "extra_quantiles", "calibrate"),
         selection=config["selection"],
         percent_metrics=config["etl"]["percent_metrics"],
+        # Which shards each partition's prediction files belong to.
+        n_shards=SHARDS,
         code=script_digest("forecast_leaderboard.py"),
     script:
         "../scripts/forecast_leaderboard.py"

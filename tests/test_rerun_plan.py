@@ -293,10 +293,11 @@ EXPECTED_CONFIG: dict[str, tuple[dict, set[str], dict[str, int]]] = {
     ),
     "selection.top_k": ({"selection": {"top_k": 2}}, {"leaderboard"}, {}),
     # Smaller shards: every partition's shard count changes (alpha and beta 10 series -> 4
-    # shards, gamma 5 -> 2), so every model job's n_shards param does: 10 jobs per model.
+    # shards, gamma 5 -> 2), so every model job's n_shards param does: 10 jobs per model; and
+    # the leaderboard's, which groups the prediction files by shard.
     "forecast.shard_size": (
         {"forecast": {"shard_size": 3}},
-        MODEL_JOBS,
+        MODEL_JOBS | {"leaderboard"},
         dict.fromkeys(MODEL_JOBS, 10),
     ),
     "forecast.calibrate": (
