@@ -38,6 +38,7 @@ def main(smk) -> None:
             output=output,
             receipt=Path(outputs["receipt"]),
             models_dir=Path(outputs["models"]) if "models" in outputs else None,
+            shard=f"{wc.partition}/{wc.shard}",
         )
         receipt = backend.run_training_job(
             request,

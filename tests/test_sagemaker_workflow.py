@@ -16,6 +16,8 @@ import pytest
 import yaml
 from aws_local import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
 
+from capforecast.aws.sagemaker_backend import job_base_name
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 TINY = ROOT / "tests" / "configs" / "tiny_synthetic.yaml"
@@ -98,12 +100,13 @@ def test_a_family_on_sagemaker_gives_the_local_results(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert local_sagemaker.errors == {}
     # One job per baseline model, task and shard (one shard per service in the tiny fleet),
-    # each run under the SageMaker contract.
+    # each run under the SageMaker contract, named apart per shard (jobs of one model and task
+    # start in the same second: one name would share one S3 input prefix).
     assert sorted(name.rsplit("-", 1)[0] for name in local_sagemaker.jobs) == sorted(
-        f"capforecast-{model.replace('_', '-')}-{task}"
+        job_base_name(model, task, shard)
         for model in BASELINES
         for task in ("backtest", "forecast")
-        for _ in SHARDS
+        for shard in SHARDS
     )
     results, local = workdir / "results", local_run / "results"
     for model in BASELINES:
