@@ -7,8 +7,10 @@ from capforecast.config import validated_config
 from capforecast.errors import CapForecastError
 from capforecast import code_digest as cf_code_digest
 from capforecast.forecast import history_check as cf_history_check
+from capforecast.forecast import shards as cf_shards
 from capforecast.data import ingest as cf_ingest
 from capforecast.data import partitions as cf_partitions
+from capforecast.data import series_count as cf_series_count
 from capforecast.forecast.models import model_settings
 from capforecast.forecast.models import specs as cf_model_specs
 from capforecast.aws import plan as cf_aws_plan
@@ -62,8 +64,10 @@ def config_keys(section, *keys):
 
 
 SYNTHETIC_DIR = "results/synthetic"
-# Which input file each series comes from; the model rules wait for it (rules/data.smk).
+# Which input file each series comes from (rules/data.smk), and the fleet's history against the
+# backtest (rules/forecast.smk history_check): fleet-wide checks the leaderboard waits for.
 SERIES_INDEX = "results/series_index.parquet"
+HISTORY_CHECK = "results/backtest/history_check.json"
 
 
 # Entries of data.path that are not read, with the reason (results/quality/skipped_files.csv).
@@ -133,8 +137,8 @@ def job_threads(kind):
 
 def job_resources(kind, n_series=None):
     """mem_mb and runtime (minutes) of one job of this kind that handles `n_series` series
-    (None: the whole fleet, sized for FLEET_SERIES or DEFAULT_JOB_SERIES). The hook for a
-    sharded forecast stage: call it with the shard size. Memory is a whole number of GiB (AWS
+    (None: the whole fleet, sized for FLEET_SERIES or DEFAULT_JOB_SERIES; model jobs pass
+    SHARD_SERIES). Memory is a whole number of GiB (AWS
     Batch accepts only its listed memory sizes) and both grow with the retry attempt."""
     _, base_mb, mb_per_k, base_min, min_per_k = JOB_COSTS[kind]
     series = n_series if n_series is not None else FLEET_SERIES or DEFAULT_JOB_SERIES
@@ -146,23 +150,67 @@ def job_resources(kind, n_series=None):
     }
 
 
-def _fleet_series():
-    """Series in the fleet when it is known before any job runs (synthetic), else None."""
-    if config["data"]["source"] != "synthetic":
-        return None
-    instances = sum(svc["instances"] for svc in config["synthetic"]["services"])
-    return instances * SYNTHETIC_METRICS_PER_INSTANCE
-
-
 # len(capforecast.synth.METRICS), not imported: scipy would add 0.7 s to every DAG build
 # (tests/test_profiles.py keeps them equal).
 SYNTHETIC_METRICS_PER_INSTANCE = 5
-FLEET_SERIES = _fleet_series()
+# Local files' series counts, per working directory (capforecast.data.series_count).
+SERIES_COUNT_CACHE = ".snakemake/capforecast/series_counts.json"
+
+
+def _partition_series():
+    """Partition -> the series it is planned for (None: not known, one shard): a synthetic
+    service's instances x metrics, a local file's series counted now (cached), a CloudWatch
+    service's instance_ids x metrics, else forecast.series_per_partition."""
+    source = config["data"]["source"]
+    if source == "synthetic":
+        return {
+            svc["name"]: svc["instances"] * SYNTHETIC_METRICS_PER_INSTANCE
+            for svc in config["synthetic"]["services"]
+        }
+    if source == "local":
+        return cf_series_count.file_series(
+            PARTITION_SOURCES, config["data"], SERIES_COUNT_CACHE
+        )
+    return cf_aws_plan.planned_series(config, PARTITION_SOURCES)
+
+
+PARTITION_SERIES = _partition_series()
+# Series in the fleet when every partition's are known when planning, else None.
+FLEET_SERIES = (
+    sum(PARTITION_SERIES.values())
+    if PARTITION_SERIES and None not in PARTITION_SERIES.values()
+    else None
+)
+
+
+# The forecast stage's shards (capforecast.forecast.shards): partition -> its shard count, fixed
+# at plan time from the partition's planned series and forecast.shard_size. A model job handles
+# the series of one partition whose id hashes to its shard.
+SHARDS = {
+    partition: cf_shards.shard_count(
+        PARTITION_SERIES[partition], config["forecast"]["shard_size"]
+    )
+    for partition in PARTITIONS
+}
+# Series one model job is sized for (job_resources): a shard, or the fleet when it is smaller.
+SHARD_SERIES = min(config["forecast"]["shard_size"], FLEET_SERIES or DEFAULT_JOB_SERIES)
+
+
+def expand_shards(pattern):
+    """`pattern` ({partition}, {shard}, {model}) for every shard of every partition and every
+    enabled model."""
+    return [
+        pattern.format(partition=partition, shard=shard, model=model)
+        for partition, n_shards in SHARDS.items()
+        for shard in range(n_shards)
+        for model in MODELS
+    ]
 
 
 wildcard_constraints:
     partition="|".join(PARTITIONS) if PARTITIONS else "[A-Za-z0-9_-]+",
     model="[a-z_]+",
+    shard="[0-9]+",
 
 
 def service_config(name):

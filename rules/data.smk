@@ -169,7 +169,8 @@ rule ingest_resources:
         "../scripts/data_ingest_resources.py"
 
 
-# One series, one file: a series in two input files stops the run here, before any model.
+# One series, one file: a series in two input files stops the run here, right after ingest
+# (priority: before jobs ready at the same time); the leaderboard waits for it.
 rule series_index:
     input:
         series=expand_partitions("results/raw/{partition}.series.parquet"),
@@ -177,6 +178,7 @@ rule series_index:
         index=SERIES_INDEX,
     log:
         "results/logs/series_index.log",
+    priority: 10
     conda:
         "../envs/etl.yaml"
     threads: job_threads("light")

@@ -4,36 +4,66 @@
 # on the full history.
 
 FEATURES = expand_partitions("results/features/{partition}.parquet")
+# A model job handles one shard of one partition (rules/common.smk SHARDS): its partition's
+# features only, so a changed partition reruns its own shards and the aggregates.
+SHARD_FEATURES = "results/features/{partition}.parquet"
 # Each rule gets the settings its script reads, no more: editing one model's settings reruns
 # that model's jobs only (and what depends on them), not every model's backtest.
 MODEL_PARAMS = dict(
-    # The history check reads every backtest key, the backtest itself all of them.
+    # The backtest reads every backtest key, the refit the season.
     backtest=config["backtest"],
     # The shared model settings and this model's own (capforecast.forecast.models.model_settings).
     models=lambda wildcards: model_settings(config["models"], wildcards.model),
     percent_metrics=config["etl"]["percent_metrics"],
     freq=config["etl"]["freq"],
+    # The partition's shard count: a series' shard is its hash modulo it.
+    n_shards=lambda wildcards: SHARDS[wildcards.partition],
 )
+
+
+# The whole fleet's history against the backtest: one line naming the config key
+# (backtest.windows or backtest.season) when even the longest series is too short
+# (capforecast.forecast.history_check.check_fleet). A model job sees one shard of one partition
+# and cannot tell. It runs as soon as the last feature panel exists, before the model jobs
+# ready then (priority); the leaderboard waits for it.
+rule history_check:
+    input:
+        features=FEATURES,
+    output:
+        check=HISTORY_CHECK,
+    log:
+        "results/logs/backtest/history_check.log",
+    priority: 10
+    conda:
+        "../envs/etl.yaml"
+    threads: job_threads("aggregate")
+    resources:
+        **job_resources("aggregate"),
+    params:
+        partitions=PARTITIONS,
+        backtest=config["backtest"],
+        freq=config["etl"]["freq"],
+        code=script_digest("forecast_history_check.py"),
+    script:
+        "../scripts/forecast_history_check.py"
 
 
 rule backtest_baseline:
     input:
-        features=FEATURES,
-        # Not read: a series split over two input files stops the run before any model.
-        series_index=SERIES_INDEX,
+        features=SHARD_FEATURES,
     output:
-        predictions="results/backtest/models/{model}.parquet",
+        predictions="results/backtest/shards/{partition}/{shard}/{model}.parquet",
     log:
-        "results/logs/backtest/{model}.log",
+        "results/logs/backtest/{partition}/{shard}/{model}.log",
     benchmark:
-        "results/benchmarks/backtest/{model}.tsv"
+        "results/benchmarks/backtest/{partition}/{shard}/{model}.tsv"
     wildcard_constraints:
         model=family_models("baseline"),
     conda:
         "../envs/statsforecast.yaml"
     threads: job_threads("baseline")
     resources:
-        **job_resources("baseline"),
+        **job_resources("baseline", SHARD_SERIES),
     params:
         **MODEL_PARAMS,
         # The models' quantile levels (capforecast.forecast.fit.model_quantiles).
@@ -48,7 +78,7 @@ use rule backtest_baseline as backtest_statsforecast with:
         model=family_models("statsforecast"),
     threads: job_threads("statsforecast")
     resources:
-        **job_resources("statsforecast"),
+        **job_resources("statsforecast", SHARD_SERIES),
 
 
 use rule backtest_baseline as backtest_prophet with:
@@ -58,7 +88,7 @@ use rule backtest_baseline as backtest_prophet with:
         "../envs/prophet.yaml"
     threads: job_threads("prophet")
     resources:
-        **job_resources("prophet"),
+        **job_resources("prophet", SHARD_SERIES),
 
 
 use rule backtest_baseline as backtest_autogluon with:
@@ -68,13 +98,21 @@ use rule backtest_baseline as backtest_autogluon with:
         "../envs/autogluon.yaml"
     threads: job_threads("autogluon")
     resources:
-        **job_resources("autogluon"),
+        **job_resources("autogluon", SHARD_SERIES),
 
 
 rule leaderboard:
     input:
-        predictions=expand("results/backtest/models/{model}.parquet", model=MODELS),
+        predictions=expand_shards(
+            "results/backtest/shards/{partition}/{shard}/{model}.parquet"
+        ),
         features=FEATURES,
+        # Not read: the fleet-wide checks that stop the run in one line (a series split over
+        # two input files, a history too short for the backtest). Only the aggregates wait for
+        # them: a model job that did would be rerun by (or, as ancient(), masked from) every
+        # change to any partition. They run first (priority) once their inputs exist.
+        series_index=SERIES_INDEX,
+        history_check=HISTORY_CHECK,
     output:
         metrics="results/backtest/metrics.parquet",
         leaderboard=report(
@@ -97,6 +135,8 @@ rule leaderboard:
         forecast=config_keys("forecast", "quantiles", "extra_quantiles", "calibrate"),
         selection=config["selection"],
         percent_metrics=config["etl"]["percent_metrics"],
+        # Which shards each partition's prediction files belong to.
+        n_shards=SHARDS,
         code=script_digest("forecast_leaderboard.py"),
     script:
         "../scripts/forecast_leaderboard.py"
@@ -104,21 +144,20 @@ rule leaderboard:
 
 rule forecast_baseline:
     input:
-        features=FEATURES,
-        series_index=SERIES_INDEX,
+        features=SHARD_FEATURES,
     output:
-        forecast="results/forecast/models/{model}.parquet",
+        forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
     log:
-        "results/logs/forecast/{model}.log",
+        "results/logs/forecast/{partition}/{shard}/{model}.log",
     benchmark:
-        "results/benchmarks/forecast/{model}.tsv"
+        "results/benchmarks/forecast/{partition}/{shard}/{model}.tsv"
     wildcard_constraints:
         model=family_models("baseline"),
     conda:
         "../envs/statsforecast.yaml"
     threads: job_threads("baseline")
     resources:
-        **job_resources("baseline"),
+        **job_resources("baseline", SHARD_SERIES),
     params:
         **MODEL_PARAMS,
         # The quantile levels and the horizon of the refit.
@@ -133,21 +172,21 @@ use rule forecast_baseline as forecast_statsforecast with:
         model=family_models("statsforecast"),
     threads: job_threads("statsforecast")
     resources:
-        **job_resources("statsforecast"),
+        **job_resources("statsforecast", SHARD_SERIES),
 
 
 use rule forecast_baseline as forecast_prophet with:
     output:
-        forecast="results/forecast/models/{model}.parquet",
+        forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
         # The fitted Prophet models, one JSON per series (prophet.serialize).
-        models=directory("results/forecast/prophet_models/{model}"),
+        models=directory("results/forecast/prophet_models/{partition}/{shard}/{model}"),
     wildcard_constraints:
         model=family_models("prophet"),
     conda:
         "../envs/prophet.yaml"
     threads: job_threads("prophet")
     resources:
-        **job_resources("prophet"),
+        **job_resources("prophet", SHARD_SERIES),
 
 
 use rule forecast_baseline as forecast_autogluon with:
@@ -157,7 +196,7 @@ use rule forecast_baseline as forecast_autogluon with:
         "../envs/autogluon.yaml"
     threads: job_threads("autogluon")
     resources:
-        **job_resources("autogluon"),
+        **job_resources("autogluon", SHARD_SERIES),
 
 
 # training.backend.<family>: sagemaker moves a family's backtest and refit to these rules: each
@@ -166,22 +205,21 @@ use rule forecast_baseline as forecast_autogluon with:
 # it computes), so an instance type or bucket change reruns nothing.
 rule backtest_sagemaker:
     input:
-        features=FEATURES,
-        series_index=SERIES_INDEX,
+        features=SHARD_FEATURES,
     output:
-        predictions="results/backtest/models/{model}.parquet",
-        receipt="results/backtest/models/{model}.sagemaker.json",
+        predictions="results/backtest/shards/{partition}/{shard}/{model}.parquet",
+        receipt="results/backtest/shards/{partition}/{shard}/{model}.sagemaker.json",
     log:
-        "results/logs/backtest/{model}.log",
+        "results/logs/backtest/{partition}/{shard}/{model}.log",
     benchmark:
-        "results/benchmarks/backtest/{model}.tsv"
+        "results/benchmarks/backtest/{partition}/{shard}/{model}.tsv"
     wildcard_constraints:
         model=sagemaker_models(),
     conda:
         "../envs/aws.yaml"
     threads: job_threads("light")
     resources:
-        **job_resources("light"),
+        **job_resources("light", SHARD_SERIES),
     params:
         **MODEL_PARAMS,
         forecast=config_keys("forecast", "quantiles", "extra_quantiles"),
@@ -193,22 +231,21 @@ rule backtest_sagemaker:
 
 rule forecast_sagemaker:
     input:
-        features=FEATURES,
-        series_index=SERIES_INDEX,
+        features=SHARD_FEATURES,
     output:
-        forecast="results/forecast/models/{model}.parquet",
-        receipt="results/forecast/models/{model}.sagemaker.json",
+        forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
+        receipt="results/forecast/shards/{partition}/{shard}/{model}.sagemaker.json",
     log:
-        "results/logs/forecast/{model}.log",
+        "results/logs/forecast/{partition}/{shard}/{model}.log",
     benchmark:
-        "results/benchmarks/forecast/{model}.tsv"
+        "results/benchmarks/forecast/{partition}/{shard}/{model}.tsv"
     wildcard_constraints:
         model=sagemaker_models("baseline", "statsforecast", "autogluon"),
     conda:
         "../envs/aws.yaml"
     threads: job_threads("light")
     resources:
-        **job_resources("light"),
+        **job_resources("light", SHARD_SERIES),
     params:
         **MODEL_PARAMS,
         forecast=config_keys("forecast", "horizon", "quantiles", "extra_quantiles"),
@@ -220,19 +257,21 @@ rule forecast_sagemaker:
 
 use rule forecast_sagemaker as forecast_sagemaker_prophet with:
     output:
-        forecast="results/forecast/models/{model}.parquet",
-        models=directory("results/forecast/prophet_models/{model}"),
-        receipt="results/forecast/models/{model}.sagemaker.json",
+        forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
+        models=directory("results/forecast/prophet_models/{partition}/{shard}/{model}"),
+        receipt="results/forecast/shards/{partition}/{shard}/{model}.sagemaker.json",
     wildcard_constraints:
         model=sagemaker_models("prophet"),
     threads: job_threads("light")
     resources:
-        **job_resources("light"),
+        **job_resources("light", SHARD_SERIES),
 
 
 rule combine_forecasts:
     input:
-        forecasts=expand("results/forecast/models/{model}.parquet", model=MODELS),
+        forecasts=expand_shards(
+            "results/forecast/shards/{partition}/{shard}/{model}.parquet"
+        ),
         selection=rules.leaderboard.output.selection,
         calibration=rules.leaderboard.output.calibration,
         # Series whose rows were all quarantined get NaN rows flagged no_data from it.

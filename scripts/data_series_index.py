@@ -1,5 +1,5 @@
 """Rule series_index: which input file each series comes from; a series in two files stops the
-run here, before any model is fitted."""
+run here, right after ingest (before any model is scored)."""
 
 import pandas as pd
 

@@ -1,17 +1,20 @@
-"""Rule backtest_<family>: rolling-origin backtest of one model, identical windows for all."""
+"""Rule backtest_<family>: rolling-origin backtest of one model on one shard, identical windows
+for all."""
 
 import time
 
 from capforecast import train_backtest
-from capforecast.forecast import backtest, fit, history_check
+from capforecast.forecast import backtest, shards
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
 
 def main(smk) -> None:
     model = smk.wildcards.model
-    panel = fit.load_panel(smk.input.features)
-    history_check.check_panel(panel, smk.params.backtest, smk.params.freq)
+    wc = smk.wildcards
+    panel = shards.load_shard(smk.input.features, wc.shard, smk.params.n_shards)
+    if shards.write_if_empty(panel, smk.output.predictions):
+        return
     start = time.perf_counter()
     predictions = train_backtest.backtest_predictions(
         model,

@@ -1,9 +1,10 @@
-"""Rule combine_forecasts: the `selected` forecast (calibrated) next to every candidate."""
+"""Rule combine_forecasts: the `selected` forecast (calibrated) next to every candidate, over
+every shard."""
 
 import pandas as pd
 
 from capforecast.csv_tables import read_csv_table
-from capforecast.forecast import no_data
+from capforecast.forecast import no_data, shards
 from capforecast.forecast.evaluate import combine_selected
 from capforecast.forecast.panel import series_bounds
 from capforecast.rulekit import LOG, ensure_parent, run_rule
@@ -11,10 +12,12 @@ from capforecast.settings import forecast_settings
 
 
 def main(smk) -> None:
-    candidates = {}
-    for path in smk.input.forecasts:
-        frame = pd.read_parquet(path)
-        candidates[str(frame["model"].iloc[0])] = frame
+    # Every model's shards, one frame per model.
+    forecasts = shards.read_shards(smk.input.forecasts)
+    candidates = {
+        str(model): frame.reset_index(drop=True)
+        for model, frame in forecasts.groupby("model", sort=False)
+    }
     keys = pd.concat(candidates.values())[["series_id", "resource_id", "metric"]]
     keys = keys.drop_duplicates("series_id")
     bounds = series_bounds(keys, smk.params.percent_metrics)

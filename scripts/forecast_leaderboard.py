@@ -1,9 +1,7 @@
-"""Rule leaderboard: score every model, choose per series without peeking, calibrate, rank."""
+"""Rule leaderboard: score every model over every shard, choose per series without peeking,
+calibrate, rank."""
 
-import pandas as pd
-
-from capforecast.forecast import fit
-from capforecast.forecast.evaluate import evaluate_backtests
+from capforecast.forecast.evaluate import evaluate_shards, series_metrics, shard_sources
 from capforecast.forecast.panel import series_bounds
 from capforecast.rulekit import LOG, ensure_parent, run_rule
 from capforecast.settings import backtest_settings, forecast_settings, selection_settings
@@ -11,15 +9,14 @@ from capforecast.spreadsheet import write_csv
 
 
 def main(smk) -> None:
-    panel = fit.load_panel(smk.input.features)
-    predictions = pd.concat([pd.read_parquet(p) for p in smk.input.predictions], ignore_index=True)
-    result = evaluate_backtests(
-        predictions,
-        panel[["series_id", "timestamp", "y"]],
+    # One shard in memory at a time: a fleet's predictions are many times its history.
+    sources = shard_sources(smk.input.predictions, smk.input.features, smk.params.n_shards)
+    result = evaluate_shards(
+        sources,
         backtest_cfg=backtest_settings(smk.params.backtest),
         forecast_cfg=forecast_settings(smk.params.forecast),
         selection_cfg=selection_settings(smk.params.selection),
-        bounds=series_bounds(panel, smk.params.percent_metrics),
+        bounds=series_bounds(series_metrics(smk.input.features), smk.params.percent_metrics),
     )
     ensure_parent(*smk.output)
     result.metrics.to_parquet(smk.output.metrics, index=False)

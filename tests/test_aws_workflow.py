@@ -205,12 +205,17 @@ def test_s3_inputs_a_family_on_sagemaker_and_s3_results_in_one_run(
     run = snakemake(work, env, config, *profile, "--cores", "2")
     assert local_sagemaker.errors == {}
     baselines = TINY["models"]["enabled"]  # seasonal_naive_daily, predict_linear: baselines
-    assert len(local_sagemaker.jobs) == 2 * len(baselines)  # a backtest and a refit each
+    # A backtest and a refit per model and shard: each object is one partition of one shard
+    # (forecast.series_per_partition unset).
+    partitions = [name.removesuffix(".csv") for name in NAB_FILES]
+    assert len(local_sagemaker.jobs) == 2 * len(baselines) * len(partitions)
     results = s3_objects(s3, results_bucket, "run/results/")
     for model in baselines:
         for stage in ("backtest", "forecast"):
-            assert f"run/results/{stage}/models/{model}.sagemaker.json" in results
-            assert f"run/results/{stage}/models/{model}.parquet" in results
+            for partition in partitions:
+                shard = f"run/results/{stage}/shards/{partition}/0/{model}"
+                assert f"{shard}.sagemaker.json" in results
+                assert f"{shard}.parquet" in results
     assert "run/results/risk/risk_report.csv" in results
     assert not (work / "results").exists()
     assert "Nothing to be done" in snakemake(work, env, config, *profile, "-n").stdout
@@ -218,6 +223,49 @@ def test_s3_inputs_a_family_on_sagemaker_and_s3_results_in_one_run(
 
 
 CW_DAYS = 6  # the tiny backtest needs 5 days of hourly history
+
+
+def test_shards_of_s3_objects_and_cloudwatch_services_are_planned(aws_env, fresh_bucket, tmp_path):
+    """Series known only after ingest (an S3 object, a CloudWatch service selected by tags) are
+    planned for forecast.series_per_partition; a service listing instance_ids has instances x
+    metrics. Dry runs: the plan needs no object and no CloudWatch call."""
+    s3 = aws_env.client("s3")
+    for name in NAB_FILES:
+        s3.put_object(Bucket=fresh_bucket, Key=f"metrics/{name}", Body=(NAB / name).read_bytes())
+    forecast = {**TINY["forecast"], "shard_size": 2, "series_per_partition": 5}
+    s3_config = tmp_path / "s3.yaml"
+    s3_config.write_text(
+        yaml.safe_dump(
+            {
+                **TINY,
+                "data": {"source": "s3", "path": f"s3://{fresh_bucket}/metrics/"},
+                "forecast": forecast,
+            }
+        )
+    )
+    jobs = planned(snakemake(tmp_path / "s3", aws_env.env(), s3_config, "-n"))
+    # 3 objects x ceil(5 / 2) shards x 2 models.
+    assert jobs["backtest_baseline"] == jobs["forecast_baseline"] == 3 * 3 * 2
+
+    cw_config = tmp_path / "cw.yaml"
+    services = [
+        {"name": "web", "instance_ids": ["i-00000000000000a1", "i-00000000000000a2"]},
+        {"name": "api", "tags": {"Team": "api"}},
+    ]
+    metrics = [
+        {"namespace": "AWS/EC2", "name": "CPUUtilization", "statistic": "Average"},
+        {"namespace": "CWAgent", "name": "mem_used_percent", "statistic": "Average"},
+    ]
+    cw = {"services": services, "metrics": metrics, "end": "2026-11-01T00:00:00Z"}
+    cw_config.write_text(
+        yaml.safe_dump(
+            {**TINY, "data": {"source": "cloudwatch", "cloudwatch": cw}, "forecast": forecast}
+        )
+    )
+    out = snakemake(tmp_path / "cw", aws_env.env(), cw_config, "-n").stdout
+    # web: 2 instances x 2 metrics = 4 series, 2 shards; api: 5 estimated, 3 shards.
+    shards = set(re.findall(r"wildcards: partition=(\w+), shard=(\d+), model=predict_linear", out))
+    assert shards == {("web", "0"), ("web", "1"), ("api", "0"), ("api", "1"), ("api", "2")}
 
 
 @pytest.fixture

@@ -100,16 +100,28 @@ def test_config_that_used_to_fail_late_stops_before_any_job(tmp_path, text, key)
     assert not (tmp_path / "results").exists()
 
 
-def test_a_season_longer_than_the_local_history_stops_before_any_model_is_fitted(tmp_path):
+def test_a_season_longer_than_the_local_history_stops_the_run_in_one_line(tmp_path):
+    """The fleet-wide check (rule history_check) sees every partition: one line naming the
+    key, the fleet's longest series and the largest season that fits; nothing is scored."""
     data = tmp_path / "input"
     data.mkdir()
     shutil.copy(NAB / "ec2_cpu_utilization_24ae8d.csv", data)  # 14 days: 337 hourly bins
+    # The other partition is shorter: the fleet's longest series is the one above.
+    lines = (NAB / "ec2_cpu_utilization_53ea38.csv").read_text().splitlines()
+    (data / "ec2_cpu_utilization_53ea38.csv").write_text("\n".join(lines[:2001]) + "\n")
     cfg = local_config(tmp_path, data, backtest={"windows": 2, "horizon": 24, "season": 150})
     proc = snakemake(tmp_path, "--cores", "1", "--configfile", str(cfg), "forecast", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     errors = [line for line in out.splitlines() if line.startswith("capforecast error:")]
-    assert errors and all("config key 'backtest.season'" in line for line in errors), out
+    assert len(errors) == 1, out
+    assert errors[0].startswith("capforecast error: config key 'backtest.season'")
+    assert "longest series of the fleet ('ec2_cpu_utilization_24ae8d|cpu_utilization')" in errors[0]
     assert "spans 337 steps" in errors[0] and "at most 132" in errors[0]
+    assert "Error in rule history_check" in out
     assert "Traceback" not in out
-    assert not list((tmp_path / "results" / "backtest").glob("models/*.parquet"))
+    # It runs before the aggregates: nothing is scored or forecast.
+    results = tmp_path / "results"
+    assert (results / "features").is_dir()
+    assert not (results / "backtest" / "leaderboard.csv").exists()
+    assert not (results / "forecast" / "forecasts.parquet").exists()

@@ -1,5 +1,6 @@
 """The backtest's need for history (backtest.season, windows, horizon, step) is checked before
-any model runs: at plan time from synthetic.days, else by the first model jobs on the panel."""
+any model runs: at plan time from synthetic.days, else by the history_check rule on every
+partition's features (the whole fleet)."""
 
 from __future__ import annotations
 
@@ -110,3 +111,59 @@ def test_synthetic_configs_that_fit_pass():
         {"etl": {"freq": "15min"}, "backtest": {"season": 96}},
     ):
         history_check.check_synthetic(validated_config(config))
+
+
+def write_partitions(tmp_path, partitions: dict[str, dict[str, int]]) -> dict[str, str]:
+    files = {}
+    for name, lengths in partitions.items():
+        path = tmp_path / f"{name}.parquet"
+        panel(lengths).to_parquet(path, index=False)
+        files[name] = str(path)
+    return files
+
+
+def test_the_fleet_check_reads_every_partition_and_only_logs_a_short_one(tmp_path, caplog):
+    """A partition too short next to a long one is skipped window by window, as in one
+    fleet-wide job: logged, not fatal (rule history_check)."""
+    files = write_partitions(tmp_path, {"long": {"a": 130, "b": 40}, "short": {"c": 60}})
+    with caplog.at_level("WARNING"):
+        result = history_check.check_fleet(files, backtest_cfg(), "1h")
+    assert result == {
+        "series": "a",
+        "steps": 130,
+        "needed": 120,
+        "partitions": {"long": 130, "short": 60},
+    }
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "partition short is too short, its series are skipped: config key 'backtest.windows': "
+        "3 windows (windows + selection_windows) of horizon 24 and step 24 take 72 steps, but "
+        "its longest series ('c') spans only 60 steps; use fewer or shorter windows"
+    ]
+    # The spans it reads equal the panel's.
+    spans = history_check.file_spans(files["long"]).sort_index()
+    assert history_check.longest_steps(panel({"a": 130, "b": 40}), "1h") == (130, "a")
+    assert list(spans.index) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("partitions", "key", "series"),
+    [
+        ({"p": {"a": 100}, "q": {"b": 119, "c": 20}}, "backtest.season", "b"),
+        ({"p": {"a": 50}, "q": {"b": 72}}, "backtest.windows", "b"),
+        # Ties go to the first id, as in one panel.
+        ({"q": {"z": 90}, "p": {"y": 90}}, "backtest.season", "y"),
+    ],
+)
+def test_a_fleet_too_short_fails_in_one_line_naming_the_key(tmp_path, partitions, key, series):
+    files = write_partitions(tmp_path, partitions)
+    with pytest.raises(ConfigError) as err:
+        history_check.check_fleet(files, backtest_cfg(), "1h")
+    message = str(err.value)
+    assert message.startswith(f"config key '{key}'") and "\n" not in message
+    assert f"the longest series of the fleet ({series!r})" in message
+
+
+def test_an_empty_fleet_is_left_to_the_steps_that_report_it(tmp_path):
+    path = tmp_path / "empty.parquet"
+    panel({"a": 5}).iloc[:0].to_parquet(path, index=False)
+    assert history_check.check_fleet({"e": path}, backtest_cfg(), "1h")["steps"] == 0

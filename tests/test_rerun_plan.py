@@ -31,7 +31,8 @@ COPIED = ("Snakefile", "rules", "scripts", "config", "notebooks", "envs", "profi
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
 
 # Jobs are named by rule, plus the model or report they make (the three reports import
-# different modules); per-partition and per-service jobs are counted under their rule.
+# different modules); per-partition and per-service jobs are counted under their rule, model
+# jobs (one per partition, shard and model) under their rule and model.
 BACKTESTS = {
     "backtest_baseline:seasonal_naive_daily",
     "backtest_baseline:predict_linear",
@@ -46,14 +47,15 @@ MODEL_JOBS = BACKTESTS | FORECASTS
 DQ, FB, CR = (f"render_report:{r}" for r in ("data_quality", "forecast_backtest", "capacity_risk"))
 REPORTS = {DQ, FB, CR}
 GENERATE = {"generate_service", "generate_fleet"}
-# Jobs per key in a full run: three services / partitions.
+# Jobs per key in a full run: three services / partitions, and one shard per partition
+# (forecast.shard_size is larger than a service).
 PER_PARTITION = {
     "generate_service",
     "ingest_partition",
     "clean_partition",
     "holdout_partition",
     "features_partition",
-}
+} | MODEL_JOBS
 
 # Who reads whose outputs (rules/*.smk with data.history_end set).
 DOWNSTREAM: dict[str, set[str]] = {
@@ -67,13 +69,16 @@ DOWNSTREAM: dict[str, set[str]] = {
         "clean_partition",
     },
     "ingest_resources": {"quality", "risk_report", "decision_scores"},
-    "series_index": MODEL_JOBS,
+    # Fleet-wide checks: only the leaderboard waits for them (a model job that did would rerun,
+    # or with ancient() be masked, whenever any partition changes).
+    "series_index": {"leaderboard"},
     "holdout_span": {"clean_partition", "holdout_partition"},
     "holdout_partition": {"decision_scores"},
     "clean_partition": {"quality", "features_partition", "risk_report", "decision_scores"}
     | REPORTS,
     "quality": {"combine_forecasts", "risk_report", DQ},
-    "features_partition": MODEL_JOBS | {"leaderboard"},
+    "features_partition": MODEL_JOBS | {"history_check", "leaderboard"},
+    "history_check": {"leaderboard"},
     **{job: {"leaderboard"} for job in BACKTESTS},
     **{job: {"combine_forecasts"} for job in FORECASTS},
     "leaderboard": {"combine_forecasts", FB},
@@ -86,6 +91,7 @@ EVERYTHING = (
     GENERATE
     | {"ingest_partition", "ingest_resources", "series_index"}
     | {"holdout_span", "holdout_partition", "clean_partition", "quality", "features_partition"}
+    | {"history_check"}
     | MODEL_JOBS
     | {"leaderboard", "combine_forecasts", "risk_report", "decision_scores"}
     | REPORTS
@@ -102,17 +108,20 @@ ETL = {"ingest_partition", "ingest_resources", "series_index"}
 CUTTING = {"holdout_span", "holdout_partition", "clean_partition", "decision_scores"}
 EXPECTED_CODE: dict[str, set[str]] = {
     **dict.fromkeys(["__init__.py", "errors.py", "rulekit.py"], EVERYTHING),
-    "contracts.py": EVERYTHING - {"series_index"},
+    "contracts.py": EVERYTHING - {"series_index", "history_check"},
     # config.py and what it imports: the generator and the capacity-risk report validate with
     # it, and the backtests through their entry point (train_backtest reads a job's config).
     **dict.fromkeys(
         ["metric_names.py", "metric_names.yaml", "timestamps.py"],
-        EVERYTHING - TRAINING - {"series_index", "risk_report", DQ, FB} | BACKTESTS,
+        EVERYTHING - TRAINING - {"series_index", "history_check", "risk_report", DQ, FB}
+        | BACKTESTS,
     ),
     "config.py": GENERATE | {CR} | BACKTESTS,
     # A stage package's __init__.py runs with any of its modules.
     "data/__init__.py": GENERATE | ETL | CUTTING | {"quality", "features_partition", "risk_report"},
-    "forecast/__init__.py": TRAINING | REPORTS | {"risk_report", "decision_scores"},
+    "forecast/__init__.py": TRAINING
+    | REPORTS
+    | {"history_check", "risk_report", "decision_scores"},
     "risk/__init__.py": {"risk_report", "decision_scores"},
     "decision/__init__.py": {"decision_scores", CR},
     "reports/__init__.py": REPORTS,
@@ -150,9 +159,15 @@ EXPECTED_CODE: dict[str, set[str]] = {
     "data/synth.py": GENERATE,
     "data/ingest.py": {"ingest_partition", "ingest_resources", "features_partition"},
     "data/series_index.py": {"series_index", "features_partition"},
+    # Planning only (rules/common.smk counts local files' series): no rule script imports it;
+    # a count that changes changes the model jobs' n_shards param instead.
+    "data/series_count.py": set(),
     "data/features.py": {"features_partition"},
-    "forecast/history_check.py": MODEL_JOBS,
+    # The fleet-wide check only: no model job imports it (it sees one shard of one partition).
+    "forecast/history_check.py": {"history_check"},
     "forecast/panel.py": TRAINING,
+    # Which series a model job handles, and reading the shards back (leaderboard, combine).
+    "forecast/shards.py": TRAINING,
     "forecast/fit.py": TRAINING,
     # The refit's SageMaker / command-line entry point: no rule runs it, but the backtest's
     # entry point (train_backtest.py) reads its command line with its helpers.
@@ -241,7 +256,10 @@ EXPECTED_CONFIG: dict[str, tuple[dict, set[str], dict[str, int]]] = {
         {"holdout_span", "holdout_partition", "clean_partition", "decision_scores"},
         {},
     ),
-    # One service's settings regenerate that service only (and the fleet-wide tables).
+    # One service's settings regenerate that service only (and the fleet-wide tables). With a
+    # cut every partition's cleaning waits for the span check, which reads every partition, so
+    # every partition's jobs and shards rerun here; without one only the changed partition's
+    # shards do (tests/test_shards_workflow.py).
     "synthetic.services.gamma": (
         {"synthetic": {"services": "gamma base_level 36"}},
         {"generate_service", "generate_fleet"},
@@ -253,7 +271,8 @@ EXPECTED_CONFIG: dict[str, tuple[dict, set[str], dict[str, int]]] = {
         {"clean_partition", "holdout_partition"},
         {},
     ),
-    "backtest.step": ({"backtest": {"step": 12}}, MODEL_JOBS, {}),
+    # The backtest and the fleet-wide check of its windows against the history.
+    "backtest.step": ({"backtest": {"step": 12}}, MODEL_JOBS | {"history_check"}, {}),
     # Prophet is not enabled in the tiny run: its settings rerun nothing.
     "models.prophet": ({"models": {"prophet": {"n_changepoints": 10}}}, set(), {}),
     # The predict_linear window: that model's jobs and the decision backtest's alert rule.
@@ -273,6 +292,14 @@ EXPECTED_CONFIG: dict[str, tuple[dict, set[str], dict[str, int]]] = {
         {},
     ),
     "selection.top_k": ({"selection": {"top_k": 2}}, {"leaderboard"}, {}),
+    # Smaller shards: every partition's shard count changes (alpha and beta 10 series -> 4
+    # shards, gamma 5 -> 2), so every model job's n_shards param does: 10 jobs per model; and
+    # the leaderboard's, which groups the prediction files by shard.
+    "forecast.shard_size": (
+        {"forecast": {"shard_size": 3}},
+        MODEL_JOBS | {"leaderboard"},
+        dict.fromkeys(MODEL_JOBS, 10),
+    ),
     "forecast.calibrate": (
         {"forecast": {"calibrate": False}},
         {"leaderboard", "combine_forecasts"},
@@ -356,8 +383,12 @@ def plan(project: Path, config: Path) -> tuple[dict[str, int], set[str]]:
     for row in csv.DictReader(lines, delimiter="\t"):
         key = job_key(row["rule"], row["output_file"])
         if row["plan"] != "no update":
-            # Per-partition jobs are told apart by the partition their outputs are named after.
-            name = Path(row["output_file"]).name.split(".")[0]
+            # Per-partition jobs are told apart by the partition their outputs are named after,
+            # model jobs by their partition and shard (results/<stage>/shards/<p>/<s>/<model>).
+            output = Path(row["output_file"])
+            name = output.name.split(".")[0]
+            if key in MODEL_JOBS:
+                name = "/".join(output.parts[-3:-1])
             instances.setdefault(key, set()).add(name if key in PER_PARTITION else "")
         if "params changed" in row["status"]:
             direct.add(key)

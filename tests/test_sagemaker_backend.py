@@ -5,6 +5,7 @@ contract: the job's own uploaded inputs, its own command, its model.tar.gz where
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -309,6 +310,17 @@ def test_job_names_and_commands_follow_sagemaker_rules():
     assert backend.job_base_name("seasonal_naive_daily", "backtest") == (
         "capforecast-seasonal-naive-daily-backtest"
     )
+    # Shard jobs of one model and task start in the same second: their names differ by a tag
+    # of the shard, kept whole within the 48 characters before the SDK's timestamp.
+    names = {
+        backend.job_base_name("seasonal_naive_daily", "backtest", f"{p}/{s}")
+        for p in ("alpha", "a_very_long_partition_name_" * 2)
+        for s in range(3)
+    }
+    assert len(names) == 6
+    for name in names:
+        assert len(name) <= 48 and re.fullmatch(r"[A-Za-z0-9](-*[A-Za-z0-9])*", name)
+        assert name.startswith("capforecast-seasonal-naive-daily-backte-")
     assert "-m capforecast.train_backtest --model theta" in backend.container_command(
         "theta", "backtest"
     )

@@ -16,6 +16,8 @@ import pytest
 import yaml
 from aws_local import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
 
+from capforecast.aws.sagemaker_backend import job_base_name
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 TINY = ROOT / "tests" / "configs" / "tiny_synthetic.yaml"
@@ -46,6 +48,10 @@ def snakemake(workdir: Path, configs: list[Path], env: dict, *targets: str):
         timeout=1500,
     )
     return proc
+
+
+# The tiny fleet's shards: one per service (forecast.shard_size is larger than a service).
+SHARDS = ("alpha/0", "beta/0", "gamma/0")
 
 
 def comparable(path: Path) -> pd.DataFrame:
@@ -84,37 +90,46 @@ def test_a_family_on_sagemaker_gives_the_local_results(
     assert plan.returncode == 0, plan.stdout + plan.stderr
     for model in BASELINES:
         assert "rule backtest_sagemaker:\n" in plan.stdout
-        assert f"wildcards: model={model}" in plan.stdout
+        for shard in SHARDS:
+            partition, number = shard.split("/")
+            wildcards = f"wildcards: partition={partition}, shard={number}, model={model}\n"
+            assert wildcards in plan.stdout
     assert "rule backtest_baseline:" not in plan.stdout
 
     proc = snakemake(workdir, [TINY, remote], env, "risk")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert local_sagemaker.errors == {}
-    # One job per baseline model and task, each run under the SageMaker contract.
+    # One job per baseline model, task and shard (one shard per service in the tiny fleet),
+    # each run under the SageMaker contract, named apart per shard (jobs of one model and task
+    # start in the same second: one name would share one S3 input prefix).
     assert sorted(name.rsplit("-", 1)[0] for name in local_sagemaker.jobs) == sorted(
-        f"capforecast-{model.replace('_', '-')}-{task}"
+        job_base_name(model, task, shard)
         for model in BASELINES
         for task in ("backtest", "forecast")
+        for shard in SHARDS
     )
     results, local = workdir / "results", local_run / "results"
     for model in BASELINES:
         for stage in ("backtest", "forecast"):
-            got = results / stage / "models" / f"{model}.parquet"
-            pd.testing.assert_frame_equal(
-                comparable(got), comparable(local / stage / "models" / f"{model}.parquet")
-            )
-            receipt = json.loads(
-                (results / stage / "models" / f"{model}.sagemaker.json").read_text()
-            )
-            assert receipt["status"] == "Completed" and receipt["task"] == stage
-            assert receipt["model_artifacts_s3_uri"].startswith(
-                f"s3://{fresh_bucket}/runs/tiny/sagemaker/"
-            )
-        log = (results / "logs" / "backtest" / f"{model}.log").read_text()
-        assert "submitted SageMaker training job capforecast-" in log
-        assert ": Completed / Completed after" in log
+            for shard in SHARDS:
+                got = results / stage / "shards" / shard / f"{model}.parquet"
+                pd.testing.assert_frame_equal(
+                    comparable(got),
+                    comparable(local / stage / "shards" / shard / f"{model}.parquet"),
+                )
+                receipt = json.loads(
+                    (results / stage / "shards" / shard / f"{model}.sagemaker.json").read_text()
+                )
+                assert receipt["status"] == "Completed" and receipt["task"] == stage
+                assert receipt["model_artifacts_s3_uri"].startswith(
+                    f"s3://{fresh_bucket}/runs/tiny/sagemaker/"
+                )
+        for shard in SHARDS:
+            log = (results / "logs" / "backtest" / shard / f"{model}.log").read_text()
+            assert "submitted SageMaker training job capforecast-" in log
+            assert ": Completed / Completed after" in log
     # theta stayed local.
-    assert not (results / "backtest" / "models" / "theta.sagemaker.json").exists()
+    assert not list((results / "backtest" / "shards").glob("*/*/theta.sagemaker.json"))
     # Downstream of the jobs: the same leaderboard, forecasts and risk report as locally.
     for name in ("backtest/metrics.parquet", "backtest/selection.parquet"):
         pd.testing.assert_frame_equal(comparable(results / name), comparable(local / name))

@@ -2,9 +2,9 @@
 the project's SLURM profile, every job through sbatch and slurmd, outputs equal to a local run.
 
 The scheduler is a single node on 127.0.0.1 (tests/slurm_local.py, Debian's slurm-wlm and
-munge; skipped with the reason where they cannot be installed). The forecast stage is not
-sharded yet: each model family still fits the whole fleet in one job, so the parallelism shown
-here is between models and partitions (three services, two baseline models).
+munge; skipped with the reason where they cannot be installed). The forecast stage runs per
+(shard, model): the tiny fleet's services are one shard each (forecast.shard_size is larger),
+so the parallelism shown here is between models and shards (three services, three models).
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ def mem_mb(tres_mem: str) -> int:
 
 def check_every_job_ran_through_sbatch(workdir: Path, log: str, slurm) -> dict[str, list[str]]:
     jobs = submitted(log)
-    # Every rule that does work, one SLURM job each (3 services, 2 baseline models).
+    # Every rule that does work, one SLURM job each (3 services, one shard each; 2 baseline
+    # models and theta).
     assert set(jobs) == {
         "generate_service",
         "generate_fleet",
@@ -107,6 +108,7 @@ def check_every_job_ran_through_sbatch(workdir: Path, log: str, slurm) -> dict[s
         "clean_partition",
         "quality",
         "features_partition",
+        "history_check",
         "backtest_baseline",
         "backtest_statsforecast",
         "leaderboard",
@@ -115,11 +117,11 @@ def check_every_job_ran_through_sbatch(workdir: Path, log: str, slurm) -> dict[s
         "combine_forecasts",
         "risk_report",
     }, log[-3000:]
-    assert len(jobs["ingest_partition"]) == 3 and len(jobs["backtest_baseline"]) == 2
+    assert len(jobs["ingest_partition"]) == 3 and len(jobs["backtest_baseline"]) == 6
     # The scheduler's own record: each of them ran on the node and completed.
     records = {r["JobId"]: r for r in slurm.completed_jobs()}
     ids = [job_id for ids in jobs.values() for job_id in ids]
-    assert len(ids) == len(set(ids)) == 25
+    assert len(ids) == len(set(ids)) == 38
     for job_id in ids:
         record = records.get(job_id)
         assert record is not None, f"SLURM job {job_id} is not in the job-completion log"
@@ -140,7 +142,8 @@ def check_every_job_ran_through_sbatch(workdir: Path, log: str, slurm) -> dict[s
 
 
 def check_model_jobs_overlapped(jobs: dict[str, list[str]], slurm) -> None:
-    """The six model jobs (backtest and final fit of three models) are ready at once; the node
+    """The 18 model jobs (backtest and final fit of three models on three shards) are ready at
+    once, once their partition's features are; the node
     has two CPUs and the baseline models take one each, so at least two of them overlapped."""
     model_ids = {
         job_id
@@ -148,7 +151,7 @@ def check_model_jobs_overlapped(jobs: dict[str, list[str]], slurm) -> None:
         if rule.startswith(("backtest_", "forecast_"))
         for job_id in ids
     }
-    assert len(model_ids) == 6
+    assert len(model_ids) == 18
     spans = sorted(
         (datetime.fromisoformat(r["StartTime"]), datetime.fromisoformat(r["EndTime"]))
         for r in slurm.completed_jobs()

@@ -244,9 +244,11 @@ def test_one_partition_change_reruns_only_that_partition(tmp_path):
     assert jobs.get("risk_report") == 1
     assert jobs.get("series_index") == 1
     assert "generate_service" not in jobs
-    assert sum(jobs.values()) == 1 + 1 + 1 + 1 + 1 + 1 + 2 + 1 + 2 + 1 + 1 + 1
+    assert jobs.get("history_check") == 1
+    assert sum(jobs.values()) == 1 + 1 + 1 + 1 + 1 + 1 + 1 + 2 + 1 + 2 + 1 + 1 + 1
     # ingest, clean, features (one partition), ingest_resources, series_index, quality,
-    # 2 backtests, leaderboard, 2 final fits, combine, risk_report (+ the `risk` target itself)
+    # history_check, 2 backtests and 2 final fits (the changed partition's one shard: a file of
+    # one series is one shard), leaderboard, combine, risk_report (+ the `risk` target itself)
 
     snakemake(workdir, "--cores", "2", "--configfile", str(cfg), "risk")
     after = {

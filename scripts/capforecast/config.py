@@ -250,6 +250,7 @@ def _check_semantics(cfg: Mapping[str, Any]) -> None:
         section="synthetic",
     )
     _check_training(cfg["training"], cfg["aws"])
+    _check_series_estimate(cfg)
     catalogue = cfg["catalogue"]
     for i, svc in enumerate(cfg["synthetic"]["services"]):
         if svc["instance_type"] not in catalogue:
@@ -283,6 +284,30 @@ def _check_training(training: Mapping[str, Any], aws: Mapping[str, Any]) -> None
             f"{wait} is below training.max_run_seconds ({training['max_run_seconds']}); "
             "spot training waits for capacity plus runs, so it must be at least that",
         )
+
+
+def _check_series_estimate(cfg: Mapping[str, Any]) -> None:
+    """forecast.series_per_partition sizes the partitions whose series cannot be counted when
+    the workflow is planned (capforecast/aws/plan.py planned_series): an error where there are
+    none, rather than a setting that does nothing."""
+    if cfg["forecast"]["series_per_partition"] is None:
+        return
+    data = cfg["data"]
+    if data["source"] == "s3":
+        return
+    services = data["cloudwatch"]["services"]
+    if data["source"] == "cloudwatch" and any("instance_ids" not in svc for svc in services):
+        return
+    known = (
+        "every data.cloudwatch service lists instance_ids"
+        if data["source"] == "cloudwatch"
+        else f"data.source {data['source']} has its series counted"
+    )
+    raise ConfigError(
+        "forecast.series_per_partition",
+        f"applies to S3 objects and to CloudWatch services selected by auto_scaling_group or "
+        f"tags only; {known} when the workflow is planned: remove it",
+    )
 
 
 def _check_thresholds(

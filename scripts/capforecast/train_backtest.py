@@ -31,7 +31,10 @@ def backtest_predictions(
     freq: str = "1h",
     n_jobs: int = 1,
 ) -> pd.DataFrame:
-    """Predictions of ``model_name`` per series x window (``capforecast.backtest`` windows)."""
+    """Predictions of ``model_name`` per series x window (``capforecast.backtest`` windows) on
+    ``panel``, one shard of the fleet (rules/forecast.smk): the fleet's history was checked
+    against the windows (rule history_check), so a shard of short series is skipped window by
+    window, as in one fleet-wide backtest, not an error."""
     from capforecast.forecast.models import MODEL_REGISTRY
 
     if model_name not in MODEL_REGISTRY:
@@ -45,6 +48,7 @@ def backtest_predictions(
         freq=freq,
         bounds=series_bounds(panel, percent_metrics),
         n_jobs=n_jobs,
+        fleet_checked=True,
     )
 
 

@@ -41,6 +41,9 @@ from bench_forecast_speed import FAST_SET, SEED_LOOP
 from readme_blocks import replace_block
 
 ROOT = Path(__file__).resolve().parents[2]
+# Each fleet's row and the peer's timing, kept so that --reuse can rebuild the table from runs
+# made at different times (each row says when, on which commit, under which load).
+CACHE = ROOT / "tests" / "benchmarks" / "out" / "scaling"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 SERVICES = 10
 METRICS_PER_INSTANCE = 5
@@ -203,7 +206,22 @@ def run_fleet(n_series: int, set_name: str, models: list[str], days: int, cores:
     row["changed_jobs"] = planned_jobs(out)
     row["changed_s"], _, _ = snakemake(workdir, config, "--cores", str(cores))
     row["workdir"] = workdir
+    row["commit"] = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    row["load"] = os.getloadavg()[1]  # the 5-minute load average at the end of the run
+    row["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return row
+
+
+def cache_path(n_series: int, set_name: str) -> Path:
+    return CACHE / f"{n_series}-{set_name}.json"
+
+
+def save_row(row: dict) -> None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    kept = {k: v for k, v in row.items() if k != "workdir"}
+    cache_path(row["series"], row["set"]).write_text(json.dumps(kept, indent=1))
 
 
 def main() -> None:
@@ -222,6 +240,11 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed-sample", type=int, default=20)
     parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help=f"take a fleet's row from {CACHE.relative_to(ROOT)} when it was measured before",
+    )
     args = parser.parse_args()
     from capforecast.config import validated_config
 
@@ -231,7 +254,13 @@ def main() -> None:
         for set_name in args.sets:
             if set_name == "default" and n_series > args.default_max_series:
                 continue
-            rows.append(run_fleet(n_series, set_name, sets[set_name], args.days, args.cores))
+            cached = cache_path(n_series, set_name)
+            if args.reuse and cached.exists():
+                rows.append({**json.loads(cached.read_text()), "workdir": None})
+                continue
+            row = run_fleet(n_series, set_name, sets[set_name], args.days, args.cores)
+            save_row(row)
+            rows.append(row)
 
     lines: list[str] = []
 
@@ -251,9 +280,9 @@ def main() -> None:
     say(
         "| series | set | jobs | DAG build s | data s | forecast s | risk s | reports s | "
         "end to end s | peak MiB (tree / one job) | no-op rerun s | one partition changed: "
-        "jobs, s |"
+        "jobs, s | measured (commit, 5-min load) |"
     )
-    say("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    say("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         peak = max(r[f"{stage}_peak_mib"] for stage, _ in STAGES)
         job = max(r[f"{stage}_job_mib"] for stage, _ in STAGES)
@@ -261,7 +290,8 @@ def main() -> None:
             f"| {r['series']:,} | {r['set']} | {r['jobs']} | {r['dag_s']:.1f} | {r['data_s']:.0f} "
             f"| {r['forecast_s']:.0f} | {r['risk_s']:.0f} | {r['reports_s']:.0f} | "
             f"**{r['total_s']:.0f}** ({r['total_s'] / 60:.1f} min) | {peak:,.0f} / {job:,.0f} | "
-            f"{r['noop_s']:.1f} | {r['changed_jobs']}, {r['changed_s']:.0f} |"
+            f"{r['noop_s']:.1f} | {r['changed_jobs']}, {r['changed_s']:.0f} | "
+            f"{r['measured']} ({r['commit']}, load {r['load']:.1f}) |"
         )
     by_key = {(r["series"], r["set"]): r for r in rows}
     for small, large in zip(args.series, args.series[1:], strict=False):
@@ -293,7 +323,8 @@ def main() -> None:
             f"{projected:.0f} s projected: {ratios}."
         )
     for r in rows:
-        shutil.rmtree(r["workdir"], ignore_errors=True)
+        if r["workdir"] is not None:
+            shutil.rmtree(r["workdir"], ignore_errors=True)
     if args.write_readme:
         replace_block("bench-scaling", lines, "make bench-scaling")
 

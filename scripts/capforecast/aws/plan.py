@@ -1,6 +1,7 @@
 """What rules/common.smk needs from AWS when the workflow is planned: the partitions of an S3
 prefix (listed once per DAG build; no object is downloaded) or of the CloudWatch services (no
-AWS call: instances are resolved by each service's ingest job), and the region."""
+AWS call: instances are resolved by each service's ingest job), the series each partition is
+planned for (its shards), and the region."""
 
 from __future__ import annotations
 
@@ -41,6 +42,25 @@ def cloudwatch_services(sources: Mapping[str, str]) -> dict[str, str]:
     """Partition -> CloudWatch service, from :func:`partition_sources` (empty for files)."""
     head = CLOUDWATCH_SOURCE.split("{", 1)[0]
     return {name: src[len(head) :] for name, src in sources.items() if src.startswith(head)}
+
+
+def planned_series(config: Mapping[str, Any], sources: Mapping[str, str]) -> dict[str, int | None]:
+    """Partition -> the series it is planned for (its shard count, rules/common.smk), without
+    an AWS call: a CloudWatch service listing ``instance_ids`` has ``instances x metrics``; a
+    service selected by ``auto_scaling_group`` or ``tags`` and an S3 object (neither is known
+    before its ingest job runs) have ``forecast.series_per_partition`` (None: one shard)."""
+    estimate = config["forecast"]["series_per_partition"]
+    if config["data"]["source"] != "cloudwatch":
+        return dict.fromkeys(sources, estimate)
+    cloudwatch = config["data"]["cloudwatch"]
+    services = {svc["name"]: svc for svc in cloudwatch["services"]}
+    out: dict[str, int | None] = {}
+    for partition, service in cloudwatch_services(sources).items():
+        instance_ids = services[service].get("instance_ids")
+        out[partition] = (
+            len(instance_ids) * len(cloudwatch["metrics"]) if instance_ids else estimate
+        )
+    return out
 
 
 def cloudwatch_until(config: Mapping[str, Any]) -> str | None:

@@ -21,6 +21,7 @@ messages hold job names, ARNs and S3 URIs, never keys.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -105,7 +106,8 @@ class TrainingRequest:
     settings the job reads (``job_config``: a partial config ``capforecast.train`` validates).
 
     ``output``: where the table goes; ``models_dir``: where fitted models go (Prophet's refit);
-    ``receipt``: the receipt JSON."""
+    ``receipt``: the receipt JSON; ``shard``: ``<partition>/<shard>`` of a rule job (its job
+    name and tags say which)."""
 
     model: str
     task: str
@@ -114,6 +116,7 @@ class TrainingRequest:
     output: Path
     receipt: Path
     models_dir: Path | None = None
+    shard: str = ""
 
 
 def job_config(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -127,10 +130,17 @@ def job_config(params: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def job_base_name(model: str, task: str) -> str:
-    """``capforecast-<model>-<task>``: SageMaker names allow letters, digits and hyphens; the
-    SDK appends a timestamp (63 characters in all)."""
-    return re.sub(r"[^A-Za-z0-9-]", "-", f"capforecast-{model}-{task}")[:48].strip("-")
+def job_base_name(model: str, task: str, shard: str = "") -> str:
+    """``capforecast-<model>-<task>[-<shard tag>]``: SageMaker names allow letters, digits and
+    hyphens; the SDK appends a second-resolution timestamp (63 characters in all). The shard
+    jobs of one model and task start within the same second, so a shard's tag (8 hex digits
+    of a digest of ``<partition>/<shard>``; partition names may hold ``_`` and 64 characters)
+    keeps their job names, and with them their S3 input and output prefixes, apart."""
+    name = re.sub(r"[^A-Za-z0-9-]", "-", f"capforecast-{model}-{task}")
+    if not shard:
+        return name[:48].strip("-")
+    tag = hashlib.sha256(shard.encode("utf-8")).hexdigest()[:8]
+    return f"{name[:39].strip('-')}-{tag}"
 
 
 def container_command(model: str, task: str) -> str:
@@ -287,10 +297,11 @@ def submit(
     channels = stage_inputs(request, workdir)
     bundle = code_bundle(workdir / "code")
     image = training_image(sm, boto_session.region_name)
-    base_name = job_base_name(request.model, request.task)
+    base_name = job_base_name(request.model, request.task, request.shard)
     tags = [
         ("capforecast:model", request.model),
         ("capforecast:task", request.task),
+        *([("capforecast:shard", request.shard)] if request.shard else []),
         *sm.tags,
     ]
     max_wait = sm.max_wait_seconds or 2 * sm.max_run_seconds

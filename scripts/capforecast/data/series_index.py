@@ -8,8 +8,11 @@ file's history. Merging across partitions would undo their independence (a chang
 rerun every file's jobs), so the workflow stops right after ingest instead, with one line naming
 the series and both files: concatenate such files into one (or rename the resource in one).
 
-The index (``SERIES_INDEX_COLUMNS``) is what the model rules wait for, so a split series stops
-the run before any model is fitted.
+The index (``SERIES_INDEX_COLUMNS``) is built right after ingest, first among the jobs ready
+then (rule priority), and the leaderboard waits for it, so a split series stops the run before
+any model is scored, and in practice before any is fitted (the model jobs wait for cleaning
+and features). The model jobs do not wait for it: a fleet-wide input would rerun every shard
+when any partition changes.
 """
 
 from __future__ import annotations

@@ -173,6 +173,7 @@ def plan_backtest(
     season: int = 24,
     freq: str = "1h",
     min_train_points: int | None = None,
+    fleet_checked: bool = False,
 ) -> BacktestPlan:
     """Lay out the internal windows (selection windows first) and who is scored in each.
 
@@ -183,6 +184,11 @@ def plan_backtest(
     values (default ``2 * season``, so the MASE scale rests on at least ``season`` seasonal
     differences), or no actual in the test window. The ``windows`` table reports the cutoff of
     the series that end last (the fleet's most recent windows).
+
+    A panel whose longest series cannot hold the earliest window is a ConfigError naming
+    ``backtest.windows``, unless ``fleet_checked``: the panel is one shard of a fleet whose
+    longest series was checked (``history_check.check_fleet``), and its series are skipped
+    window by window as they would be in the whole fleet's plan.
     """
     internal = selection_windows + windows
     min_points = 2 * season if min_train_points is None else min_train_points
@@ -194,12 +200,15 @@ def plan_backtest(
         # Only validates the arithmetic against the longest series; positions are per series.
         backtest_cutoffs(n, internal, horizon, step)
     except ConfigError as error:
-        if selection_windows:
-            raise ConfigError(
-                "backtest.windows",
-                f"{error.problem} (windows + selection_windows = {internal})",
-            ) from error
-        raise
+        # A shard's longest series is not the fleet's (checked already): its series are
+        # skipped window by window below, as in the fleet's plan.
+        if not (fleet_checked and error.key == "backtest.windows"):
+            if selection_windows:
+                raise ConfigError(
+                    "backtest.windows",
+                    f"{error.problem} (windows + selection_windows = {internal})",
+                ) from error
+            raise
 
     cutoffs = series_cutoffs(ends["max"], internal, horizon, step, freq)
     grid = grid.merge(cutoffs, on="series_id", how="left")
@@ -366,6 +375,7 @@ def run_backtest(
     selection_windows: int = 0,
     freq: str = "1h",
     min_train_points: int | None = None,
+    fleet_checked: bool = False,
 ) -> pd.DataFrame:
     """Backtest one model on rolling-origin windows and return its predictions.
 
@@ -384,7 +394,7 @@ def run_backtest(
     Every window gets the same ``ForecastRequest.fitted_models`` store (AutoETS searches its
     model form once per series, in its earliest window, and re-estimates that form's parameters
     in the later ones). Windows run earliest first, so whatever is reused was learnt from data
-    before the current cutoff.
+    before the current cutoff. ``fleet_checked``: ``panel`` is one shard (``plan_backtest``).
     """
     levels = tuple(sorted({float(q) for q in quantiles} | {0.5}))
     max_points = history_cap(
@@ -403,6 +413,7 @@ def run_backtest(
         season=season,
         freq=freq,
         min_train_points=min_train_points,
+        fleet_checked=fleet_checked,
     )
     grid = plan.grid
     cutoff_table = plan.cutoffs.set_index("series_id")

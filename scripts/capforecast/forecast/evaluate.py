@@ -5,13 +5,14 @@ Shared by the `leaderboard` rule and the accuracy benchmark so both score exactl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from capforecast.forecast import backtest, calibration, metrics, selection
+from capforecast.forecast import backtest, calibration, metrics, selection, shards
 from capforecast.forecast.fit import model_quantiles
 from capforecast.forecast.models.base import ModelFn
 from capforecast.settings import (
@@ -46,8 +47,10 @@ def backtest_models(
     freq: str,
     bounds: Mapping[str, tuple[float, float | None]],
     n_jobs: int = 1,
+    fleet_checked: bool = False,
 ) -> pd.DataFrame:
-    """Run the configured rolling-origin backtest for each model; predictions concatenated."""
+    """Run the configured rolling-origin backtest for each model; predictions concatenated.
+    ``fleet_checked``: ``history`` is one shard of a checked fleet (``backtest.plan_backtest``)."""
     bt = backtest_cfg
     frames = [
         backtest.run_backtest(
@@ -64,6 +67,7 @@ def backtest_models(
             model_cfg=models_cfg,
             selection_windows=bt.selection_windows,
             freq=freq,
+            fleet_checked=fleet_checked,
         )
         for name, fn in models.items()
     ]
@@ -134,6 +138,8 @@ def evaluate_shards(
     columns: list[str] = []
     for shard in shards:
         predictions = shard.predictions()
+        if predictions.empty:  # a shard whose series all hashed elsewhere, or all too short
+            continue
         candidates = _candidates(predictions)
         score_frames.append(
             metrics.score_predictions(candidates, shard.history(), season, scored_quantiles)
@@ -149,14 +155,14 @@ def evaluate_shards(
         {window: pd.concat(tables, ignore_index=True) for window, tables in available.items()},
         selection_cfg,
     )
-    selected, choices = selection.finish_selected(
-        [
-            selection.combine_planned(_candidates(shard.predictions()), plan, selection_cfg)
-            for shard in shards
-        ],
-        plan,
-        columns,
-    )
+    combined = []
+    for shard in shards:
+        predictions = shard.predictions()
+        if not predictions.empty:
+            combined.append(
+                selection.combine_planned(_candidates(predictions), plan, selection_cfg)
+            )
+    selected, choices = selection.finish_selected(combined, plan, columns)
     table = pd.DataFrame()
     if forecast_cfg.calibrate:
         levels = model_quantiles(forecast_cfg)
@@ -170,7 +176,14 @@ def evaluate_shards(
     for shard in shards:
         history = shard.history()
         mine = selected[selected["series_id"].isin(history["series_id"].unique())]
-        selected_scores.append(metrics.score_predictions(mine, history, season, scored_quantiles))
+        if len(mine):
+            selected_scores.append(
+                metrics.score_predictions(mine, history, season, scored_quantiles)
+            )
+    if not selected_scores:  # nothing selected: the empty table, with its columns
+        selected_scores.append(
+            metrics.score_predictions(selected, history, season, scored_quantiles)
+        )
     all_scores = pd.concat([scores, _sorted_scores(selected_scores)], ignore_index=True)
     return Evaluation(
         metrics=all_scores,
@@ -180,6 +193,50 @@ def evaluate_shards(
         calibration=table,
         window_choices=choices,
     )
+
+
+def shard_sources(
+    prediction_files: Iterable[str | Path],
+    feature_files: Iterable[str | Path],
+    n_shards: Mapping[str, int],
+) -> list[ShardSource]:
+    """The leaderboard's inputs grouped by shard, each read only when evaluated.
+
+    ``prediction_files``: ``.../{partition}/{shard}/{model}.parquet``; ``feature_files``:
+    ``.../{partition}.parquet``; ``n_shards``: the shard count of each partition. A shard's
+    history is its rows of its partition's features, as its model jobs saw them.
+    """
+    features = {Path(f).stem: Path(f) for f in feature_files}
+    groups: dict[tuple[str, int], list[Path]] = {}
+    for path in map(Path, prediction_files):
+        groups.setdefault((path.parent.parent.name, int(path.parent.name)), []).append(path)
+    sources = []
+    for (partition, shard), paths in sorted(groups.items()):
+        feature_file, count = features[partition], n_shards[partition]
+        sources.append(
+            ShardSource(
+                predictions=lambda paths=paths: shards.read_shards(paths),
+                history=lambda f=feature_file, k=shard, n=count: shards.load_shard(f, k, n)[
+                    ["series_id", "timestamp", "y"]
+                ],
+            )
+        )
+    return sources
+
+
+def series_metrics(feature_files: Iterable[str | Path]) -> pd.DataFrame:
+    """``series_id, metric`` of every series (what ``panel.series_bounds`` needs), read from
+    two columns of each partition's features."""
+    frames = [
+        pd.read_parquet(f, columns=["series_id", "metric"]).drop_duplicates("series_id")
+        for f in feature_files
+    ]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(
+            {"series_id": pd.Series(dtype=object), "metric": pd.Series(dtype=object)}
+        )
+    return pd.concat(frames, ignore_index=True)
 
 
 def _candidates(predictions: pd.DataFrame) -> pd.DataFrame:

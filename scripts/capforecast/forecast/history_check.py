@@ -1,4 +1,4 @@
-"""Is the history long enough for the configured backtest? Checked before any model is fitted.
+"""Is the history long enough for the configured backtest? Checked before anything is scored.
 
 The backtest (:func:`capforecast.forecast.backtest.plan_backtest`) scores a series in a window
 only when it has ``2 x backtest.season`` training steps before the window's cutoff, and its earliest
@@ -8,9 +8,13 @@ nothing to score, and the leaderboard failed minutes later with a pandas traceba
 requirement depends on the data, so it is checked as soon as the lengths are known:
 
 * at plan time for the synthetic source, from ``synthetic.days`` (rules/common.smk);
-* for any source, by every backtest and forecast job on the panel it has just read, before it
-  fits anything (scripts/forecast_backtest_model.py, scripts/forecast_model.py): the first jobs that
-  see the whole fleet's history. A failed check stops the run in one line naming the key.
+* for any source, by the ``history_check`` rule on every partition's feature panel
+  (:func:`check_fleet`, scripts/forecast_history_check.py) as soon as the last one is written,
+  first among the jobs ready then (rule priority); the leaderboard waits for it. A model job
+  sees one shard of one partition and does not wait for it (a fleet-wide input would rerun
+  every shard when any partition changes). A failed check stops the run in one line naming
+  the key; a partition whose own series are all too short is only logged (its series are
+  skipped window by window, ``backtest.plan_backtest(fleet_checked=True)`` in its shards).
 
 Gaps are not counted: a long but gappy series passes here and may still be skipped in a window,
 with the reason recorded in the backtest's skipped table.
@@ -18,13 +22,18 @@ with the reason recorded in the backtest's skipped table.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from capforecast.errors import ConfigError
+
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,9 +96,56 @@ class BacktestRoom:
 def longest_steps(panel: pd.DataFrame, freq: str) -> tuple[int, str]:
     """Grid steps spanned by the longest series of ``panel`` (series_id, timestamp) and its id."""
     spans = panel.groupby("series_id", sort=True)["timestamp"].agg(["min", "max"])
+    return _longest(spans, freq)
+
+
+def _longest(spans: pd.DataFrame, freq: str) -> tuple[int, str]:
+    """(steps, series id) of the longest span of ``spans`` (index series_id, min, max)."""
     steps = ((spans["max"] - spans["min"]) / pd.Timedelta(freq)).astype("int64") + 1
-    longest = str(steps.idxmax())
+    longest = str(steps.sort_index().idxmax())
     return int(steps[longest]), longest
+
+
+def file_spans(feature_file: str | Path) -> pd.DataFrame:
+    """First and last timestamp of every series of a feature panel (index series_id, columns
+    min, max), read from its two columns only (pyarrow's group-by: no frame of every row)."""
+    table = pq.read_table(feature_file, columns=["series_id", "timestamp"])
+    spans = table.group_by("series_id").aggregate([("timestamp", "min"), ("timestamp", "max")])
+    frame = spans.to_pandas().rename(columns={"timestamp_min": "min", "timestamp_max": "max"})
+    return frame.set_index("series_id")
+
+
+def check_fleet(
+    feature_files: Mapping[str, str | Path], backtest_cfg: Mapping[str, Any], freq: str
+) -> dict[str, Any]:
+    """The fleet-wide check on every partition's feature panel (``partition -> file``).
+
+    ConfigError (one line naming ``backtest.windows`` or ``backtest.season``, the longest
+    series and the largest season that fits) when even the fleet's longest series is too
+    short; a partition whose longest series is too short is logged, not fatal. Returns what
+    was measured: the longest series, its steps and the steps each partition spans."""
+    room = BacktestRoom.from_config(backtest_cfg)
+    partitions: dict[str, tuple[int, str]] = {}
+    for name, path in feature_files.items():
+        spans = file_spans(path)
+        if len(spans):
+            partitions[name] = _longest(spans, freq)
+    if not partitions:
+        return {"series": None, "steps": 0, "partitions": {}}  # no data: reported elsewhere
+    # The longest; the first id in order among equals, as longest_steps.
+    steps, series = min(partitions.values(), key=lambda item: (-item[0], item[1]))
+    room.check(steps, f"the longest series of the fleet ({series!r})")
+    for name, (longest, sid) in sorted(partitions.items()):
+        try:
+            room.check(longest, f"its longest series ({sid!r})")
+        except ConfigError as err:
+            LOGGER.warning("partition %s is too short, its series are skipped: %s", name, err)
+    return {
+        "series": series,
+        "steps": steps,
+        "needed": room.test_steps + room.train_steps,
+        "partitions": {name: longest for name, (longest, _) in sorted(partitions.items())},
+    }
 
 
 def check_panel(panel: pd.DataFrame, backtest_cfg: Mapping[str, Any], freq: str) -> None:
