@@ -307,9 +307,18 @@ def main() -> None:
     seed_row = max(
         (r for r in rows if r["series"] <= 1000), key=lambda r: r["series"], default=None
     )
-    if seed_row is not None:
+    if seed_row is not None and seed_row["workdir"] is not None:
         features = seed_row["workdir"] / "results" / "features"
-        seconds, timed, fleet = seed_loop_seconds(features, args.seed_sample)
+        seed_row["seed_loop"] = list(seed_loop_seconds(features, args.seed_sample))
+        save_row(seed_row)
+    if seed_row is not None and seed_row.get("seed_loop") is None:
+        say()
+        say(
+            f"(No seed-style loop timing kept for {seed_row['series']:,} series: "
+            "run it without --reuse.)"
+        )
+    elif seed_row is not None:
+        seconds, timed, fleet = seed_row["seed_loop"]
         projected = seconds / timed * fleet
         ratios = ", ".join(
             f"{projected / by_key[(fleet_size, s)]['forecast_s']:.1f}x the {s} set's forecast stage"
