@@ -11,7 +11,6 @@ import io
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,10 +19,10 @@ import pandas as pd
 import pytest
 import yaml
 from aws_local import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
+from snakemake_cli import snakemake_cmd
 from test_aws_cloudwatch import _put, launch
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 NAB = ROOT / "tests" / "data" / "nab-aws-cloudwatch"
 TINY = yaml.safe_load((ROOT / "tests" / "configs" / "tiny_local.yaml").read_text())
 NAB_FILES = [
@@ -37,15 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
 
 def snakemake(workdir, env, config, *args, check=True):
     """The project's Snakefile in ``workdir`` with ``env`` over this process's environment."""
-    cmd = [
-        SNAKEMAKE,
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        f"--configfile={config}",
-        *args,
-    ]
+    cmd = snakemake_cmd(workdir, config, *args)
     full = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", **env}
     # None in env: unset (as are the credential variables a developer may have).
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", *[k for k, v in env.items() if v is None]):

@@ -37,14 +37,15 @@ import psutil
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_forecast_speed import FAST_SET, SEED_LOOP
 from readme_blocks import replace_block
+from snakemake_cli import snakemake_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
 # Each fleet's row and the peer's timing, kept so that --reuse can rebuild the table from runs
 # made at different times (each row says when, on which commit, under which load).
 CACHE = ROOT / "tests" / "benchmarks" / "out" / "scaling"
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 SERVICES = 10
 METRICS_PER_INSTANCE = 5
 SCENARIOS = ["flat", "growing", "saturating", "over_provisioned"]
@@ -124,15 +125,7 @@ class PeakMemory:
 
 def snakemake(workdir: Path, config: Path, *args: str) -> tuple[float, str, PeakMemory]:
     """Run Snakemake; (wall seconds, stdout + stderr, peak memory). Fails loudly."""
-    cmd = [
-        SNAKEMAKE,
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        f"--configfile={config}",
-        *args,
-    ]
+    cmd = snakemake_cmd(workdir, config, *args)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     memory = PeakMemory(proc.pid)

@@ -5,7 +5,7 @@ Shared by the `leaderboard` rule and the accuracy benchmark so both score exactl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,10 +136,7 @@ def evaluate_shards(
     score_frames, span_frames = [], []
     available: dict[int, list[pd.DataFrame]] = {}
     columns: list[str] = []
-    for shard in shards:
-        predictions = shard.predictions()
-        if predictions.empty:  # a shard whose series all hashed elsewhere, or all too short
-            continue
+    for shard, predictions in _nonempty_predictions(shards):
         candidates = _candidates(predictions)
         score_frames.append(
             metrics.score_predictions(candidates, shard.history(), season, scored_quantiles)
@@ -155,13 +152,10 @@ def evaluate_shards(
         {window: pd.concat(tables, ignore_index=True) for window, tables in available.items()},
         selection_cfg,
     )
-    combined = []
-    for shard in shards:
-        predictions = shard.predictions()
-        if not predictions.empty:
-            combined.append(
-                selection.combine_planned(_candidates(predictions), plan, selection_cfg)
-            )
+    combined = [
+        selection.combine_planned(_candidates(predictions), plan, selection_cfg)
+        for _, predictions in _nonempty_predictions(shards)
+    ]
     selected, choices = selection.finish_selected(combined, plan, columns)
     table = pd.DataFrame()
     if forecast_cfg.calibrate:
@@ -237,6 +231,17 @@ def series_metrics(feature_files: Iterable[str | Path]) -> pd.DataFrame:
             {"series_id": pd.Series(dtype=object), "metric": pd.Series(dtype=object)}
         )
     return pd.concat(frames, ignore_index=True)
+
+
+def _nonempty_predictions(
+    shards: Sequence[ShardSource],
+) -> Iterator[tuple[ShardSource, pd.DataFrame]]:
+    """Each shard with its predictions, read now; shards without any (every series hashed
+    elsewhere, or all too short for a window) are passed over."""
+    for shard in shards:
+        predictions = shard.predictions()
+        if not predictions.empty:
+            yield shard, predictions
 
 
 def _candidates(predictions: pd.DataFrame) -> pd.DataFrame:
