@@ -20,7 +20,7 @@ run: venv
 	$(BIN)/snakemake --cores $(CORES)
 
 test: venv chromium slurm lint
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 venv: $(STAMP)
 

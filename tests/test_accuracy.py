@@ -27,7 +27,7 @@ from capforecast.settings import (
     selection_settings,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("accuracy")]
+pytestmark = pytest.mark.slow
 
 MODELS = ["seasonal_naive_daily", "predict_linear", "autoets", "autotheta", "theta", "mstl"]
 # The statsforecast defaults users start from (full AutoETS search, normal intervals).

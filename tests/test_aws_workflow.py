@@ -31,7 +31,7 @@ NAB_FILES = [
     "ec2_network_in_257a54.csv",
 ]
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir, env, config, *args, check=True):

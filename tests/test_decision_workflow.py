@@ -14,7 +14,7 @@ from test_workflow import CONFIGS, snakemake
 
 from capforecast.config import validated_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.slow
 
 # The tiny fleet runs 12 days from 2026-08-01 at 15-minute samples; forecast.horizon is 48 h.
 CUT = pd.Timestamp("2026-08-11T00:00:00Z")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from test_workflow import CONFIGS, NAB, snakemake
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.slow
 
 FLOAT_MAX = "1.7976931348623157e308"
 # (row to overwrite in the network file, its new value): values no NIC can move in 5 minutes.

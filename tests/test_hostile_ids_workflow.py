@@ -34,7 +34,7 @@ from capforecast.csv_tables import read_csv_table
 from capforecast.data import partitions
 from capforecast.spreadsheet import FORMULA_STARTERS
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.slow
 
 # Ids of the long-format file. Leading/trailing whitespace is left out: ingest strips ids, so
 # "\t=1+1" arrives as "=1+1" (the CSV unit tests cover those cells).

@@ -22,7 +22,7 @@ from test_workflow import CONFIGS, snakemake
 
 from capforecast.csv_tables import read_csv_table
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.slow
 
 HOURS = pd.date_range("2024-05-01", periods=7 * 24, freq="h", tz="UTC")
 # (resource_id, metric as the file has it) -> base level of the daily cycle

@@ -33,8 +33,6 @@ KNOWN_RESOURCES = {
     "kubernetes_memory_limit",
 }
 
-pytestmark = pytest.mark.xdist_group("profiles")
-
 
 def profile(name: str) -> dict:
     return yaml.safe_load((ROOT / "profiles" / name / "config.yaml").read_text())

@@ -27,7 +27,7 @@ from capforecast.forecast.models.fallback import (
 )
 from capforecast.settings import model_settings
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real_fleet")]
+pytestmark = pytest.mark.slow
 
 BITBRAINS = "tests/data/bitbrains-rnd/long"
 # Weekday-busy VMs (bb-vm196 and bb-vm197 were idle the weekend of 21-22 September 2013 and

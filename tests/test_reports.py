@@ -920,10 +920,6 @@ def test_notebook_files_are_parameterised(name: str) -> None:
     assert all(not c.get("outputs") for c in code_cells), "commit notebooks without outputs"
 
 
-# The tests using the executed notebooks share one xdist worker, so the notebooks run once.
-NOTEBOOK_GROUP = "report_notebooks"
-
-
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("reports")
@@ -939,7 +935,6 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group(NOTEBOOK_GROUP)
 @pytest.mark.parametrize("name", MAIN_REPORTS + EXPLORATION)
 def test_notebook_runs_without_errors_and_plots(executed: dict[str, Path], name: str) -> None:
     found = outputs(executed[name])
@@ -949,7 +944,6 @@ def test_notebook_runs_without_errors_and_plots(executed: dict[str, Path], name:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group(NOTEBOOK_GROUP)
 def test_capacity_risk_report_says_what_to_do_first(executed: dict[str, Path]) -> None:
     risk = make_risk()  # the scored resources; the stopped one has an earlier act_by
     first = risk.loc[risk["act_by"].idxmin()]
@@ -968,7 +962,6 @@ def test_capacity_risk_report_says_what_to_do_first(executed: dict[str, Path]) -
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group(NOTEBOOK_GROUP)
 def test_data_quality_report_lists_the_files_it_did_not_read(executed: dict[str, Path]) -> None:
     html = to_html(executed["data_quality"])
     section = html[html.index("Files not read") :]
@@ -976,7 +969,6 @@ def test_data_quality_report_lists_the_files_it_did_not_read(executed: dict[str,
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group(NOTEBOOK_GROUP)
 @pytest.mark.parametrize("name", MAIN_REPORTS)
 def test_html_report_is_self_contained_without_code(executed: dict[str, Path], name: str) -> None:
     html = to_html(executed[name])

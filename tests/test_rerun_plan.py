@@ -28,7 +28,7 @@ TINY = ROOT / "tests" / "configs" / "tiny_synthetic.yaml"
 # What the workflow needs from the project (the copy is perturbed, never the project).
 COPIED = ("Snakefile", "rules", "scripts", "config", "notebooks", "envs", "profiles", "report")
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.slow
 
 # Jobs are named by rule, plus the model or report they make (the three reports import
 # different modules); per-partition and per-service jobs are counted under their rule, model

@@ -23,7 +23,7 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 TINY = ROOT / "tests" / "configs" / "tiny_synthetic.yaml"
 BASELINES = ("seasonal_naive_daily", "predict_linear")
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, configs: list[Path], env: dict, *targets: str):

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from test_workflow import CONFIGS, NAB, planned_jobs, snakemake
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.slow
 
 TIMING = ("fit_seconds", "backtest_s", "fit_s")
 # (file, sort keys): every row and column but run times.

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "tests" / "configs" / "tiny_synthetic.yaml"
 TARGET = "risk"
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.slow
 
 # Outputs compared between the SLURM and the local run (parquet and CSV, every row and column
 # but run times).

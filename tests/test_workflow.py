@@ -20,7 +20,7 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 CONFIGS = ROOT / "tests" / "configs"
 NAB = ROOT / "tests" / "data" / "nab-aws-cloudwatch"
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
