@@ -61,13 +61,13 @@ lint: venv
 benchmark: venv
 	$(BIN)/python tests/benchmarks/bench_etl.py --write-readme
 
-# Forecasting speed: 1,000 synthetic series x 90 days, every model's backtest and final fit;
-# regenerates the README table.
 # The whole workflow on 100 / 1,000 / 10,000 synthetic series, fast and default model sets
 # (about 40 min on 2 cores); regenerates the README table.
 bench-scaling: venv
 	$(BIN)/python tests/benchmarks/bench_scaling.py --write-readme
 
+# Forecasting speed: 1,000 synthetic series x 90 days, every model's backtest and final fit;
+# regenerates the README table.
 bench-speed: venv
 	$(BIN)/python tests/benchmarks/bench_forecast_speed.py --write-readme
 
