@@ -914,3 +914,15 @@ def test_the_process_pool_keeps_the_order(n_jobs, min_items):
     items = list(range(-23, 0))
     assert map_in_processes(abs, items, n_jobs, min_items=min_items) == [abs(i) for i in items]
     assert map_in_processes(abs, [], n_jobs) == []
+
+
+@pytest.mark.slow
+def test_autogluon_that_fits_no_model_stops_in_one_line(tmp_path):
+    """Every configured model fails (an n_jobs AutoGluon rejects): AutoGluon carries on
+    without it, and the run stops naming the key instead of a traceback from predict."""
+    from capforecast.forecast.models.autogluon_model import train_autogluon
+
+    request = request_for(panel(days=5))
+    broken = ag(hyperparameters={"Naive": {"n_jobs": "two"}}, time_limit=30)
+    with pytest.raises(ConfigError, match=r"autogluon.time_limit.*fitted no model on 4 series"):
+        train_autogluon(request, broken, tmp_path / "predictor")

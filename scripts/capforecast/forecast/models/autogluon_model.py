@@ -269,6 +269,16 @@ def train_autogluon(
     if ag_cfg.presets:
         fit_kwargs["presets"] = ag_cfg.presets
     predictor.fit(to_autogluon_frame(request.history), **fit_kwargs)
+    if not predictor.model_names():
+        # AutoGluon logs each model's failure or timeout and carries on; with none left its
+        # own error ("Trainer has no fit models") would come later, from predict, as a traceback.
+        raise ConfigError(
+            "models.autogluon.time_limit",
+            f"AutoGluon fitted no model on {request.history['series_id'].nunique()} series "
+            f"within {ag_cfg.time_limit} s: every model in models.autogluon.hyperparameters "
+            "failed or ran out of time (raise the limit, give the job more threads, or check "
+            "the hyperparameters)",
+        )
     return predictor
 
 
