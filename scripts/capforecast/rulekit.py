@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +41,22 @@ def run_rule(main: Callable[[Any], None], smk: Any) -> None:
         # The one line users need; Snakemake adds the rule name and the log path around it.
         LOG.error("%s", err)
         print(f"capforecast error: {err}", file=sys.stderr)
-        sys.exit(1)
+        exit_without_teardown(1)
+    exit_without_teardown(0)
+
+
+def exit_without_teardown(code: int) -> None:
+    """End the rule's process once its outputs are written, skipping interpreter teardown.
+
+    pyarrow's thread pools can abort a process at teardown after a parquet read (SIGABRT,
+    "terminate called without an active exception", apache/arrow#34314): a job whose outputs
+    are complete would fail at random. Logs and standard streams are flushed first; the
+    outputs are closed files by then. (An unexpected exception still ends with its traceback.)
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @contextmanager
