@@ -296,12 +296,17 @@ EXPECTED_CONFIG: dict[str, tuple[dict, set[str], dict[str, int]]] = {
     "selection.top_k": ({"selection": {"top_k": 2}}, {"leaderboard"}, {}),
     # Smaller shards: no service is smaller than a shard any more, so the pack of the fleet
     # becomes each partition's own hash shards (alpha and beta 10 series -> 4 shards, gamma 5 ->
-    # 2): 10 new model jobs per model (new outputs: no params changed), and the leaderboard's
-    # shard groups param changes.
+    # 2): 10 new model jobs per model (new outputs: no params changed) and what reads them (the
+    # leaderboard's shard_groups param changes too, but its new inputs already rerun it).
     "forecast.shard_size": (
         {"forecast": {"shard_size": 3}},
-        {"leaderboard"},
-        dict.fromkeys(MODEL_JOBS, 10),
+        set(),
+        {
+            **dict.fromkeys(MODEL_JOBS, 10),
+            **dict.fromkeys(
+                ["leaderboard", "combine_forecasts", "risk_report", "decision_scores", FB, CR], 1
+            ),
+        },
     ),
     # A shard size that still packs the fleet (25 series) into one pack plans the same groups:
     # nothing reruns.
