@@ -1,6 +1,7 @@
 # Config validation, partitions and input functions shared by every rule file.
 # The capforecast package is installed in the environment (`pip install -e .`, see Makefile).
 import os
+import re
 from pathlib import Path
 
 from capforecast.config import validated_config
@@ -105,6 +106,9 @@ def _partition_sources():
 PARTITION_SOURCES = _partition_sources()
 PARTITIONS = sorted(PARTITION_SOURCES)
 MODELS = list(config["models"]["enabled"])
+# A wildcard constraint nothing matches: routes a partition to one ingest rule, a model to its
+# local or its SageMaker rules, and stands for the shard groups of a plan without any.
+NO_MATCH = "(?!x)x"
 
 
 # Job resources (threads, mem_mb, runtime in minutes) for every rule: what a scheduler (SLURM,
@@ -183,32 +187,47 @@ FLEET_SERIES = (
 )
 
 
-# The forecast stage's shards (capforecast.forecast.shards): partition -> its shard count, fixed
-# at plan time from the partition's planned series and forecast.shard_size. A model job handles
-# the series of one partition whose id hashes to its shard.
-SHARDS = {
-    partition: cf_shards.shard_count(
-        PARTITION_SERIES[partition], config["forecast"]["shard_size"]
-    )
-    for partition in PARTITIONS
-}
-# Series one model job is sized for (job_resources): a shard, or the fleet when it is smaller.
-SHARD_SERIES = min(config["forecast"]["shard_size"], FLEET_SERIES or DEFAULT_JOB_SERIES)
+# The forecast stage's shard groups (capforecast.forecast.shards.shard_groups), fixed at plan
+# time from each partition's planned series and forecast.shard_size: group -> its partitions
+# and shard count. A partition of a shard or more (or of unknown size) is a group of its own,
+# named after it, split into hash shards; partitions smaller than a shard are packed into
+# groups "pack.<k>" of one shard each (k: a digest of the partition's name, so adding or
+# removing a partition moves no other unless the number of packs changes). A model job
+# handles the series of one group's features whose id hashes to its shard.
+SHARD_GROUPS = cf_shards.shard_groups(
+    PARTITION_SERIES, config["forecast"]["shard_size"]
+)
+# Series one model job is sized for (job_resources): the largest group's shard (a pack's
+# series, a partition's shard up to shard_size), a shard when a group's size is not known.
+SHARD_SERIES = cf_shards.job_series(
+    SHARD_GROUPS, PARTITION_SERIES, config["forecast"]["shard_size"], DEFAULT_JOB_SERIES
+)
+
+
+def group_features(wildcards):
+    """The feature files a model job of this group reads: its partition's, or every partition
+    of its pack."""
+    return [
+        f"results/features/{partition}.parquet"
+        for partition in SHARD_GROUPS[wildcards.group].partitions
+    ]
 
 
 def expand_shards(pattern):
-    """`pattern` ({partition}, {shard}, {model}) for every shard of every partition and every
-    enabled model."""
+    """`pattern` ({group}, {shard}, {model}) for every shard of every group and every enabled
+    model."""
     return [
-        pattern.format(partition=partition, shard=shard, model=model)
-        for partition, n_shards in SHARDS.items()
-        for shard in range(n_shards)
+        pattern.format(group=group, shard=shard, model=model)
+        for group, plan in SHARD_GROUPS.items()
+        for shard in range(plan.n_shards)
         for model in MODELS
     ]
 
 
 wildcard_constraints:
     partition="|".join(PARTITIONS) if PARTITIONS else "[A-Za-z0-9_-]+",
+    # Exact group names ("pack.<k>" has a dot: escaped).
+    group="|".join(re.escape(group) for group in SHARD_GROUPS) or NO_MATCH,
     model="[a-z_]+",
     shard="[0-9]+",
 
@@ -263,9 +282,6 @@ INGEST_SCRIPT = (
     if config["data"]["source"] == "s3"
     else "data_ingest_partition.py"
 )
-# A wildcard constraint nothing matches: routes a partition to one ingest rule, a model to its
-# local or its SageMaker rules.
-NO_MATCH = "(?!x)x"
 # Wildcard constraints that leave each partition to one ingest rule.
 FILE_PARTITIONS = (
     NO_MATCH if config["data"]["source"] == "cloudwatch" else "|".join(PARTITIONS)

@@ -4,9 +4,9 @@
 # on the full history.
 
 FEATURES = expand_partitions("results/features/{partition}.parquet")
-# A model job handles one shard of one partition (rules/common.smk SHARDS): its partition's
-# features only, so a changed partition reruns its own shards and the aggregates.
-SHARD_FEATURES = "results/features/{partition}.parquet"
+# A model job handles one shard of one shard group (rules/common.smk SHARD_GROUPS): the
+# features of its group's partitions only (its own partition's, or its pack's), so a changed
+# partition reruns its own group's shards and the aggregates.
 # Each rule gets the settings its script reads, no more: editing one model's settings reruns
 # that model's jobs only (and what depends on them), not every model's backtest.
 MODEL_PARAMS = dict(
@@ -16,14 +16,14 @@ MODEL_PARAMS = dict(
     models=lambda wildcards: model_settings(config["models"], wildcards.model),
     percent_metrics=config["etl"]["percent_metrics"],
     freq=config["etl"]["freq"],
-    # The partition's shard count: a series' shard is its hash modulo it.
-    n_shards=lambda wildcards: SHARDS[wildcards.partition],
+    # The group's shard count: a series' shard is its hash modulo it (1 for a pack).
+    n_shards=lambda wildcards: SHARD_GROUPS[wildcards.group].n_shards,
 )
 
 
 # The whole fleet's history against the backtest: one line naming the config key
 # (backtest.windows or backtest.season) when even the longest series is too short
-# (capforecast.forecast.history_check.check_fleet). A model job sees one shard of one partition
+# (capforecast.forecast.history_check.check_fleet). A model job sees one shard of one group
 # and cannot tell. It runs as soon as the last feature panel exists, before the model jobs
 # ready then (priority); the leaderboard waits for it.
 rule history_check:
@@ -50,13 +50,13 @@ rule history_check:
 
 rule backtest_baseline:
     input:
-        features=SHARD_FEATURES,
+        features=group_features,
     output:
-        predictions="results/backtest/shards/{partition}/{shard}/{model}.parquet",
+        predictions="results/backtest/shards/{group}/{shard}/{model}.parquet",
     log:
-        "results/logs/backtest/{partition}/{shard}/{model}.log",
+        "results/logs/backtest/{group}/{shard}/{model}.log",
     benchmark:
-        "results/benchmarks/backtest/{partition}/{shard}/{model}.tsv"
+        "results/benchmarks/backtest/{group}/{shard}/{model}.tsv"
     wildcard_constraints:
         model=family_models("baseline"),
     conda:
@@ -104,7 +104,7 @@ use rule backtest_baseline as backtest_autogluon with:
 rule leaderboard:
     input:
         predictions=expand_shards(
-            "results/backtest/shards/{partition}/{shard}/{model}.parquet"
+            "results/backtest/shards/{group}/{shard}/{model}.parquet"
         ),
         features=FEATURES,
         # Not read: the fleet-wide checks that stop the run in one line (a series split over
@@ -135,8 +135,12 @@ rule leaderboard:
         forecast=config_keys("forecast", "quantiles", "extra_quantiles", "calibrate"),
         selection=config["selection"],
         percent_metrics=config["etl"]["percent_metrics"],
-        # Which shards each partition's prediction files belong to.
-        n_shards=SHARDS,
+        # Which partitions' features each group's prediction files are scored against, and the
+        # group's shard count (rules/common.smk SHARD_GROUPS).
+        shard_groups={
+            group: [list(plan.partitions), plan.n_shards]
+            for group, plan in SHARD_GROUPS.items()
+        },
         code=script_digest("forecast_leaderboard.py"),
     script:
         "../scripts/forecast_leaderboard.py"
@@ -144,13 +148,13 @@ rule leaderboard:
 
 rule forecast_baseline:
     input:
-        features=SHARD_FEATURES,
+        features=group_features,
     output:
-        forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
+        forecast="results/forecast/shards/{group}/{shard}/{model}.parquet",
     log:
-        "results/logs/forecast/{partition}/{shard}/{model}.log",
+        "results/logs/forecast/{group}/{shard}/{model}.log",
     benchmark:
-        "results/benchmarks/forecast/{partition}/{shard}/{model}.tsv"
+        "results/benchmarks/forecast/{group}/{shard}/{model}.tsv"
     wildcard_constraints:
         model=family_models("baseline"),
     conda:
@@ -177,9 +181,9 @@ use rule forecast_baseline as forecast_statsforecast with:
 
 use rule forecast_baseline as forecast_prophet with:
     output:
-        forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
+        forecast="results/forecast/shards/{group}/{shard}/{model}.parquet",
         # The fitted Prophet models, one JSON per series (prophet.serialize).
-        models=directory("results/forecast/prophet_models/{partition}/{shard}/{model}"),
+        models=directory("results/forecast/prophet_models/{group}/{shard}/{model}"),
     wildcard_constraints:
         model=family_models("prophet"),
     conda:
@@ -205,14 +209,14 @@ use rule forecast_baseline as forecast_autogluon with:
 # it computes), so an instance type or bucket change reruns nothing.
 rule backtest_sagemaker:
     input:
-        features=SHARD_FEATURES,
+        features=group_features,
     output:
-        predictions="results/backtest/shards/{partition}/{shard}/{model}.parquet",
-        receipt="results/backtest/shards/{partition}/{shard}/{model}.sagemaker.json",
+        predictions="results/backtest/shards/{group}/{shard}/{model}.parquet",
+        receipt="results/backtest/shards/{group}/{shard}/{model}.sagemaker.json",
     log:
-        "results/logs/backtest/{partition}/{shard}/{model}.log",
+        "results/logs/backtest/{group}/{shard}/{model}.log",
     benchmark:
-        "results/benchmarks/backtest/{partition}/{shard}/{model}.tsv"
+        "results/benchmarks/backtest/{group}/{shard}/{model}.tsv"
     wildcard_constraints:
         model=sagemaker_models(),
     conda:
@@ -231,14 +235,14 @@ rule backtest_sagemaker:
 
 rule forecast_sagemaker:
     input:
-        features=SHARD_FEATURES,
+        features=group_features,
     output:
-        forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
-        receipt="results/forecast/shards/{partition}/{shard}/{model}.sagemaker.json",
+        forecast="results/forecast/shards/{group}/{shard}/{model}.parquet",
+        receipt="results/forecast/shards/{group}/{shard}/{model}.sagemaker.json",
     log:
-        "results/logs/forecast/{partition}/{shard}/{model}.log",
+        "results/logs/forecast/{group}/{shard}/{model}.log",
     benchmark:
-        "results/benchmarks/forecast/{partition}/{shard}/{model}.tsv"
+        "results/benchmarks/forecast/{group}/{shard}/{model}.tsv"
     wildcard_constraints:
         model=sagemaker_models("baseline", "statsforecast", "autogluon"),
     conda:
@@ -257,9 +261,9 @@ rule forecast_sagemaker:
 
 use rule forecast_sagemaker as forecast_sagemaker_prophet with:
     output:
-        forecast="results/forecast/shards/{partition}/{shard}/{model}.parquet",
-        models=directory("results/forecast/prophet_models/{partition}/{shard}/{model}"),
-        receipt="results/forecast/shards/{partition}/{shard}/{model}.sagemaker.json",
+        forecast="results/forecast/shards/{group}/{shard}/{model}.parquet",
+        models=directory("results/forecast/prophet_models/{group}/{shard}/{model}"),
+        receipt="results/forecast/shards/{group}/{shard}/{model}.sagemaker.json",
     wildcard_constraints:
         model=sagemaker_models("prophet"),
     threads: job_threads("light")
@@ -270,7 +274,7 @@ use rule forecast_sagemaker as forecast_sagemaker_prophet with:
 rule combine_forecasts:
     input:
         forecasts=expand_shards(
-            "results/forecast/shards/{partition}/{shard}/{model}.parquet"
+            "results/forecast/shards/{group}/{shard}/{model}.parquet"
         ),
         selection=rules.leaderboard.output.selection,
         calibration=rules.leaderboard.output.calibration,

@@ -10,7 +10,7 @@ from capforecast.spreadsheet import write_csv
 
 def main(smk) -> None:
     # One shard in memory at a time: a fleet's predictions are many times its history.
-    sources = shard_sources(smk.input.predictions, smk.input.features, smk.params.n_shards)
+    sources = shard_sources(smk.input.predictions, smk.input.features, smk.params.shard_groups)
     result = evaluate_shards(
         sources,
         backtest_cfg=backtest_settings(smk.params.backtest),

@@ -27,8 +27,9 @@ def main(smk) -> None:
         return
     cfg = validated_config(dict(smk.config))
     with tempfile.TemporaryDirectory() as staging:
-        # The job trains on this shard's series only: its panel is the job's feature file.
-        features = Path(staging) / Path(smk.input.features).name
+        # The job trains on this shard's series only (of one partition, or of a pack's):
+        # its panel is the job's feature file.
+        features = Path(staging) / f"{wc.group}.parquet"
         panel.to_parquet(features, index=False)
         request = backend.TrainingRequest(
             model=model,
@@ -38,7 +39,7 @@ def main(smk) -> None:
             output=output,
             receipt=Path(outputs["receipt"]),
             models_dir=Path(outputs["models"]) if "models" in outputs else None,
-            shard=f"{wc.partition}/{wc.shard}",
+            shard=f"{wc.group}/{wc.shard}",
         )
         receipt = backend.run_training_job(
             request,
@@ -50,7 +51,7 @@ def main(smk) -> None:
         "%s of %s (shard %s/%s) ran as SageMaker training job %s (%s, %s billable seconds)",
         task,
         model,
-        smk.wildcards.partition,
+        smk.wildcards.group,
         smk.wildcards.shard,
         receipt["job_name"],
         receipt["instance_type"],

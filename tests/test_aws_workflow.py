@@ -196,8 +196,9 @@ def test_s3_inputs_a_family_on_sagemaker_and_s3_results_in_one_run(
     run = snakemake(work, env, config, *profile, "--cores", "2")
     assert local_sagemaker.errors == {}
     baselines = TINY["models"]["enabled"]  # seasonal_naive_daily, predict_linear: baselines
-    # A backtest and a refit per model and shard: each object is one partition of one shard
-    # (forecast.series_per_partition unset).
+    # A backtest and a refit per model and shard: each object is a group of its own, one shard
+    # (forecast.series_per_partition unset: its series are not known when planning, so it is
+    # never packed).
     partitions = [name.removesuffix(".csv") for name in NAB_FILES]
     assert len(local_sagemaker.jobs) == 2 * len(baselines) * len(partitions)
     results = s3_objects(s3, results_bucket, "run/results/")
@@ -255,7 +256,7 @@ def test_shards_of_s3_objects_and_cloudwatch_services_are_planned(aws_env, fresh
     )
     out = snakemake(tmp_path / "cw", aws_env.env(), cw_config, "-n").stdout
     # web: 2 instances x 2 metrics = 4 series, 2 shards; api: 5 estimated, 3 shards.
-    shards = set(re.findall(r"wildcards: partition=(\w+), shard=(\d+), model=predict_linear", out))
+    shards = set(re.findall(r"wildcards: group=(\w+), shard=(\d+), model=predict_linear", out))
     assert shards == {("web", "0"), ("web", "1"), ("api", "0"), ("api", "1"), ("api", "2")}
 
 

@@ -19,6 +19,7 @@ from capforecast.forecast.evaluate import (
     backtest_models,
     evaluate_backtests,
     evaluate_shards,
+    shard_sources,
 )
 from capforecast.forecast.models import MODEL_REGISTRY
 from capforecast.forecast.panel import series_bounds
@@ -95,3 +96,50 @@ def test_shard_by_shard_equals_the_whole_fleet(backtest, n_shards, reverse):
             getattr(whole, field).reset_index(drop=True),
             obj=field,
         )
+
+
+def test_shard_sources_map_groups_to_their_partitions_features(tmp_path):
+    """The leaderboard's sources: a prediction file `<group>/<shard>/<model>.parquet` is scored
+    against its group's feature files, a partition's hash shard or a pack's partitions all
+    together (capforecast.forecast.shards.shard_groups)."""
+    from capforecast.forecast import shards as cf_shards
+
+    features = tmp_path / "features"
+    features.mkdir()
+    series = {"big": [f"big-{k}|cpu" for k in range(6)], "a": ["a-0|cpu"], "b": ["b-0|cpu"]}
+    for partition, ids in series.items():
+        pd.DataFrame(
+            {
+                "series_id": ids,
+                "resource_id": "i-1",
+                "metric": "cpu",
+                "timestamp": pd.Timestamp("2026-01-01", tz="UTC"),
+                "y": 1.0,
+            }
+        ).to_parquet(features / f"{partition}.parquet")
+    groups = {"big": (["big"], 2), "pack.0": [["a", "b"], 1]}
+    predictions = tmp_path / "shards"
+    files = [
+        predictions / group / str(shard) / f"{model}.parquet"
+        for group, shard in (("pack.0", 0), ("big", 0), ("big", 1))
+        for model in ("theta", "predict_linear")
+    ]
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"series_id": [path.parent.parent.name], "model": [path.stem]}).to_parquet(
+            path
+        )
+    sources = shard_sources(files, sorted(features.glob("*.parquet")), groups)
+    # Sorted by (group, shard); each reads its own two prediction files.
+    histories = [set(source.history()["series_id"]) for source in sources]
+    assert histories == [
+        {s for s in series["big"] if cf_shards.shard_of(s, 2) == 0},
+        {s for s in series["big"] if cf_shards.shard_of(s, 2) == 1},
+        {"a-0|cpu", "b-0|cpu"},
+    ]
+    assert [set(source.predictions()["series_id"]) for source in sources] == [
+        {"big"},
+        {"big"},
+        {"pack.0"},
+    ]
+    assert all(len(source.predictions()) == 2 for source in sources)

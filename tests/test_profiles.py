@@ -204,8 +204,9 @@ def test_resources_grow_with_the_fleet_and_the_retry(tmp_path):
         sizes[label] = {rule: res for rule, _, res in parse_jobs(proc.stdout + proc.stderr)}
     for rule in ("backtest_statsforecast", "clean_partition"):
         assert int(sizes["big"][rule]["runtime"]) > int(sizes["tiny"][rule]["runtime"]), rule
-    # A model job is sized for one shard (forecast.shard_size, 500): its memory grows with the
-    # fleet up to a shard, in whole GiB (here 25 -> 500 series stays within 2 GiB).
+    # A model job is sized for the largest shard group (capforecast.forecast.shards): its memory
+    # grows with the fleet, in whole GiB (here 25 series in one pack -> 1,000 series in two
+    # packs, alpha and gamma's of 600 series, beta's of 400).
     assert int(sizes["big"]["clean_partition"]["mem_mb"]) > int(
         sizes["tiny"]["clean_partition"]["mem_mb"]
     )

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 # Jobs are named by rule, plus the model or report they make (the three reports import
 # different modules); per-partition and per-service jobs are counted under their rule, model
-# jobs (one per partition, shard and model) under their rule and model.
+# jobs (one per shard group, shard and model) under their rule and model.
 BACKTESTS = {
     "backtest_baseline:seasonal_naive_daily",
     "backtest_baseline:predict_linear",
@@ -47,15 +47,17 @@ MODEL_JOBS = BACKTESTS | FORECASTS
 DQ, FB, CR = (f"render_report:{r}" for r in ("data_quality", "forecast_backtest", "capacity_risk"))
 REPORTS = {DQ, FB, CR}
 GENERATE = {"generate_service", "generate_fleet"}
-# Jobs per key in a full run: three services / partitions, and one shard per partition
-# (forecast.shard_size is larger than a service).
+# Jobs per key in a full run: three services / partitions, and one shard of the whole fleet per
+# model (forecast.shard_size is larger than the fleet: the three services are one pack,
+# capforecast.forecast.shards.shard_groups).
 PER_PARTITION = {
     "generate_service",
     "ingest_partition",
     "clean_partition",
     "holdout_partition",
     "features_partition",
-} | MODEL_JOBS
+}
+SHARDS = 1
 
 # Who reads whose outputs (rules/*.smk with data.history_end set).
 DOWNSTREAM: dict[str, set[str]] = {
@@ -160,10 +162,10 @@ EXPECTED_CODE: dict[str, set[str]] = {
     "data/ingest.py": {"ingest_partition", "ingest_resources", "features_partition"},
     "data/series_index.py": {"series_index", "features_partition"},
     # Planning only (rules/common.smk counts local files' series): no rule script imports it;
-    # a count that changes changes the model jobs' n_shards param instead.
+    # a count that changes changes the shard groups instead.
     "data/series_count.py": set(),
     "data/features.py": {"features_partition"},
-    # The fleet-wide check only: no model job imports it (it sees one shard of one partition).
+    # The fleet-wide check only: no model job imports it (it sees one shard of one group).
     "forecast/history_check.py": {"history_check"},
     "forecast/panel.py": TRAINING,
     # Which series a model job handles, and reading the shards back (leaderboard, combine).
@@ -259,7 +261,7 @@ EXPECTED_CONFIG: dict[str, tuple[dict, set[str], dict[str, int]]] = {
     # One service's settings regenerate that service only (and the fleet-wide tables). With a
     # cut every partition's cleaning waits for the span check, which reads every partition, so
     # every partition's jobs and shards rerun here; without one only the changed partition's
-    # shards do (tests/test_shards_workflow.py).
+    # group's shards do (its own, or its pack's: tests/test_shards_workflow.py).
     "synthetic.services.gamma": (
         {"synthetic": {"services": "gamma base_level 36"}},
         {"generate_service", "generate_fleet"},
@@ -292,14 +294,23 @@ EXPECTED_CONFIG: dict[str, tuple[dict, set[str], dict[str, int]]] = {
         {},
     ),
     "selection.top_k": ({"selection": {"top_k": 2}}, {"leaderboard"}, {}),
-    # Smaller shards: every partition's shard count changes (alpha and beta 10 series -> 4
-    # shards, gamma 5 -> 2), so every model job's n_shards param does: 10 jobs per model (the
-    # leaderboard's n_shards changes too, but its new inputs already rerun it).
+    # Smaller shards: no service is smaller than a shard any more, so the pack of the fleet
+    # becomes each partition's own hash shards (alpha and beta 10 series -> 4 shards, gamma 5 ->
+    # 2): 10 new model jobs per model (new outputs: no params changed) and what reads them (the
+    # leaderboard's shard_groups param changes too, but its new inputs already rerun it).
     "forecast.shard_size": (
         {"forecast": {"shard_size": 3}},
-        MODEL_JOBS,
-        dict.fromkeys(MODEL_JOBS, 10),
+        set(),
+        {
+            **dict.fromkeys(MODEL_JOBS, 10),
+            **dict.fromkeys(
+                ["leaderboard", "combine_forecasts", "risk_report", "decision_scores", FB, CR], 1
+            ),
+        },
     ),
+    # A shard size that still packs the fleet (25 series) into one pack plans the same groups:
+    # nothing reruns.
+    "forecast.shard_size.same_pack": ({"forecast": {"shard_size": 30}}, set(), {}),
     "forecast.calibrate": (
         {"forecast": {"calibrate": False}},
         {"leaderboard", "combine_forecasts"},
@@ -384,12 +395,12 @@ def plan(project: Path, config: Path) -> tuple[dict[str, int], set[str]]:
         key = job_key(row["rule"], row["output_file"])
         if row["plan"] != "no update":
             # Per-partition jobs are told apart by the partition their outputs are named after,
-            # model jobs by their partition and shard (results/<stage>/shards/<p>/<s>/<model>).
+            # model jobs by their group and shard (results/<stage>/shards/<group>/<s>/<model>).
             output = Path(row["output_file"])
             name = output.name.split(".")[0]
             if key in MODEL_JOBS:
                 name = "/".join(output.parts[-3:-1])
-            instances.setdefault(key, set()).add(name if key in PER_PARTITION else "")
+            instances.setdefault(key, set()).add(name if key in PER_PARTITION | MODEL_JOBS else "")
         if "params changed" in row["status"]:
             direct.add(key)
     return {key: len(names) for key, names in instances.items()}, direct
@@ -401,7 +412,7 @@ def nothing_to_do(project: Path, config: Path) -> bool:
 
 
 def full_counts(keys: set[str]) -> dict[str, int]:
-    return {key: 3 if key in PER_PARTITION else 1 for key in keys}
+    return {key: 3 if key in PER_PARTITION else SHARDS if key in MODEL_JOBS else 1 for key in keys}
 
 
 @pytest.fixture(scope="module")

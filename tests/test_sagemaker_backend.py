@@ -311,13 +311,14 @@ def test_job_names_and_commands_follow_sagemaker_rules():
         "capforecast-seasonal-naive-daily-backtest"
     )
     # Shard jobs of one model and task start in the same second: their names differ by a tag
-    # of the shard, kept whole within the 48 characters before the SDK's timestamp.
+    # of the shard (its group, a partition or a pack, and number), kept whole within the 48
+    # characters before the SDK's timestamp.
     names = {
         backend.job_base_name("seasonal_naive_daily", "backtest", f"{p}/{s}")
-        for p in ("alpha", "a_very_long_partition_name_" * 2)
+        for p in ("alpha", "a_very_long_partition_name_" * 2, "pack.0", "pack.1")
         for s in range(3)
     }
-    assert len(names) == 6
+    assert len(names) == 12
     for name in names:
         assert len(name) <= 48 and re.fullmatch(r"[A-Za-z0-9](-*[A-Za-z0-9])*", name)
         assert name.startswith("capforecast-seasonal-naive-daily-backte-")

@@ -50,8 +50,21 @@ def snakemake(workdir: Path, configs: list[Path], env: dict, *targets: str):
     return proc
 
 
-# The tiny fleet's shards: one per service (forecast.shard_size is larger than a service).
-SHARDS = ("alpha/0", "beta/0", "gamma/0")
+# The tiny fleet's shards at forecast.shard_size 10 (at the default size the fleet is one pack,
+# one job per model and task): alpha and beta (10 series) one shard each, gamma (5) packed.
+SHARD_SIZE = 10
+SHARDS = ("alpha/0", "beta/0", "pack.0/0")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """The tiny synthetic config with forecast.shard_size SHARD_SIZE: three shard jobs per
+    model and task."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["forecast"]["shard_size"] = SHARD_SIZE
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
 
 
 def comparable(path: Path) -> pd.DataFrame:
@@ -61,15 +74,15 @@ def comparable(path: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory) -> Path:
+def local_run(tmp_path_factory, tiny) -> Path:
     workdir = tmp_path_factory.mktemp("local")
-    proc = snakemake(workdir, [TINY], {}, "risk")
+    proc = snakemake(workdir, [tiny], {}, "risk")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return workdir
 
 
 def test_a_family_on_sagemaker_gives_the_local_results(
-    tmp_path, local_run, local_sagemaker, fresh_bucket
+    tmp_path, tiny, local_run, local_sagemaker, fresh_bucket
 ):
     workdir = tmp_path / "work"
     remote = tmp_path / "sagemaker.yaml"
@@ -86,20 +99,20 @@ def test_a_family_on_sagemaker_gives_the_local_results(
         )
     )
     env = local_sagemaker.aws.env()
-    plan = snakemake(workdir, [TINY, remote], env, "-n", "risk")
+    plan = snakemake(workdir, [tiny, remote], env, "-n", "risk")
     assert plan.returncode == 0, plan.stdout + plan.stderr
     for model in BASELINES:
         assert "rule backtest_sagemaker:\n" in plan.stdout
         for shard in SHARDS:
-            partition, number = shard.split("/")
-            wildcards = f"wildcards: partition={partition}, shard={number}, model={model}\n"
+            group, number = shard.split("/")
+            wildcards = f"wildcards: group={group}, shard={number}, model={model}\n"
             assert wildcards in plan.stdout
     assert "rule backtest_baseline:" not in plan.stdout
 
-    proc = snakemake(workdir, [TINY, remote], env, "risk")
+    proc = snakemake(workdir, [tiny, remote], env, "risk")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert local_sagemaker.errors == {}
-    # One job per baseline model, task and shard (one shard per service in the tiny fleet),
+    # One job per baseline model, task and shard (three shards, one of them a pack),
     # each run under the SageMaker contract, named apart per shard (jobs of one model and task
     # start in the same second: one name would share one S3 input prefix).
     assert sorted(name.rsplit("-", 1)[0] for name in local_sagemaker.jobs) == sorted(
@@ -156,9 +169,9 @@ def test_a_family_on_sagemaker_gives_the_local_results(
     assert FAKE_ACCESS_KEY not in proc.stdout + proc.stderr
     assert FAKE_SECRET_KEY not in proc.stdout + proc.stderr
     # Nothing left to do; an instance type change reruns nothing (where a fit runs is no param).
-    again = snakemake(workdir, [TINY, remote], env, "-n", "risk")
+    again = snakemake(workdir, [tiny, remote], env, "-n", "risk")
     assert "Nothing to be done" in again.stdout + again.stderr
     bigger = tmp_path / "bigger.yaml"
     bigger.write_text(yaml.safe_dump({"training": {"instance_type": "ml.m5.2xlarge"}}))
-    again = snakemake(workdir, [TINY, remote, bigger], env, "-n", "risk")
+    again = snakemake(workdir, [tiny, remote, bigger], env, "-n", "risk")
     assert "Nothing to be done" in again.stdout + again.stderr

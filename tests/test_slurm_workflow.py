@@ -3,8 +3,10 @@ the project's SLURM profile, every job through sbatch and slurmd, outputs equal 
 
 The scheduler is a single node on 127.0.0.1 (tests/slurm_local.py, Debian's slurm-wlm and
 munge; skipped with the reason where they cannot be installed). The forecast stage runs per
-(shard, model): the tiny fleet's services are one shard each (forecast.shard_size is larger),
-so the parallelism shown here is between models and shards (three services, three models).
+(shard, model): at the default forecast.shard_size the tiny fleet (25 series) would be one pack,
+one job per model, so this run sets it to 10 (SHARD_SIZE): alpha and beta (10 series each) are
+one shard each and gamma (5) is packed alone, three shards, and the parallelism shown here is
+between models and shards (three shards, three models).
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from snakemake_cli import snakemake_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "tests" / "configs" / "tiny_synthetic.yaml"
+TINY = ROOT / "tests" / "configs" / "tiny_synthetic.yaml"
 TARGET = "risk"
+# Three shard groups of the tiny fleet: alpha/0, beta/0 and pack.0/0 (gamma).
+SHARD_SIZE = 10
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +46,17 @@ COMPARED = [
 TIMING_COLUMNS = re.compile(r"fit_s|seconds|_time$|runtime")
 
 
+def tiny_config(directory: Path) -> Path:
+    """The tiny synthetic config with forecast.shard_size SHARD_SIZE."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["forecast"]["shard_size"] = SHARD_SIZE
+    path = directory / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 def run(workdir: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    cmd = snakemake_cmd(workdir, CONFIG, *args, TARGET)
+    cmd = snakemake_cmd(workdir, tiny_config(workdir), *args, TARGET)
     proc = subprocess.run(
         cmd,
         cwd=workdir,
@@ -97,8 +111,8 @@ def mem_mb(tres_mem: str) -> int:
 
 def check_every_job_ran_through_sbatch(workdir: Path, log: str, slurm) -> dict[str, list[str]]:
     jobs = submitted(log)
-    # Every rule that does work, one SLURM job each (3 services, one shard each; 2 baseline
-    # models and theta).
+    # Every rule that does work, one SLURM job each (3 services, three shards: alpha's, beta's
+    # and gamma's pack; 2 baseline models and theta).
     assert set(jobs) == {
         "generate_service",
         "generate_fleet",
@@ -143,7 +157,7 @@ def check_every_job_ran_through_sbatch(workdir: Path, log: str, slurm) -> dict[s
 
 def check_model_jobs_overlapped(jobs: dict[str, list[str]], slurm) -> None:
     """The 18 model jobs (backtest and final fit of three models on three shards) are ready at
-    once, once their partition's features are; the node
+    once, once their group's features are; the node
     has two CPUs and the baseline models take one each, so at least two of them overlapped."""
     model_ids = {
         job_id

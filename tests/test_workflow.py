@@ -247,8 +247,9 @@ def test_one_partition_change_reruns_only_that_partition(tmp_path):
     assert jobs.get("history_check") == 1
     assert sum(jobs.values()) == 1 + 1 + 1 + 1 + 1 + 1 + 1 + 2 + 1 + 2 + 1 + 1 + 1
     # ingest, clean, features (one partition), ingest_resources, series_index, quality,
-    # history_check, 2 backtests and 2 final fits (the changed partition's one shard: a file of
-    # one series is one shard), leaderboard, combine, risk_report (+ the `risk` target itself)
+    # history_check, 2 backtests and 2 final fits (the changed partition's pack: three files of
+    # one series each, smaller than a shard, are one pack), leaderboard, combine, risk_report (+
+    # the `risk` target itself)
 
     snakemake(workdir, "--cores", "2", "--configfile", str(cfg), "risk")
     after = {

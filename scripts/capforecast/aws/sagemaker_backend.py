@@ -106,8 +106,8 @@ class TrainingRequest:
     settings the job reads (``job_config``: a partial config ``capforecast.train`` validates).
 
     ``output``: where the table goes; ``models_dir``: where fitted models go (Prophet's refit);
-    ``receipt``: the receipt JSON; ``shard``: ``<partition>/<shard>`` of a rule job (its job
-    name and tags say which)."""
+    ``receipt``: the receipt JSON; ``shard``: ``<group>/<shard>`` of a rule job (a group is a
+    partition or a pack of small ones, ``pack.<k>``; its job name and tags say which)."""
 
     model: str
     task: str
@@ -134,7 +134,7 @@ def job_base_name(model: str, task: str, shard: str = "") -> str:
     """``capforecast-<model>-<task>[-<shard tag>]``: SageMaker names allow letters, digits and
     hyphens; the SDK appends a second-resolution timestamp (63 characters in all). The shard
     jobs of one model and task start within the same second, so a shard's tag (8 hex digits
-    of a digest of ``<partition>/<shard>``; partition names may hold ``_`` and 64 characters)
+    of a digest of ``<group>/<shard>``; group names may hold ``_``, ``.`` and 64 characters)
     keeps their job names, and with them their S3 input and output prefixes, apart."""
     name = re.sub(r"[^A-Za-z0-9-]", "-", f"capforecast-{model}-{task}")
     if not shard:

@@ -192,25 +192,27 @@ def evaluate_shards(
 def shard_sources(
     prediction_files: Iterable[str | Path],
     feature_files: Iterable[str | Path],
-    n_shards: Mapping[str, int],
+    groups: Mapping[str, tuple[Sequence[str], int]],
 ) -> list[ShardSource]:
     """The leaderboard's inputs grouped by shard, each read only when evaluated.
 
-    ``prediction_files``: ``.../{partition}/{shard}/{model}.parquet``; ``feature_files``:
-    ``.../{partition}.parquet``; ``n_shards``: the shard count of each partition. A shard's
-    history is its rows of its partition's features, as its model jobs saw them.
+    ``prediction_files``: ``.../{group}/{shard}/{model}.parquet``; ``feature_files``:
+    ``.../{partition}.parquet``; ``groups``: each shard group's partitions and shard count
+    (``shards.shard_groups``: a partition of its own, or a pack of small partitions). A shard's
+    history is its rows of its group's features, as its model jobs saw them.
     """
     features = {Path(f).stem: Path(f) for f in feature_files}
-    groups: dict[tuple[str, int], list[Path]] = {}
+    by_shard: dict[tuple[str, int], list[Path]] = {}
     for path in map(Path, prediction_files):
-        groups.setdefault((path.parent.parent.name, int(path.parent.name)), []).append(path)
+        by_shard.setdefault((path.parent.parent.name, int(path.parent.name)), []).append(path)
     sources = []
-    for (partition, shard), paths in sorted(groups.items()):
-        feature_file, count = features[partition], n_shards[partition]
+    for (group, shard), paths in sorted(by_shard.items()):
+        partitions, count = groups[group]
+        files = [features[partition] for partition in partitions]
         sources.append(
             ShardSource(
                 predictions=lambda paths=paths: shards.read_shards(paths),
-                history=lambda f=feature_file, k=shard, n=count: shards.load_shard(f, k, n)[
+                history=lambda f=files, k=shard, n=count: shards.load_shard(f, k, n)[
                     ["series_id", "timestamp", "y"]
                 ],
             )

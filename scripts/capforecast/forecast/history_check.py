@@ -11,7 +11,7 @@ requirement depends on the data, so it is checked as soon as the lengths are kno
 * for any source, by the ``history_check`` rule on every partition's feature panel
   (:func:`check_fleet`, scripts/forecast_history_check.py) as soon as the last one is written,
   first among the jobs ready then (rule priority); the leaderboard waits for it. A model job
-  sees one shard of one partition and does not wait for it (a fleet-wide input would rerun
+  sees one shard of one group and does not wait for it (a fleet-wide input would rerun
   every shard when any partition changes). A failed check stops the run in one line naming
   the key; a partition whose own series are all too short is only logged (its series are
   skipped window by window, ``backtest.plan_backtest(fleet_checked=True)`` in its shards).
