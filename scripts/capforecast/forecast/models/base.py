@@ -416,13 +416,15 @@ def trim_history(history: pd.DataFrame, max_points: int | None) -> pd.DataFrame:
 
 def sort_by_series(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame.sort_values(["series_id", "timestamp"], ignore_index=True)``, without the sort
-    when the frame is in that order already (a feature panel, a grid)."""
+    when the frame is in that order already (a feature panel, a grid): then ``frame`` itself
+    when its index is a range already (no copy), else with a new one."""
     if not frame.empty:
         blocks = series_blocks(frame["series_id"])
         heads = blocks.ids
         stamps = frame["timestamp"]
         if (
             blocks.order is None
+            and all(isinstance(sid, str) for sid in heads)
             and all(a < b for a, b in zip(heads[:-1], heads[1:], strict=True))
             and pd.api.types.is_datetime64_any_dtype(stamps.dtype)
             and not stamps.isna().any()
@@ -431,5 +433,7 @@ def sort_by_series(frame: pd.DataFrame) -> pd.DataFrame:
             rising = np.diff(ns) >= 0
             rising[blocks.starts[1:] - 1] = True
             if rising.all():
+                if frame.index.equals(pd.RangeIndex(len(frame))):
+                    return frame
                 return frame.reset_index(drop=True)
     return frame.sort_values(["series_id", "timestamp"], ignore_index=True)
