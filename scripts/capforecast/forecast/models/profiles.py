@@ -79,8 +79,8 @@ def seasonal_median_rows(
     error_seasons: int,
 ) -> tuple[np.ndarray, dict[float, np.ndarray]]:
     """``seasonal_median_values`` of every row of the 2-D ``y`` (series of one length), the
-    medians of all rows taken together and the error quantiles of the rows without missing
-    errors too."""
+    medians of all rows taken together, and the error quantiles of rows with as many errors
+    (and no gaps among them) too."""
     n = y.shape[1]
     steps = np.arange(horizon)
     slots = n - season + (steps % season)
@@ -102,15 +102,17 @@ def seasonal_median_rows(
         errors = (y - _lagged_median(y, season, seasons, int(lead)))[:, -window:]
         finite = np.isfinite(errors)
         levels = np.full((len(y), len(levels_of)), np.nan)
-        complete = finite.all(axis=1)
-        enough = complete & (errors.shape[1] >= season)
-        if enough.any():
-            levels[enough] = np.quantile(errors[enough], levels_of, axis=1).T
-        for row in np.flatnonzero(~complete):
-            usable = errors[row][finite[row]]
-            if usable.size >= season:
-                levels[row] = np.quantile(usable, levels_of)
-                enough[row] = True
+        count = finite.sum(axis=1)
+        width = errors.shape[1]
+        enough = count >= season
+        # The first lead * season errors have no lagged median: in a series without gaps the
+        # finite errors are the last ``count``, and rows with the same count are read together.
+        suffix = (finite == (np.arange(width) >= (width - count)[:, None])).all(axis=1)
+        for last in np.unique(count[suffix & enough]):
+            rows = np.flatnonzero(suffix & enough & (count == last))
+            levels[rows] = np.quantile(errors[rows, width - last :], levels_of, axis=1).T
+        for row in np.flatnonzero(enough & ~suffix):
+            levels[row] = np.quantile(errors[row][finite[row]], levels_of)
         rows = np.flatnonzero(enough)
         at = np.flatnonzero(leads == lead)
         centre = levels[rows, -1]
