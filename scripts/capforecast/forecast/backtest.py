@@ -28,6 +28,7 @@ from capforecast.forecast.models.base import (
     SeriesBlocks,
     finalize_forecast,
     forecast_columns,
+    renumbered,
     series_blocks,
 )
 from capforecast.forecast.models.fallback import history_cap
@@ -540,7 +541,7 @@ def run_backtest(
         series_cutoff = pd.DatetimeIndex(cutoffs).asi8[scored_series]
         assert (grid_stamps[rows] <= np.repeat(series_cutoff, last_row + 1 - first_row)).all()
         request = ForecastRequest(
-            history=grid.take(rows).reset_index(drop=True),
+            history=renumbered(grid.take(rows)),
             horizon=horizon,
             quantiles=levels,
             freq=freq,
@@ -557,7 +558,7 @@ def run_backtest(
         returned = [sid for sid in blocks.ids if sid in members]
         keep = np.isin(blocks.codes, [i for i, sid in enumerate(blocks.ids) if sid in members])
         if not keep.all():
-            forecast, cutoff = forecast[keep], cutoff[keep]
+            forecast, cutoff = forecast.take(np.flatnonzero(keep)), cutoff[keep]
         returned_set = set(returned)
         for sid in series:
             if sid not in returned_set:
@@ -565,7 +566,7 @@ def run_backtest(
                 skipped.append({"series_id": sid, "window": window, "reason": REASON_MODEL_OMITTED})
         row_series = np.array([grid_index[sid] for sid in blocks.ids], dtype=np.int64)
         row_series = row_series[blocks.codes][keep]
-        scored = forecast.reset_index(drop=True)
+        scored = renumbered(forecast)
         scored["y"] = _actuals(scored["timestamp"], row_series, window_rows[window], layout, grid_y)
         scored["model"] = model_name
         scored["window"] = window
@@ -597,7 +598,7 @@ def run_backtest(
                 np.concatenate(frame_series),
             )
         )
-        predictions = predictions.take(order).reset_index(drop=True)
+        predictions = renumbered(predictions.take(order))
     else:
         predictions = pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
         predictions = predictions.sort_values(["series_id", "window", "timestamp"], kind="stable")

@@ -401,6 +401,13 @@ def empty_forecast_frame(quantiles: tuple[float, ...] | list[float]) -> pd.DataF
     return frame
 
 
+def renumbered(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (a new frame its caller owns) with a fresh range index, set in place:
+    ``reset_index(drop=True)`` would copy every column again."""
+    frame.index = pd.RangeIndex(len(frame))
+    return frame
+
+
 def trim_history(history: pd.DataFrame, max_points: int | None) -> pd.DataFrame:
     """Keep the last ``max_points`` rows of each series (``models.max_history_hours``).
 
@@ -411,7 +418,7 @@ def trim_history(history: pd.DataFrame, max_points: int | None) -> pd.DataFrame:
         return history
     blocks = series_blocks(history["series_id"])
     rows_after = blocks.lengths[blocks.codes] - 1 - blocks.positions()
-    return history[rows_after < max_points].reset_index(drop=True)
+    return renumbered(history.take(np.flatnonzero(rows_after < max_points)))
 
 
 def sort_by_series(frame: pd.DataFrame) -> pd.DataFrame:

@@ -40,6 +40,7 @@ from capforecast.forecast.models.base import (
     forecast_columns,
     forecast_frame,
     freq_step,
+    renumbered,
     last_timestamps,
     series_blocks,
     steps_per,
@@ -349,7 +350,7 @@ def forecast_with_fallback(
     # Series in input order; each piece already has every series' rows in timestamp order.
     order = np.argsort(row_series, kind="stable")
     if (np.diff(order) != 1).any():
-        out = out.take(order).reset_index(drop=True)
+        out = renumbered(out.take(order))
         row_series = row_series[order]
     pinned = profile.recently_constant & ~flat
     out = _pin_recent_constants(out, pinned[row_series], profile.last_value[row_series], request)
@@ -438,7 +439,7 @@ def _run_core(
     blocks = profile.blocks
     selected = np.zeros(len(blocks), dtype=bool)
     selected[members] = True
-    sub_history = history[started & selected[blocks.codes]].reset_index(drop=True)
+    sub_history = renumbered(history.take(np.flatnonzero(started & selected[blocks.codes])))
     result = core(dataclasses.replace(request, history=sub_history), model_cfg)
     returned = series_blocks(result["series_id"])
     series = np.array([index_of[str(sid)] for sid in returned.ids], dtype=np.int64)
@@ -465,7 +466,7 @@ def _run_core(
     row_series = series[returned.codes]
     keep = selected[row_series]
     if not keep.all():
-        result, row_series = result[keep], row_series[keep]
+        result, row_series = result.take(np.flatnonzero(keep)), row_series[keep]
     return result, row_series
 
 
