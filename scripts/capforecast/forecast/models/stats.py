@@ -29,6 +29,7 @@ whose series change regime (accuracy: the README's "Forecast accuracy on real fl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -87,6 +88,12 @@ def interval_levels(quantiles: tuple[float, ...]) -> dict[float, tuple[str, floa
     (``100 - 200 * 0.1`` is 79.99999999999999 in floating point) and kept as ``int`` when whole,
     because statsforecast names its columns with ``str(level)``.
     """
+    return dict(_interval_levels(tuple(quantiles)))
+
+
+@functools.lru_cache(maxsize=64)
+def _interval_levels(quantiles: tuple[float, ...]) -> dict[float, tuple[str, float | int]]:
+    # Worked out once per set of quantiles: np.isclose costs more than reading a fitted Theta.
     mapping: dict[float, tuple[str, float | int]] = {}
     for q in quantiles:
         if np.isclose(q, 0.5):
@@ -269,7 +276,8 @@ def series_quantiles(
     if residuals.size < MIN_RESIDUALS or not sigma[0] > 0 or not np.isfinite(sigma).all():
         return mean, normal
     growth = sigma / sigma[0]
-    values = {q: mean + growth * float(np.quantile(residuals, q)) for q in quantiles}
+    shifts = np.quantile(residuals, list(quantiles))  # one partition for every level
+    values = {q: mean + growth * float(shift) for q, shift in zip(quantiles, shifts, strict=True)}
     return values.get(0.5, mean), values
 
 
