@@ -613,6 +613,35 @@ def test_sort_by_series_is_sort_values():
         assert_same(sort_by_series(frame), expected)
 
 
+def test_a_sorted_complete_panel_is_its_own_grid():
+    complete = odd_panel(15, days=6)
+    complete = complete[~complete["series_id"].str.startswith("gappy")]
+    complete = complete.sort_values(["series_id", "timestamp"], ignore_index=True)
+    shuffled = complete.sample(frac=1.0, random_state=2)  # the general path
+    assert_same(backtest.regular_grid(complete, "1h"), backtest.regular_grid(shuffled, "1h"))
+    gaps = complete.drop(index=[3, 500])
+    assert_same(backtest.regular_grid(gaps, "1h"), backtest.regular_grid(gaps[::-1], "1h"))
+
+
+def reference_bounds(panel_meta: pd.DataFrame, percent: set[str]) -> dict:
+    if "metric" in panel_meta.columns:
+        pairs = panel_meta[["series_id", "metric"]].drop_duplicates("series_id")
+        metric_by_series = dict(zip(pairs["series_id"], pairs["metric"], strict=True))
+    else:
+        ids = panel_meta["series_id"].unique()
+        metric_by_series = {s: str(s).rsplit("|", 1)[1] for s in ids}
+    return {str(s): (0.0, 100.0 if m in percent else None) for s, m in metric_by_series.items()}
+
+
+def test_series_bounds_are_per_first_row():
+    panel = with_keys(odd_panel(16, days=6, shuffled=True))
+    percent = set(CFG["etl"]["percent_metrics"])
+    for frame in (panel, panel.drop(columns="metric"), panel.iloc[:0]):
+        got = series_bounds(frame, percent)
+        assert got == reference_bounds(frame, percent)
+        assert list(got) == list(reference_bounds(frame, percent))
+
+
 def test_finalize_forecast_is_the_per_row_sort_and_clip():
     rng = np.random.default_rng(6)
     quantiles = (0.05, 0.1, 0.5, 0.9, 0.95)

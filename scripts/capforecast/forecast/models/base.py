@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -237,7 +238,7 @@ class SeriesBlocks:
 
 
 def series_blocks(series_id: pd.Series | np.ndarray) -> SeriesBlocks:
-    """The ``SeriesBlocks`` of a ``series_id`` column (ids are never missing).
+    """The ``SeriesBlocks`` of a ``series_id`` column (a missing id is a series of its own).
 
     A frame sorted by series_id (every request, grid and forecast here) has each series in one
     run of rows: the runs are found by comparing neighbours, far cheaper than hashing every row
@@ -259,7 +260,7 @@ def series_blocks(series_id: pd.Series | np.ndarray) -> SeriesBlocks:
             starts=heads,
             ends=np.append(heads[1:], n),
         )
-    codes, ids = pd.factorize(values, sort=False)
+    codes, ids = pd.factorize(values, sort=False, use_na_sentinel=False)
     counts = np.bincount(codes, minlength=len(ids))
     ends = np.cumsum(counts)
     return SeriesBlocks(
@@ -432,7 +433,7 @@ def sort_by_series(frame: pd.DataFrame) -> pd.DataFrame:
         if (
             blocks.order is None
             and all(isinstance(sid, str) for sid in heads)
-            and all(a < b for a, b in zip(heads[:-1], heads[1:], strict=True))
+            and all(a < b for a, b in itertools.pairwise(heads))
             and pd.api.types.is_datetime64_any_dtype(stamps.dtype)
             and not stamps.isna().any()
         ):

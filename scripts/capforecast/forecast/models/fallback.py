@@ -40,8 +40,8 @@ from capforecast.forecast.models.base import (
     forecast_columns,
     forecast_frame,
     freq_step,
-    renumbered,
     last_timestamps,
+    renumbered,
     series_blocks,
     steps_per,
 )
