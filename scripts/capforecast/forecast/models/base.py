@@ -56,17 +56,25 @@ def future_timestamps(last: pd.Timestamp, horizon: int, freq: str) -> pd.Datetim
 
 
 def finalize_forecast(frame: pd.DataFrame, request: ForecastRequest) -> pd.DataFrame:
-    """Make quantiles monotone (sort across levels) and clip to physical bounds."""
+    """Make quantiles monotone (sort across levels) and clip to physical bounds.
+
+    Returns a new frame; its other columns are ``frame``'s own (not copied, never written to).
+    """
     cols = [quantile_column(q) for q in request.quantiles]
-    out = frame.copy()
-    values = np.sort(out[cols].to_numpy(dtype=float), axis=1)
-    out[cols] = values
+    values = np.sort(frame[cols].to_numpy(dtype=float), axis=1)
+    out = frame.copy(deep=False)
     if request.bounds:
         # A series without bounds is clipped at 0 below and not above; an upper bound of None
         # (or 0) means unbounded. Looked up per series, not per row: this runs on every forecast.
-        lower, upper = _row_bounds(out["series_id"], request.bounds)
-        for col in [*cols, "mean"]:
-            out[col] = _clip(out[col], lower, upper)
+        lower, upper = _row_bounds(frame["series_id"], request.bounds)
+        values = _clip(values, lower[:, None], upper[:, None])
+        mean = frame["mean"]
+        if mean.dtype == np.float64:
+            out["mean"] = _clip(mean.to_numpy(), lower, upper)
+        else:
+            index = mean.index
+            out["mean"] = mean.clip(pd.Series(lower, index=index), pd.Series(upper, index=index))
+    out[cols] = values
     return out
 
 
@@ -86,14 +94,10 @@ def _row_bounds(
     return lower[blocks.codes], upper[blocks.codes]
 
 
-def _clip(column: pd.Series, lower: np.ndarray, upper: np.ndarray) -> pd.Series | np.ndarray:
-    """``column.clip(lower=lower, upper=upper)`` (NaN stays NaN), on the float array itself."""
-    if column.dtype != np.float64:
-        index = column.index
-        return column.clip(lower=pd.Series(lower, index=index), upper=pd.Series(upper, index=index))
-    values = column.to_numpy()
+def _clip(values: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """What pandas' ``clip`` with per-row bounds gives (NaN stays NaN; pandas compares the
+    unclipped values with each bound, as here), on float arrays."""
     missing = np.isnan(values)
-    # pandas compares the unclipped values with each bound, as here.
     clipped = np.where((values >= lower) | missing, values, lower)
     return np.where((values <= upper) | missing, clipped, upper)
 
