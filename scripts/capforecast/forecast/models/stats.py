@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 from collections.abc import Callable
 from functools import partial
 from statistics import NormalDist
@@ -255,7 +256,7 @@ def series_quantiles(
     """
     mapping = interval_levels(quantiles)
     levels = sorted({level for side, level in mapping.values() if side != "mean"})
-    output = fitted.predict(h=horizon, level=levels or None)
+    output = predict(fitted, horizon, levels)
     mean = np.asarray(output["mean"], dtype=float)
     normal = {
         q: mean.copy() if side == "mean" else np.asarray(output[f"{side}-{level}"], dtype=float)
@@ -279,6 +280,49 @@ def series_quantiles(
     shifts = np.quantile(residuals, list(quantiles))  # one partition for every level
     values = {q: mean + growth * float(shift) for q, shift in zip(quantiles, shifts, strict=True)}
     return values.get(0.5, mean), values
+
+
+def predict(fitted: Any, horizon: int, levels: list[float | int]) -> dict[str, np.ndarray]:
+    """``fitted.predict(h=horizon, level=levels or None)``, the same numbers.
+
+    A Theta model (statsforecast ``AutoTheta``, ``Theta``) without conformal intervals reads its
+    intervals from 200 simulated paths, one ``np.quantile`` of them per interval end: eight
+    partitions of the paths for the default quantiles, a fifth of a Theta forecast. Here the
+    same paths (statsforecast's own ``compute_pi_samples``, same seed) are sorted once and each
+    quantile read from the sorted copy: the same order statistics, the same interpolation.
+    """
+    from statsforecast.models import AutoTheta
+
+    theta = type(fitted).predict is AutoTheta.predict and fitted.prediction_intervals is None
+    if not (levels and theta):
+        return fitted.predict(h=horizon, level=levels or None)
+    from statsforecast.theta import compute_pi_samples
+
+    found = fitted.model_
+    output = fitted.predict(h=horizon)
+    samples = compute_pi_samples(
+        n=found["n"],
+        h=horizon,
+        states=found["states"],
+        sigma=np.std(found["residuals"][3:], ddof=1),
+        alpha=found["par"]["alpha"],
+        theta=found["par"]["theta"],
+        mean_y=found["mean_y"],
+    )
+    ordered = np.sort(samples, axis=1)
+    ends = {}
+    for level in levels:
+        low = (100 - level) / 200
+        ends[f"lo-{level}"] = np.quantile(ordered, low, axis=1, overwrite_input=True)
+        ends[f"hi-{level}"] = np.quantile(ordered, low + level / 100, axis=1, overwrite_input=True)
+    if found.get("decompose", False):
+        # As statsforecast's forecast_theta: the seasonal forecast repeated over the horizon.
+        seasonal = np.asarray(found["seas_forecast"]["mean"])
+        seasonal = np.tile(seasonal, math.ceil(horizon / seasonal.size))[:horizon]
+        multiplicative = found["decomposition_type"] == "multiplicative"
+        for key, values in ends.items():
+            ends[key] = values * seasonal if multiplicative else values + seasonal
+    return {**output, **ends}
 
 
 # Starting a process pool costs more than fitting a few series; below this many series one
