@@ -901,3 +901,65 @@ def test_a_too_short_shard_still_fails_unless_the_fleet_was_checked():
     assert plan.windows["n_series"].tolist()[0] == 0
     assert plan.members == expected.members
     assert_same(plan.skipped, expected.skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Theta's simulated intervals
+
+
+def fitted_statsforecast_models() -> list:
+    from statsforecast.models import AutoETS, AutoTheta, Theta
+
+    rng = np.random.default_rng(17)
+    models = []
+    for k in range(24):
+        n = int(rng.integers(60, 400))
+        t = np.arange(n)
+        y = 50 + 10 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 2 + k % 3, n) + 0.02 * k * t
+        if k % 6 == 5:
+            y = np.full(n, 7.0) + 1e-9 * (t % 2)  # (almost) constant
+        template = [
+            Theta(season_length=24),
+            AutoTheta(season_length=24),
+            Theta(season_length=24, decomposition_type="additive"),
+            AutoETS(season_length=24, model="AZN"),
+        ][k % 4]
+        models.append(template.fit(y))
+    return models
+
+
+@pytest.mark.parametrize("horizon", [168, 24, 1])
+def test_theta_intervals_simulated_together_are_statsforecasts(horizon):
+    from capforecast.forecast.models.stats import predict_many
+
+    models = fitted_statsforecast_models()
+    levels = [50, 80, 90, 96]
+    np.random.seed(5)
+    expected = [model.predict(h=horizon, level=levels) for model in models]
+    state = np.random.get_state()
+    np.random.seed(6)
+    got = predict_many(models, horizon, levels)
+    for one, other in zip(np.random.get_state(), state, strict=True):
+        np.testing.assert_array_equal(one, other)  # the random state statsforecast leaves
+    for output, reference in zip(got, expected, strict=True):
+        assert list(output) == list(reference)
+        for key, values in reference.items():
+            assert output[key].dtype == values.dtype
+            np.testing.assert_array_equal(output[key].view(np.uint8), values.view(np.uint8))
+    assert predict_many(models[:2], horizon, [])[0].keys() == {"mean"}
+
+
+def test_theta_in_worker_processes_is_theta_in_one():
+    rng = np.random.default_rng(18)
+    n = 100
+    parts = [
+        series(
+            f"s{k:02d}|cpu_utilization", 50 + 10 * np.sin(np.arange(n) / 4) + rng.normal(0, 3, n)
+        )
+        for k in range(70)  # enough for the process pool (stats._MIN_SERIES_FOR_POOL)
+    ]
+    history = pd.concat(parts, ignore_index=True)
+    request = ForecastRequest(history=history, horizon=24, quantiles=QUANTILES)
+    one = MODEL_REGISTRY["theta"](request, MODEL_CFG)
+    two = MODEL_REGISTRY["theta"](dataclasses.replace(request, n_jobs=2), MODEL_CFG)
+    assert_same(two, one)
