@@ -298,7 +298,7 @@ def predict_many(
     then one ``np.quantile`` of them per interval end: together more than half of a Theta
     forecast. Here the paths of all such models are simulated together (``theta_paths``: the
     same arithmetic on a row per model), sorted once, and each end read from the sorted paths
-    (the same order statistics and interpolation).
+    of all of them (the same order statistics and interpolation).
     """
     from statsforecast.models import AutoTheta
 
@@ -310,20 +310,29 @@ def predict_many(
         and model.prediction_intervals is None
         and _simulated_together(model.model_)
     ]
-    paths: dict[int, np.ndarray] = {}
+    ends: dict[int, dict[str, np.ndarray]] = {}
     after = None  # the global random state compute_pi_samples leaves
     for start in range(0, len(together), _PATH_BATCH):
         batch = together[start : start + _PATH_BATCH]
-        simulated, after = theta_paths([fitted[i].model_ for i in batch], horizon)
-        simulated.sort(axis=2)
-        paths.update(zip(batch, simulated, strict=True))
+        paths, after = theta_paths([fitted[i].model_ for i in batch], horizon)
+        paths.sort(axis=2)
+        # As forecast_theta's np.quantile(samples, q, axis=1) per model, for the whole batch.
+        read = {}
+        for level in levels:
+            low = (100 - level) / 200
+            read[f"lo-{level}"] = np.quantile(paths, low, axis=2, overwrite_input=True)
+            read[f"hi-{level}"] = np.quantile(
+                paths, low + level / 100, axis=2, overwrite_input=True
+            )
+        for row, i in enumerate(batch):
+            ends[i] = {key: values[row] for key, values in read.items()}
     outputs = []
     for i, model in enumerate(fitted):
-        if i not in paths:
+        if i not in ends:
             outputs.append(model.predict(h=horizon, level=levels or None))
             continue
         np.random.set_state(after)
-        outputs.append(_theta_intervals(model, horizon, levels, paths[i]))
+        outputs.append(_theta_intervals(model, horizon, ends[i]))
     return outputs
 
 
@@ -394,24 +403,21 @@ def theta_paths(found: list[dict[str, Any]], horizon: int) -> tuple[np.ndarray, 
 
 
 def _theta_intervals(
-    fitted: Any, horizon: int, levels: list[float | int], ordered: np.ndarray
+    fitted: Any, horizon: int, ends: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """statsforecast's Theta forecast with intervals, from its simulated paths sorted per
-    step (``ordered``, ``(horizon, paths)``)."""
+    """statsforecast's Theta forecast with intervals, from the ``ends`` of its intervals read
+    from its simulated paths."""
     found = fitted.model_
     output = fitted.predict(h=horizon)
-    ends = {}
-    for level in levels:
-        low = (100 - level) / 200
-        ends[f"lo-{level}"] = np.quantile(ordered, low, axis=1, overwrite_input=True)
-        ends[f"hi-{level}"] = np.quantile(ordered, low + level / 100, axis=1, overwrite_input=True)
     if found.get("decompose", False):
         # As statsforecast's forecast_theta: the seasonal forecast repeated over the horizon.
         seasonal = np.asarray(found["seas_forecast"]["mean"])
         seasonal = np.tile(seasonal, math.ceil(horizon / seasonal.size))[:horizon]
         multiplicative = found["decomposition_type"] == "multiplicative"
-        for key, values in ends.items():
-            ends[key] = values * seasonal if multiplicative else values + seasonal
+        ends = {
+            key: values * seasonal if multiplicative else values + seasonal
+            for key, values in ends.items()
+        }
     return {**output, **ends}
 
 
