@@ -18,6 +18,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 import pytest
+from test_fast_paths import reference_fill
 
 from capforecast.config import validated_config
 from capforecast.contracts import FLAG_NO_DATA, model_used_label, quantile_column
@@ -67,14 +68,16 @@ from capforecast.forecast.panel import series_bounds
 from capforecast.settings import backtest_settings, forecast_settings, model_settings
 
 START = pd.Timestamp("2026-01-01", tz="UTC")
-FAST_SET = [
+# The fast set and the two slower statsforecast models.
+MODELS = [
     "seasonal_naive_daily",
     "seasonal_naive_weekly",
     "predict_linear",
     "seasonal_median",
     "theta",
+    "autoets",
+    "mstl",
 ]
-MODELS = [*FAST_SET, "autoets", "mstl"]
 CFG = validated_config({})
 MODEL_CFG = model_settings(CFG["models"])
 QUANTILES = fit.model_quantiles(forecast_settings(CFG["forecast"]))
@@ -324,7 +327,7 @@ def reference_forecast_with_fallback(request, model_cfg, model_name, cores=None)
     return reference_finalize(out[columns], request)
 
 
-def reference_plan(panel, *, windows, horizon, step, selection_windows, season, freq="1h"):
+def reference_plan(panel, windows, horizon, step, selection_windows, season, freq="1h"):
     internal = selection_windows + windows
     min_points = 2 * season
     delta = pd.Timedelta(freq)
@@ -332,7 +335,7 @@ def reference_plan(panel, *, windows, horizon, step, selection_windows, season, 
     ends = grid.groupby("series_id")["timestamp"].agg(["min", "max"])
     cutoffs = backtest.series_cutoffs(ends["max"], internal, horizon, step, freq)
     grid = grid.merge(cutoffs, on="series_id", how="left")
-    window_rows, members, skipped = [], {}, []
+    members, skipped = {}, []
     latest_end = ends["max"].max()
     for window in range(internal):
         cutoff = grid[f"cutoff_{window}"]
@@ -359,19 +362,13 @@ def reference_plan(panel, *, windows, horizon, step, selection_windows, season, 
                 continue
             skipped.append({"series_id": sid, "window": window, "reason": reason})
         members[window] = scored
-        fleet_cutoff = latest_end - backtest._offset_steps(window, internal, horizon, step) * delta
-        window_rows.append(
-            {
-                "window": window,
-                "is_selection_window": window < selection_windows,
-                "cutoff": fleet_cutoff,
-                "test_start": fleet_cutoff + delta,
-                "test_end": fleet_cutoff + horizon * delta,
-                "n_series": len(scored),
-            }
-        )
+    numbers = np.arange(internal)
+    offsets = [backtest._offset_steps(w, internal, horizon, step) * delta for w in numbers]
+    cutoff = latest_end - pd.TimedeltaIndex(offsets)  # of the series that end last
+    table = {"window": numbers, "is_selection_window": numbers < selection_windows}
+    table.update(cutoff=cutoff, test_start=cutoff + delta, test_end=cutoff + horizon * delta)
     return backtest.BacktestPlan(
-        windows=pd.DataFrame(window_rows, columns=list(backtest.WINDOW_COLUMNS)),
+        windows=pd.DataFrame({**table, "n_series": [len(members[w]) for w in numbers]}),
         members=members,
         skipped=pd.DataFrame(skipped, columns=list(backtest.SKIPPED_COLUMNS)),
         grid=grid[["series_id", "timestamp", "y"]],
@@ -385,25 +382,18 @@ def reference_backtest(panel, model_fn, model_name, *, windows, horizon, step, q
     cap = history_cap(
         model_name, model_cfg.max_history_hours, horizon=horizon, season=season, freq="1h"
     )
-    plan = reference_plan(
-        panel,
-        windows=windows,
-        horizon=horizon,
-        step=step,
-        selection_windows=selection_windows,
-        season=season,
-    )
+    plan = reference_plan(panel, windows, horizon, step, selection_windows, season)
     grid = plan.grid
     cutoff_table = plan.cutoffs.set_index("series_id")
     skipped = plan.skipped.to_dict("records")
     fitted_models: dict = {}
     frames = []
-    for spec in plan.windows.sort_values("window").itertuples(index=False):
-        window = int(spec.window)
+    table = plan.windows
+    for window, selection in zip(table["window"], table["is_selection_window"], strict=True):
         members = plan.members[window]
+        cutoffs = cutoff_table[f"cutoff_{window}"]
         if not members:
             continue
-        cutoffs = cutoff_table[f"cutoff_{window}"]
         cutoff = grid["series_id"].map(cutoffs)
         history = grid[grid["series_id"].isin(members) & (grid["timestamp"] <= cutoff)]
         request = ForecastRequest(
@@ -429,8 +419,8 @@ def reference_backtest(panel, model_fn, model_name, *, windows, horizon, step, q
         actuals = grid[grid["series_id"].isin(members) & (grid["timestamp"] > cutoff)]
         scored = forecast.merge(actuals, on=["series_id", "timestamp"], how="left")
         scored["model"] = model_name
-        scored["window"] = window
-        scored["is_selection_window"] = bool(spec.is_selection_window)
+        scored["window"] = int(window)
+        scored["is_selection_window"] = bool(selection)
         scored["cutoff"] = scored["series_id"].map(cutoffs)
         frames.append(scored)
     columns = ["model", "series_id", "window", "is_selection_window", "cutoff", "timestamp", "y"]
@@ -471,15 +461,6 @@ def reference_rows(request, forecast, fill=True, fill_season=None) -> pd.DataFra
         stamps = future_timestamps(group["timestamp"].iloc[-1], request.horizon, request.freq)
         frames.append(quantile_frame(str(sid), stamps, point, values))
     return pd.concat(frames, ignore_index=True)
-
-
-def reference_fill(values: np.ndarray, season: int | None) -> np.ndarray:
-    filled = values.copy()
-    if season:
-        for t in range(season, filled.size):
-            if np.isnan(filled[t]):
-                filled[t] = filled[t - season]
-    return pd.Series(filled).interpolate(method="linear").ffill().bfill().to_numpy()
 
 
 def reference_seasonal_naive(y, season, horizon, quantiles):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
@@ -85,24 +85,6 @@ def backtest_cutoffs(n: int, windows: int, horizon: int, step: int | None = None
 
 
 @dataclass(frozen=True)
-class BacktestPlan:
-    """Which series each window trains and scores, decided from the data alone.
-
-    windows: one row per internal window (``WINDOW_COLUMNS``); timestamps are UTC.
-    members: per window, the series scored in it.
-    skipped: ``series_id, window, reason`` for every series left out of a window.
-    grid: the panel on a regular grid per series (first to last timestamp, missing rows NaN).
-    cutoffs: ``series_id, cutoff_<window>...``: each series' cutoff in every window.
-    """
-
-    windows: pd.DataFrame
-    members: dict[int, list[str]]
-    skipped: pd.DataFrame
-    grid: pd.DataFrame
-    cutoffs: pd.DataFrame
-
-
-@dataclass(frozen=True)
 class GridLayout:
     """Where each series is in a regular grid (``regular_grid``: sorted by series_id).
 
@@ -122,6 +104,37 @@ class GridLayout:
         return self.first + (self.ends - self.starts - 1) * self.step
 
 
+@dataclass(frozen=True)
+class WindowRows:
+    """A window of a plan in grid rows: each series' cutoff row (before its first row when it
+    had not started) and whether it is scored."""
+
+    cutoff_row: np.ndarray
+    scored: np.ndarray
+
+
+@dataclass(frozen=True)
+class BacktestPlan:
+    """Which series each window trains and scores, decided from the data alone.
+
+    windows: one row per internal window (``WINDOW_COLUMNS``); timestamps are UTC.
+    members: per window, the series scored in it.
+    skipped: ``series_id, window, reason`` for every series left out of a window.
+    grid: the panel on a regular grid per series (first to last timestamp, missing rows NaN).
+    cutoffs: ``series_id, cutoff_<window>...``: each series' cutoff in every window.
+    layout, rows: where each series is in ``grid``, and each window in grid rows (what
+      ``run_backtest`` slices the grid by).
+    """
+
+    windows: pd.DataFrame
+    members: dict[int, list[str]]
+    skipped: pd.DataFrame
+    grid: pd.DataFrame
+    cutoffs: pd.DataFrame
+    layout: GridLayout | None = field(default=None, repr=False, compare=False)
+    rows: dict[int, WindowRows] = field(default_factory=dict, repr=False, compare=False)
+
+
 def regular_grid(panel: pd.DataFrame, freq: str, *, source: str = "panel") -> pd.DataFrame:
     """Reindex each series onto a regular ``freq`` grid from its first to its last timestamp.
 
@@ -136,7 +149,9 @@ def _regular_grid(panel: pd.DataFrame, freq: str, source: str) -> tuple[pd.DataF
     """``regular_grid`` and where each series is in it.
 
     Vectorised over the fleet (one reindex per series was the slowest part of a backtest of the
-    cheap models): one factorisation of the series ids and one sort of the rows.
+    cheap models): the series are the runs of ids (``series_blocks``), a sorted panel with every
+    step of each series (a feature panel) is its own grid, any other is sorted once and its rows
+    placed on the grid by position.
     """
     for column in ("series_id", "timestamp", "y"):
         if column not in panel.columns:
@@ -246,46 +261,6 @@ def plan_backtest(
     longest series was checked (``history_check.check_fleet``), and its series are skipped
     window by window as they would be in the whole fleet's plan.
     """
-    return _plan(
-        panel,
-        windows=windows,
-        horizon=horizon,
-        step=step,
-        selection_windows=selection_windows,
-        season=season,
-        freq=freq,
-        min_train_points=min_train_points,
-        fleet_checked=fleet_checked,
-    )[0]
-
-
-@dataclass(frozen=True)
-class _WindowRows:
-    """A window of a plan in grid rows: each series' cutoff row (before its first row when it
-    had not started) and whether it is scored."""
-
-    cutoff_row: np.ndarray
-    scored: np.ndarray
-
-
-def _plan(
-    panel: pd.DataFrame,
-    *,
-    windows: int,
-    horizon: int,
-    step: int | None,
-    selection_windows: int,
-    season: int,
-    freq: str,
-    min_train_points: int | None,
-    fleet_checked: bool,
-) -> tuple[BacktestPlan, GridLayout, dict[int, _WindowRows]]:
-    """``plan_backtest``, the grid's layout and every window in grid rows.
-
-    The grid is regular from each series' first to last timestamp, so "at or before the cutoff"
-    is a row range per series, and counts of observations in a range are differences of one
-    running count over the whole grid.
-    """
     internal = selection_windows + windows
     min_points = 2 * season if min_train_points is None else min_train_points
     delta = pd.Timedelta(freq)
@@ -309,6 +284,8 @@ def _plan(
     last = pd.Series(pd.DatetimeIndex(layout.last.view("M8[ns]")).tz_localize("UTC"), index=index)
     cutoffs = series_cutoffs(last, internal, horizon, step, freq)
     keys = [str(sid) for sid in layout.ids]
+    # Each series is regular from its first to its last timestamp: "at or before the cutoff" is
+    # a range of its rows, and the observations in a range a difference of one running count.
     observed = np.r_[0, np.cumsum(~np.isnan(grid["y"].to_numpy()))]
     window_rows, members, skipped, rows = [], {}, [], {}
     latest_end = last.max()
@@ -330,7 +307,7 @@ def _plan(
                 reason = REASON_NO_ACTUALS
             skipped.append({"series_id": keys[i], "window": window, "reason": reason})
         members[window] = [keys[i] for i in np.flatnonzero(scored)]
-        rows[window] = _WindowRows(cutoff_row, scored)
+        rows[window] = WindowRows(cutoff_row, scored)
         fleet_cutoff = latest_end - _offset_steps(window, internal, horizon, step) * delta
         window_rows.append(
             {
@@ -342,14 +319,15 @@ def _plan(
                 "n_series": int(scored.sum()),
             }
         )
-    plan = BacktestPlan(
+    return BacktestPlan(
         windows=pd.DataFrame(window_rows, columns=list(WINDOW_COLUMNS)),
         members=members,
         skipped=pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)),
         grid=grid,
         cutoffs=cutoffs,
+        layout=layout,
+        rows=rows,
     )
-    return plan, layout, rows
 
 
 def _offset_steps(window: int, internal: int, horizon: int, step: int | None) -> int:
@@ -498,7 +476,7 @@ def run_backtest(
     in the later ones). Windows run earliest first, so whatever is reused was learnt from data
     before the current cutoff. ``fleet_checked``: ``panel`` is one shard (``plan_backtest``).
 
-    The grid is sliced by row ranges (``_plan``'s rows of each series and window), not by
+    The grid is sliced by row ranges (the plan's rows of each series and window), not by
     comparing every row's timestamp with its series' cutoff.
     """
     levels = tuple(sorted({float(q) for q in quantiles} | {0.5}))
@@ -509,7 +487,7 @@ def run_backtest(
         season=season,
         freq=freq,
     )
-    plan, layout, window_rows = _plan(
+    plan = plan_backtest(
         panel,
         windows=windows,
         horizon=horizon,
@@ -520,7 +498,7 @@ def run_backtest(
         min_train_points=min_train_points,
         fleet_checked=fleet_checked,
     )
-    grid = plan.grid
+    grid, layout, window_rows = plan.grid, plan.layout, plan.rows
     grid_y = grid["y"].to_numpy()
     grid_stamps = pd.DatetimeIndex(grid["timestamp"]).asi8
     grid_index = {sid: i for i, sid in enumerate(plan.cutoffs["series_id"])}
@@ -616,7 +594,7 @@ def run_backtest(
 def _actuals(
     timestamps: pd.Series,
     row_series: np.ndarray,
-    window: _WindowRows,
+    window: WindowRows,
     layout: GridLayout,
     grid_y: np.ndarray,
 ) -> np.ndarray:

@@ -40,16 +40,12 @@ def seasonal_naive_values(
     """Point forecast and quantiles of a seasonal naive forecast of the gap-free array ``y``.
 
     ``y`` needs at least one full season; with exactly one there are no seasonal errors and the
-    intervals have zero width.
+    intervals have zero width. A 2-D ``y`` is a row per series of one length, forecast
+    together (results a row per series).
     """
-    point, quantile_values = seasonal_naive_rows(y[None, :], season, horizon, quantiles)
-    return point[0], {q: values[0] for q, values in quantile_values.items()}
-
-
-def seasonal_naive_rows(
-    y: np.ndarray, season: int, horizon: int, quantiles: tuple[float, ...]
-) -> tuple[np.ndarray, dict[float, np.ndarray]]:
-    """``seasonal_naive_values`` of every row of the 2-D ``y`` (series of one length)."""
+    if y.ndim == 1:
+        point, quantile_values = seasonal_naive_values(y[None, :], season, horizon, quantiles)
+        return point[0], {q: values[0] for q, values in quantile_values.items()}
     n = y.shape[1]
     steps = np.arange(horizon)
     point = y[:, n - season + (steps % season)]
@@ -136,7 +132,9 @@ def naive_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFra
     """Last value, with random-walk quantiles from the one-step changes."""
     return forecast_by_length(
         request,
-        lambda y: seasonal_naive_rows(fill_missing_rows(y), 1, request.horizon, request.quantiles),
+        lambda y: seasonal_naive_values(
+            fill_missing_rows(y), 1, request.horizon, request.quantiles
+        ),
     )
 
 
@@ -153,7 +151,7 @@ def _seasonal_naive_core(request: ForecastRequest, season: int) -> pd.DataFrame:
     # the week before, not replaced by a straight line.
     return forecast_by_length(
         request,
-        lambda y: seasonal_naive_rows(
+        lambda y: seasonal_naive_values(
             fill_missing_rows(y, season), season, request.horizon, request.quantiles
         ),
     )

@@ -63,24 +63,17 @@ def seasonal_median_values(
     quantiles: tuple[float, ...],
     error_seasons: int,
 ) -> tuple[np.ndarray, dict[float, np.ndarray]]:
-    """Point forecast and quantiles for one series ``y`` (NaN allowed) on a regular grid."""
-    point, quantile_values = seasonal_median_rows(
-        y[None, :], season, seasons, horizon, quantiles, error_seasons
-    )
-    return point[0], {q: values[0] for q, values in quantile_values.items()}
+    """Point forecast and quantiles for one series ``y`` (NaN allowed) on a regular grid.
 
-
-def seasonal_median_rows(
-    y: np.ndarray,
-    season: int,
-    seasons: int,
-    horizon: int,
-    quantiles: tuple[float, ...],
-    error_seasons: int,
-) -> tuple[np.ndarray, dict[float, np.ndarray]]:
-    """``seasonal_median_values`` of every row of the 2-D ``y`` (series of one length), the
-    medians of all rows taken together, and the error quantiles of rows with as many errors
-    (and no gaps among them) too."""
+    A 2-D ``y`` is a row per series of one length, forecast together (results a row per
+    series): the medians of all rows taken at once, and the error quantiles of rows with as
+    many errors (and no gaps among them) too.
+    """
+    if y.ndim == 1:
+        point, quantile_values = seasonal_median_values(
+            y[None, :], season, seasons, horizon, quantiles, error_seasons
+        )
+        return point[0], {q: values[0] for q, values in quantile_values.items()}
     n = y.shape[1]
     steps = np.arange(horizon)
     slots = n - season + (steps % season)
@@ -127,7 +120,7 @@ def seasonal_median_core(request: ForecastRequest, model_cfg: ModelSettings) -> 
     season = steps_per("1D", request.freq)
     return forecast_by_length(
         request,
-        lambda y: seasonal_median_rows(
+        lambda y: seasonal_median_values(
             y,
             season,
             settings.seasons,
