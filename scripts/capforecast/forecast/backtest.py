@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import numpy as np
@@ -24,9 +25,11 @@ from capforecast.errors import ConfigError, ForecastInputError, InputDataError
 from capforecast.forecast.models.base import (
     ForecastRequest,
     ModelFn,
+    SeriesBlocks,
     finalize_forecast,
     forecast_columns,
-    trim_history,
+    renumbered,
+    series_blocks,
 )
 from capforecast.forecast.models.fallback import history_cap
 from capforecast.settings import ModelSettings
@@ -82,6 +85,35 @@ def backtest_cutoffs(n: int, windows: int, horizon: int, step: int | None = None
 
 
 @dataclass(frozen=True)
+class GridLayout:
+    """Where each series is in a regular grid (``regular_grid``: sorted by series_id).
+
+    Series ``i`` (``ids[i]``) is rows ``starts[i]:ends[i]``, the first at ``first[i]`` (UTC
+    nanoseconds), one row per ``step`` nanoseconds.
+    """
+
+    ids: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    first: np.ndarray
+    step: int
+
+    @property
+    def last(self) -> np.ndarray:
+        """Each series' last timestamp (UTC nanoseconds)."""
+        return self.first + (self.ends - self.starts - 1) * self.step
+
+
+@dataclass(frozen=True)
+class WindowRows:
+    """A window of a plan in grid rows: each series' cutoff row (before its first row when it
+    had not started) and whether it is scored."""
+
+    cutoff_row: np.ndarray
+    scored: np.ndarray
+
+
+@dataclass(frozen=True)
 class BacktestPlan:
     """Which series each window trains and scores, decided from the data alone.
 
@@ -90,6 +122,8 @@ class BacktestPlan:
     skipped: ``series_id, window, reason`` for every series left out of a window.
     grid: the panel on a regular grid per series (first to last timestamp, missing rows NaN).
     cutoffs: ``series_id, cutoff_<window>...``: each series' cutoff in every window.
+    layout, rows: where each series is in ``grid``, and each window in grid rows (what
+      ``run_backtest`` slices the grid by).
     """
 
     windows: pd.DataFrame
@@ -97,6 +131,8 @@ class BacktestPlan:
     skipped: pd.DataFrame
     grid: pd.DataFrame
     cutoffs: pd.DataFrame
+    layout: GridLayout | None = field(default=None, repr=False, compare=False)
+    rows: dict[int, WindowRows] = field(default_factory=dict, repr=False, compare=False)
 
 
 def regular_grid(panel: pd.DataFrame, freq: str, *, source: str = "panel") -> pd.DataFrame:
@@ -106,61 +142,96 @@ def regular_grid(panel: pd.DataFrame, freq: str, *, source: str = "panel") -> pd
     contract "regular grid" true. Each series' timestamps must sit on the ``freq`` grid that ends
     at its own last timestamp.
     """
+    return _regular_grid(panel, freq, source)[0]
+
+
+def _regular_grid(panel: pd.DataFrame, freq: str, source: str) -> tuple[pd.DataFrame, GridLayout]:
+    """``regular_grid`` and where each series is in it.
+
+    Vectorised over the fleet (one reindex per series was the slowest part of a backtest of the
+    cheap models): the series are the runs of ids (``series_blocks``), a sorted panel with every
+    step of each series (a feature panel) is its own grid, any other is sorted once and its rows
+    placed on the grid by position.
+    """
     for column in ("series_id", "timestamp", "y"):
         if column not in panel.columns:
             raise InputDataError(source, "missing", column=column)
     if panel.empty:
         raise InputDataError(source, "has no rows")
-    delta = pd.Timedelta(freq)
-    frame = panel[["series_id", "timestamp", "y"]].copy()
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-    frame["y"] = frame["y"].astype(float)
-    end = frame.groupby("series_id")["timestamp"].transform("max")
-    off_grid = ((end - frame["timestamp"]) % delta) != pd.Timedelta(0)
+    step = int(pd.Timedelta(freq).value)
+    series_id = panel["series_id"]
+    timestamp = _as_utc(panel["timestamp"])
+    stamps = pd.DatetimeIndex(timestamp).as_unit("ns").asi8
+    y = panel["y"].astype(float).to_numpy()
+    blocks = series_blocks(series_id)
+    if pd.isna(blocks.ids).any():
+        row = int(np.flatnonzero(series_id.isna().to_numpy())[0])
+        raise InputDataError(source, "missing series_id", column="series_id", row=row)
+    by_id = np.argsort(blocks.ids)  # what pd.factorize(sort=True) orders them by
+    ids = np.asarray(blocks.ids[by_id], dtype=object)
+    # A feature panel is sorted and has every step of each series: then it is its own grid.
+    steps = np.diff(stamps)
+    between = blocks.starts[1:] - 1
+    if blocks.order is None and (np.diff(by_id) == 1).all() and (stamps != pd.NaT.value).all():
+        next_row = steps == step
+        next_row[between] = True
+        if next_row.all():
+            grid = _grid_frame(np.repeat(ids, blocks.lengths), stamps, y)
+            return grid, GridLayout(ids, blocks.starts, blocks.ends, stamps[blocks.starts], step)
+    rank = np.empty_like(by_id)
+    rank[by_id] = np.arange(len(by_id))
+    codes = rank[blocks.codes]
+    # By series, then timestamp (NaT first), stable: nothing to do for a sorted panel.
+    rising = steps >= 0
+    rising[between] = True
+    if blocks.order is None and (np.diff(by_id) == 1).all() and rising.all():
+        order = np.arange(len(codes))
+        sorted_codes, sorted_stamps, sorted_y = codes, stamps, y
+    else:
+        order = np.lexsort((stamps, codes))
+        sorted_codes, sorted_stamps, sorted_y = codes[order], stamps[order], y[order]
+    first_row = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    last_row = np.r_[first_row[1:], len(order)] - 1
+    end = sorted_stamps[last_row]  # the latest timestamp (NaT only when all are)
+    off_grid = (stamps == pd.NaT.value) | ((end[codes] - stamps) % step != 0)
     if off_grid.any():
-        row = int(np.flatnonzero(off_grid.to_numpy())[0])
+        row = int(np.flatnonzero(off_grid)[0])
+        series_end = end[codes[row]]
+        shown = pd.NaT if series_end == pd.NaT.value else pd.Timestamp(series_end, tz="UTC")
         raise InputDataError(
             source,
-            f"timestamp {frame['timestamp'].iloc[row]} is not on the {freq} grid ending at "
-            f"{end.iloc[row]}",
+            f"timestamp {timestamp.iloc[row]} is not on the {freq} grid ending at {shown}",
             column="timestamp",
             row=row,
         )
-    duplicated = frame.duplicated(["series_id", "timestamp"])
-    if duplicated.any():
-        row = int(np.flatnonzero(duplicated.to_numpy())[0])
+    repeated = (sorted_codes[1:] == sorted_codes[:-1]) & (sorted_stamps[1:] == sorted_stamps[:-1])
+    if repeated.any():
+        # The first row (in panel order) that repeats an earlier one: what frame.duplicated flags.
+        row = int(order[1:][repeated].min())
         raise InputDataError(source, "duplicate series_id x timestamp", column="timestamp", row=row)
-    return _reindex_on_grid(frame, delta)
-
-
-def _reindex_on_grid(frame: pd.DataFrame, delta: pd.Timedelta) -> pd.DataFrame:
-    """Every series from its first to its last timestamp at ``delta``, sorted by series_id.
-
-    Vectorised over the fleet (one reindex per series is the slowest part of a backtest of the
-    cheap models); rows are already known to be unique and on each series' grid.
-    """
-    frame = frame.sort_values(["series_id", "timestamp"], kind="stable")
-    codes, series_ids = pd.factorize(frame["series_id"], sort=True)
-    stamps = frame["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("M8[ns]")
-    step = delta.to_timedelta64().astype("m8[ns]")
-    first_row = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    last_row = np.r_[first_row[1:], len(codes)] - 1
-    starts = stamps[first_row]
-    lengths = (stamps[last_row] - starts) // step + 1
+    starts = sorted_stamps[first_row]
+    lengths = (end - starts) // step + 1
     offsets = np.r_[0, np.cumsum(lengths)[:-1]]
-    out_codes = np.repeat(np.arange(len(series_ids)), lengths)
-    position = np.arange(int(lengths.sum())) - np.repeat(offsets, lengths)
-    values = np.full(len(out_codes), np.nan)
-    values[offsets[codes] + (stamps - starts[codes]) // step] = frame["y"].to_numpy(dtype=float)
-    return pd.DataFrame(
-        {
-            "series_id": np.asarray(series_ids, dtype=object)[out_codes],
-            "timestamp": pd.DatetimeIndex(np.repeat(starts, lengths) + position * step).tz_localize(
-                "UTC"
-            ),
-            "y": values,
-        }
-    )
+    values = np.full(int(lengths.sum()), np.nan)
+    values[offsets[sorted_codes] + (sorted_stamps - starts[sorted_codes]) // step] = sorted_y
+    grid_stamps = np.repeat(starts - offsets * step, lengths) + np.arange(len(values)) * step
+    grid = _grid_frame(np.repeat(ids, lengths), grid_stamps, values)
+    return grid, GridLayout(ids, offsets, offsets + lengths, starts, step)
+
+
+def _grid_frame(series_ids: np.ndarray, stamps: np.ndarray, y: np.ndarray) -> pd.DataFrame:
+    """The grid's columns (arrays of its own: not copied again)."""
+    timestamps = pd.DatetimeIndex(stamps.view("M8[ns]")).tz_localize("UTC")
+    return pd.DataFrame({"series_id": series_ids, "timestamp": timestamps, "y": y}, copy=False)
+
+
+def _as_utc(timestamps: pd.Series) -> pd.Series:
+    """``pd.to_datetime(timestamps, utc=True)``, which returns a column already in UTC
+    nanoseconds as it is (checking it costs more than a cheap model's forecast)."""
+    dtype = timestamps.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype) and dtype.unit == "ns" and dtype.tz is UTC:
+        return timestamps
+    return pd.to_datetime(timestamps, utc=True)
 
 
 def plan_backtest(
@@ -193,9 +264,8 @@ def plan_backtest(
     internal = selection_windows + windows
     min_points = 2 * season if min_train_points is None else min_train_points
     delta = pd.Timedelta(freq)
-    grid = regular_grid(panel, freq)
-    ends = grid.groupby("series_id")["timestamp"].agg(["min", "max"])
-    n = int(((ends["max"] - ends["min"]) / delta).max()) + 1
+    grid, layout = _regular_grid(panel, freq, "panel")
+    n = int(((layout.last - layout.first) // layout.step).max()) + 1
     try:
         # Only validates the arithmetic against the longest series; positions are per series.
         backtest_cutoffs(n, internal, horizon, step)
@@ -210,37 +280,34 @@ def plan_backtest(
                 ) from error
             raise
 
-    cutoffs = series_cutoffs(ends["max"], internal, horizon, step, freq)
-    grid = grid.merge(cutoffs, on="series_id", how="left")
-    window_rows, members, skipped = [], {}, []
-    latest_end = ends["max"].max()
+    index = pd.Index(layout.ids, name="series_id")
+    last = pd.Series(pd.DatetimeIndex(layout.last.view("M8[ns]")).tz_localize("UTC"), index=index)
+    cutoffs = series_cutoffs(last, internal, horizon, step, freq)
+    keys = [str(sid) for sid in layout.ids]
+    # Each series is regular from its first to its last timestamp: "at or before the cutoff" is
+    # a range of its rows, and the observations in a range a difference of one running count.
+    observed = np.r_[0, np.cumsum(~np.isnan(grid["y"].to_numpy()))]
+    window_rows, members, skipped, rows = [], {}, [], {}
+    latest_end = last.max()
     for window in range(internal):
-        cutoff = grid[f"cutoff_{window}"]
-        in_train = grid["timestamp"] <= cutoff
-        in_test = (grid["timestamp"] > cutoff) & (grid["timestamp"] <= cutoff + horizon * delta)
-        has_y = grid["y"].notna()
-        train_points = grid[in_train & has_y].groupby("series_id").size()
-        test_points = grid[in_test & has_y].groupby("series_id").size()
-        per_series = cutoffs.set_index("series_id")[f"cutoff_{window}"]
-        series_keys = ends.index.astype(str)
-        not_started = (ends["min"].to_numpy() > per_series.reindex(series_keys).to_numpy()).tolist()
-        n_train = train_points.reindex(ends.index, fill_value=0).astype(int).tolist()
-        n_test = test_points.reindex(ends.index, fill_value=0).astype(int).tolist()
-        scored = []
-        for sid, late, train_n, test_n in zip(
-            series_keys, not_started, n_train, n_test, strict=True
-        ):
-            if late:
+        cutoff_row = layout.ends - 1 - _offset_steps(window, internal, horizon, step)
+        late = cutoff_row < layout.starts
+        # Not started: no training rows (and the test rows do not matter).
+        last_train = np.maximum(cutoff_row, layout.starts - 1)
+        n_train = observed[last_train + 1] - observed[layout.starts]
+        test_end = np.clip(cutoff_row + horizon, layout.starts - 1, layout.ends - 1)
+        n_test = observed[test_end + 1] - observed[last_train + 1]
+        scored = ~late & (n_train >= min_points) & (n_test > 0)
+        for i in np.flatnonzero(~scored):
+            if late[i]:
                 reason = REASON_NOT_STARTED
-            elif train_n < min_points:
-                reason = f"{REASON_TOO_SHORT} ({train_n} < {min_points})"
-            elif test_n == 0:
-                reason = REASON_NO_ACTUALS
+            elif n_train[i] < min_points:
+                reason = f"{REASON_TOO_SHORT} ({int(n_train[i])} < {min_points})"
             else:
-                scored.append(sid)
-                continue
-            skipped.append({"series_id": sid, "window": window, "reason": reason})
-        members[window] = scored
+                reason = REASON_NO_ACTUALS
+            skipped.append({"series_id": keys[i], "window": window, "reason": reason})
+        members[window] = [keys[i] for i in np.flatnonzero(scored)]
+        rows[window] = WindowRows(cutoff_row, scored)
         fleet_cutoff = latest_end - _offset_steps(window, internal, horizon, step) * delta
         window_rows.append(
             {
@@ -249,15 +316,17 @@ def plan_backtest(
                 "cutoff": fleet_cutoff,
                 "test_start": fleet_cutoff + delta,
                 "test_end": fleet_cutoff + horizon * delta,
-                "n_series": len(scored),
+                "n_series": int(scored.sum()),
             }
         )
     return BacktestPlan(
         windows=pd.DataFrame(window_rows, columns=list(WINDOW_COLUMNS)),
         members=members,
         skipped=pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)),
-        grid=grid[["series_id", "timestamp", "y"]],
+        grid=grid,
         cutoffs=cutoffs,
+        layout=layout,
+        rows=rows,
     )
 
 
@@ -336,8 +405,11 @@ def _checked_forecast(
     model_name: str,
     window: int,
     cutoffs: pd.Series,
-) -> pd.DataFrame:
-    """Validate a model's output against the ModelFn contract, then sort and clip it."""
+) -> tuple[pd.DataFrame, SeriesBlocks, pd.Series]:
+    """Validate a model's output against the ModelFn contract, then sort and clip it.
+
+    Also returns the series of its rows and each row's cutoff (a row per row of the output).
+    """
     needed = ["series_id", "timestamp", *forecast_columns(request.quantiles), "model_used"]
     missing = [c for c in needed if c not in forecast.columns]
     if missing:
@@ -345,9 +417,10 @@ def _checked_forecast(
             f"model '{model_name}' window {window}: forecast lacks columns {', '.join(missing)}"
         )
     out = forecast[needed].copy()
-    out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True)
+    out["timestamp"] = _as_utc(out["timestamp"])
     delta = pd.Timedelta(request.freq)
-    cutoff = out["series_id"].map(cutoffs)
+    blocks = series_blocks(out["series_id"])
+    cutoff = pd.Series(cutoffs.reindex(blocks.ids).array.take(blocks.codes), index=out.index)
     stray = ~((out["timestamp"] > cutoff) & (out["timestamp"] <= cutoff + request.horizon * delta))
     if stray.any():
         row = out[stray].iloc[0]
@@ -356,7 +429,14 @@ def _checked_forecast(
             f"{row['series_id']} is outside its test window after {cutoffs.get(row['series_id'])}"
         )
     # Same post-processing for every model, whatever it already did itself.
-    return finalize_forecast(out, request)
+    return finalize_forecast(out, request), blocks, cutoff
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The positions ``starts[i]:ends[i]`` of every ``i``, one after the other."""
+    lengths = ends - starts
+    shifts = starts - np.r_[0, np.cumsum(lengths)[:-1]]
+    return np.repeat(shifts, lengths) + np.arange(int(lengths.sum()))
 
 
 def run_backtest(
@@ -395,6 +475,9 @@ def run_backtest(
     model form once per series, in its earliest window, and re-estimates that form's parameters
     in the later ones). Windows run earliest first, so whatever is reused was learnt from data
     before the current cutoff. ``fleet_checked``: ``panel`` is one shard (``plan_backtest``).
+
+    The grid is sliced by row ranges (the plan's rows of each series and window), not by
+    comparing every row's timestamp with its series' cutoff.
     """
     levels = tuple(sorted({float(q) for q in quantiles} | {0.5}))
     max_points = history_cap(
@@ -415,24 +498,32 @@ def run_backtest(
         min_train_points=min_train_points,
         fleet_checked=fleet_checked,
     )
-    grid = plan.grid
+    grid, layout, window_rows = plan.grid, plan.layout, plan.rows
+    grid_y = grid["y"].to_numpy()
+    grid_stamps = pd.DatetimeIndex(grid["timestamp"]).asi8
+    grid_index = {sid: i for i, sid in enumerate(plan.cutoffs["series_id"])}
     cutoff_table = plan.cutoffs.set_index("series_id")
     skipped = plan.skipped.to_dict("records")
     value_columns = forecast_columns(levels)
     fitted_models: dict[Any, Any] = {}
-    frames = []
+    frames, frame_series = [], []
     for spec in plan.windows.sort_values("window").itertuples(index=False):
         window = int(spec.window)
         series = plan.members[window]
         if not series:
             continue
         cutoffs = cutoff_table[f"cutoff_{window}"]
-        cutoff = grid["series_id"].map(cutoffs)
-        history = grid[grid["series_id"].isin(series) & (grid["timestamp"] <= cutoff)]
+        scored_series = np.flatnonzero(window_rows[window].scored)
+        last_row = window_rows[window].cutoff_row[scored_series]
+        first_row = layout.starts[scored_series]
+        if max_points is not None:
+            first_row = np.maximum(first_row, last_row - max_points + 1)
+        rows = _ranges(first_row, last_row + 1)
         # The leakage guard: the model never receives a row after its series' cutoff.
-        assert (history["timestamp"] <= history["series_id"].map(cutoffs)).all()
+        series_cutoff = pd.DatetimeIndex(cutoffs).asi8[scored_series]
+        assert (grid_stamps[rows] <= np.repeat(series_cutoff, last_row + 1 - first_row)).all()
         request = ForecastRequest(
-            history=trim_history(history.reset_index(drop=True), max_points),
+            history=renumbered(grid.take(rows)),
             horizon=horizon,
             quantiles=levels,
             freq=freq,
@@ -444,21 +535,30 @@ def run_backtest(
         started = time.perf_counter()
         raw = model_fn(request, model_cfg)
         elapsed = time.perf_counter() - started
-        forecast = _checked_forecast(raw, request, model_name, window, cutoffs)
-        forecast = forecast[forecast["series_id"].isin(series)]
-        returned = set(forecast["series_id"])
-        omitted = [s for s in series if s not in returned]
-        for sid in omitted:
-            LOGGER.warning("%s window %d: %s: %s", model_name, window, sid, REASON_MODEL_OMITTED)
-            skipped.append({"series_id": sid, "window": window, "reason": REASON_MODEL_OMITTED})
-        actuals = grid[grid["series_id"].isin(series) & (grid["timestamp"] > cutoff)]
-        scored = forecast.merge(actuals, on=["series_id", "timestamp"], how="left")
+        forecast, blocks, cutoff = _checked_forecast(raw, request, model_name, window, cutoffs)
+        members = set(series)
+        returned = [sid for sid in blocks.ids if sid in members]
+        keep = np.isin(blocks.codes, [i for i, sid in enumerate(blocks.ids) if sid in members])
+        if not keep.all():
+            forecast, cutoff = forecast.take(np.flatnonzero(keep)), cutoff[keep]
+        returned_set = set(returned)
+        for sid in series:
+            if sid not in returned_set:
+                LOGGER.warning(
+                    "%s window %d: %s: %s", model_name, window, sid, REASON_MODEL_OMITTED
+                )
+                skipped.append({"series_id": sid, "window": window, "reason": REASON_MODEL_OMITTED})
+        row_series = np.array([grid_index[sid] for sid in blocks.ids], dtype=np.int64)
+        row_series = row_series[blocks.codes][keep]
+        scored = renumbered(forecast)
+        scored["y"] = _actuals(scored["timestamp"], row_series, window_rows[window], layout, grid_y)
         scored["model"] = model_name
         scored["window"] = window
         scored["is_selection_window"] = bool(spec.is_selection_window)
-        scored["cutoff"] = scored["series_id"].map(cutoffs)
+        scored["cutoff"] = cutoff.array
         scored["fit_seconds"] = elapsed / len(series)
         frames.append(scored)
+        frame_series.append(row_series)
     columns = [
         "model",
         "series_id",
@@ -473,12 +573,42 @@ def run_backtest(
     ]
     if frames:
         predictions = pd.concat(frames, ignore_index=True)[columns]
+        # By series_id, window, timestamp (stable), on integer keys: the series' grid order is
+        # the sorted order of their ids.
+        order = np.lexsort(
+            (
+                pd.DatetimeIndex(predictions["timestamp"]).as_unit("ns").asi8,
+                predictions["window"].to_numpy(),
+                np.concatenate(frame_series),
+            )
+        )
+        predictions = renumbered(predictions.take(order))
     else:
         predictions = pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
-    predictions = predictions.sort_values(["series_id", "window", "timestamp"], kind="stable")
-    predictions = predictions.reset_index(drop=True)
+        predictions = predictions.sort_values(["series_id", "window", "timestamp"], kind="stable")
+        predictions = predictions.reset_index(drop=True)
     predictions.attrs["skipped"] = skipped
     return predictions
+
+
+def _actuals(
+    timestamps: pd.Series,
+    row_series: np.ndarray,
+    window: WindowRows,
+    layout: GridLayout,
+    grid_y: np.ndarray,
+) -> np.ndarray:
+    """The actual of every forecast row: the grid's ``y`` of its series at its timestamp when
+    that is after the series' cutoff (NaN otherwise, or off the grid)."""
+    stamps = pd.DatetimeIndex(timestamps).as_unit("ns").asi8
+    since_first = stamps - layout.first[row_series]
+    row = layout.starts[row_series] + since_first // layout.step
+    found = (
+        (since_first % layout.step == 0)
+        & (row > window.cutoff_row[row_series])
+        & (row < layout.ends[row_series])
+    )
+    return np.where(found, grid_y[np.where(found, row, 0)], np.nan)
 
 
 def skipped_table(predictions: pd.DataFrame) -> pd.DataFrame:

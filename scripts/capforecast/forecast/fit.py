@@ -9,10 +9,16 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from capforecast.errors import ConfigError, ForecastInputError
-from capforecast.forecast.models.base import ForecastRequest, trim_history
+from capforecast.forecast.models.base import (
+    ForecastRequest,
+    series_blocks,
+    sort_by_series,
+    trim_history,
+)
 from capforecast.forecast.models.fallback import history_cap
 from capforecast.forecast.panel import series_bounds
 from capforecast.settings import (
@@ -37,8 +43,7 @@ def load_panel(feature_files: Iterable[str | Path]) -> pd.DataFrame:
     frames = [f for f in frames if len(f)]
     if not frames:
         raise ForecastInputError("no feature rows to forecast: every partition is empty")
-    panel = pd.concat(frames, ignore_index=True)
-    return panel.sort_values(["series_id", "timestamp"], ignore_index=True)
+    return sort_by_series(pd.concat(frames, ignore_index=True))
 
 
 def build_request(
@@ -63,9 +68,19 @@ def build_request(
 
 
 def attach_keys(forecast: pd.DataFrame, panel: pd.DataFrame, model: str) -> pd.DataFrame:
-    """Add resource_id, metric and model to a model's output (keyed by series_id)."""
-    meta = panel.drop_duplicates("series_id")[["series_id", "resource_id", "metric"]]
-    out = forecast.merge(meta, on="series_id", how="left", validate="many_to_one")
+    """Add resource_id, metric and model to a model's output (keyed by series_id).
+
+    What ``forecast.merge(<first row of each series of panel>, on="series_id", how="left")``
+    gives, looked up per series instead of joined row by row.
+    """
+    series = series_blocks(panel["series_id"])
+    first_rows = series.rows(series.starts)
+    where = {sid: row for sid, row in zip(series.ids, first_rows, strict=True)}
+    blocks = series_blocks(forecast["series_id"])
+    rows = np.array([where.get(sid, -1) for sid in blocks.ids], dtype=np.int64)[blocks.codes]
+    out = forecast.reset_index(drop=True)
+    for column in ("resource_id", "metric"):
+        out[column] = panel[column].array.take(rows, allow_fill=True)
     out.insert(0, "model", model)
     return out
 
@@ -99,8 +114,7 @@ def fit_forecast(
         freq=freq,
     )
     if max_points is not None:
-        panel = panel.sort_values(["series_id", "timestamp"], ignore_index=True)
-        panel = trim_history(panel, max_points)
+        panel = trim_history(sort_by_series(panel), max_points)
     request = build_request(
         panel,
         horizon=forecast_cfg.horizon,

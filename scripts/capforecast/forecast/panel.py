@@ -13,6 +13,7 @@ import pandas as pd
 
 from capforecast.contracts import split_series_id
 from capforecast.errors import InputDataError
+from capforecast.forecast.models.base import series_blocks
 
 PANEL_COLUMNS: tuple[str, ...] = ("series_id", "timestamp", "y")
 
@@ -35,11 +36,13 @@ def series_bounds(panel_meta: pd.DataFrame, percent_metrics: Iterable[str]) -> B
     if "series_id" not in panel_meta.columns:
         raise InputDataError("panel", "missing", column="series_id")
     percent = set(percent_metrics)
+    # Series in order of first appearance, each with the metric of its first row.
+    blocks = series_blocks(panel_meta["series_id"])
     if "metric" in panel_meta.columns:
-        pairs = panel_meta[["series_id", "metric"]].drop_duplicates("series_id")
-        metric_by_series = dict(zip(pairs["series_id"], pairs["metric"], strict=True))
+        metrics = panel_meta["metric"].to_numpy()[blocks.rows(blocks.starts)]
+        metric_by_series = dict(zip(blocks.ids, metrics, strict=True))
     else:
-        metric_by_series = {s: metric_of(str(s)) for s in panel_meta["series_id"].unique()}
+        metric_by_series = {s: metric_of(str(s)) for s in blocks.ids}
     return {
         str(sid): (0.0, 100.0 if metric in percent else None)
         for sid, metric in metric_by_series.items()

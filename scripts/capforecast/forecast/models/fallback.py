@@ -33,12 +33,16 @@ from capforecast.forecast.models.base import (
     FLAG_RECENTLY_CONSTANT,
     FLAG_TOO_SHORT,
     ForecastRequest,
+    SeriesBlocks,
     base_model_name,
     empty_forecast_frame,
     finalize_forecast,
     forecast_columns,
-    future_timestamps,
-    quantile_frame,
+    forecast_frame,
+    freq_step,
+    last_timestamps,
+    renumbered,
+    series_blocks,
     steps_per,
 )
 from capforecast.forecast.models.specs import NAIVE, ROUTABLE, HistorySteps, fallback_chain
@@ -94,8 +98,83 @@ def spec_function(reference: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), function_name)
 
 
-def _single_value(valid: np.ndarray) -> bool:
-    return bool(valid.size > 0 and np.ptp(valid) <= 1e-9 * max(1.0, float(np.max(np.abs(valid)))))
+@dataclass(frozen=True)
+class PanelProfile:
+    """The ``SeriesProfile`` of every series of a history, as arrays (series in ``blocks``
+    order: first appearance).
+
+    first_obs: the ``blocks.grouped`` position of each series' first observation (its end when
+    it has none).
+    """
+
+    blocks: SeriesBlocks
+    n_obs: np.ndarray
+    span: np.ndarray
+    first_obs: np.ndarray
+    is_constant: np.ndarray
+    recently_constant: np.ndarray
+    last_timestamp: pd.DatetimeIndex
+    last_value: np.ndarray
+
+    def series(self, i: int) -> SeriesProfile:
+        """The profile of series ``i``."""
+        return SeriesProfile(
+            series_id=str(self.blocks.ids[i]),
+            n_obs=int(self.n_obs[i]),
+            span=int(self.span[i]),
+            is_constant=bool(self.is_constant[i]),
+            recently_constant=bool(self.recently_constant[i]),
+            last_timestamp=self.last_timestamp[i],
+            last_value=float(self.last_value[i]),
+        )
+
+
+def _single_values(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Whether the observations whose extremes are ``low`` and ``high`` (NaN: none) are all one
+    value: their range within ``1e-9`` of their largest magnitude (at least 1)."""
+    with np.errstate(invalid="ignore"):
+        scale = np.maximum(1.0, np.maximum(np.abs(low), np.abs(high)))
+        return (high - low) <= 1e-9 * scale
+
+
+def panel_profile(history: pd.DataFrame, freq: str = "1h") -> PanelProfile:
+    """Observations, span, constancy, last timestamp and last value of every series, computed
+    for the whole history at once (``profile_series`` gives them per series)."""
+    blocks = series_blocks(history["series_id"])
+    values = blocks.grouped(history["y"].to_numpy(dtype=float))
+    starts, ends = blocks.starts, blocks.ends
+    observed = ~np.isnan(values)
+    positions = np.arange(len(values))
+    counted = np.concatenate([[0], np.cumsum(observed)])
+    n_obs = counted[ends] - counted[starts]
+    first_obs = np.minimum.reduceat(np.where(observed, positions, len(values)), starts)
+    last_obs = np.maximum.reduceat(np.where(observed, positions, -1), starts)
+    has_data = n_obs > 0
+    span = np.where(has_data, ends - first_obs, 0)
+    is_constant = has_data & _single_values(
+        np.fmin.reduceat(values, starts), np.fmax.reduceat(values, starts)
+    )
+    recent = steps_per(RECENT_CONSTANT_PERIOD, freq)
+    recently_constant = np.zeros(len(blocks), dtype=bool)
+    long_enough = np.flatnonzero(span >= recent)  # hence at least ``recent`` rows
+    if long_enough.size:
+        tail = values[ends[long_enough, None] - recent + np.arange(recent)]
+        count = (~np.isnan(tail)).sum(axis=1)
+        recently_constant[long_enough] = (
+            (count >= recent // 2)
+            & (count > 0)
+            & _single_values(np.fmin.reduce(tail, axis=1), np.fmax.reduce(tail, axis=1))
+        )
+    return PanelProfile(
+        blocks=blocks,
+        n_obs=n_obs,
+        span=span,
+        first_obs=np.where(has_data, first_obs, ends),
+        is_constant=is_constant,
+        recently_constant=recently_constant,
+        last_timestamp=last_timestamps(history, blocks),
+        last_value=np.where(has_data, values[np.maximum(last_obs, 0)], np.nan),
+    )
 
 
 def profile_series(history: pd.DataFrame, freq: str = "1h") -> dict[str, SeriesProfile]:
@@ -104,25 +183,10 @@ def profile_series(history: pd.DataFrame, freq: str = "1h") -> dict[str, SeriesP
     ``history`` is on a regular ``freq`` grid (gaps are NaN rows), so the span of a series is its
     row count after its first observation.
     """
-    recent = steps_per(RECENT_CONSTANT_PERIOD, freq)
-    profiles: dict[str, SeriesProfile] = {}
-    for sid, group in history.groupby("series_id", sort=False):
-        values = group["y"].to_numpy(dtype=float)
-        observed = ~np.isnan(values)
-        valid = values[observed]
-        span = int(len(values) - np.argmax(observed)) if valid.size else 0
-        tail = values[-recent:]
-        tail = tail[~np.isnan(tail)]
-        profiles[str(sid)] = SeriesProfile(
-            series_id=str(sid),
-            n_obs=int(valid.size),
-            span=span,
-            is_constant=_single_value(valid),
-            recently_constant=span >= recent and tail.size >= recent // 2 and _single_value(tail),
-            last_timestamp=group["timestamp"].iloc[-1],
-            last_value=float(valid[-1]) if valid.size else float("nan"),
-        )
-    return profiles
+    if history.empty:
+        return {}
+    profile = panel_profile(history, freq)
+    return {str(sid): profile.series(i) for i, sid in enumerate(profile.blocks.ids)}
 
 
 def has_history_for(model: str, profile: SeriesProfile, request: ForecastRequest) -> bool:
@@ -176,37 +240,50 @@ def route_series(
     profiles: dict[str, SeriesProfile] | None = None,
 ) -> dict[str, SeriesRoute]:
     """Decide, per series, which model forecasts it when ``model_name`` is requested."""
-    if model_name not in FALLBACK_CHAIN:
-        raise KeyError(f"unknown model '{model_name}'; known: {', '.join(FALLBACK_CHAIN)}")
     if profiles is None:
         profiles = profile_series(request.history, request.freq)
-    routes: dict[str, SeriesRoute] = {}
-    for sid, profile in profiles.items():
-        if profile.n_obs == 0:
-            routes[sid] = SeriesRoute(NO_MODEL, FLAG_NO_DATA)
-        elif profile.is_constant:
-            routes[sid] = SeriesRoute(NAIVE, FLAG_CONSTANT)
-        else:
-            chosen = next(
-                m for m in FALLBACK_CHAIN[model_name] if has_history_for(m, profile, request)
-            )
-            routes[sid] = SeriesRoute(chosen, None if chosen == model_name else FLAG_TOO_SHORT)
-    return routes
-
-
-def trim_leading_missing(history: pd.DataFrame) -> pd.DataFrame:
-    """Drop each series' rows before its first observation (they carry no information)."""
-    started = history["y"].notna().groupby(history["series_id"], sort=False).cummax()
-    return history.loc[started.to_numpy()].reset_index(drop=True)
-
-
-def flat_forecast(profile: SeriesProfile, request: ForecastRequest, value: float) -> pd.DataFrame:
-    """``value`` for every step and every quantile (zero-width intervals)."""
-    timestamps = future_timestamps(profile.last_timestamp, request.horizon, request.freq)
-    level = np.full(request.horizon, value, dtype=float)
-    return quantile_frame(
-        profile.series_id, timestamps, level, {q: level for q in request.quantiles}
+    items = list(profiles.values())
+    models, flags = _route(
+        np.array([p.n_obs for p in items], dtype=np.int64),
+        np.array([p.span for p in items], dtype=np.int64),
+        np.array([p.is_constant for p in items], dtype=bool),
+        request,
+        model_name,
     )
+    return {
+        sid: SeriesRoute(str(model), flag)
+        for sid, model, flag in zip(profiles, models, flags, strict=True)
+    }
+
+
+def _route(
+    n_obs: np.ndarray,
+    span: np.ndarray,
+    is_constant: np.ndarray,
+    request: ForecastRequest,
+    model_name: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model and flag (None = the requested model) of every series, as arrays.
+
+    An all-NaN series goes to no model, a constant one to the flat forecast, any other to the
+    first model of the chain it is long enough for (``has_history_for``).
+    """
+    if model_name not in FALLBACK_CHAIN:
+        raise KeyError(f"unknown model '{model_name}'; known: {', '.join(FALLBACK_CHAIN)}")
+    models = np.full(len(n_obs), NO_MODEL, dtype=object)
+    flags = np.full(len(n_obs), FLAG_NO_DATA, dtype=object)
+    models[is_constant & (n_obs > 0)] = NAIVE
+    flags[is_constant & (n_obs > 0)] = FLAG_CONSTANT
+    left = (n_obs > 0) & ~is_constant
+    for rank, model in enumerate(FALLBACK_CHAIN[model_name]):
+        needed = min_history_steps(model, request)
+        chosen = left & (span >= needed) & (2 * n_obs >= needed)
+        models[chosen] = model
+        flags[chosen] = FLAG_TOO_SHORT if rank else None
+        left &= ~chosen
+    if left.any():
+        raise RuntimeError(f"no model of {model_name}'s fallback chain fits; this is a bug")
+    return models, flags
 
 
 def forecast_with_fallback(
@@ -220,96 +297,116 @@ def forecast_with_fallback(
     ``cores`` replaces the core of some models (e.g. one that also keeps the fitted models).
     Returns the contract frame (``series_id, timestamp, mean, q..., model_used``), ``horizon``
     rows per input series, in input order, passed through ``finalize_forecast``.
+
+    Works on whole arrays (series codes from ``series_blocks``): per-series pandas objects
+    cost more than the cheap models' forecasts themselves.
     """
     history = request.history
     if history.empty:
         return empty_forecast_frame(request.quantiles)
-    profiles = profile_series(history, request.freq)
-    routes = route_series(request, model_name, profiles)
-    trimmed = trim_leading_missing(history)
+    profile = panel_profile(history, request.freq)
+    blocks = profile.blocks
+    models, flags = _route(profile.n_obs, profile.span, profile.is_constant, request, model_name)
+    flat = (flags == FLAG_NO_DATA) | (flags == FLAG_CONSTANT)
+    # Rows before a series' first observation carry no information: the cores never see them.
+    started = blocks.positions() >= (profile.first_obs - blocks.starts)[blocks.codes]
+    pieces: list[tuple[pd.DataFrame, np.ndarray]] = []
+    if flat.any():
+        pieces.append(_flat_forecasts(np.flatnonzero(flat), profile, models, flags, request))
 
-    pieces: list[pd.DataFrame] = []
-    for sid, route in routes.items():
-        if route.flag == FLAG_NO_DATA:
-            frame = flat_forecast(profiles[sid], request, float("nan"))
-        elif route.flag == FLAG_CONSTANT:
-            frame = flat_forecast(profiles[sid], request, profiles[sid].last_value)
-        else:
-            continue
-        pieces.append(frame.assign(model_used=model_used_label(route.model, route.flag)))
-
-    pending = {sid: r for sid, r in routes.items() if r.flag not in (FLAG_NO_DATA, FLAG_CONSTANT)}
     chain = FALLBACK_CHAIN[model_name]
-    while pending:
-        by_model: dict[str, list[str]] = {}
-        for sid, route in pending.items():
-            by_model.setdefault(route.model, []).append(sid)
-        next_pending: dict[str, SeriesRoute] = {}
-        for model, sids in by_model.items():
+    index_of = {str(sid): i for i, sid in enumerate(blocks.ids)}
+    pending = np.flatnonzero(~flat)
+    while pending.size:
+        current, current_flags = models[pending], flags[pending]
+        failed: list[int] = []
+        for model in dict.fromkeys(current):
+            members = pending[current == model]
             core = (cores or {}).get(model) or core_function(model)
-            produced = _run_core(core, model, sids, trimmed, request, model_cfg, profiles)
-            for sid in sids:
-                if sid in produced:
-                    frame = produced[sid]
-                    if "model_used" not in frame.columns:
-                        frame = frame.assign(model_used=model_used_label(model, pending[sid].flag))
-                    pieces.append(frame)
-                    continue
-                replacement = _next_usable(chain, model, profiles[sid], request)
-                next_pending[sid] = SeriesRoute(replacement, FLAG_MODEL_FAILED)
+            frame, row_series = _run_core(
+                core, model, members, history, started, request, model_cfg, profile, index_of
+            )
+            if "model_used" not in frame.columns:
+                label_of = np.empty(len(blocks), dtype=object)
+                label_of[members] = [
+                    model_used_label(model, flag) for flag in current_flags[current == model]
+                ]
+                frame = frame.assign(model_used=label_of[row_series])
+            if len(frame):
+                pieces.append((frame, row_series))
+            produced = np.zeros(len(blocks), dtype=bool)
+            produced[row_series] = True
+            for i in members[~produced[members]]:
+                models[i] = _next_usable(chain, model, profile.series(i), request)
+                flags[i] = FLAG_MODEL_FAILED
+                failed.append(int(i))
                 logger.warning(
-                    "%s could not forecast series %s; using %s",
-                    model,
-                    sid,
-                    next_pending[sid].model,
+                    "%s could not forecast series %s; using %s", model, blocks.ids[i], models[i]
                 )
-        pending = next_pending
+        pending = np.array(failed, dtype=np.int64)
 
-    out = pd.concat(pieces, ignore_index=True)
-    order = {sid: i for i, sid in enumerate(profiles)}
-    out = (
-        out.assign(_order=out["series_id"].map(order))
-        .sort_values(["_order", "timestamp"], kind="stable")
-        .drop(columns="_order")
-        .reset_index(drop=True)
-    )
-    out = pin_recent_constants(out, profiles, routes, request.quantiles)
+    out = pd.concat([frame for frame, _ in pieces], ignore_index=True)
+    row_series = np.concatenate([rows for _, rows in pieces])
+    # Series in input order; each piece already has every series' rows in timestamp order.
+    order = np.argsort(row_series, kind="stable")
+    if (np.diff(order) != 1).any():
+        out = renumbered(out.take(order))
+        row_series = row_series[order]
+    pinned = profile.recently_constant & ~flat
+    out = _pin_recent_constants(out, pinned[row_series], profile.last_value[row_series], request)
     columns = ["series_id", "timestamp", *forecast_columns(request.quantiles), "model_used"]
-    _log_routing(model_name, out)
+    _log_routing(model_name, out, row_series)
     return finalize_forecast(out[columns], request)
 
 
-def pin_recent_constants(
-    forecast: pd.DataFrame,
-    profiles: dict[str, SeriesProfile],
-    routes: dict[str, SeriesRoute],
-    quantiles: tuple[float, ...],
+def _flat_forecasts(
+    series: np.ndarray,
+    profile: PanelProfile,
+    models: np.ndarray,
+    flags: np.ndarray,
+    request: ForecastRequest,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The flat forecasts of ``series``: their constant (NaN without data) for every step and
+    every quantile (zero-width intervals), and each row's series."""
+    level = np.where(flags[series] == FLAG_CONSTANT, profile.last_value[series], np.nan)
+    values = np.repeat(level[:, None], request.horizon, axis=1)
+    frame = forecast_frame(
+        [str(sid) for sid in profile.blocks.ids[series]],
+        profile.last_timestamp[series],
+        values,
+        {q: values for q in request.quantiles},
+        request.freq,
+    )
+    labels = [model_used_label(m, f) for m, f in zip(models[series], flags[series], strict=True)]
+    frame["model_used"] = np.repeat(np.array(labels, dtype=object), request.horizon)
+    return frame, np.repeat(series, request.horizon)
+
+
+def _pin_recent_constants(
+    forecast: pd.DataFrame, pinned: np.ndarray, value: np.ndarray, request: ForecastRequest
 ) -> pd.DataFrame:
-    """Median, mean and lower quantiles of recently constant series set to their constant.
+    """Median, mean and lower quantiles of the ``pinned`` rows (of recently constant series not
+    already forecast flat) set to their series' constant ``value``.
 
     Upper quantiles keep the model's values (never below the constant), so a workload that
     resumes stays inside the upper tail. Such rows get ``FLAG_RECENTLY_CONSTANT`` in
-    ``model_used``. Series already forecast flat (constant, no data) are left as they are.
+    ``model_used``.
     """
-    pinned = {
-        sid: profile.last_value
-        for sid, profile in profiles.items()
-        if profile.recently_constant and routes[sid].flag not in (FLAG_NO_DATA, FLAG_CONSTANT)
-    }
-    if not pinned:
+    if not pinned.any():
         return forecast
     out = forecast.copy()
-    rows = out["series_id"].isin(list(pinned))
-    value = out.loc[rows, "series_id"].map(pinned).to_numpy(dtype=float)
-    out.loc[rows, "mean"] = value
-    for q in quantiles:
+    value = value[pinned]
+    out.loc[pinned, "mean"] = value
+    for q in request.quantiles:
         column = quantile_column(q)
-        current = out.loc[rows, column].to_numpy(dtype=float)
-        out.loc[rows, column] = value if q <= 0.5 else np.fmax(current, value)
-    out.loc[rows, "model_used"] = [
-        model_used_label(base_model_name(label), FLAG_RECENTLY_CONSTANT)
-        for label in out.loc[rows, "model_used"]
-    ]
+        current = out.loc[pinned, column].to_numpy(dtype=float)
+        out.loc[pinned, column] = value if q <= 0.5 else np.fmax(current, value)
+    labels = out.loc[pinned, "model_used"]
+    relabelled = {
+        label: model_used_label(base_model_name(label), FLAG_RECENTLY_CONSTANT)
+        for label in labels.unique()
+    }
+    out.loc[pinned, "model_used"] = [relabelled[label] for label in labels]
     return out
 
 
@@ -326,34 +423,56 @@ def _next_usable(
 def _run_core(
     core: CoreFn,
     model: str,
-    sids: list[str],
-    trimmed: pd.DataFrame,
+    members: np.ndarray,
+    history: pd.DataFrame,
+    started: np.ndarray,
     request: ForecastRequest,
     model_cfg: ModelSettings,
-    profiles: dict[str, SeriesProfile],
-) -> dict[str, pd.DataFrame]:
-    """Run one core on a subset of series and check its output per series."""
-    sub_history = trimmed.loc[trimmed["series_id"].isin(sids)].reset_index(drop=True)
-    sub_request = dataclasses.replace(request, history=sub_history)
-    result = core(sub_request, model_cfg)
-    produced: dict[str, pd.DataFrame] = {}
-    for sid, frame in result.groupby("series_id", sort=False):
-        sid = str(sid)
-        expected = future_timestamps(profiles[sid].last_timestamp, request.horizon, request.freq)
-        if (
-            len(frame) != request.horizon
-            or not (pd.DatetimeIndex(frame["timestamp"]) == expected).all()
-        ):
-            raise RuntimeError(
-                f"model {model} returned {len(frame)} rows for series {sid} (expected "
-                f"{request.horizon} continuing its grid from {expected[0]}); this is a bug"
-            )
-        produced[sid] = frame.reset_index(drop=True)
-    return produced
+    profile: PanelProfile,
+    index_of: dict[str, int],
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Run one core on the series ``members`` (from their first observation) and check that it
+    forecast each series it returned on the ``horizon`` steps continuing its grid.
+
+    Returns the core's rows of ``members`` (a series it omitted has none) and each row's series.
+    """
+    blocks = profile.blocks
+    selected = np.zeros(len(blocks), dtype=bool)
+    selected[members] = True
+    sub_history = renumbered(history.take(np.flatnonzero(started & selected[blocks.codes])))
+    result = core(dataclasses.replace(request, history=sub_history), model_cfg)
+    returned = series_blocks(result["series_id"])
+    series = np.array([index_of[str(sid)] for sid in returned.ids], dtype=np.int64)
+    lengths = returned.lengths
+    step = freq_step(request.freq)
+    steps_ahead = np.arange(len(result)) - np.repeat(returned.starts, lengths) + 1
+    expected = profile.last_timestamp[series].repeat(lengths) + pd.to_timedelta(
+        steps_ahead * step.value, unit="ns"
+    )
+    stamps = pd.DatetimeIndex(result["timestamp"])
+    matches = np.asarray((stamps if returned.order is None else stamps[returned.order]) == expected)
+    on_grid = np.ones(len(series), dtype=bool)
+    if len(result):
+        on_grid = np.logical_and.reduceat(matches, returned.starts)
+    wrong = (lengths != request.horizon) | ~on_grid
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        sid = str(returned.ids[i])
+        start = profile.last_timestamp[series[i]] + step
+        raise RuntimeError(
+            f"model {model} returned {lengths[i]} rows for series {sid} (expected "
+            f"{request.horizon} continuing its grid from {start}); this is a bug"
+        )
+    row_series = series[returned.codes]
+    keep = selected[row_series]
+    if not keep.all():
+        result, row_series = result.take(np.flatnonzero(keep)), row_series[keep]
+    return result, row_series
 
 
-def _log_routing(model_name: str, out: pd.DataFrame) -> None:
-    counts = out.drop_duplicates("series_id")["model_used"].value_counts()
+def _log_routing(model_name: str, out: pd.DataFrame, row_series: np.ndarray) -> None:
+    first_rows = np.flatnonzero(np.r_[True, row_series[1:] != row_series[:-1]])
+    counts = pd.Series(out["model_used"].to_numpy()[first_rows]).value_counts()
     if len(counts) > 1 or (len(counts) == 1 and counts.index[0] != model_name):
         logger.info(
             "%s: series per model used: %s",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 Item = TypeVar("Item")
@@ -35,10 +36,25 @@ def map_in_processes(
     processes when there are at least ``min_items`` items (below that, forking costs more than
     it saves). ``function`` must be picklable: a module-level function or a ``partial`` of one.
     """
+    chunked = partial(_run_chunk, function)
+    return map_chunks_in_processes(chunked, items, n_jobs, min_items=min_items)
+
+
+def map_chunks_in_processes(
+    function: Callable[[list[Item]], list[Result]],
+    items: Iterable[Item],
+    n_jobs: int,
+    *,
+    min_items: int = 2,
+) -> list[Result]:
+    """``function(items)``, in input order, with ``function`` called on chunks of the items
+    (a result per item) across up to ``n_jobs`` worker processes when there are at least
+    ``min_items`` items; one call on all of them otherwise. For work that is cheaper done for
+    many items together. ``function`` must be picklable."""
     items = list(items)
     workers = max(1, min(int(n_jobs), len(items)))
     if workers == 1 or len(items) < min_items:
-        return _run_chunk(function, items)
+        return function(items)
     n_chunks = min(len(items), workers * CHUNKS_PER_WORKER)
     chunks = [items[i::n_chunks] for i in range(n_chunks)]
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -46,7 +62,7 @@ def map_in_processes(
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context(method)
     ) as pool:
-        outputs = pool.map(_run_chunk, [function] * n_chunks, chunks)
+        outputs = pool.map(function, chunks)
         for start, chunk_out in enumerate(outputs):
             results[start::n_chunks] = chunk_out
     return results

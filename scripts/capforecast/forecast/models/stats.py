@@ -29,7 +29,9 @@ whose series change regime (accuracy: the README's "Forecast accuracy on real fl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import math
 from collections.abc import Callable
 from functools import partial
 from statistics import NormalDist
@@ -46,7 +48,7 @@ from capforecast.forecast.models.base import (
     iter_series,
     steps_per,
 )
-from capforecast.forecast.models.pool import map_in_processes
+from capforecast.forecast.models.pool import map_chunks_in_processes
 from capforecast.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,12 @@ def interval_levels(quantiles: tuple[float, ...]) -> dict[float, tuple[str, floa
     (``100 - 200 * 0.1`` is 79.99999999999999 in floating point) and kept as ``int`` when whole,
     because statsforecast names its columns with ``str(level)``.
     """
+    return dict(_interval_levels(tuple(quantiles)))
+
+
+@functools.lru_cache(maxsize=64)
+def _interval_levels(quantiles: tuple[float, ...]) -> dict[float, tuple[str, float | int]]:
+    # Worked out once per set of quantiles: np.isclose costs more than reading a fitted Theta.
     mapping: dict[float, tuple[str, float | int]] = {}
     for q in quantiles:
         if np.isclose(q, 0.5):
@@ -210,10 +218,12 @@ def statsforecast_forecast(
     if intervals not in INTERVAL_METHODS:
         raise ValueError(f"unknown interval method {intervals!r}; known: {INTERVAL_METHODS}")
     shape = intervals
-    fit_one = partial(
-        _run_one, horizon=request.horizon, quantiles=request.quantiles, intervals=shape
+    fit_many = partial(
+        _run_many, horizon=request.horizon, quantiles=request.quantiles, intervals=shape
     )
-    outputs = map_in_processes(fit_one, jobs, request.n_jobs, min_items=_MIN_SERIES_FOR_POOL)
+    outputs = map_chunks_in_processes(
+        fit_many, jobs, request.n_jobs, min_items=_MIN_SERIES_FOR_POOL
+    )
     rows = ForecastRows(request.horizon, request.freq, request.quantiles)
     for sid, last, (form, mean, quantile_values) in zip(ids, last_timestamps, outputs, strict=True):
         if cache is not None:
@@ -229,6 +239,7 @@ def series_quantiles(
     horizon: int,
     quantiles: tuple[float, ...],
     intervals: str,
+    output: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[float, np.ndarray]]:
     """Point forecast and quantiles of one fitted statsforecast model.
 
@@ -245,10 +256,12 @@ def series_quantiles(
     with the median). With fewer than ``MIN_RESIDUALS`` residuals, or a zero-width model
     interval, the normal intervals are kept. ``"conformal"`` and ``"normal"`` return the
     model's own intervals (conformal ones when it was fitted with ``ConformalIntervals``).
+    ``output``: what ``predict_many`` gave for ``fitted`` (predicted here when None).
     """
     mapping = interval_levels(quantiles)
     levels = sorted({level for side, level in mapping.values() if side != "mean"})
-    output = fitted.predict(h=horizon, level=levels or None)
+    if output is None:
+        output = predict_many([fitted], horizon, levels)[0]
     mean = np.asarray(output["mean"], dtype=float)
     normal = {
         q: mean.copy() if side == "mean" else np.asarray(output[f"{side}-{level}"], dtype=float)
@@ -269,8 +282,143 @@ def series_quantiles(
     if residuals.size < MIN_RESIDUALS or not sigma[0] > 0 or not np.isfinite(sigma).all():
         return mean, normal
     growth = sigma / sigma[0]
-    values = {q: mean + growth * float(np.quantile(residuals, q)) for q in quantiles}
+    shifts = np.quantile(residuals, list(quantiles))  # one partition for every level
+    values = {q: mean + growth * float(shift) for q, shift in zip(quantiles, shifts, strict=True)}
     return values.get(0.5, mean), values
+
+
+def predict_many(
+    fitted: list[Any], horizon: int, levels: list[float | int]
+) -> list[dict[str, np.ndarray]]:
+    """``model.predict(h=horizon, level=levels or None)`` of every fitted model, the same
+    numbers and the same global random state after each.
+
+    A Theta model (statsforecast ``AutoTheta``, ``Theta``) without conformal intervals reads its
+    intervals from 200 paths it simulates step by step (``compute_pi_samples``, seeded 0),
+    then one ``np.quantile`` of them per interval end: together more than half of a Theta
+    forecast. Here the paths of all such models are simulated together (``theta_paths``: the
+    same arithmetic on a row per model), sorted once, and each end read from the sorted paths
+    of all of them (the same order statistics and interpolation).
+    """
+    from statsforecast.models import AutoTheta
+
+    together = [
+        i
+        for i, model in enumerate(fitted)
+        if levels
+        and type(model).predict is AutoTheta.predict
+        and model.prediction_intervals is None
+        and _simulated_together(model.model_)
+    ]
+    ends: dict[int, dict[str, np.ndarray]] = {}
+    after = None  # the global random state compute_pi_samples leaves
+    for start in range(0, len(together), _PATH_BATCH):
+        batch = together[start : start + _PATH_BATCH]
+        paths, after = theta_paths([fitted[i].model_ for i in batch], horizon)
+        paths.sort(axis=2)
+        # As forecast_theta's np.quantile(samples, q, axis=1) per model, for the whole batch.
+        read = {}
+        for level in levels:
+            low = (100 - level) / 200
+            read[f"lo-{level}"] = np.quantile(paths, low, axis=2, overwrite_input=True)
+            read[f"hi-{level}"] = np.quantile(
+                paths, low + level / 100, axis=2, overwrite_input=True
+            )
+        for row, i in enumerate(batch):
+            ends[i] = {key: values[row] for key, values in read.items()}
+    outputs = []
+    for i, model in enumerate(fitted):
+        if i not in ends:
+            outputs.append(model.predict(h=horizon, level=levels or None))
+            continue
+        np.random.set_state(after)
+        outputs.append(_theta_intervals(model, horizon, ends[i]))
+    return outputs
+
+
+# Theta models whose paths are simulated together: 200 x horizon float32 values each.
+_PATH_BATCH = 128
+_PATHS = 200
+
+
+def _simulated_together(found: dict[str, Any]) -> bool:
+    """Whether ``theta_paths`` reproduces ``compute_pi_samples`` for this fitted Theta: its
+    numbers are the numpy types the step-by-step arithmetic was written for (a Python float
+    alpha or mean would make numpy compute some steps in float32 there)."""
+    par = found.get("par", {})
+    states = found.get("states")
+    return (
+        type(par.get("alpha")) is np.float64
+        and type(found.get("mean_y")) is np.float64
+        and type(par.get("theta")) in (float, np.float64)
+        and type(found.get("n")) is int
+        and isinstance(states, np.ndarray)
+        and states.dtype == np.float64
+        and states.ndim == 2
+        and len(states) > 0
+    )
+
+
+def theta_paths(found: list[dict[str, Any]], horizon: int) -> tuple[np.ndarray, Any]:
+    """``statsforecast.theta.compute_pi_samples`` of several fitted Theta models at once.
+
+    Returns the paths ``(models, horizon, 200)`` (float32, what each call returns) and the
+    global random state a call leaves. Each step is that function's arithmetic with a row per
+    model: the same operations on the same float64 and float32 values, the powers of
+    ``1 - alpha`` taken one by one as there, and the same normal draws (every call seeds the
+    global generator with 0, so every model gets the same standard normals, scaled by its
+    sigma as ``np.random.normal(scale=sigma)`` scales them).
+    """
+    count = len(found)
+    smoothed = np.empty((count, 1))
+    level_a, level_b, mean_y = np.empty((count, 1)), np.empty((count, 1)), np.empty((count, 1))
+    alpha, weight = np.empty((count, 1)), np.empty((count, 1))
+    sigma, position = np.empty((count, 1)), np.empty((count, 1))
+    powers = np.empty((count, horizon + 1))
+    for row, model in enumerate(found):
+        last = model["states"][-1]
+        smoothed[row], level_a[row], level_b[row] = last[0], last[2], last[3]
+        mean_y[row] = model["mean_y"]
+        a, theta, n = model["par"]["alpha"], model["par"]["theta"], model["n"]
+        alpha[row], weight[row] = a, (1 - 1 / theta)
+        sigma[row] = np.std(model["residuals"][3:], ddof=1)
+        position[row] = n
+        powers[row] = [(1 - a) ** i for i in range(n, n + horizon + 1)]
+    generator = np.random.RandomState(0)
+    draws = generator.standard_normal((horizon, _PATHS))
+    samples = np.empty((count, horizon, _PATHS), dtype=np.float32)
+    for step in range(horizon):
+        i = position + step
+        samples[:, step] = smoothed + weight * (
+            level_a * powers[:, step : step + 1]
+            + level_b * (1 - powers[:, step + 1 : step + 2]) / alpha
+        )
+        samples[:, step] += 0.0 + sigma * draws[step]
+        current = samples[:, step]
+        smoothed = alpha * current + (1 - alpha) * smoothed
+        mean_y = (i * mean_y + current) / (i + 1)
+        level_b = ((i - 1) * level_b + 6 * (current - mean_y) / (i + 1)) / (i + 2)
+        level_a = mean_y - level_b * (i + 2) / 2
+    return samples, generator.get_state()
+
+
+def _theta_intervals(
+    fitted: Any, horizon: int, ends: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """statsforecast's Theta forecast with intervals, from the ``ends`` of its intervals read
+    from its simulated paths."""
+    found = fitted.model_
+    output = fitted.predict(h=horizon)
+    if found.get("decompose", False):
+        # As statsforecast's forecast_theta: the seasonal forecast repeated over the horizon.
+        seasonal = np.asarray(found["seas_forecast"]["mean"])
+        seasonal = np.tile(seasonal, math.ceil(horizon / seasonal.size))[:horizon]
+        multiplicative = found["decomposition_type"] == "multiplicative"
+        ends = {
+            key: values * seasonal if multiplicative else values + seasonal
+            for key, values in ends.items()
+        }
+    return {**output, **ends}
 
 
 # Starting a process pool costs more than fitting a few series; below this many series one
@@ -278,17 +426,29 @@ def series_quantiles(
 _MIN_SERIES_FOR_POOL = 64
 
 
-def _run_one(
-    job: tuple[Any, np.ndarray], horizon: int, quantiles: tuple[float, ...], intervals: str
-) -> tuple[str | None, np.ndarray, dict[float, np.ndarray]]:
-    """Fit a copy of the template on ``y``; the chosen form and the forecast travel back."""
-    template, y = job
-    model = template.new()
-    if intervals == "conformal":
-        intervals = _use_conformal_intervals(model, len(y), horizon)
-    fitted = model.fit(y=y)
-    mean, quantile_values = series_quantiles(fitted, y, horizon, quantiles, intervals)
-    return model_form(fitted), mean, quantile_values
+def _run_many(
+    jobs: list[tuple[Any, np.ndarray]],
+    horizon: int,
+    quantiles: tuple[float, ...],
+    intervals: str,
+) -> list[tuple[str | None, np.ndarray, dict[float, np.ndarray]]]:
+    """Fit a copy of each job's template on its ``y``; the chosen forms and the forecasts
+    travel back. Every model is fitted first, then all are predicted (``predict_many``)."""
+    fits = []
+    for template, y in jobs:
+        model = template.new()
+        shape = intervals
+        if intervals == "conformal":
+            shape = _use_conformal_intervals(model, len(y), horizon)
+        fits.append((model.fit(y=y), y, shape))
+    mapping = interval_levels(quantiles)
+    levels = sorted({level for side, level in mapping.values() if side != "mean"})
+    outputs = predict_many([fitted for fitted, _, _ in fits], horizon, levels)
+    results = []
+    for (fitted, y, shape), output in zip(fits, outputs, strict=True):
+        mean, values = series_quantiles(fitted, y, horizon, quantiles, shape, output)
+        results.append((model_form(fitted), mean, values))
+    return results
 
 
 def _use_conformal_intervals(model: Any, n: int, horizon: int) -> str:
