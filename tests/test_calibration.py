@@ -186,9 +186,7 @@ def _streamed(predictions, shards, **kwargs):
     return out.reset_index(drop=True), streamed.table()
 
 
-@pytest.mark.parametrize(
-    "width, min_points", [(0.5, 30), (0.5, 10_000), (1.0, 30), (2.5, 50)]
-)
+@pytest.mark.parametrize("width, min_points", [(0.5, 30), (0.5, 10_000), (1.0, 30), (2.5, 50)])
 @pytest.mark.parametrize("shards", [1, 3, 5])
 def test_streamed_calibration_equals_the_whole_table(width, min_points, shards):
     """Shard by shard: the same calibrated rows and the same fitted table as

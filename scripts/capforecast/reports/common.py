@@ -23,11 +23,12 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from pandas.io.formats.style import Styler
 
-from capforecast.contracts import quantile_column, series_id
+from capforecast.contracts import quantile_column, series_id, split_series_id
 from capforecast.csv_tables import read_csv_table
 from capforecast.errors import InputDataError
 from capforecast.escape import html_text, plot_text
@@ -71,14 +72,15 @@ def resolve_results_dir(results_dir: str | Path, project_root: str | Path) -> Pa
     return Path(project_root) / path
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read one CSV or parquet output; a missing file is a one-line ``InputDataError``."""
+def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read one CSV or parquet output (only ``columns`` of a parquet file, when given); a
+    missing file is a one-line ``InputDataError``."""
     path = Path(path)
     if not path.exists():
         raise InputDataError(str(path), "file not found; run the workflow stage that writes it")
     if path.suffix == ".csv":
         return read_csv_table(path)
-    return pd.read_parquet(path)
+    return pd.read_parquet(path, columns=None if columns is None else list(columns))
 
 
 def read_partitions(directory: str | Path, exclude: Sequence[str] = ()) -> pd.DataFrame:
@@ -140,8 +142,8 @@ def report_inputs(
     return {**given, **paths}
 
 
-def read_files(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
-    """Concatenate parquet partitions (one path or a list), adding a ``partition`` column."""
+def parquet_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One path or a list as paths that exist (a missing one is a one-line ``InputDataError``)."""
     files = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
     if not files:
         raise InputDataError("clean", "no parquet partitions given")
@@ -150,9 +152,45 @@ def read_files(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
         raise InputDataError(
             str(missing[0]), "file not found; run the workflow stage that writes it"
         )
+    return files
+
+
+def read_files(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
+    """Concatenate parquet partitions (one path or a list), adding a ``partition`` column."""
     return pd.concat(
-        [pd.read_parquet(f).assign(partition=f.stem) for f in files], ignore_index=True
+        [pd.read_parquet(f).assign(partition=f.stem) for f in parquet_files(paths)],
+        ignore_index=True,
     )
+
+
+def read_series(
+    paths: str | Path | Sequence[str | Path],
+    series_ids: Sequence[str],
+    *,
+    model: str | None = None,
+) -> pd.DataFrame:
+    """``read_files`` restricted to the rows of ``series_ids`` (and of ``model`` when given).
+
+    Row filters on ``resource_id`` and ``metric`` (the parts of a ``contracts.series_id``) are
+    applied while reading: a report reads the handful of series it draws, not the fleet.
+    """
+    pairs = [split_series_id(str(sid)) for sid in series_ids]
+    frames = []
+    for path in parquet_files(paths):
+        if not pairs:
+            # Only the columns: the file's schema, no rows.
+            frame = pq.read_schema(path).empty_table().to_pandas()
+        else:
+            filters = [
+                ("resource_id", "in", sorted({r for r, _ in pairs})),
+                ("metric", "in", sorted({m for _, m in pairs})),
+            ]
+            if model is not None:
+                filters.append(("model", "==", model))
+            frame = pd.read_parquet(path, filters=filters)
+            frame = frame[with_series_id(frame)["series_id"].isin(set(map(str, series_ids)))]
+        frames.append(frame.assign(partition=path.stem))
+    return pd.concat(frames, ignore_index=True)
 
 
 def read_summary(path: str | Path) -> dict[str, Any]:
