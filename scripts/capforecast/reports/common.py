@@ -23,6 +23,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -42,6 +44,8 @@ NEEDS_CAPACITY: tuple[str, ...] = ("at_risk", "under_provisioned")
 INNER_BAND: tuple[float, float] = (0.1, 0.9)
 OUTER_BAND: tuple[float, float] = (0.02, 0.98)
 NO_DATA = "no data"
+# Rows a filtered read (``read_series``) decodes at a time.
+SCAN_BATCH_ROWS = 65_536
 
 # Figures draw data strings as text (escape.plot_text keeps mathtext off them); a matplotlibrc
 # with text.usetex would hand every label, ids included, to LaTeX instead. Global because tick
@@ -175,19 +179,20 @@ def read_series(
     applied while reading: a report reads the handful of series it draws, not the fleet.
     """
     pairs = [split_series_id(str(sid)) for sid in series_ids]
+    resources, metrics = sorted({r for r, _ in pairs}), sorted({m for _, m in pairs})
+    wanted = pc.field("resource_id").isin(resources) & pc.field("metric").isin(metrics)
+    if model is not None:
+        wanted &= pc.field("model") == model
     frames = []
     for path in parquet_files(paths):
-        if not pairs:
-            # Only the columns: the file's schema, no rows.
-            frame = pq.read_schema(path).empty_table().to_pandas()
-        else:
-            filters = [
-                ("resource_id", "in", sorted({r for r, _ in pairs})),
-                ("metric", "in", sorted({m for _, m in pairs})),
-            ]
-            if model is not None:
-                filters.append(("model", "==", model))
-            frame = pd.read_parquet(path, filters=filters)
+        source = pq.ParquetFile(path)
+        # A batch of rows at a time: only the matching rows are kept.
+        batches = source.iter_batches(batch_size=SCAN_BATCH_ROWS) if pairs else []
+        kept = [pa.Table.from_batches([batch]).filter(wanted) for batch in batches]
+        frame = pa.Table.from_batches(
+            [b for table in kept for b in table.to_batches()], schema=source.schema_arrow
+        ).to_pandas()
+        if pairs:
             frame = frame[with_series_id(frame)["series_id"].isin(set(map(str, series_ids)))]
         frames.append(frame.assign(partition=path.stem))
     return pd.concat(frames, ignore_index=True)
