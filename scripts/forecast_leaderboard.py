@@ -17,6 +17,8 @@ def main(smk) -> None:
         forecast_cfg=forecast_settings(smk.params.forecast),
         selection_cfg=selection_settings(smk.params.selection),
         bounds=series_bounds(series_metrics(smk.input.features), smk.params.percent_metrics),
+        # Its outputs are small tables: the fleet's `selected` backtest is not gathered.
+        keep_predictions=False,
     )
     ensure_parent(*smk.output)
     result.metrics.to_parquet(smk.output.metrics, index=False)

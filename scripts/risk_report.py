@@ -13,7 +13,8 @@ from capforecast.spreadsheet import write_csv
 
 def main(smk) -> None:
     forecasts = risk.read_selected_forecasts(smk.input.forecasts)
-    history = risk.read_clean_history(smk.input.clean)
+    # One partition's history in memory at a time: the fleet's is many times its forecasts.
+    history = risk.clean_history_parts(smk.input.clean)
     resources = pd.read_parquet(smk.input.resources)
     quality = read_csv_table(smk.input.quality)
     settings = risk_settings(smk.params.config)

@@ -9,6 +9,7 @@ import pytest
 from capforecast.errors import ForecastInputError
 from capforecast.forecast.calibration import (
     POOLED,
+    StreamedCalibration,
     apply_interval_scaling,
     calibrate_without_peeking,
     fit_interval_scaling,
@@ -170,3 +171,53 @@ def test_calibration_of_a_window_ignores_its_own_and_later_actuals():
 def test_calibration_needs_the_p10_p90_levels():
     with pytest.raises(ForecastInputError, match=r"0\.1 and 0\.9"):
         fit_interval_scaling(gaussian_backtest(1.0, series=1, windows=1), (0.25, 0.5, 0.75))
+
+
+def _streamed(predictions, shards, **kwargs):
+    """StreamedCalibration over ``predictions`` cut into ``shards`` groups of series (the
+    shards fed in reverse order the second time round, as any order must do)."""
+    ids = sorted(predictions["series_id"].unique())
+    parts = [predictions[predictions["series_id"].isin(ids[k::shards])] for k in range(shards)]
+    streamed = StreamedCalibration(QUANTILES, **kwargs)
+    for part in parts:
+        streamed.add(part)
+    calibrated = [streamed.calibrate(part) for part in parts[::-1]]
+    out = pd.concat(calibrated).sort_values(["series_id", "window", "timestamp"], kind="stable")
+    return out.reset_index(drop=True), streamed.table()
+
+
+@pytest.mark.parametrize("width, min_points", [(0.5, 30), (0.5, 10_000), (1.0, 30), (2.5, 50)])
+@pytest.mark.parametrize("shards", [1, 3, 5])
+def test_streamed_calibration_equals_the_whole_table(width, min_points, shards):
+    """Shard by shard: the same calibrated rows and the same fitted table as
+    calibrate_without_peeking and fit_interval_scaling on the whole fleet, per-series factors,
+    bounds and selection windows included."""
+    predictions = gaussian_backtest(width, series=11, windows=5, horizon=24, seed=11)
+    # One series lacks its last window, one its selection window, one reaches the bounds.
+    predictions = predictions[~((predictions["series_id"] == "s4") & (predictions["window"] == 4))]
+    predictions = predictions[~((predictions["series_id"] == "s7") & (predictions["window"] == 0))]
+    predictions.loc[predictions["series_id"] == "s2", ["mean", "q0.1", "q0.5", "q0.9"]] -= 48.0
+    predictions = predictions.sort_values(["series_id", "window", "timestamp"], ignore_index=True)
+    bounds = {f"s{s}": (0.0, 100.0) for s in range(11)}
+    whole, _ = calibrate_without_peeking(
+        predictions, QUANTILES, min_points=min_points, bounds=bounds
+    )
+    scored = predictions[~predictions["is_selection_window"]]
+    table = fit_interval_scaling(scored, QUANTILES, min_points=min_points)
+    calibrated, streamed_table = _streamed(
+        predictions, shards, min_points=min_points, bounds=bounds
+    )
+    if width != 1.0:
+        assert whole["interval_scaled"].any(), "calibration must be exercised"
+    if min_points == 30:
+        assert (table["source"] == "series").any(), "per-series factors must be exercised"
+    pd.testing.assert_frame_equal(calibrated, whole)
+    pd.testing.assert_frame_equal(streamed_table, table)
+
+
+def test_streamed_calibration_of_nothing_is_the_fit_of_an_empty_table():
+    empty = gaussian_backtest(1.0).iloc[:0]
+    streamed = StreamedCalibration(QUANTILES)
+    streamed.add(empty)
+    assert streamed.calibrate(empty)["interval_scaled"].empty
+    pd.testing.assert_frame_equal(streamed.table(), fit_interval_scaling(empty, QUANTILES))

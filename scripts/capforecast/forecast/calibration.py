@@ -23,13 +23,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from capforecast.contracts import quantile_column
 from capforecast.errors import ForecastInputError
-from capforecast.forecast.backtest import assert_no_peeking, earlier_windows
+from capforecast.forecast.backtest import (
+    assert_no_peeking,
+    earlier_windows,
+    earlier_windows_in_spans,
+    window_spans,
+)
 from capforecast.forecast.panel import clip_to_bounds
 
 POOLED = "__pooled__"
@@ -62,14 +68,23 @@ def _scale_factor(residuals: np.ndarray, p: float) -> float:
     return float(np.clip(factor, MIN_SCALE, MAX_SCALE))
 
 
-def interval_coverage(frame: pd.DataFrame) -> float:
-    """Share of actuals inside ``[q0.1, q0.9]`` over the rows that have both (NaN if none)."""
+def _coverage_counts(frame: pd.DataFrame) -> tuple[int, int]:
+    """(actuals inside ``[q0.1, q0.9]``, rows that have both): ``interval_coverage``'s parts,
+    which add up over the parts of a table."""
     low, high = frame[quantile_column(0.1)], frame[quantile_column(0.9)]
     valid = frame["y"].notna() & low.notna() & high.notna()
-    if not valid.any():
-        return float("nan")
     inside = (frame.loc[valid, "y"] >= low[valid]) & (frame.loc[valid, "y"] <= high[valid])
-    return float(inside.mean())
+    return int(inside.sum()), int(valid.sum())
+
+
+def _coverage(inside: int, valid: int) -> float:
+    # k / n correctly rounded, exactly what the mean of n booleans with k True gives.
+    return inside / valid if valid else float("nan")
+
+
+def interval_coverage(frame: pd.DataFrame) -> float:
+    """Share of actuals inside ``[q0.1, q0.9]`` over the rows that have both (NaN if none)."""
+    return _coverage(*_coverage_counts(frame))
 
 
 def _check_columns(frame: pd.DataFrame, quantiles: Sequence[float], what: str) -> list[str]:
@@ -79,6 +94,59 @@ def _check_columns(frame: pd.DataFrame, quantiles: Sequence[float], what: str) -
     if missing:
         raise ForecastInputError(f"{what} lacks columns {', '.join(missing)}")
     return columns
+
+
+def _scaled_levels(quantiles: Sequence[float]) -> list[float]:
+    """The levels a scaling fit gives factors for (every one but the median)."""
+    if not {0.1, 0.9} <= {round(q, 9) for q in quantiles}:
+        raise ForecastInputError("calibration needs the 0.1 and 0.9 quantiles")
+    return sorted({float(q) for q in quantiles} - {0.5})
+
+
+def _check_fit_input(predictions: pd.DataFrame, levels: Sequence[float]) -> None:
+    _check_columns(predictions, [*levels, 0.5], "predictions")
+    if "y" not in predictions.columns:
+        raise ForecastInputError("predictions lack column y")
+
+
+def _applied(coverage: float, tolerance: float) -> bool:
+    """Whether a pooled P10-P90 coverage is off its nominal 0.8 by more than ``tolerance``."""
+    return bool(np.isfinite(coverage) and abs(coverage - 0.8) > tolerance)
+
+
+def _usable_residuals(predictions: pd.DataFrame, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(series_id, r)`` of the rows whose normalised residual at level ``q`` is usable."""
+    median = predictions[quantile_column(0.5)].to_numpy(dtype=float)
+    y = predictions["y"].to_numpy(dtype=float)
+    width = predictions[quantile_column(q)].to_numpy(dtype=float) - median
+    usable = np.isfinite(y) & np.isfinite(median) & (np.abs(width) > _MIN_WIDTH)
+    usable &= np.sign(width) == (1.0 if q > 0.5 else -1.0)
+    residuals = np.divide(y - median, width, out=np.full_like(y, np.nan), where=usable)
+    return predictions["series_id"].to_numpy()[usable], residuals[usable]
+
+
+def _tail_share(q: float) -> float:
+    return q if q > 0.5 else 1.0 - q
+
+
+def _pooled_row(q: float, residuals: np.ndarray, coverage: float, applied: bool) -> tuple:
+    """The ``POOLED`` row of level ``q`` from the usable residuals of every series."""
+    n_usable = len(residuals)
+    pooled = _scale_factor(residuals, _tail_share(q)) if applied and n_usable else 1.0
+    return (POOLED, q, pooled, n_usable, "pooled", coverage, applied and n_usable > 0)
+
+
+def _series_rows(
+    q: float, series: np.ndarray, residuals: np.ndarray, coverage: float, min_points: int
+) -> list[tuple]:
+    """Rows of level ``q`` for the series with at least ``min_points`` usable residuals, by id."""
+    frame = pd.DataFrame({"series_id": series, "r": residuals})
+    rows = []
+    for sid, part in frame.groupby("series_id", sort=True):
+        if len(part) >= min_points:
+            factor = _scale_factor(part["r"].to_numpy(), _tail_share(q))
+            rows.append((sid, q, factor, len(part), "series", coverage, True))
+    return rows
 
 
 def fit_interval_scaling(
@@ -96,34 +164,16 @@ def fit_interval_scaling(
     (``source = "series"``). When the pooled P10-P90 coverage is within ``tolerance`` of its
     nominal 0.8 (or cannot be measured), every factor is 1 and ``applied`` is False.
     """
-    levels = sorted({float(q) for q in quantiles} - {0.5})
-    if not {0.1, 0.9} <= {round(q, 9) for q in quantiles}:
-        raise ForecastInputError("calibration needs the 0.1 and 0.9 quantiles")
-    _check_columns(predictions, [*levels, 0.5], "predictions")
-    if "y" not in predictions.columns:
-        raise ForecastInputError("predictions lack column y")
+    levels = _scaled_levels(quantiles)
+    _check_fit_input(predictions, levels)
     coverage = interval_coverage(predictions)
-    applied = bool(np.isfinite(coverage) and abs(coverage - 0.8) > tolerance)
+    applied = _applied(coverage, tolerance)
     rows = []
-    median = predictions[quantile_column(0.5)].to_numpy(dtype=float)
-    y = predictions["y"].to_numpy(dtype=float)
-    series = predictions["series_id"].to_numpy()
     for q in levels:
-        width = predictions[quantile_column(q)].to_numpy(dtype=float) - median
-        usable = np.isfinite(y) & np.isfinite(median) & (np.abs(width) > _MIN_WIDTH)
-        usable &= np.sign(width) == (1.0 if q > 0.5 else -1.0)
-        residuals = np.divide(y - median, width, out=np.full_like(y, np.nan), where=usable)
-        p = q if q > 0.5 else 1.0 - q
-        n_usable = int(usable.sum())
-        pooled = _scale_factor(residuals[usable], p) if applied and n_usable else 1.0
-        rows.append((POOLED, q, pooled, n_usable, "pooled", coverage, applied and n_usable > 0))
-        if not applied:
-            continue
-        frame = pd.DataFrame({"series_id": series[usable], "r": residuals[usable]})
-        for sid, part in frame.groupby("series_id", sort=True):
-            if len(part) >= min_points:
-                factor = _scale_factor(part["r"].to_numpy(), p)
-                rows.append((sid, q, factor, len(part), "series", coverage, True))
+        series, residuals = _usable_residuals(predictions, q)
+        rows.append(_pooled_row(q, residuals, coverage, applied))
+        if applied:
+            rows.extend(_series_rows(q, series, residuals, coverage, min_points))
     return pd.DataFrame(rows, columns=list(SCALING_COLUMNS))
 
 
@@ -209,3 +259,159 @@ def calibrate_without_peeking(
         else pd.DataFrame(columns=[*SCALING_COLUMNS, "window"])
     )
     return out, table
+
+
+@dataclass
+class _WindowStats:
+    """What a scaling fit needs of one window's scored rows: coverage counts and, per level,
+    the usable normalised residuals (one float each, not the predictions)."""
+
+    rows: int = 0
+    inside: int = 0
+    valid: int = 0
+    residuals: dict[float, list[np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _PooledFit:
+    """A fit's fleet-wide part: its coverage, whether it applies, its ``POOLED`` rows."""
+
+    coverage: float
+    applied: bool
+    rows: list[tuple]
+
+
+class StreamedCalibration:
+    """``calibrate_without_peeking`` and the ``fit_interval_scaling`` of every scored row (not
+    a selection window) over a fleet fed shard by shard, with the same results.
+
+    Every series lies in one shard. Pass 1, ``add`` each shard's uncalibrated predictions: kept
+    are the window spans, the coverage counts and the usable residuals per window and level.
+    Pass 2, ``calibrate`` each shard: its per-series factors come from its own rows, the pooled
+    ones from every shard's residuals. ``table()`` after pass 2 is the fit of every scored row.
+    """
+
+    def __init__(
+        self,
+        quantiles: Sequence[float],
+        *,
+        tolerance: float = COVERAGE_TOLERANCE,
+        min_points: int = MIN_POINTS_PER_SERIES,
+        bounds: Mapping[str, tuple[float, float | None]] | None = None,
+    ) -> None:
+        self.quantiles = list(quantiles)
+        self.levels = _scaled_levels(quantiles)
+        self.tolerance, self.min_points, self.bounds = tolerance, min_points, bounds
+        self._stats: dict[int, _WindowStats] = {}
+        self._spans: list[pd.DataFrame] = []
+        self._windows: dict[int, tuple[list[int], _PooledFit]] | None = None
+        self._final_fit: _PooledFit | None = None
+        self._series_rows: dict[float, list[tuple]] = {q: [] for q in self.levels}
+
+    def add(self, predictions: pd.DataFrame) -> None:
+        """Pass 1: one shard's uncalibrated backtest predictions."""
+        if self._windows is not None:
+            raise RuntimeError("add() after calibrate(): every shard must be added first")
+        if predictions.empty:
+            return
+        _check_fit_input(predictions, self.levels)
+        self._spans.append(window_spans(predictions))
+        scored = _scored_rows(predictions)
+        for window, part in scored.groupby("window", sort=True):
+            stats = self._stats.setdefault(int(window), _WindowStats())
+            inside, valid = _coverage_counts(part)
+            stats.rows, stats.inside, stats.valid = (
+                stats.rows + len(part),
+                stats.inside + inside,
+                stats.valid + valid,
+            )
+            for q in self.levels:
+                stats.residuals.setdefault(q, []).append(_usable_residuals(part, q)[1])
+
+    def _pooled(self, windows: Sequence[int]) -> _PooledFit:
+        """``fit_interval_scaling``'s coverage, decision and pooled rows for the scored rows of
+        ``windows``."""
+        stats = [self._stats[w] for w in windows if w in self._stats]
+        coverage = _coverage(sum(s.inside for s in stats), sum(s.valid for s in stats))
+        applied = _applied(coverage, self.tolerance)
+        rows = []
+        for q in self.levels:
+            parts = [r for s in stats for r in s.residuals.get(q, [])]
+            residuals = np.concatenate(parts) if parts else np.empty(0)
+            rows.append(_pooled_row(q, residuals, coverage, applied))
+        return _PooledFit(coverage, applied, rows)
+
+    def _plan(self) -> dict[int, tuple[list[int], _PooledFit]]:
+        """Per window whose earlier windows hold scored rows: those windows and their fit."""
+        if self._windows is None:
+            spans = pd.concat(self._spans) if self._spans else None
+            self._windows = {}
+            windows = [] if spans is None else sorted(spans.index.get_level_values("window"))
+            for window in dict.fromkeys(windows):
+                earlier = earlier_windows_in_spans(spans, window)
+                if sum(self._stats[w].rows for w in earlier if w in self._stats):
+                    self._windows[int(window)] = (earlier, self._pooled(earlier))
+        return self._windows
+
+    def _table(
+        self, rows: pd.DataFrame, pooled: _PooledFit
+    ) -> tuple[pd.DataFrame, dict[float, list[tuple]]]:
+        """The scaling table of ``rows`` (scored rows of one shard) under a fleet-wide fit, and
+        its per-series rows by level."""
+        own: dict[float, list[tuple]] = {q: [] for q in self.levels}
+        if pooled.applied:
+            for q in self.levels:
+                series, residuals = _usable_residuals(rows, q)
+                own[q] = _series_rows(q, series, residuals, pooled.coverage, self.min_points)
+        ordered = [row for i, q in enumerate(self.levels) for row in [pooled.rows[i], *own[q]]]
+        return pd.DataFrame(ordered, columns=list(SCALING_COLUMNS)), own
+
+    def calibrate(self, predictions: pd.DataFrame) -> pd.DataFrame:
+        """Pass 2: one shard's predictions (as added) calibrated as ``calibrate_without_peeking``
+        calibrates them in the whole fleet."""
+        plan = self._plan()
+        if predictions.empty:
+            return predictions.assign(interval_scaled=False)
+        _, own = self._table(_scored_rows(predictions), self._final())
+        for q in self.levels:
+            self._series_rows[q].extend(own[q])
+        rows = predictions.reset_index(drop=True).assign(_row=np.arange(len(predictions)))
+        calibrated = []
+        for window in sorted(rows["window"].unique()):
+            current = rows[rows["window"] == window]
+            if int(window) not in plan:
+                calibrated.append(current.assign(interval_scaled=False))
+                continue
+            earlier, pooled = plan[int(window)]
+            past = _scored_rows(rows[rows["window"].isin(earlier)])
+            assert_no_peeking(past, current, window, purpose="calibration")
+            table, _ = self._table(past, pooled)
+            calibrated.append(
+                apply_interval_scaling(current, table, self.quantiles, bounds=self.bounds)
+            )
+        out = pd.concat(calibrated).sort_values("_row", kind="stable").drop(columns="_row")
+        out.index = predictions.index
+        return out
+
+    def _final(self) -> _PooledFit:
+        """The fit of every scored row (every window)."""
+        if self._final_fit is None:
+            self._final_fit = self._pooled(sorted(self._stats))
+        return self._final_fit
+
+    def table(self) -> pd.DataFrame:
+        """``fit_interval_scaling`` of every scored row of the fleet; call after every shard
+        went through ``calibrate``."""
+        final = self._final()
+        rows = []
+        for i, q in enumerate(self.levels):
+            rows.append(final.rows[i])
+            rows.extend(sorted(self._series_rows[q], key=lambda row: row[0]))
+        return pd.DataFrame(rows, columns=list(SCALING_COLUMNS))
+
+
+def _scored_rows(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose residuals calibrate: not those of a selection window."""
+    if "is_selection_window" not in predictions.columns:
+        return predictions
+    return predictions[~predictions["is_selection_window"].astype(bool)]

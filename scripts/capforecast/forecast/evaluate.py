@@ -5,6 +5,7 @@ Shared by the `leaderboard` rule and the accuracy benchmark so both score exactl
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ class Evaluation:
     metrics: pd.DataFrame  # per model x series x window, `selected` included
     leaderboard: pd.DataFrame
     selection: pd.DataFrame  # final per-series choice (all windows), for the refit forecasts
-    selected_predictions: pd.DataFrame  # backtest predictions of `selected`, calibrated
+    # Backtest predictions of `selected`, calibrated (None: not gathered, see evaluate_shards).
+    selected_predictions: pd.DataFrame | None
     calibration: pd.DataFrame  # interval scaling fitted on all selected windows
     window_choices: pd.DataFrame  # which models each window of `selected` used
 
@@ -122,15 +124,20 @@ def evaluate_shards(
     selection_cfg: SelectionSettings,
     bounds: Mapping[str, tuple[float, float | None]],
     baseline: str = "seasonal_naive_daily",
+    keep_predictions: bool = True,
 ) -> Evaluation:
     """``evaluate_backtests`` over a fleet split into shards, with the same result.
 
-    Three passes, one shard in memory at a time: (1) score every candidate and collect the
-    small fleet-wide tables selection needs (scores, window spans, available models); choose
-    per window for the whole fleet; (2) combine each shard's ``selected`` predictions;
-    calibrate them fleet-wide (the scaling pools every series); (3) score them shard by shard.
-    Everything a choice depends on is fleet-wide and sorted, so the shards' order and sizes
-    change nothing.
+    One shard in memory at a time: (1) score every candidate and collect the small fleet-wide
+    tables selection needs (scores, window spans, available models); choose per window for the
+    whole fleet; (2) combine each shard's ``selected`` predictions, set them aside on disk and
+    keep what calibration pools over the fleet (coverage counts and residuals, one float per
+    point and level); (3) calibrate each shard's ``selected`` with those (its series' own
+    factors come from its own rows) and score it. Everything a choice depends on is fleet-wide
+    and sorted, so the shards' order and sizes change nothing.
+
+    ``keep_predictions=False`` leaves ``selected_predictions`` None instead of gathering the
+    fleet's calibrated ``selected`` backtest (the leaderboard rule writes only small tables).
     """
     season, scored_quantiles = backtest_cfg.season, list(forecast_cfg.quantiles)
     score_frames, span_frames = [], []
@@ -152,41 +159,66 @@ def evaluate_shards(
         {window: pd.concat(tables, ignore_index=True) for window, tables in available.items()},
         selection_cfg,
     )
-    combined = [
-        selection.combine_planned(_candidates(predictions), plan, selection_cfg)
-        for _, predictions in _nonempty_predictions(shards)
-    ]
-    selected, choices = selection.finish_selected(combined, plan, columns)
-    table = pd.DataFrame()
-    if forecast_cfg.calibrate:
-        levels = model_quantiles(forecast_cfg)
-        # The final forecasts are uncalibrated combinations: fit their scaling on the
-        # uncalibrated backtest combinations, before those are calibrated window by window.
-        # Selection windows hold the no-scores default, not a choice (see calibration).
-        scored_windows = selected[~selected["is_selection_window"].astype(bool)]
-        table = calibration.fit_interval_scaling(scored_windows, levels)
-        selected, _ = calibration.calibrate_without_peeking(selected, levels, bounds=bounds)
-    selected_scores = []
-    for shard in shards:
-        history = shard.history()
-        mine = selected[selected["series_id"].isin(history["series_id"].unique())]
-        if len(mine):
+    # The final forecasts are uncalibrated combinations: the scaling is fitted on the
+    # uncalibrated backtest combinations, before those are calibrated window by window.
+    # Selection windows hold the no-scores default, not a choice (see calibration).
+    scaling = (
+        calibration.StreamedCalibration(model_quantiles(forecast_cfg), bounds=bounds)
+        if forecast_cfg.calibrate
+        else None
+    )
+    selected_scores, kept = [], []
+    with tempfile.TemporaryDirectory(prefix="capforecast-selected-") as spill:
+        combined = []
+        for shard, predictions in _nonempty_predictions(shards):
+            frame = selection.combine_planned(_candidates(predictions), plan, selection_cfg)
+            del predictions
+            if frame.empty:
+                continue
+            frame = selection.order_selected(frame, columns)
+            if scaling is not None:
+                scaling.add(frame)
+            path = Path(spill) / f"{len(combined)}.pickle"
+            frame.to_pickle(path)
+            combined.append((shard, path))
+            del frame
+        for shard, path in combined:
+            selected = pd.read_pickle(path)
+            if scaling is not None:
+                selected = scaling.calibrate(selected)
             selected_scores.append(
-                metrics.score_predictions(mine, history, season, scored_quantiles)
+                metrics.score_predictions(selected, shard.history(), season, scored_quantiles)
             )
-    if not selected_scores:  # nothing selected: the empty table, with its columns
+            if keep_predictions:
+                kept.append(selected)
+    table = pd.DataFrame() if scaling is None else scaling.table()
+    if combined:
+        choices = selection.plan_choices(plan)
+    else:  # nothing selected: the empty tables, with their columns
+        selected, choices = selection.finish_selected([], plan, columns)
+        if scaling is not None:
+            selected = selected.assign(interval_scaled=False)
+        history = shards[-1].history()
         selected_scores.append(
             metrics.score_predictions(selected, history, season, scored_quantiles)
         )
+        kept = [selected]
     all_scores = pd.concat([scores, _sorted_scores(selected_scores)], ignore_index=True)
     return Evaluation(
         metrics=all_scores,
         leaderboard=metrics.leaderboard(all_scores, baseline=baseline),
         selection=selection.final_selection(scores, selection_cfg),
-        selected_predictions=selected,
+        selected_predictions=_gathered(kept) if keep_predictions else None,
         calibration=table,
         window_choices=choices,
     )
+
+
+def _gathered(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Shards' ``selected`` predictions in the order of the whole fleet's."""
+    out = pd.concat(frames, ignore_index=True)
+    out = out.sort_values(["series_id", "window", "timestamp"], kind="stable")
+    return out.reset_index(drop=True)
 
 
 def shard_sources(
@@ -244,6 +276,7 @@ def _nonempty_predictions(
         predictions = shard.predictions()
         if not predictions.empty:
             yield shard, predictions
+        del predictions  # not held while the next shard is read
 
 
 def _candidates(predictions: pd.DataFrame) -> pd.DataFrame:

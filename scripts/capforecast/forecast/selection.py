@@ -350,13 +350,24 @@ def finish_selected(
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=list(columns)), pd.DataFrame(columns=list(CHOICE_COLUMNS))
-    selected = pd.concat(frames, ignore_index=True)
+    return order_selected(pd.concat(frames, ignore_index=True), columns), plan_choices(plan)
+
+
+def order_selected(selected: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``combine_planned`` output in the ``run_backtest`` layout (``columns`` are the
+    candidates'), sorted by series, window and timestamp (one row each: a shard's rows sort
+    alike on their own)."""
     ordered = ["model", *[c for c in columns if c != "model" and c in selected.columns]]
     selected = selected[ordered].sort_values(["series_id", "window", "timestamp"], kind="stable")
+    return selected.reset_index(drop=True)
+
+
+def plan_choices(plan: Sequence[WindowChoice]) -> pd.DataFrame:
+    """The choices table (``CHOICE_COLUMNS``) of a selection plan."""
     choices = pd.concat(
         [choice.weights.assign(window=choice.window) for choice in plan], ignore_index=True
     )[list(CHOICE_COLUMNS)]
-    return selected.reset_index(drop=True), choices.reset_index(drop=True)
+    return choices.reset_index(drop=True)
 
 
 def available_by_window(candidates: pd.DataFrame) -> dict[int, pd.DataFrame]:

@@ -341,6 +341,12 @@ def eta_lookup(risk: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return {row["series_id"]: {k: row[k] for k in keys} for _, row in timed.iterrows()}
 
 
+def top_risk_series(risk: pd.DataFrame, top_n: int) -> list[str]:
+    """Series ids of the ``top_n`` ranked risks: the series ``risk_fan_charts`` draws."""
+    ranked = with_series_id(ranked_risks(risk, top_n))
+    return ranked["series_id"].tolist() if len(ranked) else []
+
+
 def risk_fan_charts(
     risk: pd.DataFrame,
     clean: pd.DataFrame,
@@ -349,7 +355,8 @@ def risk_fan_charts(
     *,
     history_hours: int = 7 * 24,
 ) -> Figure:
-    """Fan charts of the ``top_n`` ranked risks with threshold lines and ETA markers."""
+    """Fan charts of the ``top_n`` ranked risks with threshold lines and ETA markers
+    (``clean`` and ``forecasts`` need only hold their rows: ``top_risk_series``)."""
     ranked = with_series_id(ranked_risks(risk, top_n))
     if ranked.empty:
         return empty_figure("no resource at risk", title="Top risks")

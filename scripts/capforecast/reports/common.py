@@ -23,11 +23,14 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from pandas.io.formats.style import Styler
 
-from capforecast.contracts import quantile_column, series_id
+from capforecast.contracts import quantile_column, series_id, split_series_id
 from capforecast.csv_tables import read_csv_table
 from capforecast.errors import InputDataError
 from capforecast.escape import html_text, plot_text
@@ -41,6 +44,8 @@ NEEDS_CAPACITY: tuple[str, ...] = ("at_risk", "under_provisioned")
 INNER_BAND: tuple[float, float] = (0.1, 0.9)
 OUTER_BAND: tuple[float, float] = (0.02, 0.98)
 NO_DATA = "no data"
+# Rows a filtered read (``read_series``) decodes at a time.
+SCAN_BATCH_ROWS = 65_536
 
 # Figures draw data strings as text (escape.plot_text keeps mathtext off them); a matplotlibrc
 # with text.usetex would hand every label, ids included, to LaTeX instead. Global because tick
@@ -71,14 +76,15 @@ def resolve_results_dir(results_dir: str | Path, project_root: str | Path) -> Pa
     return Path(project_root) / path
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read one CSV or parquet output; a missing file is a one-line ``InputDataError``."""
+def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read one CSV or parquet output (only ``columns`` of a parquet file, when given); a
+    missing file is a one-line ``InputDataError``."""
     path = Path(path)
     if not path.exists():
         raise InputDataError(str(path), "file not found; run the workflow stage that writes it")
     if path.suffix == ".csv":
         return read_csv_table(path)
-    return pd.read_parquet(path)
+    return pd.read_parquet(path, columns=None if columns is None else list(columns))
 
 
 def read_partitions(directory: str | Path, exclude: Sequence[str] = ()) -> pd.DataFrame:
@@ -140,8 +146,8 @@ def report_inputs(
     return {**given, **paths}
 
 
-def read_files(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
-    """Concatenate parquet partitions (one path or a list), adding a ``partition`` column."""
+def parquet_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One path or a list as paths that exist (a missing one is a one-line ``InputDataError``)."""
     files = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
     if not files:
         raise InputDataError("clean", "no parquet partitions given")
@@ -150,9 +156,46 @@ def read_files(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
         raise InputDataError(
             str(missing[0]), "file not found; run the workflow stage that writes it"
         )
+    return files
+
+
+def read_files(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
+    """Concatenate parquet partitions (one path or a list), adding a ``partition`` column."""
     return pd.concat(
-        [pd.read_parquet(f).assign(partition=f.stem) for f in files], ignore_index=True
+        [pd.read_parquet(f).assign(partition=f.stem) for f in parquet_files(paths)],
+        ignore_index=True,
     )
+
+
+def read_series(
+    paths: str | Path | Sequence[str | Path],
+    series_ids: Sequence[str],
+    *,
+    model: str | None = None,
+) -> pd.DataFrame:
+    """``read_files`` restricted to the rows of ``series_ids`` (and of ``model`` when given).
+
+    Row filters on ``resource_id`` and ``metric`` (the parts of a ``contracts.series_id``) are
+    applied while reading: a report reads the handful of series it draws, not the fleet.
+    """
+    pairs = [split_series_id(str(sid)) for sid in series_ids]
+    resources, metrics = sorted({r for r, _ in pairs}), sorted({m for _, m in pairs})
+    wanted = pc.field("resource_id").isin(resources) & pc.field("metric").isin(metrics)
+    if model is not None:
+        wanted &= pc.field("model") == model
+    frames = []
+    for path in parquet_files(paths):
+        source = pq.ParquetFile(path)
+        # A batch of rows at a time: only the matching rows are kept.
+        batches = source.iter_batches(batch_size=SCAN_BATCH_ROWS) if pairs else []
+        kept = [pa.Table.from_batches([batch]).filter(wanted) for batch in batches]
+        frame = pa.Table.from_batches(
+            [b for table in kept for b in table.to_batches()], schema=source.schema_arrow
+        ).to_pandas()
+        if pairs:
+            frame = frame[with_series_id(frame)["series_id"].isin(set(map(str, series_ids)))]
+        frames.append(frame.assign(partition=path.stem))
+    return pd.concat(frames, ignore_index=True)
 
 
 def read_summary(path: str | Path) -> dict[str, Any]:

@@ -3,13 +3,22 @@ reasons, coverage and gaps. Conventions as in :mod:`capforecast.reports.common`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from capforecast.escape import markdown_text, plot_text
-from capforecast.reports.common import empty_figure, figure_grid, with_series_id
+from capforecast.reports.common import (
+    empty_figure,
+    figure_grid,
+    parquet_files,
+    with_series_id,
+)
 
 FLAGGED_SERIES_COLUMNS: tuple[str, ...] = (
     "partition",
@@ -169,19 +178,71 @@ def gaps_figure(quality: pd.DataFrame, top: int = 15) -> Figure:
     return fig
 
 
-def value_distribution_figure(clean: pd.DataFrame, ncols: int = 3) -> Figure:
-    """Histogram of hourly values per metric (gap bins excluded)."""
+# Bins of each metric's histogram, over the range of its values (what ``Axes.hist`` draws).
+VALUE_BINS = 40
+# (counts, bin edges) per metric
+Histograms = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _plotted_values(clean: pd.DataFrame) -> pd.DataFrame:
+    """``metric`` (as text) and ``value`` of the rows a value histogram counts: gap bins and
+    missing values left out."""
     if clean.empty or not {"metric", "value"} <= set(clean.columns):
-        return empty_figure(title="Values per metric")
+        return pd.DataFrame({"metric": pd.Series(dtype=str), "value": pd.Series(dtype=float)})
     values = clean[clean["value"].notna()]
     if "is_gap" in values:
         values = values[~values["is_gap"].astype(bool)]
-    metrics = sorted(values["metric"].astype(str).unique())
-    if not metrics:
+    return pd.DataFrame({"metric": values["metric"].astype(str), "value": values["value"]})
+
+
+def value_histograms(clean: pd.DataFrame) -> Histograms:
+    """Histogram of hourly values per metric (``VALUE_BINS`` over the metric's range, gap bins
+    excluded), by metric name."""
+    values = _plotted_values(clean)
+    return {
+        metric: np.histogram(part["value"], bins=VALUE_BINS)
+        for metric, part in values.groupby("metric", sort=True)
+    }
+
+
+def read_value_histograms(paths: str | Path | Sequence[str | Path]) -> Histograms:
+    """``value_histograms`` of the cleaned partitions, one file at a time: a first pass finds
+    each metric's range, a second counts (three columns read, never the fleet at once)."""
+    files = parquet_files(paths)
+
+    def plotted(path: Path) -> pd.DataFrame:
+        present = set(pq.read_schema(path).names)
+        wanted = [c for c in ("metric", "value", "is_gap") if c in present]
+        return _plotted_values(pd.read_parquet(path, columns=wanted))
+
+    ranges: dict[str, tuple[float, float]] = {}
+    for path in files:
+        for metric, part in plotted(path).groupby("metric", sort=True):
+            low, high = part["value"].min(), part["value"].max()
+            seen = ranges.get(metric, (low, high))
+            ranges[metric] = (min(seen[0], low), max(seen[1], high))
+    edges = {
+        metric: np.histogram_bin_edges(np.array(bounds, dtype=float), bins=VALUE_BINS)
+        for metric, bounds in ranges.items()
+    }
+    counts = {metric: np.zeros(VALUE_BINS, dtype=np.intp) for metric in edges}
+    for path in files:
+        for metric, part in plotted(path).groupby("metric", sort=True):
+            counts[metric] += np.histogram(part["value"], bins=edges[metric])[0]
+    return {metric: (counts[metric], edges[metric]) for metric in sorted(edges)}
+
+
+def value_distribution_figure(clean: pd.DataFrame | Histograms, ncols: int = 3) -> Figure:
+    """Histogram of hourly values per metric (gap bins excluded), from the cleaned data or
+    from its ``value_histograms`` (``read_value_histograms`` for the partition files)."""
+    histograms = clean if isinstance(clean, dict) else value_histograms(clean)
+    if not histograms:
         return empty_figure(title="Values per metric")
+    metrics = sorted(histograms)
     fig, axes = figure_grid(len(metrics), ncols, (4.2, 2.8))
     for ax, metric in zip(axes, metrics, strict=True):
-        ax.hist(values.loc[values["metric"] == metric, "value"], bins=40, color="#55a868")
+        counts, edges = histograms[metric]
+        ax.hist(edges[:-1], bins=edges, weights=counts, color="#55a868")
         ax.set_title(plot_text(metric), fontsize=10)
         ax.set_ylabel("hourly bins")
     return fig

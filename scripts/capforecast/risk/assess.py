@@ -68,8 +68,9 @@ cost deltas over resources, not rows (the summary does).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,17 +87,20 @@ from capforecast.risk.capacity import (
     SATURATION_REASON,
     HistoryRules,
     clean_history,
-    history_evidence,
+    evidence_flags,
+    history_aggregates,
     service_capacity,
 )
 from capforecast.risk.probability import (
     SELECTED_MODEL,
     SERIES_KEYS,
-    BreachTables,
+    BreachSetup,
     ThresholdsFor,
-    breach_probabilities,
+    breach_setup,
+    breach_tables,
     first_crossings,
     quantile_at,
+    quantile_levels,
     selected_forecasts,
 )
 from capforecast.risk.rightsizing import NEEDS_CAPACITY, note_codes, resource_inventory, right_size
@@ -157,7 +161,7 @@ class RiskResult:
     daily_breach: pd.DataFrame
     service_capacity: pd.DataFrame
     summary: dict[str, Any]
-    breach_by_step: pd.DataFrame
+    breach_by_step: pd.DataFrame | None  # only when asked for (see ``assess_risk``)
 
 
 def make_thresholds_for(
@@ -212,36 +216,42 @@ def _forecast_shape(points: pd.DataFrame) -> pd.DataFrame:
     return shape.reset_index()
 
 
-def _series_table(
-    points: pd.DataFrame,
-    tables: BreachTables,
-    evidence: pd.DataFrame,
-    inventory: pd.DataFrame,
-    thresholds_for: ThresholdsFor,
-) -> pd.DataFrame:
-    """One row per series with forecast shape, probabilities, ETAs, history and inventory."""
-    series = _forecast_shape(points)
-    levels = [thresholds_for(r, m) or {} for r, m in series[_KEYS].itertuples(index=False)]
-    series["warning_threshold"] = [lv.get("warning", np.nan) for lv in levels]
-    series["critical_threshold"] = [lv.get("critical", np.nan) for lv in levels]
-    step = tables.per_step
+def _breach_summary(step: pd.DataFrame) -> pd.DataFrame:
+    """Per series of a ``BreachTables.per_step``: the largest P(breach) of each standard level,
+    the method and the ETAs (first crossings)."""
+    out = step[_KEYS].drop_duplicates(ignore_index=True)
     for name in ("warning", "critical"):
         column = f"p_breach_{name}"
         if column in step.columns:
             worst = step.groupby(_KEYS)[column].max().rename(column).reset_index()
-            series = series.merge(worst, on=_KEYS, how="left")
+            out = out.merge(worst, on=_KEYS, how="left")
         else:
-            series[column] = np.nan
+            out[column] = np.nan
     method = step.groupby(_KEYS)["method"].first().reset_index()
-    series = series.merge(method, on=_KEYS, how="left")
+    out = out.merge(method, on=_KEYS, how="left")
     for level, prefix, probs in (
         ("critical", "eta", (0.1, 0.5, 0.9)),
         ("warning", "eta_warning", (0.1, 0.5, 0.9)),
         (FULL_LEVEL, "eta_full", (0.5,)),
     ):
-        series = series.merge(
-            first_crossings(step, level, probs, prefix=prefix), on=_KEYS, how="left"
-        )
+        out = out.merge(first_crossings(step, level, probs, prefix=prefix), on=_KEYS, how="left")
+    return out
+
+
+def _series_table(
+    points: pd.DataFrame,
+    breach: pd.DataFrame,
+    evidence: pd.DataFrame,
+    inventory: pd.DataFrame,
+    thresholds_for: ThresholdsFor,
+) -> pd.DataFrame:
+    """One row per series with forecast shape, probabilities, ETAs (``breach``: the
+    ``_breach_summary`` of every series), history and inventory."""
+    series = _forecast_shape(points)
+    levels = [thresholds_for(r, m) or {} for r, m in series[_KEYS].itertuples(index=False)]
+    series["warning_threshold"] = [lv.get("warning", np.nan) for lv in levels]
+    series["critical_threshold"] = [lv.get("critical", np.nan) for lv in levels]
+    series = series.merge(breach, on=_KEYS, how="left")
     series = series.merge(evidence, on=_KEYS, how="left")
     series["history_hours"] = series["history_hours"].fillna(0.0)
     for flag in ("saturated", "pegged_in_history"):
@@ -709,44 +719,155 @@ def _summary(
 
 # The clean-history columns the risk stage reads (contracts.CLEAN_COLUMNS has more).
 HISTORY_COLUMNS: tuple[str, ...] = ("timestamp", "resource_id", "metric", "value", "value_max")
+# Series whose breach probabilities are computed at once (their fan x horizon x levels rows).
+CHUNK_SERIES = 2000
+
+# The history of a fleet: one frame, or parts each read when needed (every series' rows in one
+# part), e.g. ``clean_history_parts``.
+History = pd.DataFrame | Sequence[Callable[[], pd.DataFrame]] | None
 
 
 def read_selected_forecasts(path: str | Path) -> pd.DataFrame:
-    """The ``selected`` rows of forecasts.parquet (it also holds every candidate model's).
+    """The ``selected`` rows of forecasts.parquet (it also holds every candidate model's), with
+    the columns ``assess_risk`` reads (keys, timestamp, quantiles).
 
     Read with a row filter, a sixth of the table with the default models; when no row matches,
     the whole table, so that ``assess_risk`` names the models it found instead.
     """
-    selected = pd.read_parquet(path, filters=[("model", "==", SELECTED_MODEL)])
+    names = pq.read_schema(path).names
+    wanted = ["model", *SERIES_KEYS, "timestamp", *quantile_levels(names).values()]
+    selected = pd.read_parquet(
+        path,
+        filters=[("model", "==", SELECTED_MODEL)],
+        columns=[c for c in names if c in wanted],
+    )
     return selected if len(selected) else pd.read_parquet(path)
+
+
+def _read_history_file(path: str | Path) -> pd.DataFrame:
+    present = set(pq.read_schema(path).names)
+    return pd.read_parquet(path, columns=[c for c in HISTORY_COLUMNS if c in present])
 
 
 def read_clean_history(paths: Iterable[str | Path]) -> pd.DataFrame:
     """The cleaned partitions' ``HISTORY_COLUMNS``, concatenated."""
-    frames = []
-    for path in paths:
-        present = set(pq.read_schema(path).names)
-        frames.append(pd.read_parquet(path, columns=[c for c in HISTORY_COLUMNS if c in present]))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([_read_history_file(path) for path in paths], ignore_index=True)
+
+
+def clean_history_parts(paths: Iterable[str | Path]) -> list[Callable[[], pd.DataFrame]]:
+    """The cleaned partitions' ``HISTORY_COLUMNS`` as ``assess_risk`` history parts, each file
+    read when its turn comes (a series never spans two partitions: the workflow's series index
+    stops a run where one would)."""
+    return [partial(_read_history_file, path) for path in paths]
+
+
+@dataclass
+class _FleetPass:
+    """What ``assess_risk`` keeps of each group of series: small per-series tables, the daily
+    breach table and the CPU/memory history the capacity plan sums over instances."""
+
+    breach: list[pd.DataFrame] = field(default_factory=list)
+    daily: list[pd.DataFrame] = field(default_factory=list)
+    per_step: list[pd.DataFrame] = field(default_factory=list)
+    aggregates: list[pd.DataFrame] = field(default_factory=list)
+    sizing: list[pd.DataFrame] = field(default_factory=list)
+
+
+def _history_parts(history: History) -> list[Callable[[], pd.DataFrame | None]]:
+    if history is None or isinstance(history, pd.DataFrame):
+        return [lambda: history]
+    return list(history)
+
+
+def _with_keys(frame: pd.DataFrame, keys: pd.MultiIndex) -> pd.DataFrame:
+    return frame[pd.MultiIndex.from_frame(frame[_KEYS]).isin(keys)]
+
+
+def _fleet_pass(
+    fan: pd.DataFrame,
+    history: History,
+    setup: BreachSetup,
+    rules: HistoryRules,
+    samples: pd.DataFrame | None,
+    keep_per_step: bool,
+) -> _FleetPass:
+    """Breach probabilities and history evidence, one history part and ``CHUNK_SERIES``
+    series at a time: the fleet's forecast fan x horizon x levels and its history are never
+    held at once. Every table is per series, so the result is the whole fleet's."""
+    out = _FleetPass()
+    fan_keys = pd.MultiIndex.from_frame(fan[_KEYS])
+    covered = np.zeros(len(fan), dtype=bool)
+    seen = pd.MultiIndex.from_tuples([], names=_KEYS)
+
+    def breach(rows: pd.DataFrame, observed: pd.DataFrame | None) -> None:
+        series = pd.MultiIndex.from_frame(rows[_KEYS]).unique()
+        for start in range(0, len(series), CHUNK_SERIES):
+            chunk = series[start : start + CHUNK_SERIES]
+            tables = breach_tables(
+                _with_keys(rows, chunk),
+                setup,
+                samples=None if samples is None else _with_keys(samples, chunk),
+                history=None if observed is None else _with_keys(observed, chunk),
+            )
+            out.breach.append(_breach_summary(tables.per_step))
+            out.daily.append(tables.daily)
+            if keep_per_step:
+                out.per_step.append(tables.per_step)
+
+    for read in _history_parts(history):
+        observed = clean_history(read(), rules.statistic)
+        if observed.empty:
+            continue
+        keys = pd.MultiIndex.from_frame(observed[_KEYS]).unique()
+        if keys.isin(seen).any():
+            resource_id, metric = keys[keys.isin(seen)][0]
+            raise ForecastInputError(
+                f"history: resource '{resource_id}', metric '{metric}' is in two history parts"
+            )
+        seen = seen.append(keys)
+        mine = fan_keys.isin(keys)
+        covered |= mine
+        if mine.any():
+            breach(fan[mine], observed)
+        out.aggregates.append(history_aggregates(observed, rules))
+        sizing = observed[observed["metric"].isin([CPU, MEMORY])]
+        out.sizing.append(sizing[["timestamp", *_KEYS, "value"]])
+        del observed, sizing
+    if not covered.all():
+        breach(fan[~covered], None)
+    return out
+
+
+def _gathered(frames: list[pd.DataFrame], by: list[str], empty: pd.DataFrame) -> pd.DataFrame:
+    """Per-part tables concatenated in the whole fleet's order (``by``; ``empty`` if none)."""
+    if not frames:
+        return empty
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values(by, kind="stable", ignore_index=True)
 
 
 def assess_risk(
     forecasts: pd.DataFrame,
-    history: pd.DataFrame,
+    history: History,
     resources: pd.DataFrame,
     settings: RiskSettings,
     quality: pd.DataFrame | None = None,
     *,
     samples: pd.DataFrame | None = None,
+    keep_breach_by_step: bool = False,
 ) -> RiskResult:
     """Risk report, daily breach table, service capacity plan and summary of a fleet.
 
     forecasts: forecasts.parquet (rows with model == "selected" are used; quantile columns
-      'q0.1' style). history: cleaned hourly data (``contracts.CLEAN_COLUMNS``). resources:
-      the resources table. settings: ``capforecast.settings.risk_settings`` of the validated
-      config.
+      'q0.1' style). history: cleaned hourly data (``contracts.CLEAN_COLUMNS``), one frame or
+      parts read one at a time (``clean_history_parts``; a series in two parts is refused).
+      resources: the resources table. settings: ``capforecast.settings.risk_settings`` of the
+      validated config.
     quality: optional data_quality table (history_hours, pegged_fraction, too_short).
     samples: optional sample paths (resource_id, metric, timestamp, sample, value).
+    keep_breach_by_step: gather the per-step breach probabilities of every forecast series
+      (``RiskResult.breach_by_step``, else None): fleet x horizon rows that nothing written
+      needs. The rest is computed ``CHUNK_SERIES`` series at a time.
 
     Raises ForecastInputError (empty forecasts, no selected rows, unknown instance type,
     resources absent from the table); thresholds were checked by ``validated_config``. A
@@ -763,9 +884,6 @@ def assess_risk(
         raise ForecastInputError("forecasts: every selected forecast is NaN (no series has data)")
     service_of = dict(zip(inventory["resource_id"], inventory["service"], strict=True))
     thresholds_for = make_thresholds_for(settings, service_of)
-    observed = clean_history(history, settings.statistic)
-    tables = breach_probabilities(fan, thresholds_for, samples=samples, history=observed)
-    points = fan_points(fan, levels)
     rules = HistoryRules(
         percent_metrics=settings.percent_metrics,
         pegged_level=settings.pegged_level,
@@ -773,10 +891,18 @@ def assess_risk(
         statistic=settings.statistic,
         min_history_hours=settings.min_history_hours,
     )
-    evidence = history_evidence(observed, rules, quality)
+    setup = breach_setup(fan, levels, thresholds_for, samples)
+    parts = _fleet_pass(fan, history, setup, rules, samples, keep_breach_by_step)
+    none = clean_history(None, settings.statistic)
+    evidence = evidence_flags(
+        _gathered(parts.aggregates, _KEYS, history_aggregates(none, rules)), rules, quality
+    )
+    observed = _gathered(parts.sizing, [*_KEYS, "timestamp"], none)
+    points = fan_points(fan, levels)
     forecast_start = points.groupby(_KEYS)["timestamp"].min().max()
 
-    series = _series_table(points, tables, evidence, inventory, thresholds_for)
+    breach = pd.concat(parts.breach, ignore_index=True)
+    series = _series_table(points, breach, evidence, inventory, thresholds_for)
     series = _classify(series, settings, forecast_start)
     findings = _resource_findings(series)
     sizing = right_size(
@@ -812,12 +938,14 @@ def assess_risk(
     capacity = capacity.merge(first_to_run_out(series, "service"), on="service", how="left")
 
     # The per-day heatmap shows scored series only.
-    daily = tables.daily[pd.MultiIndex.from_frame(tables.daily[_KEYS]).isin(live_keys)]
+    daily = _gathered(parts.daily, [*_KEYS, "day"], pd.DataFrame())
+    daily = daily[pd.MultiIndex.from_frame(daily[_KEYS]).isin(live_keys)]
     daily = daily.reindex(columns=list(DAILY_COLUMNS)).reset_index(drop=True)
+    by_step = _gathered(parts.per_step, [*_KEYS, "timestamp"], pd.DataFrame())
     return RiskResult(
         risk_report=report,
         daily_breach=daily,
         service_capacity=capacity,
         summary=_summary(report, capacity, forecast_start, settings),
-        breach_by_step=tables.per_step,
+        breach_by_step=by_step if keep_breach_by_step else None,
     )

@@ -125,6 +125,12 @@ def history_evidence(
 
     observed: ``clean_history(history, rules.statistic)``.
     """
+    return evidence_flags(history_aggregates(observed, rules), rules, quality)
+
+
+def history_aggregates(observed: pd.DataFrame, rules: HistoryRules) -> pd.DataFrame:
+    """The part of ``history_evidence`` each series' own history gives, one row per series
+    sorted by key: a fleet's is its parts' concatenated (each series wholly in one part)."""
     frame = observed
     keys = ["resource_id", "metric"]
     step_hours = rules.freq / pd.Timedelta(hours=1)
@@ -156,7 +162,15 @@ def history_evidence(
     out = out.merge(runs.rename("longest_pegged_run_hours").reset_index(), on=keys, how="left")
     out["longest_pegged_run_hours"] = out["longest_pegged_run_hours"].astype(float) * step_hours
     out = out.merge(history_share.rename("pegged_history_share").reset_index(), on=keys, how="left")
-    out = out.drop(columns=["first"])
+    return out.drop(columns=["first"])
+
+
+def evidence_flags(
+    aggregates: pd.DataFrame, rules: HistoryRules, quality: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """``history_evidence`` from the fleet's ``history_aggregates``: the quality table's
+    values where it has them, then too_short, saturated and pegged_in_history."""
+    out = aggregates.copy()
     out["pegged_fraction"] = np.nan
     out["too_short"] = out["history_hours"] < rules.min_history_hours
     if quality is not None and len(quality):

@@ -370,6 +370,68 @@ def _breach_by_step(per_step: pd.DataFrame, name: str, freq: pd.Timedelta) -> pd
     return np.fmax(comonotone, estimate).where(exceed.notna())
 
 
+@dataclass(frozen=True)
+class BreachSetup:
+    """What the breach probabilities of every series share: the fan's quantile columns, each
+    series' thresholds, the level names and the forecast grid step (see ``breach_setup``)."""
+
+    levels: dict[float, str]
+    thresholds: pd.DataFrame
+    names: tuple[str, ...]
+    freq: pd.Timedelta
+
+
+def breach_setup(
+    fan: pd.DataFrame,
+    levels: dict[float, str],
+    thresholds_for: ThresholdsFor | Mapping[str, Mapping[str, float]],
+    samples: pd.DataFrame | None = None,
+) -> BreachSetup:
+    """The fleet-wide part of ``breach_probabilities``: thresholds of every series of ``fan``
+    (``selected_forecasts``) and ``samples``, the level names they give, the grid step."""
+    keys = fan[list(SERIES_KEYS)].drop_duplicates(ignore_index=True)
+    if samples is not None and len(samples):
+        sample_keys = samples[list(SERIES_KEYS)].drop_duplicates()
+        keys = pd.concat([keys, sample_keys]).drop_duplicates(ignore_index=True)
+    thresholds, names = _threshold_table(keys, thresholds_for)
+    return BreachSetup(levels, thresholds, names, _step(fan))
+
+
+def breach_tables(
+    fan: pd.DataFrame,
+    setup: BreachSetup,
+    *,
+    samples: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
+) -> BreachTables:
+    """``breach_probabilities`` of some series of the fleet ``setup`` was made for: ``fan``
+    holds every row of each (``selected_forecasts``), ``samples`` and ``history`` any of theirs
+    (they may hold others'). The fleet can be cut by series into chunks: each series' rows are
+    those of the whole fleet's tables."""
+    keys = fan[list(SERIES_KEYS)].drop_duplicates()
+    if samples is not None and len(samples):
+        keys = pd.concat([keys, samples[list(SERIES_KEYS)].drop_duplicates()])
+    listed = pd.MultiIndex.from_frame(setup.thresholds[list(SERIES_KEYS)])
+    thresholds = setup.thresholds[listed.isin(pd.MultiIndex.from_frame(keys))]
+    thresholds = thresholds.reset_index(drop=True)
+    names = setup.names
+    per_step = _fan_per_step(fan, setup.levels, thresholds, names)
+    starts = per_step.groupby(list(SERIES_KEYS))["timestamp"].min()
+    per_step = per_step.merge(
+        recurrence(history, thresholds, names, starts), on=list(SERIES_KEYS), how="left"
+    )
+    for name in names:
+        per_step[f"p_breach_{name}"] = _breach_by_step(per_step, name, setup.freq)
+    if samples is not None and len(samples):
+        from_paths = _sample_per_step(samples, thresholds, names)
+        covered = pd.MultiIndex.from_frame(from_paths[list(SERIES_KEYS)].drop_duplicates())
+        keep = ~pd.MultiIndex.from_frame(per_step[list(SERIES_KEYS)]).isin(covered)
+        from_paths = from_paths.reindex(columns=per_step.columns)
+        per_step = pd.concat([per_step[keep], from_paths], ignore_index=True)
+    per_step = per_step.sort_values([*SERIES_KEYS, "timestamp"], ignore_index=True)
+    return BreachTables(per_step=per_step, daily=daily_breach(per_step, names), levels=names)
+
+
 def breach_probabilities(
     forecasts: pd.DataFrame,
     thresholds_for: ThresholdsFor | Mapping[str, Mapping[str, float]],
@@ -388,29 +450,13 @@ def breach_probabilities(
       there use the empirical fraction of paths instead of the quantile fan.
     history: observed bins (resource_id, metric, timestamp, value) before the forecasts, for
       the recurrence estimate (without it, fans use the comonotone and day-block estimates).
+
+    The whole fleet at once; ``breach_setup`` and ``breach_tables`` give the same rows for a
+    fleet cut by series (``capforecast.risk.assess`` does, to bound its memory).
     """
     fan, levels = selected_forecasts(forecasts)
-    keys = fan[list(SERIES_KEYS)].drop_duplicates(ignore_index=True)
-    if samples is not None and len(samples):
-        sample_keys = samples[list(SERIES_KEYS)].drop_duplicates()
-        keys = pd.concat([keys, sample_keys]).drop_duplicates(ignore_index=True)
-    thresholds, names = _threshold_table(keys, thresholds_for)
-    per_step = _fan_per_step(fan, levels, thresholds, names)
-    starts = per_step.groupby(list(SERIES_KEYS))["timestamp"].min()
-    per_step = per_step.merge(
-        recurrence(history, thresholds, names, starts), on=list(SERIES_KEYS), how="left"
-    )
-    freq = _step(per_step)
-    for name in names:
-        per_step[f"p_breach_{name}"] = _breach_by_step(per_step, name, freq)
-    if samples is not None and len(samples):
-        from_paths = _sample_per_step(samples, thresholds, names)
-        covered = pd.MultiIndex.from_frame(from_paths[list(SERIES_KEYS)].drop_duplicates())
-        keep = ~pd.MultiIndex.from_frame(per_step[list(SERIES_KEYS)]).isin(covered)
-        from_paths = from_paths.reindex(columns=per_step.columns)
-        per_step = pd.concat([per_step[keep], from_paths], ignore_index=True)
-    per_step = per_step.sort_values([*SERIES_KEYS, "timestamp"], ignore_index=True)
-    return BreachTables(per_step=per_step, daily=daily_breach(per_step, names), levels=names)
+    setup = breach_setup(fan, levels, thresholds_for, samples)
+    return breach_tables(fan, setup, samples=samples, history=history)
 
 
 def _step(per_step: pd.DataFrame) -> pd.Timedelta:
