@@ -121,11 +121,13 @@ DEFAULT_JOB_SERIES = 1000  # sizing when the number of series a job handles is n
 # kind: (threads, base MiB, MiB per 1,000 series, base minutes, minutes per 1,000 series).
 # light: small tables (resources, series index, span); etl: per partition (generate, ingest,
 # clean, features, holdout); aggregate: fleet-wide tables (quality, leaderboard, combine,
-# risk, decision); report: papermill + nbconvert; the others are the model families.
+# risk, decision), each streamed a shard, partition or chunk at a time (2.6 GiB at most at
+# 10,000 series, README "Scaling"); report: papermill + nbconvert; the others are the model
+# families.
 JOB_COSTS = {
     "light": (1, 2048, 0, 10, 0),
     "etl": (1, 2048, 2048, 10, 5),
-    "aggregate": (1, 2048, 2048, 10, 5),
+    "aggregate": (1, 2048, 256, 10, 2),
     "report": (1, 3072, 1024, 15, 5),
     "baseline": (1, 2048, 1024, 10, 2),
     "statsforecast": (2, 2048, 1024, 10, 10),

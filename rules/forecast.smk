@@ -124,6 +124,8 @@ rule leaderboard:
         calibration="results/backtest/calibration.parquet",
     log:
         "results/logs/backtest/leaderboard.log",
+    benchmark:
+        "results/benchmarks/leaderboard.tsv"
     conda:
         "../envs/statsforecast.yaml"
     threads: job_threads("aggregate")
@@ -284,6 +286,8 @@ rule combine_forecasts:
         forecasts="results/forecast/forecasts.parquet",
     log:
         "results/logs/forecast/combine.log",
+    benchmark:
+        "results/benchmarks/combine_forecasts.tsv"
     conda:
         "../envs/statsforecast.yaml"
     threads: job_threads("aggregate")

@@ -13,6 +13,8 @@ rule render_report:
         ),
     log:
         "results/logs/report/{report}.log",
+    benchmark:
+        "results/benchmarks/report/{report}.tsv"
     wildcard_constraints:
         report="data_quality|forecast_backtest|capacity_risk",
     conda:

@@ -23,6 +23,8 @@ rule risk_report:
         summary="results/risk/summary.json",
     log:
         "results/logs/risk.log",
+    benchmark:
+        "results/benchmarks/risk.tsv"
     conda:
         "../envs/etl.yaml"
     threads: job_threads("aggregate")

@@ -185,6 +185,7 @@ EXPECTED_CODE: dict[str, set[str]] = {
     ),
     "forecast/metrics.py": EVALUATION | REPORTS,
     "forecast/no_data.py": {"combine_forecasts", "risk_report", "decision_scores"},
+    "forecast/combine.py": {"combine_forecasts"},
     **{
         name: {"risk_report"}
         for name in ("risk/assess.py", "risk/capacity.py", "risk/probability.py")

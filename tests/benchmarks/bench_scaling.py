@@ -189,6 +189,7 @@ def run_fleet(n_series: int, set_name: str, models: list[str], days: int, cores:
             flush=True,
         )
     row["total_s"] = wall
+    row["largest_job"] = largest_job(workdir)
     noop_s, out, _ = snakemake(workdir, config, "--cores", str(cores))
     if "Nothing to be done" not in out:
         raise SystemExit(f"the rerun of {workdir} was not a no-op:\n{out[-2000:]}")
@@ -205,6 +206,23 @@ def run_fleet(n_series: int, set_name: str, models: list[str], days: int, cores:
     row["load"] = os.getloadavg()[1]  # the 5-minute load average at the end of the run
     row["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return row
+
+
+def largest_job(workdir: Path) -> list:
+    """The job with the largest resident memory by its rule's `benchmark:` file (Snakemake's
+    own max_rss of the job's processes): [its file under results/benchmarks, MiB]."""
+    root = workdir / "results" / "benchmarks"
+    peaks = []
+    for path in root.rglob("*.tsv"):
+        lines = path.read_text().splitlines()
+        header, last = lines[0].split("\t"), lines[-1].split("\t")
+        value = last[header.index("max_rss")]
+        if value not in ("", "NA", "-"):
+            peaks.append((float(value), path.relative_to(root).with_suffix("").as_posix()))
+    if not peaks:
+        return [None, None]
+    mib, name = max(peaks)
+    return [name, mib]
 
 
 def cache_path(n_series: int, set_name: str) -> Path:
@@ -267,23 +285,25 @@ def main() -> None:
         f"{validated_config({})['forecast'].get('shard_size', 'n/a')}. Fast set: "
         f"{', '.join(FAST_SET)}; default set: {', '.join(sets['default'])}. Peak memory: the "
         "whole process tree (concurrent jobs summed) / the largest single process, sampled "
-        "every 0.2 s."
+        "every 0.2 s; the largest job by its rule's `benchmark:` file (results/benchmarks/)."
     )
     say()
     say(
         "| series | set | jobs | DAG build s | data s | forecast s | risk s | reports s | "
-        "end to end s | peak MiB (tree / one job) | no-op rerun s | one partition changed: "
-        "jobs, s | measured (commit, 5-min load) |"
+        "end to end s | peak MiB (tree / one job) | largest job (max_rss MiB) | no-op rerun s | "
+        "one partition changed: jobs, s | measured (commit, 5-min load) |"
     )
-    say("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    say("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
     for r in rows:
         peak = max(r[f"{stage}_peak_mib"] for stage, _ in STAGES)
         job = max(r[f"{stage}_job_mib"] for stage, _ in STAGES)
+        name, largest = r.get("largest_job") or (None, None)
+        largest_text = f"{name} ({largest:,.0f})" if name else "n/a"
         say(
             f"| {r['series']:,} | {r['set']} | {r['jobs']} | {r['dag_s']:.1f} | {r['data_s']:.0f} "
             f"| {r['forecast_s']:.0f} | {r['risk_s']:.0f} | {r['reports_s']:.0f} | "
             f"**{r['total_s']:.0f}** ({r['total_s'] / 60:.1f} min) | {peak:,.0f} / {job:,.0f} | "
-            f"{r['noop_s']:.1f} | {r['changed_jobs']}, {r['changed_s']:.0f} | "
+            f"{largest_text} | {r['noop_s']:.1f} | {r['changed_jobs']}, {r['changed_s']:.0f} | "
             f"{r['measured']} ({r['commit']}, load {r['load']:.1f}) |"
         )
     by_key = {(r["series"], r["set"]): r for r in rows}

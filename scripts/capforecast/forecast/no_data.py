@@ -13,6 +13,8 @@ table (flag ``all_quarantined``), it gets
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 from capforecast.contracts import FLAG_NO_DATA, model_used_label, series_id
@@ -32,14 +34,53 @@ def series_without_data(quality: pd.DataFrame) -> pd.DataFrame:
 def forecast_rows(quality: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:
     """NaN ``selected`` forecast rows (columns of ``selected``) for every series of the quality
     table that kept no row and has no forecast, on the fleet's forecast timestamps."""
+    latest = LatestStamps()
+    latest.add(selected)
+    return missing_series_rows(quality, selected[_KEYS], latest.stamps(), selected.columns)
+
+
+class LatestStamps:
+    """The fleet's forecast timestamps, gathered shard by shard: those of the series whose
+    forecast starts latest (the first such series by id, as over the whole fleet at once)."""
+
+    def __init__(self) -> None:
+        self._start: pd.Timestamp | None = None
+        self._series: str | None = None
+        self._stamps = pd.DataFrame(columns=["timestamp"])
+
+    def add(self, selected: pd.DataFrame) -> None:
+        if selected.empty:
+            return
+        starts = selected.groupby("series_id")["timestamp"].min()
+        start = starts.max()
+        present = str(starts[starts == start].index[0])
+        if (
+            self._start is None
+            or start > self._start
+            or (start == self._start and present < str(self._series))
+        ):
+            self._start, self._series = start, present
+            stamps = selected.loc[selected["series_id"] == present, ["timestamp"]]
+            self._stamps = stamps.sort_values("timestamp").reset_index(drop=True)
+
+    def stamps(self) -> pd.DataFrame:
+        """``timestamp`` rows, sorted (none before any forecast was added)."""
+        return self._stamps
+
+
+def missing_series_rows(
+    quality: pd.DataFrame,
+    known: pd.DataFrame,
+    stamps: pd.DataFrame,
+    columns: Sequence[str],
+) -> pd.DataFrame:
+    """NaN ``selected`` rows with ``columns`` on ``stamps`` for every series of the quality table
+    that kept no row and is not among ``known`` (``resource_id, metric`` with a forecast)."""
     empty = series_without_data(quality)
-    known = pd.MultiIndex.from_frame(selected[_KEYS].astype(str).drop_duplicates())
-    empty = empty[~pd.MultiIndex.from_frame(empty.astype(str)).isin(known)]
-    if empty.empty or selected.empty:
-        return selected.iloc[:0]
-    starts = selected.groupby("series_id")["timestamp"].min()
-    present = starts[starts == starts.max()].index[0]
-    stamps = selected.loc[selected["series_id"] == present, ["timestamp"]].sort_values("timestamp")
+    known_keys = pd.MultiIndex.from_frame(known[_KEYS].astype(str).drop_duplicates())
+    empty = empty[~pd.MultiIndex.from_frame(empty.astype(str)).isin(known_keys)]
+    if empty.empty or stamps.empty:
+        return pd.DataFrame(columns=list(columns))
     rows = empty.merge(stamps, how="cross")
     rows = rows.assign(
         series_id=[
@@ -50,7 +91,7 @@ def forecast_rows(quality: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame
         model_used=NO_DATA_MODEL_USED,
         fallback_reason=NO_DATA_REASON,
     )
-    return rows.reindex(columns=selected.columns)
+    return rows.reindex(columns=list(columns))
 
 
 def all_nan_series(fan: pd.DataFrame, quantile_columns: list[str]) -> pd.DataFrame:
