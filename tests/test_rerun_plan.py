@@ -109,7 +109,7 @@ TRAINING = MODEL_JOBS | {"leaderboard", "combine_forecasts"}
 ETL = {"ingest_partition", "ingest_resources", "series_index"}
 CUTTING = {"holdout_span", "holdout_partition", "clean_partition", "decision_scores"}
 EXPECTED_CODE: dict[str, set[str]] = {
-    **dict.fromkeys(["__init__.py", "errors.py", "rulekit.py"], EVERYTHING),
+    **dict.fromkeys(["__init__.py", "errors.py", "process_exit.py", "rulekit.py"], EVERYTHING),
     "contracts.py": EVERYTHING - {"series_index", "history_check"},
     # config.py and what it imports: the generator and the capacity-risk report validate with
     # it, and the backtests through their entry point (train_backtest reads a job's config).

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from capforecast.errors import CapForecastError
+from capforecast.process_exit import run_exit_hooks
 
 LOG = logging.getLogger("capforecast")
 
@@ -51,8 +52,10 @@ def exit_without_teardown(code: int) -> None:
     pyarrow's thread pools can abort a process at teardown after a parquet read (SIGABRT,
     "terminate called without an active exception", apache/arrow#34314): a job whose outputs
     are complete would fail at random. Logs and standard streams are flushed first; the
-    outputs are closed files by then. (An unexpected exception still ends with its traceback.)
+    outputs are closed files by then, and the process's exit hooks (``process_exit``) have run.
+    (An unexpected exception still ends with its traceback.)
     """
+    run_exit_hooks()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
