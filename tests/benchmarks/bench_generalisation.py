@@ -20,9 +20,14 @@ Protocol (the "forecasts that generalise" issue):
 Run: ``make bench-accuracy`` (= this script with ``--write-readme``), or
 ``.venv/bin/python tests/benchmarks/bench_generalisation.py [--datasets nab bitbrains]
 [--horizons 24 168] [--halves tuning heldout] [--models ...] [--peers ...]``.
-Predictions are cached under ``tests/benchmarks/out/cache`` (peers by dataset/half/horizon;
-candidates also by a digest of the library source and the config), so reruns only redo what
-changed.
+Predictions are cached under ``tests/benchmarks/out/cache`` (candidates by a digest of the
+library source and the config), so reruns only redo what changed. The peers' per-window scores
+are kept in the repository (``tests/benchmarks/kept/peer_scores``, a few kB each): the peers
+never change with this project's settings, and on Bitbrains they take hours (the untouched
+AutoETS and AutoTheta search on 13 weeks of history), so a fresh clone reruns only the
+project's own models. A kept score is used only while its digest (the peer code and the code
+that backtests and scores it, the library versions, the half's data and the protocol) is
+unchanged; otherwise the peer is rerun and its scores are rewritten.
 """
 
 from __future__ import annotations
@@ -48,8 +53,9 @@ from capforecast.data.features import panel_from_local_files
 from capforecast.forecast.evaluate import (
     backtest_models,
     evaluate_backtests,
-    leaderboard_with_peers,
+    leaderboard_with_peer_scores,
 )
+from capforecast.forecast.metrics import score_predictions
 from capforecast.forecast.models import MODEL_REGISTRY
 from capforecast.forecast.models.peers import PEER_REGISTRY
 from capforecast.forecast.panel import series_bounds
@@ -63,6 +69,7 @@ from capforecast.settings import (
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "benchmarks" / "out"
 CACHE = OUT / "cache"
+KEPT_PEERS = ROOT / "tests" / "benchmarks" / "kept" / "peer_scores"
 SPLITS = ROOT / "tests" / "benchmarks" / "splits.yaml"
 README = ROOT / "README.md"
 BASELINE = "seasonal_naive_daily_peer"
@@ -117,6 +124,54 @@ def source_digest(model: str) -> str:
     for name in sorted({*BACKTEST_SOURCES, module}):
         digest.update((package / name).read_bytes())
     return digest.hexdigest()[:12]
+
+
+# What a peer's scores depend on besides the data: its own module and what backtests and scores it.
+PEER_SOURCES = (*BACKTEST_SOURCES, "forecast/models/peers.py", "forecast/models/autogluon_model.py")
+PEER_SOURCES += ("forecast/metrics.py",)
+PEER_LIBRARIES = ("statsforecast", "prophet", "autogluon.timeseries", "numpy", "pandas")
+
+
+def peer_digest(history: pd.DataFrame, cfg: dict, bounds: dict) -> str:
+    """Digest of everything a peer's kept scores depend on (see the module docstring)."""
+    from importlib.metadata import version
+
+    package = ROOT / "scripts" / "capforecast"
+    digest = hashlib.sha256()
+    for name in sorted(set(PEER_SOURCES)):
+        digest.update((package / name).read_bytes())
+    digest.update(" ".join(f"{lib}={version(lib)}" for lib in PEER_LIBRARIES).encode())
+    digest.update(pd.util.hash_pandas_object(history, index=False).to_numpy().tobytes())
+    protocol = {
+        "backtest": cfg["backtest"],
+        "forecast": cfg["forecast"],
+        "freq": cfg["etl"]["freq"],
+        "bounds": sorted((str(k), str(v)) for k, v in bounds.items()),
+    }
+    digest.update(json.dumps(protocol, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def kept_peer_scores(
+    tag: str, history: pd.DataFrame, name: str, cfg: dict, bounds: dict
+) -> tuple[pd.DataFrame, float]:
+    """A peer's per-window scores: kept ones if their digest matches, else backtested now."""
+    path = KEPT_PEERS / f"{tag}_{name}.parquet"
+    meta = path.with_suffix(".json")
+    digest = peer_digest(history, cfg, bounds)
+    if path.exists() and meta.exists():
+        kept = json.loads(meta.read_text())
+        if kept["digest"] == digest:
+            return pd.read_parquet(path), kept["seconds"]
+        print(f"# {tag} {name}: kept scores are stale, rerunning", file=sys.stderr)
+    predictions, seconds = cached_backtest(
+        f"{tag}_peer_{name}", history, name, PEER_REGISTRY[name], cfg, bounds
+    )
+    scores = score_predictions(predictions, history, cfg["backtest"]["season"], QUANTILES)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scores.to_parquet(path, index=False, compression="zstd")
+    meta.write_text(json.dumps({"digest": digest, "seconds": round(seconds, 3)}) + "\n")
+    return scores, seconds
 
 
 def config_digest(cfg: dict, model: str) -> str:
@@ -215,10 +270,9 @@ def run_setting(
             bounds,
         )
         print(f"# {tag} {name}: {seconds[name]:.1f} s", file=sys.stderr)
+    peer_scores = {}
     for name in peers:
-        predictions[name], seconds[name] = cached_backtest(
-            f"{tag}_peer_{name}", history, name, PEER_REGISTRY[name], peer_cfg, bounds
-        )
+        peer_scores[name], seconds[name] = kept_peer_scores(tag, history, name, peer_cfg, bounds)
         print(f"# {tag} {name}: {seconds[name]:.1f} s", file=sys.stderr)
     result = evaluate_backtests(
         pd.concat([predictions[n] for n in candidates], ignore_index=True),
@@ -231,13 +285,8 @@ def run_setting(
     OUT.mkdir(parents=True, exist_ok=True)
     result.selected_predictions.to_parquet(OUT / f"{tag}_selected.parquet", index=False)
     result.window_choices.to_parquet(OUT / f"{tag}_choices.parquet", index=False)
-    board = leaderboard_with_peers(
-        result,
-        pd.concat([predictions[n] for n in peers], ignore_index=True),
-        history,
-        season=cfg["backtest"]["season"],
-        quantiles=QUANTILES,
-        baseline=BASELINE,
+    board = leaderboard_with_peer_scores(
+        result, pd.concat([peer_scores[n] for n in peers], ignore_index=True), baseline=BASELINE
     )
     board["backtest_s"] = board["model"].map(seconds)
     board.insert(0, "half", half)

@@ -305,10 +305,18 @@ def leaderboard_with_peers(
     against the same baseline; ``is_peer`` marks their rows.
     """
     peer_scores = metrics.score_predictions(peer_predictions, history, season, quantiles)
+    return leaderboard_with_peer_scores(evaluation, peer_scores, baseline=baseline)
+
+
+def leaderboard_with_peer_scores(
+    evaluation: Evaluation, peer_scores: pd.DataFrame, *, baseline: str = "seasonal_naive_daily"
+) -> pd.DataFrame:
+    """``leaderboard_with_peers`` from the peers' per-window scores (``metrics.METRIC_COLUMNS``
+    rows of ``metrics.score_predictions``), e.g. scores kept from an earlier run."""
     board = metrics.leaderboard(
         pd.concat([evaluation.metrics, peer_scores], ignore_index=True), baseline=baseline
     )
-    board["is_peer"] = board["model"].isin(set(peer_predictions["model"]))
+    board["is_peer"] = board["model"].isin(set(peer_scores["model"]))
     return board
 
 
