@@ -301,7 +301,7 @@ def test_selection_settings_are_the_schema_defaults_and_invalid_values_fail_vali
         validated_config({"selection": {"shrinkage": -1}})
     # The schema is the one place the defaults live (the metric once drifted to wql here).
     assert selection_settings(validated_config({})["selection"]) == SelectionSettings(
-        strategy="ensemble", metric="mase", top_k=3, shrinkage=1.0, combination="median"
+        strategy="ensemble", metric="mase", top_k=3, shrinkage=10.0, combination="median"
     )
 
 

@@ -2,11 +2,14 @@
 
 Protocol (the "forecasts that generalise" issue):
 
-- Datasets: the NAB CloudWatch fixture at H = 24 (K = 3 windows; its two weeks are too short for
-  a week-ahead horizon) and the Bitbrains development set at H = 24 (K = 7: one window per day
-  of the last week, so weekdays and the weekend are all scored) and at H = 168 (K = 3 weeks,
-  the horizon the risk stage uses). Hourly means, windows end-aligned on each series' end,
-  quantiles 0.1 / 0.5 / 0.9, plus the configured selection window(s) before the scored ones.
+- Datasets: the NAB CloudWatch fixture and the Bitbrains development set at H = 24 (K = 7: one
+  window per day of the last week, so weekdays and the weekend are all scored), and Bitbrains
+  at H = 168 (K = 3 weeks, the horizon the risk stage uses; NAB's two weeks are too short for
+  it). NAB was scored on K = 3 windows until 2026-12-02: on its tuning half K = 3 and K = 7 led
+  to opposite conclusions about the selection settings (``selected`` MASE relgm 0.577 vs 0.807
+  with the same settings), so three windows were too few to choose or judge anything on.
+  Hourly means, windows end-aligned on each series' end, quantiles 0.1 / 0.5 / 0.9, plus the
+  configured selection window(s) before the scored ones.
 - Halves: ``tests/benchmarks/splits.yaml`` lists the tuning half of each dataset (by file for
   NAB, by VM for Bitbrains). Settings may be chosen on the tuning half only; the held-out half
   is the result. Each half is run as a fleet of its own (selection and AutoGluon see only it).
@@ -101,7 +104,7 @@ class Setting:
 
 
 SETTINGS = [
-    Setting("nab", "config/nab.yaml", 24, 3, "resource"),
+    Setting("nab", "config/nab.yaml", 24, 7, "resource"),
     Setting("bitbrains", "config/bitbrains.yaml", 24, 7, "resource"),
     Setting("bitbrains", "config/bitbrains.yaml", 168, 3, "resource"),
 ]
