@@ -15,8 +15,10 @@ from capforecast.data.features import panel_from_local_files
 from capforecast.forecast.evaluate import (
     backtest_models,
     evaluate_backtests,
+    leaderboard_with_peer_scores,
     leaderboard_with_peers,
 )
+from capforecast.forecast.metrics import score_predictions
 from capforecast.forecast.models import MODEL_REGISTRY
 from capforecast.forecast.models.peers import PEER_REGISTRY
 from capforecast.forecast.panel import series_bounds
@@ -35,7 +37,7 @@ PEERS = ["autoets_default", "autotheta_default"]
 
 
 @pytest.fixture(scope="module")
-def leaderboard(project_root, nab_dir, monkeypatch_module) -> pd.DataFrame:
+def nab_run(project_root, nab_dir, monkeypatch_module) -> dict:
     monkeypatch_module.chdir(project_root)
     cfg = load_config(project_root / "config" / "config.yaml", project_root / "config" / "nab.yaml")
     cfg["data"]["path"] = str(nab_dir)
@@ -60,10 +62,28 @@ def leaderboard(project_root, nab_dir, monkeypatch_module) -> pd.DataFrame:
         selection_cfg=selection_settings(cfg["selection"]),
         bounds=bounds,
     )
+    return {"result": result, "peer_predictions": peer_predictions, "history": history}
+
+
+@pytest.fixture(scope="module")
+def leaderboard(nab_run) -> pd.DataFrame:
     board = leaderboard_with_peers(
-        result, peer_predictions, history, season=24, quantiles=[0.1, 0.5, 0.9]
+        nab_run["result"],
+        nab_run["peer_predictions"],
+        nab_run["history"],
+        season=24,
+        quantiles=[0.1, 0.5, 0.9],
     )
     return board.set_index("model")
+
+
+def test_peer_scores_give_the_same_leaderboard_as_peer_predictions(nab_run, leaderboard):
+    # The accuracy benchmark keeps peers' per-window scores, not their predictions.
+    scores = score_predictions(nab_run["peer_predictions"], nab_run["history"], 24, [0.1, 0.5, 0.9])
+    from_scores = leaderboard_with_peer_scores(nab_run["result"], scores).set_index("model")
+    pd.testing.assert_frame_equal(from_scores, leaderboard)
+    assert from_scores.loc[PEERS, "is_peer"].all()
+    assert not from_scores.loc["selected", "is_peer"]
 
 
 @pytest.fixture(scope="module")
