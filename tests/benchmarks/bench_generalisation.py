@@ -45,8 +45,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Before any model library is imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -118,33 +120,40 @@ BACKTEST_SOURCES += ("forecast/models/base.py", "forecast/models/specs.py")
 BACKTEST_SOURCES += ("forecast/models/fallback.py", "forecast/models/stats.py")  # fill, quantiles
 
 
+def sources_hash(names: Iterable[str]) -> Any:
+    """A sha256 over the package modules ``names`` (paths under scripts/capforecast), sorted."""
+    package = ROOT / "scripts" / "capforecast"
+    digest = hashlib.sha256()
+    for name in sorted(set(names)):
+        digest.update((package / name).read_bytes())
+    return digest
+
+
 def source_digest(model: str) -> str:
     """Digest of the code a model's backtest runs: cached predictions are reused only if equal."""
     from capforecast.forecast.models.specs import ROUTABLE
 
-    package = ROOT / "scripts" / "capforecast"
     core_module = ROUTABLE[model].core.partition(":")[0]
     module = core_module.removeprefix("capforecast.").replace(".", "/") + ".py"
-    digest = hashlib.sha256()
-    for name in sorted({*BACKTEST_SOURCES, module}):
-        digest.update((package / name).read_bytes())
-    return digest.hexdigest()[:12]
+    return sources_hash([*BACKTEST_SOURCES, module]).hexdigest()[:12]
 
 
 # What a peer's scores depend on besides the data: its own module and what backtests and scores it.
-PEER_SOURCES = (*BACKTEST_SOURCES, "forecast/models/peers.py", "forecast/models/autogluon_model.py")
-PEER_SOURCES += ("forecast/metrics.py",)
+PEER_SOURCES = (
+    *BACKTEST_SOURCES,
+    "forecast/models/peers.py",
+    "forecast/models/autogluon_model.py",
+    "forecast/metrics.py",
+)
 PEER_LIBRARIES = ("statsforecast", "prophet", "autogluon.timeseries", "numpy", "pandas")
 
 
 def peer_digest(history: pd.DataFrame, cfg: dict, bounds: dict) -> str:
-    """Digest of everything a peer's kept scores depend on (see the module docstring)."""
+    """Digest of everything a peer's kept scores depend on (see the module docstring); the same
+    for every peer of one dataset x half x horizon."""
     from importlib.metadata import version
 
-    package = ROOT / "scripts" / "capforecast"
-    digest = hashlib.sha256()
-    for name in sorted(set(PEER_SOURCES)):
-        digest.update((package / name).read_bytes())
+    digest = sources_hash(PEER_SOURCES)
     digest.update(" ".join(f"{lib}={version(lib)}" for lib in PEER_LIBRARIES).encode())
     digest.update(pd.util.hash_pandas_object(history, index=False).to_numpy().tobytes())
     protocol = {
@@ -158,12 +167,12 @@ def peer_digest(history: pd.DataFrame, cfg: dict, bounds: dict) -> str:
 
 
 def kept_peer_scores(
-    tag: str, history: pd.DataFrame, name: str, cfg: dict, bounds: dict
+    tag: str, history: pd.DataFrame, name: str, cfg: dict, bounds: dict, digest: str
 ) -> tuple[pd.DataFrame, float]:
-    """A peer's per-window scores: kept ones if their digest matches, else backtested now."""
+    """A peer's per-window scores: kept ones if their ``digest`` (``peer_digest``) matches, else
+    backtested now."""
     path = KEPT_PEERS / f"{tag}_{name}.parquet"
     meta = path.with_suffix(".json")
-    digest = peer_digest(history, cfg, bounds)
     if path.exists() and meta.exists():
         kept = json.loads(meta.read_text())
         if kept["digest"] == digest:
@@ -276,8 +285,11 @@ def run_setting(
         )
         print(f"# {tag} {name}: {seconds[name]:.1f} s", file=sys.stderr)
     peer_scores = {}
+    digest = peer_digest(history, peer_cfg, bounds)
     for name in peers:
-        peer_scores[name], seconds[name] = kept_peer_scores(tag, history, name, peer_cfg, bounds)
+        peer_scores[name], seconds[name] = kept_peer_scores(
+            tag, history, name, peer_cfg, bounds, digest
+        )
         print(f"# {tag} {name}: {seconds[name]:.1f} s", file=sys.stderr)
     result = evaluate_backtests(
         pd.concat([predictions[n] for n in candidates], ignore_index=True),
