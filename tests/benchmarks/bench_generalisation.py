@@ -196,7 +196,10 @@ def config_digest(cfg: dict, model: str) -> str:
         if key != "enabled" and (key == model or not isinstance(value, dict))
     }
     etl = {key: cfg["etl"][key] for key in ("freq", "percent_metrics")}
-    relevant = {"models": models, "etl": etl, **{k: cfg[k] for k in ("backtest", "forecast")}}
+    # Calibration acts on the selected forecast after the backtests, so toggling it (the
+    # intervals comparison does) reuses every model's cached predictions.
+    forecast = {key: value for key, value in cfg["forecast"].items() if key != "calibrate"}
+    relevant = {"models": models, "etl": etl, "backtest": cfg["backtest"], "forecast": forecast}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -273,6 +276,9 @@ def run_setting(
     candidates = models or list(cfg["models"]["enabled"])
     tag = f"{setting.dataset}_h{setting.horizon}_k{setting.windows}_{half}"
     peer_cfg = {**cfg, "models": {**cfg["models"], "max_history_hours": None}}
+    # Peers are never calibrated: pinning the switch to its default keeps their kept scores
+    # valid when the intervals comparison turns calibration off.
+    peer_cfg["forecast"] = {**cfg["forecast"], "calibrate": True}
     predictions, seconds = {}, {}
     for name in candidates:
         predictions[name], seconds[name] = cached_backtest(
