@@ -13,14 +13,19 @@ from capforecast.forecast.backtest import run_backtest
 from capforecast.forecast.metrics import RELGM_CLIP, leaderboard, score_predictions
 from capforecast.forecast.models.base import ForecastRequest, finalize_forecast, future_timestamps
 from capforecast.forecast.selection import (
+    MAX_PRIOR_WEIGHT,
+    MIN_PRIOR_WEIGHT,
+    PRIOR_VARIANCE_WINDOWS,
     REASON_DEFAULT,
     REASON_OTHER_METRIC,
     REASON_SCORED,
     SELECTED,
     combine_final_forecasts,
+    empirical_bayes_weights,
     final_selection,
     relative_log_scores,
     select_without_peeking,
+    shrunk_scores,
 )
 from capforecast.settings import (
     ModelSettings,
@@ -297,11 +302,13 @@ def test_selection_settings_are_the_schema_defaults_and_invalid_values_fail_vali
         validated_config({"selection": {"strategy": "vote"}})
     with pytest.raises(ConfigError, match=r"selection\.combination.*allowed: median, mean"):
         validated_config({"selection": {"combination": "mode"}})
-    with pytest.raises(ConfigError, match=r"selection\.shrinkage.*minimum 0"):
+    with pytest.raises(ConfigError, match=r"selection\.shrinkage.*minimum 0; or the word auto"):
         validated_config({"selection": {"shrinkage": -1}})
+    with pytest.raises(ConfigError, match=r"selection\.shrinkage.*'fast'.*or the word auto"):
+        validated_config({"selection": {"shrinkage": "fast"}})
     # The schema is the one place the defaults live (the metric once drifted to wql here).
     assert selection_settings(validated_config({})["selection"]) == SelectionSettings(
-        strategy="ensemble", metric="mase", top_k=3, shrinkage=10.0, combination="median"
+        strategy="ensemble", metric="mase", top_k=3, shrinkage="auto", combination="median"
     )
 
 
@@ -442,3 +449,67 @@ def test_selected_row_reaches_the_leaderboard_end_to_end():
     assert scored_choices.loc["flat"].unique().tolist() == ["flat_mean"]
     assert board.loc[SELECTED, "mase_relgm"] < board.loc["flat_mean", "mase_relgm"]
     assert board.loc[SELECTED, "mase_relgm"] < 1.0
+
+
+def windowed_metrics(ratios: dict[str, list[float]]) -> pd.DataFrame:
+    """Models A, B and C on each series, one row per window: A and C score 1 and B
+    ``ratios[sid][w]`` (both as WQL and MASE), so the median model scores 1 and B's relative
+    log score is ``log ratio``."""
+    rows = [
+        {"model": m, "series_id": sid, "window": w, "wql": v, "mase": v}
+        for sid, by_window in ratios.items()
+        for w, ratio in enumerate(by_window)
+        for m, v in (("A", 1.0), ("B", ratio), ("C", 1.0))
+    ]
+    return pd.DataFrame(rows).assign(is_selection_window=False)
+
+
+def test_auto_shrinkage_trusts_a_consistent_series_and_not_a_noisy_one():
+    # The fleet favours A (B is 2x worse on ten series). On "steady", B is ~3x better in every
+    # window; on "erratic", B is 2x better on average (in logs) but swings 8x either way.
+    erratic = [8 * 0.5, 0.5 / 8] * 2
+    ratios = {"steady": [0.35] * 4, "erratic": erratic, **{f"s{i}": [2.0] * 4 for i in range(10)}}
+    metrics = windowed_metrics(ratios)
+
+    def chosen(shrinkage: float | str) -> pd.Series:
+        picked = final_selection(metrics, settings(strategy="best", shrinkage=shrinkage))
+        return picked.set_index("series_id")["model"]
+
+    auto = chosen("auto")
+    assert (auto["steady"], auto["erratic"]) == ("B", "A")
+    assert (auto[[f"s{i}" for i in range(10)]] == "A").all()
+    # No fixed weight tells the two apart: 10 pulls both to the fleet's A, 1 and 0 keep B on both.
+    assert [(chosen(k)["steady"], chosen(k)["erratic"]) for k in (10, 1, 0)] == [
+        ("A", "A"),
+        ("B", "B"),
+        ("B", "B"),
+    ]
+
+
+def test_auto_shrinkage_weights_follow_the_formula():
+    ratios = {"a": [0.5, 0.6, 0.4], "b": [2.0, 3.0, 1.0], "c": [1.0, 4.0]}
+    relative = relative_log_scores(windowed_metrics(ratios), "mase")
+    per_series = (
+        relative.groupby(["series_id", "model"])["relative"]
+        .agg(series_mean="mean", series_var="var", n_windows="count")
+        .reset_index()
+    )
+    weights = pd.Series(empirical_bayes_weights(per_series), index=per_series.index)
+    b_rows = per_series[per_series["model"] == "B"]
+    # by hand for model B: pooled within variance over series with 2+ windows, each series'
+    # own variance smoothed toward it, tau2 = spread of the means less their sampling noise
+    pooled = b_rows["series_var"].mean()
+    dof = b_rows["n_windows"] - 1
+    noise = (dof * b_rows["series_var"] + PRIOR_VARIANCE_WINDOWS * pooled) / (
+        dof + PRIOR_VARIANCE_WINDOWS
+    )
+    tau2 = b_rows["series_mean"].var() - (noise / b_rows["n_windows"]).mean()
+    expected = np.clip(noise / max(tau2, 1e-3), MIN_PRIOR_WEIGHT, MAX_PRIOR_WEIGHT)
+    assert weights[b_rows.index].to_numpy() == pytest.approx(expected.to_numpy())
+    assert tau2 > 1e-3 and (expected > MIN_PRIOR_WEIGHT).any()  # not all at a bound
+    # One series alone has no spread between series: its fleet mean is its own mean, so its
+    # score is its own mean whatever the weight, and no score is lost to a NaN.
+    alone = windowed_metrics({"a": ratios["a"]})
+    scores = shrunk_scores(alone, "mase", "auto").set_index("model")["score"]
+    assert scores["B"] == pytest.approx(np.mean(np.log(ratios["a"])))
+    assert scores[["A", "C"]].tolist() == pytest.approx([0.0, 0.0])

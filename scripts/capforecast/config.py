@@ -97,6 +97,8 @@ def _allowed(error: jsonschema.ValidationError) -> str:
         return f"unknown key; allowed: {', '.join(sorted(schema.get('properties', {})))}"
     if error.validator in {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}:
         return f"must satisfy {error.validator} {error.validator_value}"
+    if error.validator == "const":
+        return f"the word {error.validator_value}"
     if error.validator == "type":
         return f"expected type {error.validator_value}{_type_hint(error)}"
     if error.validator == "required":

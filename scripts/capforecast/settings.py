@@ -100,7 +100,7 @@ class SelectionSettings:
     strategy: str
     metric: str
     top_k: int
-    shrinkage: float
+    shrinkage: float | str  # a prior weight in windows, or "auto" (empirical Bayes)
     combination: str
 
 
@@ -275,7 +275,11 @@ def selection_settings(selection: Mapping[str, Any]) -> SelectionSettings:
         strategy=str(selection["strategy"]),
         metric=str(selection["metric"]),
         top_k=int(selection["top_k"]),
-        shrinkage=float(selection["shrinkage"]),
+        shrinkage=(
+            selection["shrinkage"]
+            if selection["shrinkage"] == "auto"
+            else float(selection["shrinkage"])
+        ),
         combination=str(selection["combination"]),
     )
 
