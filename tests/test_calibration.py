@@ -115,9 +115,9 @@ def test_series_with_enough_points_get_their_own_factor():
     predictions.loc[predictions["series_id"] == "s0", ["q0.1", "q0.9"]] = predictions.loc[
         predictions["series_id"] == "s0", ["q0.5"]
     ].to_numpy() + np.array([-Z90, Z90])
-    table = fit_interval_scaling(
-        predictions, QUANTILES, min_points=100, prior_points=0
-    ).set_index(["series_id", "quantile"])
+    table = fit_interval_scaling(predictions, QUANTILES, min_points=100, prior_points=0).set_index(
+        ["series_id", "quantile"]
+    )
     assert table.loc[("s0", 0.9), "scale"] == pytest.approx(3.0, rel=0.3)
     assert table.loc[("s1", 0.9), "scale"] == pytest.approx(1.0, rel=0.3)
     assert table.loc[("s0", 0.9), "source"] == "series"
@@ -125,9 +125,9 @@ def test_series_with_enough_points_get_their_own_factor():
     # a prior of as many points as the series has lands halfway in logs.
     n = int(table.loc[("s0", 0.9), "n_points"])
     pooled = float(table.loc[(POOLED, 0.9), "scale"])
-    shrunk = fit_interval_scaling(
-        predictions, QUANTILES, min_points=100, prior_points=n
-    ).set_index(["series_id", "quantile"])
+    shrunk = fit_interval_scaling(predictions, QUANTILES, min_points=100, prior_points=n).set_index(
+        ["series_id", "quantile"]
+    )
     own = float(table.loc[("s0", 0.9), "scale"])
     assert shrunk.loc[("s0", 0.9), "scale"] == pytest.approx(np.sqrt(own * pooled))
     assert pooled < shrunk.loc[("s0", 0.9), "scale"] < own

@@ -181,8 +181,9 @@ def fit_interval_scaling(
     ``predictions``: backtest rows of one model (``series_id, y, q0.5`` and the quantile
     columns). Returns ``SCALING_COLUMNS``: one ``POOLED`` row per level ``q != 0.5`` plus one row
     per series x level for series with at least ``min_points`` usable points
-    (``source = "series"``, shrunk toward the pooled factor by ``prior_points``). When the pooled P10-P90 coverage is within ``tolerance`` of its
-    nominal 0.8 (or cannot be measured), every factor is 1 and ``applied`` is False.
+    (``source = "series"``, shrunk toward the pooled factor by ``prior_points``). When the
+    pooled P10-P90 coverage is within ``tolerance`` of its nominal 0.8 (or cannot be measured),
+    every factor is 1 and ``applied`` is False.
     """
     levels = _scaled_levels(quantiles)
     _check_fit_input(predictions, levels)
