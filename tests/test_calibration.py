@@ -163,6 +163,32 @@ def test_apply_interval_scaling_by_hand():
     assert capped.loc[0, "q0.9"] == 100.0 and capped.loc[0, "q0.1"] == 0.0
 
 
+def test_a_quantile_on_its_bound_is_never_narrowed_off_it():
+    # A CPU pegged at 100 % in its busy hours: its P90 sits on the bound. Narrowing factors
+    # (fitted on the rest of the fleet) must not pull it inside, where every pegged hour would
+    # fall beyond P90; the same factors narrow the quantiles that are not on a bound.
+    forecast = pd.DataFrame(
+        {
+            "series_id": ["pegged", "pegged", "idle", "free"],
+            "mean": [95.0, 50.0, 2.0, 50.0],
+            "q0.1": [80.0, 40.0, 0.0, 40.0],
+            "q0.5": [95.0, 50.0, 2.0, 50.0],
+            "q0.9": [100.0, 60.0, 5.0, 60.0],
+        }
+    )
+    table = pd.DataFrame(
+        {"series_id": [POOLED, POOLED], "quantile": [0.1, 0.9], "scale": [0.5, 0.5]}
+    )
+    bounds = {"pegged": (0.0, 100.0), "idle": (0.0, 100.0)}  # "free" has no known bounds
+    out = apply_interval_scaling(forecast, table, QUANTILES, bounds=bounds)
+    assert out["q0.9"].tolist() == [100.0, 55.0, 3.5, 55.0]
+    assert out["q0.1"].tolist() == [87.5, 45.0, 0.0, 45.0]
+    # Widening factors still widen (and clip back to the bound).
+    wide = apply_interval_scaling(forecast, table.assign(scale=2.0), QUANTILES, bounds=bounds)
+    assert wide["q0.9"].tolist() == [100.0, 70.0, 8.0, 70.0]
+    assert wide["q0.1"].tolist() == [65.0, 30.0, 0.0, 30.0]
+
+
 def test_calibration_of_a_window_ignores_its_own_and_later_actuals():
     predictions = gaussian_backtest(0.5, windows=3)
     changed = predictions.copy()

@@ -24,7 +24,7 @@ fitted on earlier windows only (``calibrate_without_peeking``), so the leaderboa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -211,14 +211,17 @@ def apply_interval_scaling(
     """Scale each quantile's distance from the median by the fitted factor.
 
     A series uses its own factor when the table has one, the pooled one otherwise (1 when the
-    table has neither). Quantiles are then sorted across levels and clipped to ``bounds``; the
-    median and ``mean`` are unchanged. Adds ``interval_scaled`` (True where a factor != 1 was
-    applied).
+    table has neither). A quantile that sits on its series' bound is never narrowed off it: it
+    marks a mass of values at the bound (a CPU pegged at 100 %, an idle one at 0), and pulling it
+    inside would put every pegged hour beyond it. Quantiles are then sorted across levels and
+    clipped to ``bounds``; the median and ``mean`` are unchanged. Adds ``interval_scaled`` (True
+    where a factor != 1 was applied).
     """
     levels = sorted({float(q) for q in quantiles} - {0.5})
     _check_columns(forecast, [*levels, 0.5], "forecast")
     out = forecast.copy()
     median = out[quantile_column(0.5)].to_numpy(dtype=float)
+    on_bound = _bound_checker(out["series_id"], bounds)
     scaled_any = np.zeros(len(out), dtype=bool)
     for q in levels:
         rows = table[np.isclose(table["quantile"].astype(float), q)]
@@ -227,6 +230,7 @@ def apply_interval_scaling(
         fallback = float(pooled.iloc[0]) if len(pooled) else 1.0
         factor = out["series_id"].map(own).fillna(fallback).to_numpy(dtype=float)
         column = quantile_column(q)
+        factor = np.where((factor < 1.0) & on_bound(out[column].to_numpy(dtype=float)), 1.0, factor)
         out[column] = median + factor * (out[column].to_numpy(dtype=float) - median)
         scaled_any |= factor != 1.0
     columns = [quantile_column(q) for q in sorted({*levels, 0.5})]
@@ -235,6 +239,26 @@ def apply_interval_scaling(
         out = clip_to_bounds(out, columns, bounds)
     out["interval_scaled"] = scaled_any
     return out
+
+
+def _bound_checker(
+    series: pd.Series, bounds: Mapping[str, tuple[float, float | None]] | None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A test of which values lie on their row's series bound (lower or upper; none without
+    ``bounds``), to within a relative 1e-9."""
+    if not bounds:
+        return lambda values: np.zeros(len(values), dtype=bool)
+    known = series.map(lambda s: bounds.get(s, (-np.inf, None)))
+    lower = known.map(lambda b: b[0]).to_numpy(dtype=float)
+    upper = known.map(lambda b: np.inf if b[1] is None else b[1]).to_numpy(dtype=float)
+
+    def on_bound(values: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            at_lower = np.isfinite(lower) & np.isclose(values, lower, rtol=1e-9, atol=1e-9)
+            at_upper = np.isfinite(upper) & np.isclose(values, upper, rtol=1e-9, atol=1e-9)
+        return at_lower | at_upper
+
+    return on_bound
 
 
 def calibrate_without_peeking(
