@@ -248,9 +248,10 @@ def _bound_checker(
     ``bounds``), to within a relative 1e-9."""
     if not bounds:
         return lambda values: np.zeros(len(values), dtype=bool)
-    known = series.map(lambda s: bounds.get(s, (-np.inf, None)))
-    lower = known.map(lambda b: b[0]).to_numpy(dtype=float)
-    upper = known.map(lambda b: np.inf if b[1] is None else b[1]).to_numpy(dtype=float)
+    codes, ids = pd.factorize(series)  # one lookup per series, not per row
+    known = [bounds.get(s, (-np.inf, None)) for s in ids]
+    lower = np.array([b[0] for b in known], dtype=float)[codes]
+    upper = np.array([np.inf if b[1] is None else b[1] for b in known], dtype=float)[codes]
 
     def on_bound(values: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore"):
