@@ -50,6 +50,8 @@ SCALING_COLUMNS: tuple[str, ...] = (
     "coverage_before",
     "applied",
 )
+# Where a scaling row (a tuple in SCALING_COLUMNS order) holds its factor.
+_SCALE = SCALING_COLUMNS.index("scale")
 COVERAGE_TOLERANCE = 0.05
 MIN_POINTS_PER_SERIES = 100
 # Prior weight, in points, of the pooled factor in a series' own. Chosen on the tuning halves of
@@ -196,7 +198,9 @@ def fit_interval_scaling(
         rows.append(pooled)
         if applied:
             rows.extend(
-                _series_rows(q, series, residuals, coverage, pooled[2], min_points, prior_points)
+                _series_rows(
+                    q, series, residuals, coverage, pooled[_SCALE], min_points, prior_points
+                )
             )
     return pd.DataFrame(rows, columns=list(SCALING_COLUMNS))
 
@@ -421,7 +425,7 @@ class StreamedCalibration:
                     series,
                     residuals,
                     pooled.coverage,
-                    pooled.rows[self.levels.index(q)][2],
+                    pooled.rows[self.levels.index(q)][_SCALE],
                     self.min_points,
                     self.prior_points,
                 )
