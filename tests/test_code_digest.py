@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from capforecast import code_digest
 from capforecast.code_digest import digest_files, import_closure, script_digest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +125,52 @@ def test_digest_does_not_depend_on_where_the_project_is(project, tmp_path_factor
     shutil.copytree(project, moved)
     assert digest(moved) == digest(project)
     assert digest(project, "other.py") != digest(project)
+
+
+def fresh_closure(project: Path) -> set[str]:
+    """The closure with the per-process memo cleared, so only the on-disk cache can help."""
+    code_digest._parsed_refs.cache_clear()
+    return names(
+        import_closure([project / "scripts" / "rule.py"], project / "scripts" / "pkg"), project
+    )
+
+
+def test_the_on_disk_cache_gives_what_parsing_gives(project, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    parsed = fresh_closure(project)
+    entries = sorted((tmp_path / "cache" / "capforecast" / "import-refs").rglob("*.json"))
+    # One entry per Python file of the closure (the script and 11 package modules).
+    assert len(entries) == len([n for n in parsed if n.endswith(".py")]) == 12
+    assert fresh_closure(project) == parsed
+    # A damaged entry is parsed again, not trusted.
+    for entry in entries:
+        entry.write_text("{not json")
+    assert fresh_closure(project) == parsed
+
+
+def test_cached_files_still_see_edits_and_new_data_files(project, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    before = fresh_closure(project)
+    pkg = project / "scripts" / "pkg"
+    # An edited module is a new cache entry: its new import is followed.
+    write(pkg / "e.py", "from pkg import unused\ng = 1\n")
+    assert fresh_closure(project) == before | {"scripts/pkg/e.py", "scripts/pkg/unused.py"}
+    # The cache keeps names, not what they found: a data file created next to an unchanged
+    # module joins the closure, and leaves it when it is removed.
+    write(pkg / "e.py", "g = 1\n")
+    (pkg / "table.yaml").unlink()
+    assert fresh_closure(project) == before - {"scripts/pkg/table.yaml"}
+    write(pkg / "table.yaml", "a: 2\n")
+    assert fresh_closure(project) == before
+
+
+def test_an_unwritable_cache_only_costs_a_parse(project, tmp_path, monkeypatch):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert fresh_closure(project) == names(
+        import_closure([project / "scripts" / "rule.py"], project / "scripts" / "pkg"), project
+    )
 
 
 def test_rule_scripts_reach_the_modules_they_use():

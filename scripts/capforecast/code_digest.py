@@ -7,7 +7,9 @@ the ``__init__.py`` of every package on the way) plus the data files a module na
 itself (``Path(__file__).with_name("metric_names.yaml")``, a ``templates`` folder), and hashes
 them. Passed as a ``code`` param, an edit reruns exactly the rules whose scripts can run it.
 
-Only the standard library is used: the workflow computes these digests at every DAG build.
+Only the standard library is used: the workflow computes these digests at every DAG build,
+so what each file names is kept on disk by content (``_cached_references``) and only looked
+up again.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 # Notebook lines that are not Python (IPython magics and shell escapes).
@@ -72,7 +76,7 @@ def _source(file: Path) -> str:
 def _data_files(directory: Path, name: str) -> list[Path]:
     """Files a string constant names next to a module: a file with a suffix, or a folder that
     holds no Python (a folder of modules is reached through imports instead)."""
-    if not name or name.startswith((".", "/")) or "\n" in name or len(name) > 200:
+    if not _may_name_a_file(name):
         return []
     try:
         target = directory / name
@@ -85,19 +89,19 @@ def _data_files(directory: Path, name: str) -> list[Path]:
     return []
 
 
-def _imported(package_dir: Path, file: Path, tree: ast.AST) -> tuple[list[Path], list[Path]]:
-    """Package modules and data files one file refers to (anywhere in it, functions included)."""
+def _references(package_dir: Path, file: Path, tree: ast.AST) -> dict[str, list[str]]:
+    """What one file names, before any lookup on disk: ``modules`` (dotted names whose file and
+    parent packages run), ``members`` (``from base import name``: ``base.name`` if it is a
+    module) and ``names`` (string constants that may name a data file next to the module)."""
     package = package_dir.name
     is_module = file.suffix == ".py" and package_dir in file.parents
     current = _module_name(package_dir, file) if is_module else ""
     # The package a relative import starts from: the module's own package.
     here = current if file.name == "__init__.py" else current.rpartition(".")[0]
-    modules: list[Path] = []
-    data: list[Path] = []
+    refs: dict[str, list[str]] = {"modules": [], "members": [], "names": []}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            for alias in node.names:
-                modules.extend(_with_parents(package_dir, alias.name))
+            refs["modules"].extend(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 if not is_module:
@@ -109,19 +113,78 @@ def _imported(package_dir: Path, file: Path, tree: ast.AST) -> tuple[list[Path],
                 base = node.module or ""
             if base.split(".")[0] != package:
                 continue
-            modules.extend(_with_parents(package_dir, base))
-            for alias in node.names:
-                sub = _module_file(package_dir, f"{base}.{alias.name}")
-                if sub is not None:
-                    modules.append(sub)
+            refs["modules"].append(base)
+            refs["members"].extend(f"{base}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             value = node.value
             if value.startswith(f"{package}.") and value.replace(".", "").isidentifier():
                 # importlib.import_module("capforecast.forecast.models.stats") and similar.
-                modules.extend(_with_parents(package_dir, value))
-            elif is_module:
-                data.extend(_data_files(file.parent, value))
+                refs["modules"].append(value)
+            elif is_module and _may_name_a_file(value):
+                refs["names"].append(value)
+    return {key: sorted(set(values)) for key, values in refs.items()}
+
+
+def _may_name_a_file(name: str) -> bool:
+    return bool(name) and not name.startswith((".", "/")) and "\n" not in name and len(name) <= 200
+
+
+def _resolved(
+    package_dir: Path, file: Path, refs: dict[str, list[str]]
+) -> tuple[list[Path], list[Path]]:
+    """Package modules and data files that ``refs`` of ``file`` name, as they are on disk now."""
+    modules = [f for name in refs["modules"] for f in _with_parents(package_dir, name)]
+    modules += [f for f in map(partial(_module_file, package_dir), refs["members"]) if f]
+    data: list[Path] = []
+    # Most string constants are messages: only a name whose first part is in the module's
+    # folder is looked up.
+    present = set(os.listdir(file.parent)) if refs["names"] else set()
+    for name in refs["names"]:
+        if name.split("/")[0] in present:
+            data.extend(_data_files(file.parent, name))
     return modules, data
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "capforecast" / "import-refs"
+
+
+@cache
+def _parser_version() -> str:
+    """This module's own bytes: a change to how files are read invalidates every cached entry."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+def _cached_references(package_dir: Path, file: Path) -> dict[str, list[str]]:
+    """``_references`` of the file, kept on disk by content (the module's name, its bytes and
+    the parser's version), so a DAG build parses only files it has not seen before: parsing
+    the whole package took about 1 s of every ``snakemake`` call, each SLURM job's included.
+    The cache is an optimisation only: an unreadable or unwritable cache parses again."""
+    raw = file.read_bytes()
+    is_module = file.suffix == ".py" and package_dir in file.parents
+    context = _module_name(package_dir, file) if is_module else f"{package_dir.name}:{file.suffix}"
+    key = hashlib.sha256(
+        b"\0".join([_parser_version().encode(), context.encode(), raw])
+    ).hexdigest()
+    entry = _cache_dir() / key[:2] / f"{key}.json"
+    try:
+        return json.loads(entry.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    tree = ast.parse(_source(file), filename=str(file))
+    refs = _references(package_dir, file, tree)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole, then renamed: a concurrent reader sees the old state or the new.
+        with tempfile.NamedTemporaryFile(
+            "w", dir=entry.parent, suffix=".tmp", delete=False, encoding="utf-8"
+        ) as handle:
+            json.dump(refs, handle)
+        os.replace(handle.name, entry)
+    except OSError:
+        pass
+    return refs
 
 
 def _file_refs(package_dir: Path, file: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
@@ -133,9 +196,8 @@ def _file_refs(package_dir: Path, file: Path) -> tuple[tuple[Path, ...], tuple[P
 def _parsed_refs(
     package_dir: Path, file: Path, mtime_ns: int, size: int
 ) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
-    """References of one file, parsed once per version of it (mtime and size)."""
-    tree = ast.parse(_source(file), filename=str(file))
-    modules, data = _imported(package_dir, file, tree)
+    """References of one file, looked up once per version of it (mtime and size) and process."""
+    modules, data = _resolved(package_dir, file, _cached_references(package_dir, file))
     return tuple(modules), tuple(data)
 
 
