@@ -47,6 +47,14 @@ def _with_parents(package_dir: Path, dotted: str) -> list[Path]:
     return [f for f in files if f is not None]
 
 
+def _package_module(package_dir: Path, file: Path) -> str:
+    """The dotted name of ``file`` if it is a module of the package, else ``""`` (a rule script,
+    a notebook)."""
+    if file.suffix != ".py" or package_dir not in file.parents:
+        return ""
+    return _module_name(package_dir, file)
+
+
 def _module_name(package_dir: Path, file: Path) -> str:
     rel = file.relative_to(package_dir.parent).with_suffix("")
     parts = list(rel.parts)
@@ -75,9 +83,8 @@ def _source(file: Path) -> str:
 
 def _data_files(directory: Path, name: str) -> list[Path]:
     """Files a string constant names next to a module: a file with a suffix, or a folder that
-    holds no Python (a folder of modules is reached through imports instead)."""
-    if not _may_name_a_file(name):
-        return []
+    holds no Python (a folder of modules is reached through imports instead). ``name`` has
+    passed ``_may_name_a_file`` when the file was read."""
     try:
         target = directory / name
         if target.is_file() and target.suffix and target.suffix != ".py":
@@ -94,8 +101,8 @@ def _references(package_dir: Path, file: Path, tree: ast.AST) -> dict[str, list[
     parent packages run), ``members`` (``from base import name``: ``base.name`` if it is a
     module) and ``names`` (string constants that may name a data file next to the module)."""
     package = package_dir.name
-    is_module = file.suffix == ".py" and package_dir in file.parents
-    current = _module_name(package_dir, file) if is_module else ""
+    current = _package_module(package_dir, file)
+    is_module = bool(current)
     # The package a relative import starts from: the module's own package.
     here = current if file.name == "__init__.py" else current.rpartition(".")[0]
     refs: dict[str, list[str]] = {"modules": [], "members": [], "names": []}
@@ -162,8 +169,7 @@ def _cached_references(package_dir: Path, file: Path) -> dict[str, list[str]]:
     the whole package took about 1 s of every ``snakemake`` call, each SLURM job's included.
     The cache is an optimisation only: an unreadable or unwritable cache parses again."""
     raw = file.read_bytes()
-    is_module = file.suffix == ".py" and package_dir in file.parents
-    context = _module_name(package_dir, file) if is_module else f"{package_dir.name}:{file.suffix}"
+    context = _package_module(package_dir, file) or f"{package_dir.name}:{file.suffix}"
     key = hashlib.sha256(
         b"\0".join([_parser_version().encode(), context.encode(), raw])
     ).hexdigest()
