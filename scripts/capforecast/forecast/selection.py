@@ -33,8 +33,16 @@ that borrows strength from the whole fleet (config ``selection``):
 Why not simpler: per-series inverse-error averaging ranks on the noise of one to three windows
 and lets failing models into the average (it did worse than the best single model on the NAB
 fixture); dropping the shrinkage or combining by ``mean`` lost most of the gain, and a mixture of
-the chosen distributions in place of averaging their quantiles gave too wide intervals. Current
-numbers: the README's measured tables (leaderboard and "Forecast accuracy on real fleets").
+the chosen distributions in place of averaging their quantiles gave too wide intervals. Tried on
+2026-12-03 and not adopted: a geometric-mean centre in step 1 (each value first clipped to within
+``1 / RELGM_CLIP`` of the median). It was level or better on MASE on the three tuning halves
+(NAB 0.725 -> 0.719, Bitbrains H = 24 0.734 -> 0.732, H = 168 0.882 -> 0.882), but 0.4-1.4 %
+worse on every held-out half (0.840 -> 0.843, 0.804 -> 0.815, 0.837 -> 0.847). What it would
+have bought is steadiness when the pool changes: on the NAB tuning half, leaving out one
+rarely chosen model (prophet, predict_linear or the weekly naive) makes ``selected``'s MASE
+relgm 8-9 % worse with the median centre, 0.6-3.9 % with the geometric mean, so a change to
+``models.enabled`` is a setting to benchmark, not a free speed-up. Current numbers: the README's
+measured tables (leaderboard and "Forecast accuracy on real fleets").
 
 Fallbacks, always recorded in a ``reason`` column: a series without any score in ``metric``
 (e.g. WQL undefined on an all-zero series) is ranked on the other metric; a series with no
