@@ -75,14 +75,32 @@ def comparable(path: Path, keys: list[str]) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """The tiny fleet in one pack (the default size), in hash shards and a pack (shard_size 6)
-    and in two packs (shard_size 11)."""
+    and in two packs (shard_size 11); the last two continue a copy of the first."""
     base = tmp_path_factory.mktemp("shards")
     out = {}
     for name, forecast in RUNS.items():
         config = tiny(base, name, **forecast)
+        if out:
+            # A copy of the first run, results and Snakemake's records: the data stage reads no
+            # forecast.* setting, so only the forecast stage and what follows it run again.
+            shutil.copytree(out["large"][0], base / name, ignore=shutil.ignore_patterns("locks"))
         run(base / name, config)
         out[name] = (base / name, config)
     return out
+
+
+@pytest.mark.parametrize("name", ["small", "packs"])
+def test_a_shard_size_change_leaves_the_data_stage_alone(runs, name):
+    """The run copied from the one-pack run kept its features untouched (same bytes and time):
+    forecast.shard_size is read by the forecast stage only, which did run again."""
+    large, other = runs["large"][0], runs[name][0]
+    for service in SERVICES:
+        rel = f"results/features/{service}.parquet"
+        assert (other / rel).stat().st_mtime_ns == (large / rel).stat().st_mtime_ns, rel
+        assert (other / rel).read_bytes() == (large / rel).read_bytes()
+    # ...while the forecast stage and what follows ran again (the comparisons are not of copies)
+    for rel in ("results/backtest/metrics.parquet", "results/risk/risk_report.parquet"):
+        assert (other / rel).stat().st_mtime_ns > (large / rel).stat().st_mtime_ns, rel
 
 
 def shard_series(workdir: Path, shard: str) -> set[str]:
