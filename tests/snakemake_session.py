@@ -17,10 +17,14 @@ import contextlib
 import io
 import json
 import os
+import select
 import subprocess
 import sys
 
 PACKAGE = "capforecast"
+# A call that has not answered by then is taken as hung: the session is stopped and the test
+# fails in one line instead of waiting for the CI's time limit.
+CALL_TIMEOUT_S = 600
 
 
 def _forget_package() -> None:
@@ -52,8 +56,9 @@ class SnakemakeSession:
         self._proc = subprocess.Popen(
             [sys.executable, __file__, str(self._reply_end)],
             stdin=subprocess.PIPE,
+            # The standard error is the test's own (pytest shows it when the test fails): a
+            # session that cannot start says why there.
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
             pass_fds=(self._reply_end,),
             text=True,
             env={**os.environ, **(env or {})},
@@ -65,14 +70,20 @@ class SnakemakeSession:
         """Exit status and standard output of `snakemake *args`."""
         self._proc.stdin.write(json.dumps(list(args)) + "\n")
         self._proc.stdin.flush()
+        # One line answers one call, so nothing is left in the reader's buffer between calls.
+        ready, _, _ = select.select([self._replies], [], [], CALL_TIMEOUT_S)
+        if not ready:
+            self._proc.kill()
+            raise TimeoutError(f"snakemake {' '.join(args)}: no answer in {CALL_TIMEOUT_S} s")
         reply = self._replies.readline()
         if not reply:
             raise RuntimeError(f"the Snakemake session ended (exit {self._proc.wait()})")
         return json.loads(reply)
 
     def close(self) -> None:
-        self._proc.stdin.close()
-        self._proc.wait(timeout=60)
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=60)
         self._replies.close()
 
     def __enter__(self) -> SnakemakeSession:
