@@ -396,13 +396,17 @@ def ratio_intervals(board: pd.DataFrame, scored: pd.DataFrame) -> dict[str, tupl
     the best relgm on ``board``; checked to reproduce the board's own ratio."""
     scored = scored[~scored["is_selection_window"].astype(bool)]
     peers = board[board["is_peer"]].set_index("model")
-    selected = board.set_index("model").loc["selected"]
+    selected = board.set_index("model").loc[SELECTED]
     out = {}
     for column in ("mase", "wql"):
         best = peers[f"{column}_relgm"].idxmin()
-        out[column] = ratio_interval(scored, column, "selected", best)
+        out[column] = ratio_interval(scored, column, SELECTED, best)
         expected = selected[f"{column}_relgm"] / peers.loc[best, f"{column}_relgm"]
-        assert np.isclose(out[column][0], expected), (column, out[column][0], expected)
+        if not np.isclose(out[column][0], expected):
+            raise RuntimeError(
+                f"{column}: the bootstrap's ratio {out[column][0]:.6f} is not the board's "
+                f"{expected:.6f} (per-series ratios out of step with metrics.leaderboard)"
+            )
     return out
 
 
