@@ -3,7 +3,7 @@
 Importing Snakemake and its executor plugins takes about 2.4 s of every `snakemake` call, far
 more than planning the tiny fleet; tests that only plan (`--detailed-summary`) send their
 arguments here instead, one JSON list per line on stdin, and read one JSON object per line back
-(``{"code": exit status, "stdout": what Snakemake printed}``).
+(``{"code": exit status, "stdout": ..., "stderr": ...}``, what Snakemake printed to each).
 
 Each call runs `snakemake.cli.main` as the `snakemake` script does. The project's package is
 imported afresh for every call (its modules are dropped from ``sys.modules`` first), so module
@@ -67,7 +67,7 @@ class SnakemakeSession:
         self._replies = os.fdopen(replies)
 
     def __call__(self, *args: str) -> dict:
-        """Exit status and standard output of `snakemake *args`."""
+        """Exit status, standard output and standard error of `snakemake *args`."""
         self._proc.stdin.write(json.dumps(list(args)) + "\n")
         self._proc.stdin.flush()
         # One line answers one call, so nothing is left in the reader's buffer between calls.
