@@ -92,27 +92,36 @@ def results_bucket(aws_env, fresh_bucket):
     return name
 
 
-def test_s3_inputs_to_s3_results_and_a_rerun_after_one_object_changes(
-    aws_env, fresh_bucket, results_bucket, tmp_path
+def test_s3_inputs_a_family_on_sagemaker_s3_results_and_a_rerun_after_one_object_changes(
+    aws_env, fresh_bucket, results_bucket, tmp_path, local_sagemaker
 ):
+    """All of it at once, as on AWS: inputs listed from S3, the baseline family fitted by
+    SageMaker training jobs (tests/sagemaker_local.py runs them), every output on S3; then one
+    input object changes and only its partition, and its SageMaker jobs, run again."""
     s3 = aws_env.client("s3")
-    # Two objects: one changes, the other proves it is left alone.
+    # Two objects, two groups: one changes, the other proves it is left alone; each SageMaker
+    # job of one model and task is told apart by its group.
     objects = NAB_FILES[:2]
     for name in objects:
         s3.put_object(Bucket=fresh_bucket, Key=f"metrics/{name}", Body=(NAB / name).read_bytes())
     s3.put_object(Bucket=fresh_bucket, Key="metrics/README.md", Body=b"not metrics")
     s3.put_object(Bucket=fresh_bucket, Key="metrics/old/x.csv", Body=b"timestamp,value\n")
-    config = tmp_path / "s3.yaml"
-    config.write_text(
-        yaml.safe_dump({**TINY, "data": {"source": "s3", "path": f"s3://{fresh_bucket}/metrics/"}})
-    )
+    config = tmp_path / "s3-sagemaker.yaml"
+    settings = {
+        **TINY,
+        "data": {"source": "s3", "path": f"s3://{fresh_bucket}/metrics/"},
+        "training": {"backend": {"baseline": "sagemaker"}, "poll_seconds": 0.5},
+        "aws": {"bucket": fresh_bucket, "prefix": "jobs", "role_arn": local_sagemaker.role_arn},
+    }
+    config.write_text(yaml.safe_dump(settings))
     work = tmp_path / "work"
     env = {**aws_env.env(), "CAPFORECAST_S3_PREFIX": f"s3://{results_bucket}/team-a/run"}
     profile = ("--profile", str(ROOT / "profiles" / "aws"))
     first = snakemake(work, env, config, *profile, "--cores", "2")
+    assert local_sagemaker.errors == {}
 
-    results = s3_objects(s3, results_bucket, "team-a/run/results/")
     prefix = "team-a/run/results/"
+    results = s3_objects(s3, results_bucket, prefix)
     for key in (
         "risk/risk_report.csv",
         "risk/summary.json",
@@ -124,6 +133,18 @@ def test_s3_inputs_to_s3_results_and_a_rerun_after_one_object_changes(
     ):
         assert prefix + key in results, key
     assert not (work / "results").exists()  # every output is on S3
+    # A backtest and a refit per model and shard: each object is a group of its own, one shard
+    # (forecast.series_per_partition unset: its series are not known when planning, so it is
+    # never packed).
+    baselines = TINY["models"]["enabled"]  # seasonal_naive_daily, predict_linear: baselines
+    partitions = [name.removesuffix(".csv") for name in objects]
+    assert len(local_sagemaker.jobs) == 2 * len(baselines) * len(partitions)
+    for model in baselines:
+        for stage in ("backtest", "forecast"):
+            for partition in partitions:
+                shard = f"{prefix}{stage}/shards/{partition}/0/{model}"
+                assert f"{shard}.sagemaker.json" in results
+                assert f"{shard}.parquet" in results
     skipped = s3.get_object(Bucket=results_bucket, Key=prefix + "quality/skipped_files.csv")
     text = skipped["Body"].read().decode()
     assert f"s3://{fresh_bucket}/metrics/README.md" in text
@@ -157,10 +178,14 @@ def test_s3_inputs_to_s3_results_and_a_rerun_after_one_object_changes(
     jobs = planned(plan)
     assert jobs["ingest_partition"] == 1 and jobs["clean_partition"] == 1
     assert jobs["features_partition"] == 1
+    # The changed group's shard only: a backtest and a refit per model.
+    assert jobs["backtest_sagemaker"] == jobs["forecast_sagemaker"] == len(baselines)
     assert "generate_service" not in jobs
     assert f"Updated input files: s3://{fresh_bucket}/metrics/{NAB_FILES[1]}" in plan.stdout
     before = s3_objects(s3, results_bucket, prefix + "clean/")
     second = snakemake(work, env, config, *profile, "--cores", "2")
+    assert local_sagemaker.errors == {}
+    assert len(local_sagemaker.jobs) == 2 * len(baselines) * (len(partitions) + 1)
     after = s3_objects(s3, results_bucket, prefix + "clean/")
     changed = {k for k in before if after[k]["LastModified"] != before[k]["LastModified"]}
     assert changed == {prefix + "clean/ec2_cpu_utilization_53ea38.parquet"}
@@ -174,49 +199,6 @@ def test_s3_inputs_to_s3_results_and_a_rerun_after_one_object_changes(
         first.stdout + first.stderr,
         second.stdout + second.stderr,
     )
-
-
-def test_s3_inputs_a_family_on_sagemaker_and_s3_results_in_one_run(
-    aws_env, fresh_bucket, results_bucket, tmp_path, local_sagemaker
-):
-    """All of it at once, as on AWS: inputs listed from S3, the baseline family fitted by
-    SageMaker training jobs (tests/sagemaker_local.py runs them), every output on S3."""
-    s3 = aws_env.client("s3")
-    # Two objects, two groups: each of the SageMaker jobs of one model and task is told apart
-    # by its group; a third object would add four jobs and no evidence.
-    objects = NAB_FILES[:2]
-    for name in objects:
-        s3.put_object(Bucket=fresh_bucket, Key=f"metrics/{name}", Body=(NAB / name).read_bytes())
-    config = tmp_path / "s3-sagemaker.yaml"
-    settings = {
-        **TINY,
-        "data": {"source": "s3", "path": f"s3://{fresh_bucket}/metrics/"},
-        "training": {"backend": {"baseline": "sagemaker"}, "poll_seconds": 0.5},
-        "aws": {"bucket": fresh_bucket, "prefix": "jobs", "role_arn": local_sagemaker.role_arn},
-    }
-    config.write_text(yaml.safe_dump(settings))
-    work = tmp_path / "work"
-    env = {**aws_env.env(), "CAPFORECAST_S3_PREFIX": f"s3://{results_bucket}/run"}
-    profile = ("--profile", str(ROOT / "profiles" / "aws"))
-    run = snakemake(work, env, config, *profile, "--cores", "2")
-    assert local_sagemaker.errors == {}
-    baselines = TINY["models"]["enabled"]  # seasonal_naive_daily, predict_linear: baselines
-    # A backtest and a refit per model and shard: each object is a group of its own, one shard
-    # (forecast.series_per_partition unset: its series are not known when planning, so it is
-    # never packed).
-    partitions = [name.removesuffix(".csv") for name in objects]
-    assert len(local_sagemaker.jobs) == 2 * len(baselines) * len(partitions)
-    results = s3_objects(s3, results_bucket, "run/results/")
-    for model in baselines:
-        for stage in ("backtest", "forecast"):
-            for partition in partitions:
-                shard = f"run/results/{stage}/shards/{partition}/0/{model}"
-                assert f"{shard}.sagemaker.json" in results
-                assert f"{shard}.parquet" in results
-    assert "run/results/risk/risk_report.csv" in results
-    assert not (work / "results").exists()
-    assert "Nothing to be done" in snakemake(work, env, config, *profile, "-n").stdout
-    assert_no_credentials(s3, results_bucket, work, run.stdout + run.stderr)
 
 
 CW_DAYS = 6  # the tiny backtest needs 5 days of hourly history
