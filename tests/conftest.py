@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
+from snakemake_cli import snakemake_cmd
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NAB_DIR = PROJECT_ROOT / "tests" / "data" / "nab-aws-cloudwatch"
@@ -24,6 +28,50 @@ def nab_dir() -> Path:
 @pytest.fixture(scope="session")
 def schema() -> dict:
     return yaml.safe_load((PROJECT_ROOT / "config" / "schema.yaml").read_text())
+
+
+# The tiny synthetic fleet at this forecast.shard_size (the default packs its 25 series into one
+# shard): every service is smaller than a shard and the 25 series are ceil(25 / 15) = 2 packs,
+# so a run has two shard jobs per model and task. The SLURM and SageMaker workflow tests run it
+# that way and compare with the same local run.
+TINY_SHARD_SIZE = 15
+
+
+def tiny_sharded_config(directory: Path) -> Path:
+    """tests/configs/tiny_synthetic.yaml with forecast.shard_size TINY_SHARD_SIZE, written to
+    ``directory``."""
+    cfg = yaml.safe_load((PROJECT_ROOT / "tests" / "configs" / "tiny_synthetic.yaml").read_text())
+    cfg["forecast"]["shard_size"] = TINY_SHARD_SIZE
+    path = directory / "tiny_sharded.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sharded_local_run(tmp_path_factory, worker_id) -> Path:
+    """Working directory of a local run of ``tiny_sharded_config`` to the `risk` target, made
+    once for the whole suite: xdist workers share it through a lock in their common temporary
+    directory (a worker that finds it made reads it). Read it, never write to it."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent
+    workdir = root / "tiny_sharded_local_run"
+    with FileLock(str(root / "tiny_sharded_local_run.lock")):
+        done = workdir / "done"
+        if not done.exists():
+            workdir.mkdir(exist_ok=True)
+            config = tiny_sharded_config(workdir)
+            proc = subprocess.run(
+                snakemake_cmd(workdir, config, "--cores", "2", "risk"),
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                timeout=1500,
+                env={**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"},
+            )
+            assert proc.returncode == 0, f"local tiny run failed:\n{proc.stdout}{proc.stderr}"
+            done.touch()
+    return workdir
 
 
 # The local AWS (moto server on 127.0.0.1) for every AWS test, SageMaker jobs run locally

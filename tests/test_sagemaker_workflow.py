@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 import yaml
 from aws_local import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
+from conftest import tiny_sharded_config
 
 from capforecast.aws.sagemaker_backend import job_base_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-TINY = ROOT / "tests" / "configs" / "tiny_synthetic.yaml"
 BASELINES = ("seasonal_naive_daily", "predict_linear")
 
 pytestmark = pytest.mark.slow
@@ -50,23 +50,15 @@ def snakemake(workdir: Path, configs: list[Path], env: dict, *targets: str):
     return proc
 
 
-# The tiny fleet's shards at forecast.shard_size 15 (at the default size the fleet is one pack,
-# one job per model and task): every service is smaller than a shard, 25 series in
-# ceil(25 / 15) = 2 packs. Two shards are enough to show jobs named apart per shard; each
-# more adds four SageMaker jobs of evidence already given.
-SHARD_SIZE = 15
+# The shards of conftest.tiny_sharded_config (the tiny fleet at forecast.shard_size 15; at the
+# default size the fleet is one pack, one job per model and task). Two shards are enough to
+# show jobs named apart per shard; each more adds four SageMaker jobs of evidence already given.
 SHARDS = ("pack.0/0", "pack.1/0")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    """The tiny synthetic config with forecast.shard_size SHARD_SIZE: two shard jobs per model
-    and task."""
-    cfg = yaml.safe_load(TINY.read_text())
-    cfg["forecast"]["shard_size"] = SHARD_SIZE
-    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return tiny_sharded_config(tmp_path_factory.mktemp("config"))
 
 
 def comparable(path: Path) -> pd.DataFrame:
@@ -75,16 +67,8 @@ def comparable(path: Path) -> pd.DataFrame:
     return frame.drop(columns=drop)
 
 
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory, tiny) -> Path:
-    workdir = tmp_path_factory.mktemp("local")
-    proc = snakemake(workdir, [tiny], {}, "risk")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return workdir
-
-
 def test_a_family_on_sagemaker_gives_the_local_results(
-    tmp_path, tiny, local_run, local_sagemaker, fresh_bucket
+    tmp_path, tiny, tiny_sharded_local_run, local_sagemaker, fresh_bucket
 ):
     workdir = tmp_path / "work"
     remote = tmp_path / "sagemaker.yaml"
@@ -123,7 +107,7 @@ def test_a_family_on_sagemaker_gives_the_local_results(
         for task in ("backtest", "forecast")
         for shard in SHARDS
     )
-    results, local = workdir / "results", local_run / "results"
+    results, local = workdir / "results", tiny_sharded_local_run / "results"
     for model in BASELINES:
         for stage in ("backtest", "forecast"):
             for shard in SHARDS:

@@ -4,10 +4,12 @@ the project's SLURM profile, every job through sbatch and slurmd, outputs equal 
 The scheduler is a single node on 127.0.0.1 (tests/slurm_local.py, Debian's slurm-wlm and
 munge; skipped with the reason where they cannot be installed). The forecast stage runs per
 (shard, model): at the default forecast.shard_size the tiny fleet (25 series) would be one pack,
-one job per model, so this run sets it to 15 (SHARD_SIZE): every service is smaller than a
-shard, and the 25 series are ceil(25 / 15) = 2 packs, so the parallelism shown here is between
-models and shards (two shards, three models). How partitions map to shards and packs is
-tests/test_shards_workflow.py's subject; here every job only has to go through the scheduler.
+one job per model, so this run sets it to 15 (conftest.TINY_SHARD_SIZE): every service is
+smaller than a shard, and the 25 series are ceil(25 / 15) = 2 packs, so the parallelism shown
+here is between models and shards (two shards, three models). The local run it is compared with
+is the suite's shared one (conftest.tiny_sharded_local_run). How partitions map to shards and
+packs is tests/test_shards_workflow.py's subject; here every job only has to go through the
+scheduler.
 """
 
 from __future__ import annotations
@@ -21,14 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
+from conftest import tiny_sharded_config
 from snakemake_cli import snakemake_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "configs" / "tiny_synthetic.yaml"
 TARGET = "risk"
-# Two shard groups of the tiny fleet: pack.0/0 and pack.1/0.
-SHARD_SIZE = 15
 
 pytestmark = pytest.mark.slow
 
@@ -47,17 +46,8 @@ COMPARED = [
 TIMING_COLUMNS = re.compile(r"fit_s|seconds|_time$|runtime")
 
 
-def tiny_config(directory: Path) -> Path:
-    """The tiny synthetic config with forecast.shard_size SHARD_SIZE."""
-    cfg = yaml.safe_load(TINY.read_text())
-    cfg["forecast"]["shard_size"] = SHARD_SIZE
-    path = directory / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def run(workdir: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    cmd = snakemake_cmd(workdir, tiny_config(workdir), *args, TARGET)
+    cmd = snakemake_cmd(workdir, tiny_sharded_config(workdir), *args, TARGET)
     proc = subprocess.run(
         cmd,
         cwd=workdir,
@@ -187,12 +177,10 @@ def check_same_outputs(slurm_dir: Path, local_dir: Path) -> None:
         )
 
 
-def test_workflow_on_slurm_matches_a_local_run(local_slurm, tmp_path):
+def test_workflow_on_slurm_matches_a_local_run(local_slurm, tiny_sharded_local_run, tmp_path):
     """One test, so one worker runs it (and starts the one local SLURM)."""
-    local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
-    local_dir.mkdir()
+    local_dir, slurm_dir = tiny_sharded_local_run, tmp_path / "slurm"
     slurm_dir.mkdir()
-    run(local_dir, "--cores", "2")
     log = slurm_run(slurm_dir, local_slurm)
     jobs = check_every_job_ran_through_sbatch(slurm_dir, log, local_slurm)
     check_model_jobs_overlapped(jobs, local_slurm)
