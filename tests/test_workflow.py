@@ -326,7 +326,7 @@ def test_nab_fixture_end_to_end_with_reports(tmp_path):
     """Every stage, reports included, on the 19 real CloudWatch series (local source)."""
     nab_cfg = yaml.safe_load((ROOT / "config" / "nab.yaml").read_text())
     nab_cfg["data"]["path"] = str(NAB)
-    nab_cfg["models"] = {"enabled": ["seasonal_naive_daily", "predict_linear", "autotheta"]}
+    nab_cfg["models"] = {"enabled": ["seasonal_naive_daily", "predict_linear", "theta"]}
     nab_cfg["forecast"] = {"horizon": 48}
     nab_cfg["report"] = {"top_n": 3, "sample_series": 2}
     nab = tmp_path / "nab.yaml"
