@@ -37,14 +37,19 @@ def schema() -> dict:
 TINY_SHARD_SIZE = 15
 
 
-def tiny_sharded_config(directory: Path) -> Path:
-    """tests/configs/tiny_synthetic.yaml with forecast.shard_size TINY_SHARD_SIZE, written to
-    ``directory``."""
+def tiny_synthetic_config(directory: Path, name: str, **forecast) -> Path:
+    """tests/configs/tiny_synthetic.yaml with these ``forecast`` settings, written to
+    ``directory/<name>.yaml``."""
     cfg = yaml.safe_load((PROJECT_ROOT / "tests" / "configs" / "tiny_synthetic.yaml").read_text())
-    cfg["forecast"]["shard_size"] = TINY_SHARD_SIZE
-    path = directory / "tiny_sharded.yaml"
+    cfg["forecast"].update(forecast)
+    path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def tiny_sharded_config(directory: Path) -> Path:
+    """``tiny_synthetic_config`` with forecast.shard_size TINY_SHARD_SIZE."""
+    return tiny_synthetic_config(directory, "tiny_sharded", shard_size=TINY_SHARD_SIZE)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import tiny_synthetic_config
 from test_workflow import CONFIGS, NAB, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
@@ -52,14 +53,6 @@ SHARDS = {
 SERVICES = ("alpha", "beta", "gamma")  # their order in the tiny config
 
 
-def tiny(tmp_path: Path, name: str, **forecast) -> Path:
-    cfg = yaml.safe_load((CONFIGS / "tiny_synthetic.yaml").read_text())
-    cfg["forecast"].update(forecast)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def run(workdir: Path, config: Path, target: str = "risk") -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     snakemake(workdir, "--cores", "2", "--configfile", str(config), target)
@@ -87,7 +80,7 @@ def runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     base = tmp_path_factory.mktemp("shards")
     out = {}
     for name, forecast in RUNS.items():
-        config = tiny(base, name, **forecast)
+        config = tiny_synthetic_config(base, name, **forecast)
         if out:
             continue_copy(out["large"][0], base / name)
         run(base / name, config)
