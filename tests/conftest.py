@@ -33,7 +33,8 @@ def schema() -> dict:
 # The tiny synthetic fleet at this forecast.shard_size (the default packs its 25 series into one
 # shard): every service is smaller than a shard and the 25 series are ceil(25 / 15) = 2 packs,
 # so a run has two shard jobs per model and task. The SLURM and SageMaker workflow tests run it
-# that way and compare with the same local run.
+# that way and compare with the same local run, which the tiny-fleet tests of test_workflow.py
+# read and the shard workflow tests continue.
 TINY_SHARD_SIZE = 15
 
 
@@ -108,9 +109,20 @@ LONGEST_FIRST = (
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+# Within a module, the tests that read the suite's shared run (tiny_sharded_local_run) come
+# last: the first two modules handed out (one per worker) both read it, and the worker that
+# does not build it runs its other tests meanwhile instead of waiting on the lock.
+SHARED_RUN = "tiny_sharded_local_run"
 
-    items.sort(key=rank)  # stable: each module's tests keep their order
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    first_seen: dict[Path, int] = {}
+    for index, item in enumerate(items):
+        first_seen.setdefault(item.path, index)
+
+    def rank(item: pytest.Item) -> tuple[int, int, bool]:
+        name = item.path.name
+        module = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return module, first_seen[item.path], SHARED_RUN in getattr(item, "fixturenames", ())
+
+    items.sort(key=rank)  # stable: each module's tests stay together and otherwise in order

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,3 +24,16 @@ def snakemake_cmd(workdir: Path, config: Path, *args: str) -> list[str]:
         f"--configfile={config}",
         *args,
     ]
+
+
+def planned(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> jobs of a dry run, from its job-stats table (the `total` row left out)."""
+    counts, table = {}, False
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if re.match(r"^-+\s+-+$", line.strip()):
+            table = True
+        elif table and (match := re.match(r"^(\w+)\s+(\d+)$", line.strip())):
+            if match[1] == "total":
+                break
+            counts[match[1]] = int(match[2])
+    return counts

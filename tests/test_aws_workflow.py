@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 from aws_local import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
-from snakemake_cli import snakemake_cmd
+from snakemake_cli import planned, snakemake_cmd
 from test_aws_cloudwatch import _put, launch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,19 +45,6 @@ def snakemake(workdir, env, config, *args, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
-
-
-def planned(proc) -> dict[str, int]:
-    """Rule -> jobs of a dry run (its job-stats table)."""
-    counts, table = {}, False
-    for line in (proc.stdout + proc.stderr).splitlines():
-        if re.match(r"^-+\s+-+$", line.strip()):
-            table = True
-        elif table and (m := re.match(r"^(\w+)\s+(\d+)$", line.strip())):
-            if m[1] == "total":
-                break
-            counts[m[1]] = int(m[2])
-    return counts
 
 
 def s3_objects(s3, bucket, prefix="") -> dict[str, dict]:
@@ -174,7 +161,8 @@ def test_s3_inputs_a_family_on_sagemaker_s3_results_and_a_rerun_after_one_object
     s3.put_object(
         Bucket=fresh_bucket, Key=f"metrics/{NAB_FILES[1]}", Body=("\n".join(lines) + "\n").encode()
     )
-    plan = snakemake(work, env, config, *profile, "-n")
+    # To the risk report (the first run showed the reports reach S3).
+    plan = snakemake(work, env, config, *profile, "-n", "risk")
     jobs = planned(plan)
     assert jobs["ingest_partition"] == 1 and jobs["clean_partition"] == 1
     assert jobs["features_partition"] == 1
@@ -183,7 +171,7 @@ def test_s3_inputs_a_family_on_sagemaker_s3_results_and_a_rerun_after_one_object
     assert "generate_service" not in jobs
     assert f"Updated input files: s3://{fresh_bucket}/metrics/{NAB_FILES[1]}" in plan.stdout
     before = s3_objects(s3, results_bucket, prefix + "clean/")
-    second = snakemake(work, env, config, *profile, "--cores", "2")
+    second = snakemake(work, env, config, *profile, "--cores", "2", "risk")
     assert local_sagemaker.errors == {}
     assert len(local_sagemaker.jobs) == 2 * len(baselines) * (len(partitions) + 1)
     after = s3_objects(s3, results_bucket, prefix + "clean/")
@@ -191,7 +179,7 @@ def test_s3_inputs_a_family_on_sagemaker_s3_results_and_a_rerun_after_one_object
     assert changed == {prefix + "clean/ec2_cpu_utilization_53ea38.parquet"}
     raw = s3_parquet(s3, results_bucket, prefix + "raw/ec2_cpu_utilization_53ea38.parquet")
     assert raw["value"].iloc[9] == 55.5
-    assert "Nothing to be done" in snakemake(work, env, config, *profile, "-n").stdout
+    assert "Nothing to be done" in snakemake(work, env, config, *profile, "-n", "risk").stdout
     assert_no_credentials(
         s3,
         results_bucket,
@@ -306,9 +294,10 @@ def test_cloudwatch_to_s3_results_and_an_incremental_rerun(
     profile = ("--profile", str(ROOT / "profiles" / "aws"))
     early = fleet["end"] - pd.Timedelta(hours=3)
     config = _cloudwatch_config(tmp_path / "cw.yaml", fleet, early, tmp_path)
-    first = snakemake(work, env, config, *profile, "--cores", "2")
+    # To the risk report: that reports reach S3 is the S3-inputs test's to show.
+    first = snakemake(work, env, config, *profile, "--cores", "2", "risk")
     prefix = "cw/results/"
-    assert prefix + "reports/capacity_risk.html" in s3_objects(s3, results_bucket, prefix)
+    assert prefix + "risk/risk_report.csv" in s3_objects(s3, results_bucket, prefix)
 
     resources = s3_parquet(s3, results_bucket, prefix + "resources.parquet")
     assert sorted(resources["resource_id"]) == sorted(fleet["web"] + fleet["api"])
@@ -335,7 +324,7 @@ def test_cloudwatch_to_s3_results_and_an_incremental_rerun(
         np.testing.assert_array_equal(got["value_x"].to_numpy(), got["value_y"].to_numpy())
 
     check_raw(early)
-    assert "Nothing to be done" in snakemake(work, env, config, *profile, "-n").stdout
+    assert "Nothing to be done" in snakemake(work, env, config, *profile, "-n", "risk").stdout
 
     # Three hours later: both services fetch again (only the new hours and the overlap).
     config = _cloudwatch_config(tmp_path / "cw.yaml", fleet, fleet["end"], tmp_path)

@@ -1,12 +1,16 @@
 """The workflow with a model family on SageMaker, against moto on 127.0.0.1: Snakemake in a
 subprocess reaches only the local server (tests/aws_local.py: endpoint, fake keys, proxy trap),
 each training job runs in the local container of tests/sagemaker_local.py, and the downstream
-rules run on what the jobs returned. Everything must match a run where every family is local."""
+rules run on what the jobs returned. Everything must match a run where every family is local:
+the run continues a copy of that local run (the suite's shared one) with the baseline family
+moved to SageMaker and its rules forced, so only that family's jobs and what reads them run
+again."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +20,7 @@ import pytest
 import yaml
 from aws_local import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
 from conftest import tiny_sharded_config
+from snakemake_cli import planned
 
 from capforecast.aws.sagemaker_backend import job_base_name
 
@@ -85,8 +90,25 @@ def test_a_family_on_sagemaker_gives_the_local_results(
         )
     )
     env = local_sagemaker.aws.env()
-    plan = snakemake(workdir, [tiny, remote], env, "-n", "risk")
+    # The local run, continued with the baseline family moved to SageMaker. Where a fit runs
+    # changes nothing it computes (training.* and aws.* are no rule's params), so that alone
+    # reruns nothing; the user who wants the family fitted there again forces its rules, and
+    # only those jobs and what reads them run.
+    shutil.copytree(tiny_sharded_local_run, workdir, ignore=shutil.ignore_patterns("locks"))
+    moved = snakemake(workdir, [tiny, remote], env, "-n", "risk")
+    assert "Nothing to be done" in moved.stdout + moved.stderr
+    forced = ("risk", "--forcerun", "backtest_sagemaker", "forecast_sagemaker")
+    plan = snakemake(workdir, [tiny, remote], env, "-n", *forced)
     assert plan.returncode == 0, plan.stdout + plan.stderr
+    jobs = len(BASELINES) * len(SHARDS)
+    assert planned(plan) == {
+        "backtest_sagemaker": jobs,
+        "forecast_sagemaker": jobs,
+        "leaderboard": 1,
+        "combine_forecasts": 1,
+        "risk_report": 1,
+        "risk": 1,
+    }
     for model in BASELINES:
         assert "rule backtest_sagemaker:\n" in plan.stdout
         for shard in SHARDS:
@@ -95,7 +117,7 @@ def test_a_family_on_sagemaker_gives_the_local_results(
             assert wildcards in plan.stdout
     assert "rule backtest_baseline:" not in plan.stdout
 
-    proc = snakemake(workdir, [tiny, remote], env, "risk")
+    proc = snakemake(workdir, [tiny, remote], env, *forced)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert local_sagemaker.errors == {}
     # One job per baseline model, task and shard (two packs),
@@ -112,6 +134,9 @@ def test_a_family_on_sagemaker_gives_the_local_results(
         for stage in ("backtest", "forecast"):
             for shard in SHARDS:
                 got = results / stage / "shards" / shard / f"{model}.parquet"
+                # Written again by the job, not the copy the run continued.
+                original = local / stage / "shards" / shard / f"{model}.parquet"
+                assert got.stat().st_mtime_ns > original.stat().st_mtime_ns, got
                 pd.testing.assert_frame_equal(
                     comparable(got),
                     comparable(local / stage / "shards" / shard / f"{model}.parquet"),

@@ -74,15 +74,16 @@ def comparable(path: Path, keys: list[str]) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+def runs(tmp_path_factory, tiny_sharded_local_run) -> dict[str, tuple[Path, Path]]:
     """The tiny fleet in one pack (the default size), in hash shards and a pack (shard_size 6)
-    and in two packs (shard_size 11); the last two continue a copy of the first."""
+    and in two packs (shard_size 11). The first continues a copy of the suite's shared run (the
+    same fleet in two packs, conftest.tiny_sharded_local_run), the last two a copy of the
+    first: each runs only the forecast stage and what follows it."""
     base = tmp_path_factory.mktemp("shards")
     out = {}
     for name, forecast in RUNS.items():
         config = tiny_synthetic_config(base, name, **forecast)
-        if out:
-            continue_copy(out["large"][0], base / name)
+        continue_copy(out["large"][0] if out else tiny_sharded_local_run, base / name)
         run(base / name, config)
         out[name] = (base / name, config)
     return out

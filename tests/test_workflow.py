@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from snakemake_cli import planned
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -46,36 +47,19 @@ def joined(args: tuple[str, ...]) -> list[str]:
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Rule -> number of jobs a dry run would execute."""
-    proc = snakemake(workdir, "-n", "--quiet", "rules", *args)
-    out = proc.stdout + proc.stderr
-    counts: dict[str, int] = {}
-    in_table = False
-    for line in out.splitlines():
-        if re.match(r"^-+\s+-+", line.strip()):
-            in_table = True
-            continue
-        if in_table:
-            match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-            if match and match.group(1) != "total":
-                counts[match.group(1)] = int(match.group(2))
-            elif line.strip().startswith("total"):
-                break
-    return counts
+    return planned(snakemake(workdir, "-n", "--quiet", "rules", *args))
 
 
 @pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory) -> Path:
-    """Full run of the tiny synthetic config up to risk outputs (reports are tested elsewhere)."""
-    workdir = tmp_path_factory.mktemp("synthetic")
-    snakemake(
-        workdir,
-        "--cores",
-        "2",
-        "--configfile",
-        str(CONFIGS / "tiny_synthetic.yaml"),
-        "risk",
-    )
-    return workdir
+def synthetic_run(tiny_sharded_local_run) -> Path:
+    """Full run of the tiny synthetic config up to risk outputs (reports are tested elsewhere):
+    the suite's shared one (conftest.tiny_sharded_local_run, two packs of shards), so read it
+    or copy it, never write to it. Its config is ``synthetic_config(run)``."""
+    return tiny_sharded_local_run
+
+
+def synthetic_config(run: Path) -> Path:
+    return run / "tiny_sharded.yaml"
 
 
 def test_dry_run_explains_what_and_why(tmp_path):
@@ -131,21 +115,19 @@ def test_full_run_produces_stage_outputs(synthetic_run):
     assert summary["series"] == 25
 
 
-def test_noop_rerun_does_nothing(synthetic_run):
-    proc = snakemake(
-        synthetic_run,
-        "-n",
-        "--configfile",
-        str(CONFIGS / "tiny_synthetic.yaml"),
-        "risk",
+def test_noop_rerun_does_nothing(synthetic_run, tmp_path):
+    # On a copy: even a dry run writes Snakemake's I/O cache into its working directory.
+    shutil.copytree(
+        synthetic_run, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("locks")
     )
+    proc = snakemake(tmp_path, "-n", "--configfile", str(synthetic_config(synthetic_run)), "risk")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 def test_reproducible_outputs(synthetic_run, tmp_path):
     """Same config and seed -> byte-identical generated and cleaned data."""
     snakemake(
-        tmp_path, "--cores", "2", "--configfile", str(CONFIGS / "tiny_synthetic.yaml"), "clean"
+        tmp_path, "--cores", "2", "--configfile", str(synthetic_config(synthetic_run)), "clean"
     )
     for rel in ("results/synthetic/alpha.parquet", "results/clean/beta.parquet"):
         first = pd.read_parquet(synthetic_run / rel)
@@ -159,7 +141,7 @@ def test_a_risk_threshold_edit_keeps_the_generated_fleet(synthetic_run, tmp_path
     shutil.copytree(
         synthetic_run, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("locks")
     )
-    cfg = yaml.safe_load((CONFIGS / "tiny_synthetic.yaml").read_text())
+    cfg = yaml.safe_load(synthetic_config(synthetic_run).read_text())
     cfg["risk"] = {"thresholds": {"cpu_utilization": {"warning": 60, "critical": 85}}}
     config = tmp_path / "thresholds.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -174,7 +156,7 @@ def test_target_max_forecasts_the_hourly_peaks(synthetic_run, tmp_path):
     shutil.copytree(
         synthetic_run, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("locks")
     )
-    cfg = yaml.safe_load((CONFIGS / "tiny_synthetic.yaml").read_text())
+    cfg = yaml.safe_load(synthetic_config(synthetic_run).read_text())
     cfg["forecast"]["target"] = "max"
     config = tmp_path / "max.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -286,7 +268,7 @@ def test_library_edit_triggers_rerun_of_its_rules(synthetic_run, tmp_path):
             "-n",
             "--quiet",
             "rules",
-            f"--configfile={CONFIGS / 'tiny_synthetic.yaml'}",
+            f"--configfile={synthetic_config(synthetic_run)}",
             "features",
         ],
         capture_output=True,
