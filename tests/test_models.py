@@ -63,6 +63,7 @@ CHEAP_MODELS = [
     "autoets",
     "autotheta",
     "theta",
+    "theta_log",
     "mstl",
 ]
 # The schema's models section, with a cheap AutoGluon.
@@ -159,6 +160,7 @@ def test_registry_names_and_families():
         "autoets",
         "autotheta",
         "theta",
+        "theta_log",
         "mstl",
         "prophet",
         "autogluon",
@@ -306,7 +308,7 @@ def test_predict_linear_fits_only_the_recent_window_and_widens_with_horizon():
 # statsforecast models
 
 
-@pytest.mark.parametrize("name", ["autoets", "autotheta", "theta", "mstl"])
+@pytest.mark.parametrize("name", ["autoets", "autotheta", "theta", "theta_log", "mstl"])
 def test_statsforecast_models_beat_seasonal_naive_on_smooth_trend(name):
     rng = np.random.default_rng(7)
     n, horizon = 10 * 24, 24
@@ -338,7 +340,7 @@ def test_statsforecast_fills_gaps_before_fitting():
     history.loc[gap, "y"] = np.nan
     history.loc[2 * 6 * 24 - 1, "y"] = np.nan  # the last value of the second series
     request = request_for(history)
-    for name in ("autoets", "autotheta", "theta", "mstl"):
+    for name in ("autoets", "autotheta", "theta", "theta_log", "mstl"):
         out = MODEL_REGISTRY[name](request, MODEL_CFG)
         assert_contract(out, request)
         assert np.isfinite(out[["mean", "q0.1", "q0.9"]].to_numpy()).all()

@@ -146,6 +146,7 @@ EXPECTED_CODE: dict[str, set[str]] = {
             "forecast/models/profiles.py",
             "forecast/models/prophet_model.py",
             "forecast/models/stats.py",
+            "forecast/models/transformed.py",
         ],
         TRAINING | REPORTS | {"decision_scores"},
     ),

@@ -33,7 +33,8 @@ AutoETS and AutoTheta search on 13 weeks of history), so a fresh clone reruns on
 project's own models. A kept score is used only while its digest (the peer code and the code
 that backtests and scores it, the library versions, the half's data and the protocol) is
 unchanged; otherwise the peer is rerun and its scores are rewritten. The peers run code of
-``PEER_SOURCES`` (``forecast/models/stats.py`` among them), so an edit there reruns every peer:
+``PEER_SOURCES`` (``forecast/models/stats.py`` among them, not the model specs, which never route
+a peer), so an edit there reruns every peer:
 about five hours on 2 cores for the four Bitbrains settings. ``--kept-peers-only`` leaves out
 peers without kept scores instead of running them: their halves are marked ``INCOMPLETE`` (the
 best peer is then over the others only) and the README block names what is missing.
@@ -153,8 +154,13 @@ def source_digest(model: str) -> str:
 
 
 # What a peer's scores depend on besides the data: its own module and what backtests and scores it.
+# Not specs.py: the specs route this project's models (fallback chains, minimum history, the
+# history cap), and a peer is never routed: the backtest calls it directly, on the whole
+# history. Adding or changing a model's spec leaves every peer's scores as they were, as long as
+# no peer has a spec's name (peer_digest checks).
+MODEL_SPECS_SOURCE = "forecast/models/specs.py"
 PEER_SOURCES = (
-    *BACKTEST_SOURCES,
+    *(name for name in BACKTEST_SOURCES if name != MODEL_SPECS_SOURCE),
     "forecast/models/peers.py",
     "forecast/models/autogluon_model.py",
     "forecast/metrics.py",
@@ -167,6 +173,12 @@ def peer_digest(history: pd.DataFrame, cfg: dict, bounds: dict) -> str:
     for every peer of one dataset x half x horizon."""
     from importlib.metadata import version
 
+    from capforecast.forecast.models.specs import ROUTABLE
+
+    if routed := sorted(set(PEER_REGISTRY) & set(ROUTABLE)):
+        raise RuntimeError(
+            f"peers {routed} have a model spec: {MODEL_SPECS_SOURCE} would route them"
+        )
     digest = sources_hash(PEER_SOURCES)
     digest.update(" ".join(f"{lib}={version(lib)}" for lib in PEER_LIBRARIES).encode())
     digest.update(pd.util.hash_pandas_object(history, index=False).to_numpy().tobytes())

@@ -59,6 +59,7 @@ class ModelSpec:
 _BASELINES = "capforecast.forecast.models.baselines"
 _PROFILES = "capforecast.forecast.models.profiles"
 _STATS = "capforecast.forecast.models.stats"
+_TRANSFORMED = "capforecast.forecast.models.transformed"
 _PROPHET = "capforecast.forecast.models.prophet_model"
 _AUTOGLUON = "capforecast.forecast.models.autogluon_model"
 
@@ -129,6 +130,14 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "theta",
             "statsforecast",
             f"{_STATS}:theta_core",
+            _DAILY_THEN_NAIVE,
+            _two_seasons,
+            settings=("intervals",),
+        ),
+        ModelSpec(
+            "theta_log",
+            "statsforecast",
+            f"{_TRANSFORMED}:theta_log_core",
             _DAILY_THEN_NAIVE,
             _two_seasons,
             settings=("intervals",),
