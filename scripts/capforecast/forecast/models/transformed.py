@@ -5,8 +5,8 @@ CPU vary more in busy hours than in quiet ones, and burst on a low base. On thei
 Theta reads one set of residual quantiles for every hour, too wide when the load is low and too
 narrow when it is high. On ``z = log1p(y / s)``, with ``s`` a series' median positive value in
 the history it is given (the training window in a backtest), the noise is closer to one size at
-every hour; the model's quantiles are read there as usual (``stats.statsforecast_forecast``,
-the configured ``models.intervals``). ``expm1(z) * s`` is increasing, so it maps each quantile
+every hour; the model (``stats.theta_core``) reads its quantiles there as usual (the configured
+``models.intervals``). ``expm1(z) * s`` is increasing, so it maps each quantile
 back to the same quantile on the original scale, and the point forecast is the median. ``s``
 makes the transform scale-free: bytes and percent are treated alike.
 
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from capforecast.forecast.models.base import ForecastRequest, quantile_column
-from capforecast.forecast.models.stats import ALIAS, statsforecast_forecast
+from capforecast.forecast.models.stats import theta_core
 from capforecast.settings import ModelSettings
 
 
@@ -50,11 +50,13 @@ def log_scales(history: pd.DataFrame) -> pd.Series:
     return scale.where(usable & (scale > 0))
 
 
-def _theta(request: ForecastRequest, history: pd.DataFrame, intervals: str) -> pd.DataFrame:
-    from statsforecast.models import Theta
-
-    part = dataclasses.replace(request, history=history.reset_index(drop=True))
-    return statsforecast_forecast(part, Theta(season_length=request.season, alias=ALIAS), intervals)
+def _theta(
+    request: ForecastRequest, history: pd.DataFrame, model_cfg: ModelSettings
+) -> pd.DataFrame:
+    """``stats.theta_core`` on these series of the request."""
+    return theta_core(
+        dataclasses.replace(request, history=history.reset_index(drop=True)), model_cfg
+    )
 
 
 def theta_log_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.DataFrame:
@@ -67,11 +69,11 @@ def theta_log_core(request: ForecastRequest, model_cfg: ModelSettings) -> pd.Dat
     if logged.any():
         part = history.loc[logged]
         part = part.assign(y=np.log1p(part["y"] / scale[logged]))
-        out = _theta(request, part, model_cfg.intervals)
+        out = _theta(request, part, model_cfg)
         back = out["series_id"].map(scales).to_numpy()
         values = ["mean", *(quantile_column(q) for q in request.quantiles)]
         out[values] = np.expm1(out[values].to_numpy(dtype=float)) * back[:, None]
         frames.append(out)
     if not logged.all():
-        frames.append(_theta(request, history.loc[~logged], model_cfg.intervals))
+        frames.append(_theta(request, history.loc[~logged], model_cfg))
     return pd.concat(frames, ignore_index=True)
