@@ -36,6 +36,7 @@ def schema() -> dict:
 # that way and compare with the same local run, which the tiny-fleet tests of test_workflow.py
 # read and the shard workflow tests continue.
 TINY_SHARD_SIZE = 15
+TINY_SHARDED = "tiny_sharded"  # its config file's name
 
 
 def tiny_synthetic_config(directory: Path, name: str, **forecast) -> Path:
@@ -50,7 +51,12 @@ def tiny_synthetic_config(directory: Path, name: str, **forecast) -> Path:
 
 def tiny_sharded_config(directory: Path) -> Path:
     """``tiny_synthetic_config`` with forecast.shard_size TINY_SHARD_SIZE."""
-    return tiny_synthetic_config(directory, "tiny_sharded", shard_size=TINY_SHARD_SIZE)
+    return tiny_synthetic_config(directory, TINY_SHARDED, shard_size=TINY_SHARD_SIZE)
+
+
+def shared_run_config(run: Path) -> Path:
+    """The config file ``tiny_sharded_local_run`` ran with (written into its directory)."""
+    return run / f"{TINY_SHARDED}.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 from aws_local import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
-from conftest import tiny_sharded_config
+from conftest import shared_run_config
 from snakemake_cli import planned
 
 from capforecast.aws.sagemaker_backend import job_base_name
@@ -62,8 +62,9 @@ SHARDS = ("pack.0/0", "pack.1/0")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_sharded_config(tmp_path_factory.mktemp("config"))
+def tiny(tiny_sharded_local_run) -> Path:
+    """The config of the local run this test continues (conftest.tiny_sharded_config)."""
+    return shared_run_config(tiny_sharded_local_run)
 
 
 def comparable(path: Path) -> pd.DataFrame:
@@ -137,10 +138,7 @@ def test_a_family_on_sagemaker_gives_the_local_results(
                 # Written again by the job, not the copy the run continued.
                 original = local / stage / "shards" / shard / f"{model}.parquet"
                 assert got.stat().st_mtime_ns > original.stat().st_mtime_ns, got
-                pd.testing.assert_frame_equal(
-                    comparable(got),
-                    comparable(local / stage / "shards" / shard / f"{model}.parquet"),
-                )
+                pd.testing.assert_frame_equal(comparable(got), comparable(original))
                 receipt = json.loads(
                     (results / stage / "shards" / shard / f"{model}.sagemaker.json").read_text()
                 )

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import shared_run_config
 from snakemake_cli import planned
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,12 +55,8 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
 def synthetic_run(tiny_sharded_local_run) -> Path:
     """Full run of the tiny synthetic config up to risk outputs (reports are tested elsewhere):
     the suite's shared one (conftest.tiny_sharded_local_run, two packs of shards), so read it
-    or copy it, never write to it. Its config is ``synthetic_config(run)``."""
+    or copy it, never write to it. Its config is ``conftest.shared_run_config(run)``."""
     return tiny_sharded_local_run
-
-
-def synthetic_config(run: Path) -> Path:
-    return run / "tiny_sharded.yaml"
 
 
 def test_dry_run_explains_what_and_why(tmp_path):
@@ -120,14 +117,14 @@ def test_noop_rerun_does_nothing(synthetic_run, tmp_path):
     shutil.copytree(
         synthetic_run, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("locks")
     )
-    proc = snakemake(tmp_path, "-n", "--configfile", str(synthetic_config(synthetic_run)), "risk")
+    proc = snakemake(tmp_path, "-n", "--configfile", str(shared_run_config(synthetic_run)), "risk")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 def test_reproducible_outputs(synthetic_run, tmp_path):
     """Same config and seed -> byte-identical generated and cleaned data."""
     snakemake(
-        tmp_path, "--cores", "2", "--configfile", str(synthetic_config(synthetic_run)), "clean"
+        tmp_path, "--cores", "2", "--configfile", str(shared_run_config(synthetic_run)), "clean"
     )
     for rel in ("results/synthetic/alpha.parquet", "results/clean/beta.parquet"):
         first = pd.read_parquet(synthetic_run / rel)
@@ -141,7 +138,7 @@ def test_a_risk_threshold_edit_keeps_the_generated_fleet(synthetic_run, tmp_path
     shutil.copytree(
         synthetic_run, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("locks")
     )
-    cfg = yaml.safe_load(synthetic_config(synthetic_run).read_text())
+    cfg = yaml.safe_load(shared_run_config(synthetic_run).read_text())
     cfg["risk"] = {"thresholds": {"cpu_utilization": {"warning": 60, "critical": 85}}}
     config = tmp_path / "thresholds.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -156,7 +153,7 @@ def test_target_max_forecasts_the_hourly_peaks(synthetic_run, tmp_path):
     shutil.copytree(
         synthetic_run, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("locks")
     )
-    cfg = yaml.safe_load(synthetic_config(synthetic_run).read_text())
+    cfg = yaml.safe_load(shared_run_config(synthetic_run).read_text())
     cfg["forecast"]["target"] = "max"
     config = tmp_path / "max.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -268,7 +265,7 @@ def test_library_edit_triggers_rerun_of_its_rules(synthetic_run, tmp_path):
             "-n",
             "--quiet",
             "rules",
-            f"--configfile={synthetic_config(synthetic_run)}",
+            f"--configfile={shared_run_config(synthetic_run)}",
             "features",
         ],
         capture_output=True,
