@@ -96,6 +96,10 @@ def test_s3_inputs_a_family_on_sagemaker_s3_results_and_a_rerun_after_one_object
     config = tmp_path / "s3-sagemaker.yaml"
     settings = {
         **TINY,
+        # One baseline model: one SageMaker job per stage and object (each is about 18 s of
+        # SDK and container start here); several models of a family on SageMaker are
+        # tests/test_sagemaker_workflow.py's subject.
+        "models": {**TINY["models"], "enabled": ["seasonal_naive_daily"]},
         "data": {"source": "s3", "path": f"s3://{fresh_bucket}/metrics/"},
         "training": {"backend": {"baseline": "sagemaker"}, "poll_seconds": 0.5},
         "aws": {"bucket": fresh_bucket, "prefix": "jobs", "role_arn": local_sagemaker.role_arn},
@@ -123,7 +127,7 @@ def test_s3_inputs_a_family_on_sagemaker_s3_results_and_a_rerun_after_one_object
     # A backtest and a refit per model and shard: each object is a group of its own, one shard
     # (forecast.series_per_partition unset: its series are not known when planning, so it is
     # never packed).
-    baselines = TINY["models"]["enabled"]  # seasonal_naive_daily, predict_linear: baselines
+    baselines = settings["models"]["enabled"]
     partitions = [name.removesuffix(".csv") for name in objects]
     assert len(local_sagemaker.jobs) == 2 * len(baselines) * len(partitions)
     for model in baselines:
