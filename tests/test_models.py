@@ -61,6 +61,7 @@ CHEAP_MODELS = [
     "predict_linear",
     "seasonal_median",
     "autoets",
+    "autoets_log",
     "autotheta",
     "theta",
     "theta_log",
@@ -158,6 +159,7 @@ def test_registry_names_and_families():
         "predict_linear",
         "seasonal_median",
         "autoets",
+        "autoets_log",
         "autotheta",
         "theta",
         "theta_log",
@@ -308,7 +310,9 @@ def test_predict_linear_fits_only_the_recent_window_and_widens_with_horizon():
 # statsforecast models
 
 
-@pytest.mark.parametrize("name", ["autoets", "autotheta", "theta", "theta_log", "mstl"])
+@pytest.mark.parametrize(
+    "name", ["autoets", "autoets_log", "autotheta", "theta", "theta_log", "mstl"]
+)
 def test_statsforecast_models_beat_seasonal_naive_on_smooth_trend(name):
     rng = np.random.default_rng(7)
     n, horizon = 10 * 24, 24
@@ -340,7 +344,7 @@ def test_statsforecast_fills_gaps_before_fitting():
     history.loc[gap, "y"] = np.nan
     history.loc[2 * 6 * 24 - 1, "y"] = np.nan  # the last value of the second series
     request = request_for(history)
-    for name in ("autoets", "autotheta", "theta", "theta_log", "mstl"):
+    for name in ("autoets", "autoets_log", "autotheta", "theta", "theta_log", "mstl"):
         out = MODEL_REGISTRY[name](request, MODEL_CFG)
         assert_contract(out, request)
         assert np.isfinite(out[["mean", "q0.1", "q0.9"]].to_numpy()).all()

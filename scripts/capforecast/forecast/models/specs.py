@@ -119,6 +119,14 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             settings=("intervals",),
         ),
         ModelSpec(
+            "autoets_log",
+            "statsforecast",
+            f"{_TRANSFORMED}:autoets_log_core",
+            _DAILY_THEN_NAIVE,
+            _two_seasons,
+            settings=("intervals",),
+        ),
+        ModelSpec(
             "autotheta",
             "statsforecast",
             f"{_STATS}:autotheta_core",
